@@ -1,0 +1,102 @@
+/**
+ * Shared pieces of every benchmark: machine description, timing, a readable table, JSON output under
+ * bench/results/<name>.json, and running an optional Python peer (Debian's /usr/bin/python3 with faiss, torch,
+ * scikit-learn) in the same run so that ratios compare like with like.
+ */
+import { spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
+export interface MachineInfo {
+  cpu: string;
+  cores: number;
+  memoryBytes: number;
+  node: string;
+  platform: string;
+  threads: number;
+}
+
+export function machineInfo(threads: number): MachineInfo {
+  return {
+    cpu: os.cpus()[0]?.model ?? 'unknown',
+    cores: os.cpus().length,
+    memoryBytes: os.totalmem(),
+    node: process.version,
+    platform: `${process.platform}-${process.arch}`,
+    threads,
+  };
+}
+
+/** Median wall time in milliseconds of `repeats` runs of fn after `warmup` runs. */
+export async function timeMs(fn: () => Promise<unknown> | unknown, repeats = 3, warmup = 1): Promise<number> {
+  for (let i = 0; i < warmup; i++) await fn();
+  const times: number[] = [];
+  for (let i = 0; i < repeats; i++) {
+    const t0 = process.hrtime.bigint();
+    await fn();
+    times.push(Number(process.hrtime.bigint() - t0) / 1e6);
+  }
+  times.sort((a, b) => a - b);
+  return times[Math.floor(times.length / 2)];
+}
+
+export type Row = Record<string, string | number | boolean | null>;
+
+export function printTable(title: string, rows: Row[]): void {
+  if (rows.length === 0) return;
+  const cols = Object.keys(rows[0]);
+  const fmt = (v: Row[string]): string =>
+    typeof v === 'number' ? (Number.isInteger(v) ? String(v) : v.toPrecision(4)) : v === null ? '-' : String(v);
+  const widths = cols.map((c) => Math.max(c.length, ...rows.map((r) => fmt(r[c]).length)));
+  const line = (cells: string[]): string => cells.map((c, i) => c.padStart(widths[i])).join('  ');
+  process.stdout.write(`\n${title}\n${line(cols)}\n${widths.map((w) => '-'.repeat(w)).join('  ')}\n`);
+  for (const r of rows) process.stdout.write(`${line(cols.map((c) => fmt(r[c])))}\n`);
+}
+
+export function writeJson(name: string, payload: unknown, outDir = path.join(process.cwd(), 'bench', 'results')): string {
+  fs.mkdirSync(outDir, { recursive: true });
+  const file = path.join(outDir, `${name}.json`);
+  fs.writeFileSync(file, `${JSON.stringify(payload, null, 2)}\n`);
+  process.stdout.write(`\nJSON written to ${file}\n`);
+  return file;
+}
+
+export const PEER_PYTHON = process.env.IMIAD_PEER_PYTHON ?? '/usr/bin/python3';
+
+/** True when Debian's python3 can import every module named. */
+export function peerAvailable(modules: string[]): boolean {
+  if (!fs.existsSync(PEER_PYTHON)) return false;
+  const r = spawnSync(PEER_PYTHON, ['-c', modules.map((m) => `import ${m}`).join(';')], { stdio: 'ignore' });
+  return r.status === 0;
+}
+
+/** Runs bench/peers/<script> with args and parses the JSON it prints on its last stdout line. */
+export function runPeer<T>(script: string, args: string[]): T {
+  const file = path.join(__dirname, '..', '..', 'bench', 'peers', script);
+  const r = spawnSync(PEER_PYTHON, [file, ...args], { encoding: 'utf8', maxBuffer: 1 << 30 });
+  if (r.status !== 0) throw new Error(`peer ${script} failed (exit ${r.status}): ${r.stderr}`);
+  const lines = r.stdout.trim().split('\n');
+  return JSON.parse(lines[lines.length - 1]) as T;
+}
+
+/** Parses `--name value` flags from a benchmark's argv. */
+export function flag(args: string[], name: string, fallback?: string): string | undefined {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 && i + 1 < args.length ? args[i + 1] : fallback;
+}
+
+/** A deterministic xorshift-based float generator for benchmark data (same seed, same data). */
+export function randomFloats(n: number, seed: number): Float32Array {
+  const out = new Float32Array(n);
+  let s = seed >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    out[i] = s / 4294967296 - 0.5;
+  }
+  return out;
+}

@@ -1,0 +1,17 @@
+// One Register<Family> per kernel family's glue file; RegisterFamilies calls them all.
+#pragma once
+
+#include <napi.h>
+
+namespace imiad {
+namespace glue {
+
+// Add a line per family: void Register<Family>(Napi::Env env, Napi::Object exports);
+
+inline void RegisterFamilies(Napi::Env env, Napi::Object exports) {
+  (void)env;
+  (void)exports;
+}
+
+}  // namespace glue
+}  // namespace imiad

@@ -1,0 +1,27 @@
+/**
+ * Wraps a command's action: input and argument errors (codes ERR_IMIAD_*, TypeError, RangeError) print one clear
+ * line and exit with code 2; anything else prints the error and exits with 1.
+ */
+
+export function isUserError(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  const code = (err as Error & { code?: unknown }).code;
+  return (typeof code === 'string' && code.startsWith('ERR_IMIAD_')) || err instanceof TypeError || err instanceof RangeError;
+}
+
+export function action<A extends unknown[]>(fn: (...args: A) => Promise<void> | void): (...args: A) => Promise<void> {
+  return async (...args: A) => {
+    try {
+      await fn(...args);
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      if (isUserError(err)) {
+        process.stderr.write(`imiad: ${message}\n`);
+        process.exitCode = 2;
+      } else {
+        process.stderr.write(`imiad: ${err instanceof Error && err.stack ? err.stack : message}\n`);
+        process.exitCode = 1;
+      }
+    }
+  };
+}

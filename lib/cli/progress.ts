@@ -1,0 +1,54 @@
+/**
+ * A one-line progress display for long work on the command line: label, bar, done/total, rate and ETA.
+ * Writes to stderr only when it is a TTY (or IMIAD_PROGRESS=1), so piped JSON output stays clean.
+ */
+
+export interface Progress {
+  update(done: number, total?: number): void;
+  tick(n?: number): void;
+  done(message?: string): void;
+}
+
+function formatSeconds(s: number): string {
+  if (!Number.isFinite(s)) return '--';
+  if (s < 60) return `${s.toFixed(0)}s`;
+  const m = Math.floor(s / 60);
+  return m < 60 ? `${m}m${String(Math.round(s % 60)).padStart(2, '0')}s` : `${Math.floor(m / 60)}h${String(m % 60).padStart(2, '0')}m`;
+}
+
+export function progress(label: string, total: number, stream: NodeJS.WriteStream = process.stderr): Progress {
+  const enabled = stream.isTTY === true || process.env.IMIAD_PROGRESS === '1';
+  const start = Date.now();
+  let current = 0;
+  let lastDraw = 0;
+  const draw = (force = false): void => {
+    if (!enabled) return;
+    const now = Date.now();
+    if (!force && now - lastDraw < 100) return;
+    lastDraw = now;
+    const width = 24;
+    const frac = total > 0 ? Math.min(1, current / total) : 0;
+    const filled = Math.round(frac * width);
+    const elapsed = (now - start) / 1000;
+    const rate = elapsed > 0 ? current / elapsed : 0;
+    const eta = rate > 0 ? (total - current) / rate : Infinity;
+    const line = `${label} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${current}/${total} ${rate.toFixed(1)}/s ETA ${formatSeconds(eta)}`;
+    stream.write(`\r${line}\x1b[K`);
+  };
+  return {
+    update(done: number, newTotal?: number) {
+      current = done;
+      if (newTotal !== undefined) total = newTotal;
+      draw();
+    },
+    tick(n = 1) {
+      current += n;
+      draw();
+    },
+    done(message?: string) {
+      current = total;
+      draw(true);
+      if (enabled) stream.write(message ? `\r${label}: ${message}\x1b[K\n` : '\n');
+    },
+  };
+}
