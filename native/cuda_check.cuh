@@ -1,0 +1,94 @@
+// Error checking shared by the .cu files: every CUDA runtime call's status becomes a C++ exception that names the
+// call, so the glue can report it (ERR_IMIAD_NATIVE) instead of the process continuing with a broken device state.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <stdexcept>
+#include <string>
+
+namespace imiad {
+namespace cuda {
+
+[[noreturn]] inline void throwCudaError(cudaError_t status, const char* call) {
+  // Clears a non-sticky error so the next call on this thread does not report it again.
+  (void)cudaGetLastError();
+  throw std::runtime_error(std::string("CUDA error in ") + call + ": " + cudaGetErrorName(status) + " (" +
+                           cudaGetErrorString(status) + ")");
+}
+
+#define IMIAD_CUDA_CHECK(call)                                            \
+  do {                                                                    \
+    cudaError_t imiadStatus_ = (call);                                    \
+    if (imiadStatus_ != cudaSuccess) ::imiad::cuda::throwCudaError(imiadStatus_, #call); \
+  } while (0)
+
+// A device allocation freed on scope exit (every error path unwinds through exceptions).
+template <typename T>
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(size_t count) { allocate(count); }
+  ~DeviceBuffer() { release(); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+
+  void allocate(size_t count) {
+    release();
+    if (count == 0) return;
+    void* p = nullptr;
+    IMIAD_CUDA_CHECK(cudaMalloc(&p, count * sizeof(T)));
+    ptr_ = static_cast<T*>(p);
+    count_ = count;
+  }
+  void release() {
+    if (ptr_ != nullptr) cudaFree(ptr_);  // an error here (e.g. at process exit) has nobody left to report to
+    ptr_ = nullptr;
+    count_ = 0;
+  }
+  T* get() const { return ptr_; }
+  size_t size() const { return count_; }
+
+ private:
+  T* ptr_ = nullptr;
+  size_t count_ = 0;
+};
+
+// A stream owned for one call.
+class Stream {
+ public:
+  Stream() { IMIAD_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking)); }
+  ~Stream() { cudaStreamDestroy(stream_); }
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+  cudaStream_t get() const { return stream_; }
+  void sync() const { IMIAD_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+
+ private:
+  cudaStream_t stream_ = nullptr;
+};
+
+// Binds the calling (libuv worker) thread to device 0 and returns its free memory in bytes.
+inline size_t useDevice() {
+  IMIAD_CUDA_CHECK(cudaSetDevice(0));
+  size_t freeBytes = 0, totalBytes = 0;
+  IMIAD_CUDA_CHECK(cudaMemGetInfo(&freeBytes, &totalBytes));
+  return freeBytes;
+}
+
+// Exact squared Euclidean distance of two float rows, accumulated in double by one warp: lane l sums the
+// dimensions l, l+32, ... with fused multiply-adds, then a fixed butterfly combines the lanes and lane 0's value
+// is broadcast. The order is fixed, so every kernel that calls this gets the bit-identical value for a pair.
+__device__ __forceinline__ double warpExactSquaredDistance(const float* __restrict__ a, const float* __restrict__ b,
+                                                           int dims, int lane) {
+  double sum = 0.0;
+  for (int d = lane; d < dims; d += 32) {
+    const double diff = static_cast<double>(a[d]) - static_cast<double>(b[d]);
+    sum = __fma_rn(diff, diff, sum);
+  }
+  for (int offset = 16; offset > 0; offset >>= 1) sum = __dadd_rn(sum, __shfl_xor_sync(0xffffffffu, sum, offset));
+  return __shfl_sync(0xffffffffu, sum, 0);
+}
+
+}  // namespace cuda
+}  // namespace imiad
