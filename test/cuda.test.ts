@@ -1,0 +1,219 @@
+import { spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
+import {
+  cpuFallbackNotice,
+  cudaAddonPath,
+  driverMissingReason,
+  kernelAddon,
+  probeCuda,
+  probeCudaUncached,
+  resolveDevice,
+  testLoadCudaAddon,
+} from '../bindings/device';
+import { cpuAddon, cpuAddonPath, packageRoot } from '../bindings/load';
+
+const root = packageRoot();
+const builtAddon = path.join(root, 'build-cuda', 'Release', 'imiad_cuda.node');
+const probe = probeCuda();
+
+// The tests of the fallback need a machine where CUDA is not usable; the GPU-vs-CPU tests need one where it is.
+// Whichever set cannot run here is skipped with the reason printed.
+const noGpuTest = probe.usable ? test.skip : test;
+const gpuTest = probe.usable ? test : test.skip;
+if (probe.usable) {
+  console.log(`CUDA fallback tests skipped: a usable GPU is present (${probe.device?.name})`);
+} else {
+  console.log(`GPU-vs-CPU comparison tests skipped: ${probe.reason}`);
+}
+
+/** Runs a script in a fresh node process (its own probe cache) against the compiled dist/ tree. */
+function runNode(script: string, env: NodeJS.ProcessEnv = {}): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, ['-e', script], { cwd: root, env: { ...process.env, ...env }, encoding: 'utf8' });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** The reason this machine has no CUDA, worked out from the same facts the probe reads. */
+function expectedReason(addonPath: string): string {
+  if (!fs.existsSync(addonPath)) {
+    return `the CUDA addon is not built (${addonPath} is missing; run npm run build:cuda)`;
+  }
+  return 'no NVIDIA kernel driver is loaded (/proc/driver/nvidia/version is missing)';
+}
+
+describe('device resolution without a usable GPU', () => {
+  test("'cpu' always resolves to the CPU, without probing", () => {
+    expect(resolveDevice('cpu')).toBe('cpu');
+  });
+
+  noGpuTest("'cuda' throws ERR_IMIAD_CUDA_UNAVAILABLE with the reason", () => {
+    const expected = `CUDA was requested (device: 'cuda') but is unavailable: ${expectedReason(cudaAddonPath())}`;
+    expect(() => resolveDevice('cuda')).toThrow(expected);
+    try {
+      resolveDevice('cuda');
+    } catch (err) {
+      expect((err as { code?: string }).code).toBe('ERR_IMIAD_CUDA_UNAVAILABLE');
+    }
+    expect(() => kernelAddon('cuda')).toThrow(expected);
+  });
+
+  noGpuTest("'auto' falls back to the CPU with a single notice per process", () => {
+    const script = `
+      const d = require('./dist/bindings/device');
+      const a = d.resolveDevice('auto');
+      const b = d.resolveDevice('auto');
+      const k = d.kernelAddon('auto');
+      process.stdout.write([a, b, k.backend, k.addon.backend].join(' '));`;
+    const r = runNode(script);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toBe('cpu cpu cpu cpu');
+    expect(r.stderr).toBe(cpuFallbackNotice(expectedReason(cudaAddonPath())));
+    expect(r.stderr.split('\n').filter((l) => l !== '')).toHaveLength(1);
+  });
+
+  noGpuTest('a missing CUDA addon file is the reason given', () => {
+    const missing = path.join(os.tmpdir(), `imiad-no-such-dir-${process.pid}`, 'imiad_cuda.node');
+    const r = runNode(
+      `try { require('./dist/bindings/device').resolveDevice('cuda'); } catch (e) { process.stdout.write(e.code + '|' + e.message); }`,
+      { IMIAD_CUDA_ADDON: missing },
+    );
+    expect(r.stdout).toBe(
+      `ERR_IMIAD_CUDA_UNAVAILABLE|CUDA was requested (device: 'cuda') but is unavailable: the CUDA addon is not built (${missing} is missing; run npm run build:cuda)`,
+    );
+  });
+
+  test('a file that is not a loadable addon fails its test-load in the child, not in this process', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'imiad-cuda-'));
+    const bogus = path.join(dir, 'imiad_cuda.node');
+    fs.writeFileSync(bogus, 'not a shared object\n');
+    try {
+      const { device, reason } = testLoadCudaAddon(bogus);
+      expect(device).toBeUndefined();
+      expect(reason.startsWith(`the test-load of ${bogus} failed (exit code 1: `)).toBe(true);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  noGpuTest('the built CUDA addon loads without a driver and reports why there is no device', () => {
+    if (!fs.existsSync(builtAddon)) {
+      console.log(`skipped: ${builtAddon} is not built (npm run build:cuda)`);
+      return;
+    }
+    const { device, reason } = testLoadCudaAddon(builtAddon);
+    expect(device).toBeDefined();
+    expect(device?.available).toBe(false);
+    if (driverMissingReason() !== '') {
+      expect(device?.reason).toBe('no NVIDIA driver was found (libcuda.so.1 could not be loaded)');
+      expect(reason).toBe('no usable CUDA device: no NVIDIA driver was found (libcuda.so.1 could not be loaded)');
+    }
+    expect(probeCudaUncached(builtAddon).usable).toBe(false);
+  });
+});
+
+describe('separate CUDA binary', () => {
+  test('the CUDA addon is never looked for beside the CPU addon', () => {
+    expect(path.dirname(cudaAddonPath())).not.toBe(path.dirname(cpuAddonPath()));
+  });
+
+  test('no CUDA addon file lies in build/Release or prebuilds', () => {
+    const found: string[] = [];
+    const walk = (dir: string): void => {
+      if (!fs.existsSync(dir)) return;
+      for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
+        const p = path.join(dir, entry.name);
+        if (entry.isDirectory()) walk(p);
+        else if (entry.name.includes('cuda')) found.push(p);
+      }
+    };
+    walk(path.join(root, 'build', 'Release'));
+    walk(path.join(root, 'prebuilds'));
+    expect(found).toEqual([]);
+  });
+
+  test('the CPU addon does not link the CUDA runtime', () => {
+    const binary = fs.readFileSync(cpuAddonPath());
+    expect(binary.includes('cudaMalloc')).toBe(false);
+    expect(binary.includes('libcudart')).toBe(false);
+  });
+
+  test('the built CUDA addon carries the CUDA runtime statically', () => {
+    if (!fs.existsSync(builtAddon)) {
+      console.log(`skipped: ${builtAddon} is not built (npm run build:cuda)`);
+      return;
+    }
+    const binary = fs.readFileSync(builtAddon);
+    expect(binary.includes('cudaMalloc')).toBe(true);
+    // Dynamically linked, the file would name the runtime's shared library among its dependencies.
+    expect(binary.includes('libcudart.so')).toBe(false);
+  });
+});
+
+// ---- GPU-vs-CPU: run only where a GPU is usable. ----
+
+function randomMatrix(rows: number, dims: number, seed: number, offset = 0): Float32Array {
+  let s = seed >>> 0;
+  const out = new Float32Array(rows * dims);
+  for (let i = 0; i < out.length; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = offset + (s / 2 ** 32 - 0.5) * 2;
+  }
+  return out;
+}
+
+interface RawKnnIndex {
+  rows: number;
+  dims: number;
+  search(queries: Float32Array, k: number, cancelFlag?: Int32Array): Promise<{ indices: Int32Array; distances: Float32Array }>;
+}
+type RawKnnIndexClass = new (bank: Float32Array, dims: number) => RawKnnIndex;
+type RawGreedyCoreset = (
+  features: Float32Array,
+  dims: number,
+  count: number,
+  projectionDims: number,
+  seed: number,
+  startIndex: number,
+  cancelFlag?: Int32Array,
+  onProgress?: (done: number, total: number) => void,
+) => Promise<Uint32Array>;
+
+describe('GPU and CPU agree', () => {
+  gpuTest.each([
+    [20000, 1024, 300, 1, 0],
+    [20000, 1024, 300, 9, 0],
+    [5000, 37, 200, 64, 0],
+    [40000, 64, 100, 9, 300],
+    [3000, 128, 50, 1024, 0],
+  ])('k-NN: %i x %i bank, %i queries, k = %i, offset %i', async (rows, dims, nq, k, offset) => {
+    const bank = randomMatrix(rows, dims, 1, offset);
+    const queries = randomMatrix(nq, dims, 2, offset);
+    const Cpu = cpuAddon<{ KnnIndex: RawKnnIndexClass }>().KnnIndex;
+    const Gpu = kernelAddon<{ KnnIndex: RawKnnIndexClass }>('cuda').addon.KnnIndex;
+    const cpu = await new Cpu(bank, dims).search(queries, k);
+    const gpu = await new Gpu(bank, dims).search(queries, k);
+    expect(Array.from(gpu.indices)).toEqual(Array.from(cpu.indices));
+    for (let i = 0; i < cpu.distances.length; i++) {
+      expect(Math.abs(gpu.distances[i] - cpu.distances[i])).toBeLessThanOrEqual(1e-4 * Math.max(1, cpu.distances[i]));
+    }
+  });
+
+  gpuTest.each([
+    [5000, 128, 500, 0],
+    [20000, 256, 2000, 64],
+  ])('greedy coreset: %i x %i, count %i, projectionDims %i', async (rows, dims, count, projectionDims) => {
+    const features = randomMatrix(rows, dims, 3);
+    const cpu = await cpuAddon<{ greedyCoreset: RawGreedyCoreset }>().greedyCoreset(features, dims, count, projectionDims, 7, 11);
+    const gpu = await kernelAddon<{ greedyCoreset: RawGreedyCoreset }>('cuda').addon.greedyCoreset(
+      features,
+      dims,
+      count,
+      projectionDims,
+      7,
+      11,
+    );
+    expect(Array.from(gpu)).toEqual(Array.from(cpu));
+  });
+});
