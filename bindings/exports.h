@@ -7,10 +7,14 @@ namespace imiad {
 namespace glue {
 
 // Add a line per family: void Register<Family>(Napi::Env env, Napi::Object exports);
+void RegisterKnn(Napi::Env env, Napi::Object exports);
+void RegisterCoreset(Napi::Env env, Napi::Object exports);
 
 inline void RegisterFamilies(Napi::Env env, Napi::Object exports) {
   (void)env;
   (void)exports;
+  RegisterKnn(env, exports);
+  RegisterCoreset(env, exports);
 }
 
 }  // namespace glue
