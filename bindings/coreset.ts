@@ -3,7 +3,7 @@
  * (native/coreset.h). Every argument is validated here first, in the project's message format.
  */
 import { callKernel } from './call';
-import { imiadError } from './errors';
+import { kernelAddon } from './device';
 import { cpuAddon } from './load';
 import {
   type Device,
@@ -117,10 +117,8 @@ function run(raw: RawGreedyCoreset, features: Float32Array, v: Validated, caller
  */
 export async function greedyCoreset(features: Float32Array, options: GreedyCoresetOptions): Promise<Uint32Array> {
   const v = validateGreedyCoreset(features, options);
-  if (v.device === 'cuda') {
-    throw imiadError('Error', 'ERR_IMIAD_CUDA_UNAVAILABLE', "Device 'cuda' was requested but the CUDA addon is not available");
-  }
-  return run(cpuAddon<CoresetAddon>().greedyCoreset, features, v, greedyCoreset);
+  // 'auto'/'cuda' resolved by bindings/device.ts; both addons export greedyCoreset with the same arguments.
+  return run(kernelAddon<CoresetAddon>(v.device).addon.greedyCoreset, features, v, greedyCoreset);
 }
 
 /**

@@ -4,7 +4,8 @@
  * the glue repeats only cheap guards.
  */
 import { callKernel } from './call';
-import { imiadError, invalidRange, invalidType } from './errors';
+import { CUDA_MAX_K, kernelAddon } from './device';
+import { invalidRange, invalidType } from './errors';
 import * as is from './is';
 import { cpuAddon } from './load';
 import { type Device, optionalSignal, requireDevice, requireDims, requireInteger, requireMatrix, requireOptions } from './validate';
@@ -43,18 +44,6 @@ export interface KnnSearchOptions {
 /** Row indices are Int32: a larger bank cannot be addressed. */
 const MAX_ROWS = 2 ** 31 - 1;
 
-/** The device a call runs on. Only the CPU exists in this build; 'auto' picks it. */
-function resolveDevice(device: Device): 'cpu' {
-  if (device === 'cuda') {
-    throw imiadError(
-      'Error',
-      'ERR_IMIAD_CUDA_UNAVAILABLE',
-      "Expected an available CUDA device for device but received cuda of type string: this build of imiad has no CUDA addon (use 'auto' or 'cpu')",
-    );
-  }
-  return 'cpu';
-}
-
 /** Checks a bank (type, non-empty, multiple of dims, finite, addressable) and returns its row count. */
 function requireBank(bank: Float32Array, dims: number): number {
   const rows = requireMatrix(bank, dims, 'bank');
@@ -69,18 +58,23 @@ function requireBank(bank: Float32Array, dims: number): number {
 export class KnnIndex {
   readonly rows: number;
   readonly dims: number;
-  readonly device: 'cpu';
+  /** The device the searches run on ('auto' resolved; see bindings/device.ts). */
+  readonly device: 'cpu' | 'cuda';
   readonly #native: NativeKnnIndex;
+  readonly #bank: Float32Array;
+  /** On the GPU, searches with k above CUDA_MAX_K run on a CPU index of the same bank, made when first needed. */
+  #cpuIndex: NativeKnnIndex | undefined;
 
   constructor(bank: Float32Array, opts: KnnIndexOptions) {
     if (!is.float32Array(bank)) throw invalidType('Float32Array', 'bank', bank);
     const o = requireOptions(opts);
     const dims = requireDims(o.dims);
-    const device = resolveDevice(requireDevice(o.device));
+    const { backend, addon } = kernelAddon<KnnAddon>(requireDevice(o.device));
     this.rows = requireBank(bank, dims);
     this.dims = dims;
-    this.device = device;
-    this.#native = new (cpuAddon<KnnAddon>().KnnIndex)(bank, dims);
+    this.device = backend;
+    this.#bank = bank;
+    this.#native = new addon.KnnIndex(bank, dims);
   }
 
   /** Bytes the index holds once prepared: the packed copy of the bank and its norms. */
@@ -93,7 +87,12 @@ export class KnnIndex {
     requireMatrix(queries, this.dims, 'queries');
     requireInteger(k, 'k', 1, this.rows);
     const signal = optionalSignal(requireOptions(opts).signal);
-    return callKernel((cancelFlag) => this.#native.search(queries, k, cancelFlag), { signal }, this.search);
+    let native = this.#native;
+    if (this.device === 'cuda' && k > CUDA_MAX_K) {
+      this.#cpuIndex ??= new (cpuAddon<KnnAddon>().KnnIndex)(this.#bank, this.dims);
+      native = this.#cpuIndex;
+    }
+    return callKernel((cancelFlag) => native.search(queries, k, cancelFlag), { signal }, this.search);
   }
 }
 
@@ -113,8 +112,10 @@ export async function knnSearch(bank: Float32Array, queries: Float32Array, opts:
   const rows = requireBank(bank, dims);
   requireMatrix(queries, dims, 'queries');
   const k = requireInteger(o.k, 'k', 1, rows);
-  resolveDevice(requireDevice(o.device));
+  const { backend, addon } = kernelAddon<KnnAddon>(requireDevice(o.device));
   const signal = optionalSignal(o.signal);
-  const native = new (cpuAddon<KnnAddon>().KnnIndex)(bank, dims);
+  // k above the GPU's limit runs on the CPU (bindings/device.ts: CUDA_MAX_K).
+  const Index = backend === 'cuda' && k > CUDA_MAX_K ? cpuAddon<KnnAddon>().KnnIndex : addon.KnnIndex;
+  const native = new Index(bank, dims);
   return callKernel((cancelFlag) => native.search(queries, k, cancelFlag), { signal }, knnSearch);
 }

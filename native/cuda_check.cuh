@@ -76,18 +76,17 @@ inline size_t useDevice() {
   return freeBytes;
 }
 
-// Exact squared Euclidean distance of two float rows, accumulated in double by one warp: lane l sums the
-// dimensions l, l+32, ... with fused multiply-adds, then a fixed butterfly combines the lanes and lane 0's value
-// is broadcast. The order is fixed, so every kernel that calls this gets the bit-identical value for a pair.
-__device__ __forceinline__ double warpExactSquaredDistance(const float* __restrict__ a, const float* __restrict__ b,
-                                                           int dims, int lane) {
+// native/knn.h's exactSquaredDistance(), the definition of the k-NN ranking, reproduced bit for bit by one
+// thread: float inputs widened to double, differences squared and summed in index order, each operation rounded
+// separately (no fused multiply-add).
+__device__ __forceinline__ double exactSquaredDistance(const float* __restrict__ a, const float* __restrict__ b,
+                                                       int dims) {
   double sum = 0.0;
-  for (int d = lane; d < dims; d += 32) {
-    const double diff = static_cast<double>(a[d]) - static_cast<double>(b[d]);
-    sum = __fma_rn(diff, diff, sum);
+  for (int d = 0; d < dims; ++d) {
+    const double t = __dsub_rn(static_cast<double>(a[d]), static_cast<double>(b[d]));
+    sum = __dadd_rn(sum, __dmul_rn(t, t));
   }
-  for (int offset = 16; offset > 0; offset >>= 1) sum = __dadd_rn(sum, __shfl_xor_sync(0xffffffffu, sum, offset));
-  return __shfl_sync(0xffffffffu, sum, 0);
+  return sum;
 }
 
 }  // namespace cuda

@@ -1,5 +1,7 @@
 // GPU form of the exact k-NN (native/knn_cuda.h describes the structure). The definition it must reproduce is the
-// CPU kernel's: Euclidean distance on the direct differences, ascending, ties to the smaller bank row. Nothing here
+// CPU kernel's (native/knn.h): rows ranked by exactSquaredDistance() (double, index order, no fused multiply-add),
+// ascending, ties to the smaller bank row; distances are float(sqrt(that)). The GPU evaluates the same expression
+// in the same order for every row it ranks, so indices and distances are identical to the CPU's. Nothing here
 // uses cuBLAS (only the CUDA runtime is required): the distance tiles come from our own register-blocked kernel.
 #include "knn_cuda.h"
 
@@ -186,19 +188,12 @@ __global__ void __launch_bounds__(kSelectThreads)
   __shared__ double exact[kRerankCap];
   __shared__ uint32_t ids[kRerankCap];
   const int q = blockIdx.x;
-  const int lane = threadIdx.x & 31;
-  const int warp = threadIdx.x >> 5;
-  const int warps = blockDim.x >> 5;
   const float* queryRow = queries + static_cast<size_t>(q) * dims;
   const size_t listBase = static_cast<size_t>(q) * listSize;
-  for (int c = warp; c < listSize; c += warps) {
+  for (int c = threadIdx.x; c < listSize; c += blockDim.x) {
     const uint32_t id = listIds[listBase + c];
-    double d = CUDART_INF;
-    if (id != kNoRow) d = warpExactSquaredDistance(queryRow, bank + static_cast<size_t>(id) * dims, dims, lane);
-    if (lane == 0) {
-      exact[c] = d;
-      ids[c] = id;
-    }
+    exact[c] = id == kNoRow ? CUDART_INF : exactSquaredDistance(queryRow, bank + static_cast<size_t>(id) * dims, dims);
+    ids[c] = id;
   }
   __syncthreads();
   bitonicSort<double>(exact, ids, listSize);
@@ -222,12 +217,9 @@ __global__ void __launch_bounds__(kSelectThreads)
 // Exact squared distances of one query to every bank row (the fallback for a flagged query).
 __global__ void exactDistancesKernel(const float* __restrict__ query, const float* __restrict__ bank, long long rows,
                                      int dims, double* __restrict__ out) {
-  const int lane = threadIdx.x & 31;
-  const long long warpsTotal = static_cast<long long>(gridDim.x) * (blockDim.x >> 5);
-  for (long long r = (static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; r < rows;
-       r += warpsTotal) {
-    const double d = warpExactSquaredDistance(query, bank + r * dims, dims, lane);
-    if (lane == 0) out[r] = d;
+  for (long long r = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; r < rows;
+       r += static_cast<long long>(gridDim.x) * blockDim.x) {
+    out[r] = exactSquaredDistance(query, bank + r * dims, dims);
   }
 }
 
@@ -395,7 +387,7 @@ void KnnBank::search(const float* bankHost, const float* queries, size_t queryRo
         dExactKeys.allocate(k);
         dExactIds.allocate(k);
       }
-      exactDistancesKernel<<<warpBlocks(static_cast<long long>(rows), 256), 256, 0, stream.get()>>>(
+      exactDistancesKernel<<<static_cast<int>(std::min<size_t>((rows + 255) / 256, 65535)), 256, 0, stream.get()>>>(
           dQueries.get() + static_cast<size_t>(q) * s.dims, s.bank.get(), static_cast<long long>(rows), dims,
           dExact.get());
       selectKernel<double, kExactCap><<<1, kSelectThreads, 0, stream.get()>>>(

@@ -5,8 +5,8 @@
 // the lifetime of the index; queries are processed in tiles sized from a memory budget; for each (query tile,
 // bank chunk) a register-blocked SGEMM-style kernel computes ||q||^2 + ||b||^2 - 2 q.b into a scratch tile, and a
 // per-query selection kernel merges the tile into a running candidate list of k' = k + margin rows (the full
-// distance matrix never exists). The candidates are then re-ranked on the exact distance (direct differences,
-// accumulated in double), and a query whose (k'+1)-th approximate distance does not clear its k-th exact distance
+// distance matrix never exists). The candidates are then re-ranked on the CPU kernel's exactSquaredDistance()
+// (direct differences in double, index order, no fused multiply-add), and a query whose (k'+1)-th approximate distance does not clear its k-th exact distance
 // by the float error bound of the norm expansion is recomputed exactly against the whole bank, so the ranking is
 // exactly that of the direct-difference distance, never an artefact of cancellation in the expansion.
 #pragma once

@@ -2,6 +2,10 @@ import { spawnSync } from 'child_process';
 
 import { defaultStartIndex, greedyCoreset, greedyCoresetPlain, splitmix64 } from '../bindings/coreset';
 import { cpuAddon, packageRoot } from '../bindings/load';
+import { cudaUnavailableError, probeCuda } from '../bindings/device';
+
+// Where no GPU is usable, device: 'cuda' throws with bindings/device.ts's reason (test/cuda.test.ts pins it down).
+const cudaProbe = probeCuda();
 
 const root = packageRoot();
 const f = Math.fround;
@@ -191,8 +195,8 @@ describe('greedyCoreset: threads, progress, cancellation', () => {
       const x = s(40000 * 24, 21);
       for (let i = 0; i < x.length; i++) x[i] = x[i] * (i % 24 < 3 ? 10 : 1);
       Promise.all([
-        greedyCoreset(x, { dims: 24, count: 2000, startIndex: 1 }),
-        greedyCoreset(x, { dims: 24, count: 300, projectionDims: 6, seed: 3 }),
+        greedyCoreset(x, { dims: 24, count: 2000, startIndex: 1, device: 'cpu' }),
+        greedyCoreset(x, { dims: 24, count: 300, projectionDims: 6, seed: 3, device: 'cpu' }),
       ]).then((r) => console.log(JSON.stringify(r.map((a) => Array.from(a)))));`;
     const outputs = ['1', '2', '5'].map((threads) => {
       const r = spawnSync(process.execPath, ['-e', script], {
@@ -275,7 +279,7 @@ describe('greedyCoreset: argument errors', () => {
     ['startIndex out of range', () => greedyCoreset(x, { dims: 2, count: 1, startIndex: 2 }), 'RangeError', 'ERR_IMIAD_RANGE', 'Expected integer between 0 and 1 for startIndex but received 2 of type number'],
     ['startIndex -Infinity', () => greedyCoreset(x, { dims: 2, count: 1, startIndex: -Infinity }), 'TypeError', 'ERR_IMIAD_ARGUMENT', 'Expected integer between 0 and 1 for startIndex but received -Infinity of type number'],
     ['device unknown', () => greedyCoreset(x, { dims: 2, count: 1, device: 'gpu' as never }), 'TypeError', 'ERR_IMIAD_ARGUMENT', "Expected one of 'auto', 'cpu', 'cuda' for device but received gpu of type string"],
-    ['device cuda without the CUDA addon', () => greedyCoreset(x, { dims: 2, count: 1, device: 'cuda' }), 'Error', 'ERR_IMIAD_CUDA_UNAVAILABLE', "Device 'cuda' was requested but the CUDA addon is not available"],
+    ...(cudaProbe.usable ? [] : [['device cuda without a usable GPU', () => greedyCoreset(x, { dims: 2, count: 1, device: 'cuda' }), 'Error', 'ERR_IMIAD_CUDA_UNAVAILABLE', cudaUnavailableError(cudaProbe.reason).message]] as Array<[string, () => Promise<unknown>, string, string, string]>),
     ['signal not an AbortSignal', () => greedyCoreset(x, { dims: 2, count: 1, signal: {} as never }), 'TypeError', 'ERR_IMIAD_ARGUMENT', 'Expected AbortSignal for signal but received Object of type object'],
     ['onProgress not a function', () => greedyCoreset(x, { dims: 2, count: 1, onProgress: 1 as never }), 'TypeError', 'ERR_IMIAD_ARGUMENT', 'Expected function for onProgress but received 1 of type number'],
   ];

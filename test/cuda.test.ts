@@ -13,7 +13,8 @@ import {
   resolveDevice,
   testLoadCudaAddon,
 } from '../bindings/device';
-import { cpuAddon, cpuAddonPath, packageRoot } from '../bindings/load';
+import { cpuAddonPath, packageRoot } from '../bindings/load';
+import { greedyCoreset, KnnIndex, knnSearch } from '../lib/index';
 
 const root = packageRoot();
 const builtAddon = path.join(root, 'build-cuda', 'Release', 'imiad_cuda.node');
@@ -163,57 +164,46 @@ function randomMatrix(rows: number, dims: number, seed: number, offset = 0): Flo
   return out;
 }
 
-interface RawKnnIndex {
-  rows: number;
-  dims: number;
-  search(queries: Float32Array, k: number, cancelFlag?: Int32Array): Promise<{ indices: Int32Array; distances: Float32Array }>;
-}
-type RawKnnIndexClass = new (bank: Float32Array, dims: number) => RawKnnIndex;
-type RawGreedyCoreset = (
-  features: Float32Array,
-  dims: number,
-  count: number,
-  projectionDims: number,
-  seed: number,
-  startIndex: number,
-  cancelFlag?: Int32Array,
-  onProgress?: (done: number, total: number) => void,
-) => Promise<Uint32Array>;
-
-describe('GPU and CPU agree', () => {
+describe('GPU and CPU agree (bit for bit)', () => {
   gpuTest.each([
     [20000, 1024, 300, 1, 0],
     [20000, 1024, 300, 9, 0],
     [5000, 37, 200, 64, 0],
     [40000, 64, 100, 9, 300],
     [3000, 128, 50, 1024, 0],
+    [3000, 16, 20, 1500, 0],
   ])('k-NN: %i x %i bank, %i queries, k = %i, offset %i', async (rows, dims, nq, k, offset) => {
     const bank = randomMatrix(rows, dims, 1, offset);
     const queries = randomMatrix(nq, dims, 2, offset);
-    const Cpu = cpuAddon<{ KnnIndex: RawKnnIndexClass }>().KnnIndex;
-    const Gpu = kernelAddon<{ KnnIndex: RawKnnIndexClass }>('cuda').addon.KnnIndex;
-    const cpu = await new Cpu(bank, dims).search(queries, k);
-    const gpu = await new Gpu(bank, dims).search(queries, k);
+    const cpu = await new KnnIndex(bank, { dims, device: 'cpu' }).search(queries, k);
+    const gpuIndex = new KnnIndex(bank, { dims, device: 'cuda' });
+    expect(gpuIndex.device).toBe('cuda');
+    const gpu = await gpuIndex.search(queries, k);
     expect(Array.from(gpu.indices)).toEqual(Array.from(cpu.indices));
-    for (let i = 0; i < cpu.distances.length; i++) {
-      expect(Math.abs(gpu.distances[i] - cpu.distances[i])).toBeLessThanOrEqual(1e-4 * Math.max(1, cpu.distances[i]));
-    }
+    expect(Array.from(gpu.distances)).toEqual(Array.from(cpu.distances));
+    const oneShot = await knnSearch(bank, queries, { dims, k, device: 'cuda' });
+    expect(Array.from(oneShot.indices)).toEqual(Array.from(cpu.indices));
   });
 
   gpuTest.each([
     [5000, 128, 500, 0],
     [20000, 256, 2000, 64],
+    [3000, 5, 400, 0],
   ])('greedy coreset: %i x %i, count %i, projectionDims %i', async (rows, dims, count, projectionDims) => {
     const features = randomMatrix(rows, dims, 3);
-    const cpu = await cpuAddon<{ greedyCoreset: RawGreedyCoreset }>().greedyCoreset(features, dims, count, projectionDims, 7, 11);
-    const gpu = await kernelAddon<{ greedyCoreset: RawGreedyCoreset }>('cuda').addon.greedyCoreset(
-      features,
-      dims,
-      count,
-      projectionDims,
-      7,
-      11,
-    );
+    const options = { dims, count, projectionDims, seed: 7 };
+    const cpu = await greedyCoreset(features, { ...options, device: 'cpu' });
+    const gpu = await greedyCoreset(features, { ...options, device: 'cuda' });
     expect(Array.from(gpu)).toEqual(Array.from(cpu));
+  });
+
+  gpuTest('a cancelled GPU search rejects with AbortError', async () => {
+    const dims = 256;
+    const bank = randomMatrix(200000, dims, 4);
+    const index = new KnnIndex(bank, { dims, device: 'cuda' });
+    const controller = new AbortController();
+    const pending = index.search(randomMatrix(20000, dims, 5), 9, { signal: controller.signal });
+    setTimeout(() => controller.abort(), 5);
+    await expect(pending).rejects.toMatchObject({ name: 'AbortError', code: 'ABORT_ERR' });
   });
 });

@@ -1,8 +1,8 @@
 // GPU-vs-CPU correctness check of the CUDA kernels, without Node: random and adversarial inputs (ties from
 // duplicate integer rows, a large common offset that makes the norm expansion cancel, dims not a multiple of 4,
-// banks smaller than the candidate list, k up to 1024), each compared with a plain CPU reference of the same
-// definition (exact squared distances in double, ties to the smaller row). Exit status 0 when all agree, 1 on a
-// mismatch; on a machine without a usable GPU it prints why and exits 0 having checked nothing.
+// banks smaller than the candidate list, k up to 1024), each compared with the CPU kernels themselves
+// (native/knn.h's knnSearchPlain, native/coreset.h's greedyCoreset): indices and distances must be identical, bit
+// for bit, and so must the coreset selections. Exit status 0 when all agree, 1 on a mismatch; on a machine without a usable GPU it prints why and exits 0 having checked nothing.
 // Run: build-cuda/tests/imiad_cuda_check (after npm run build:cuda).
 #include <algorithm>
 #include <cmath>
@@ -13,8 +13,10 @@
 #include <string>
 #include <vector>
 
+#include "coreset.h"
 #include "coreset_cuda.h"
 #include "cuda_device.h"
+#include "knn.h"
 #include "knn_cuda.h"
 
 namespace {
@@ -22,15 +24,6 @@ namespace {
 using imiad::RunControl;
 
 int failures = 0;
-
-double exactSquared(const float* a, const float* b, size_t dims) {
-  double s = 0;
-  for (size_t d = 0; d < dims; ++d) {
-    const double diff = static_cast<double>(a[d]) - static_cast<double>(b[d]);
-    s += diff * diff;
-  }
-  return s;
-}
 
 std::vector<float> randomMatrix(size_t rows, size_t dims, unsigned seed, float offset, bool integers) {
   std::mt19937 rng(seed);
@@ -49,64 +42,32 @@ void checkKnn(const char* name, const std::vector<float>& bank, const std::vecto
   std::vector<float> distances(nq * k);
   RunControl control;
   index.search(bank.data(), queries.data(), nq, k, indices.data(), distances.data(), control);
+  std::vector<int32_t> cpuIndices(nq * k);
+  std::vector<float> cpuDistances(nq * k);
+  imiad::knnSearchPlain(bank.data(), rows, queries.data(), nq, dims, k, cpuIndices.data(), cpuDistances.data(),
+                        control);
   size_t bad = 0;
-  std::vector<std::pair<double, int32_t>> all(rows);
-  for (size_t q = 0; q < nq; ++q) {
-    for (size_t r = 0; r < rows; ++r) all[r] = {exactSquared(&queries[q * dims], &bank[r * dims], dims), int32_t(r)};
-    std::partial_sort(all.begin(), all.begin() + k, all.end());
-    for (size_t i = 0; i < k; ++i) {
-      const int32_t got = indices[q * k + i];
-      const float want = static_cast<float>(std::sqrt(all[i].first));
-      // The reference and the GPU sum the same exact terms in different orders (double): a different index is
-      // accepted only where the two rows' exact distances agree to that rounding.
-      const bool sameIndex = got == all[i].second;
-      const bool equivalent =
-          got >= 0 && size_t(got) < rows &&
-          std::fabs(exactSquared(&queries[q * dims], &bank[size_t(got) * dims], dims) - all[i].first) <=
-              1e-12 * std::max(1.0, all[i].first);
-      const bool distanceOk = std::fabs(distances[q * k + i] - want) <= 1e-6f * std::max(1.f, want);
-      if ((!sameIndex && !equivalent) || !distanceOk) {
-        if (bad < 5) {
-          std::printf("  %s: query %zu rank %zu: got row %d (%.9g), want row %d (%.9g)\n", name, q, i, got,
-                      distances[q * k + i], all[i].second, want);
-        }
-        ++bad;
+  for (size_t i = 0; i < nq * k; ++i) {
+    if (indices[i] != cpuIndices[i] || distances[i] != cpuDistances[i]) {
+      if (bad < 5) {
+        std::printf("  %s: query %zu rank %zu: GPU row %d (%.9g), CPU row %d (%.9g)\n", name, i / k, i % k,
+                    indices[i], distances[i], cpuIndices[i], cpuDistances[i]);
       }
+      ++bad;
     }
   }
   std::printf("%s k-NN %-40s %zu x %zu bank, %zu queries, k=%zu\n", bad ? "FAIL" : "ok  ", name, rows, dims, nq, k);
   if (bad) ++failures;
 }
 
-std::vector<uint32_t> referenceCoreset(const std::vector<float>& x, size_t dims, size_t count, size_t start) {
-  const size_t rows = x.size() / dims;
-  std::vector<double> minDist(rows, INFINITY);
-  std::vector<bool> taken(rows, false);
-  std::vector<uint32_t> out{static_cast<uint32_t>(start)};
-  taken[start] = true;
-  for (size_t it = 1; it < count; ++it) {
-    const float* c = &x[size_t(out.back()) * dims];
-    double best = -1;
-    size_t bestRow = 0;
-    for (size_t r = 0; r < rows; ++r) {
-      if (taken[r]) continue;
-      minDist[r] = std::min(minDist[r], exactSquared(&x[r * dims], c, dims));
-      if (minDist[r] > best) {
-        best = minDist[r];
-        bestRow = r;
-      }
-    }
-    taken[bestRow] = true;
-    out.push_back(static_cast<uint32_t>(bestRow));
-  }
-  return out;
-}
-
 void checkCoreset(const char* name, const std::vector<float>& x, size_t dims, size_t count, size_t start) {
   std::vector<uint32_t> got(count);
   RunControl control;
   imiad::cuda::greedyCoresetCuda(x.data(), x.size() / dims, dims, count, start, got.data(), control);
-  const std::vector<uint32_t> want = referenceCoreset(x, dims, count, start);
+  imiad::CoresetOptions options;
+  options.count = count;
+  options.startIndex = start;
+  const std::vector<uint32_t> want = imiad::greedyCoreset(x.data(), x.size() / dims, dims, options, control);
   size_t firstDiff = count;
   for (size_t i = 0; i < count && firstDiff == count; ++i)
     if (got[i] != want[i]) firstDiff = i;
