@@ -188,15 +188,15 @@ void greedyCoresetCuda(const float* features, size_t rows, size_t dims, size_t c
   DeviceBuffer<uint32_t> dPartialRow(blocks), dSelected(count);
   IMIAD_CUDA_CHECK(cudaMemcpyAsync(dFeatures.get(), features, rows * dims * sizeof(float), cudaMemcpyHostToDevice,
                                    stream.get()));
-  initKernel<<<std::min<long long>((rows + 255) / 256, 65535), 256, 0, stream.get()>>>(
+  IMIAD_LAUNCH(std::min<long long>((rows + 255) / 256, 65535), 256, stream.get(), initKernel)(
       dMinDistance.get(), static_cast<long long>(rows), static_cast<uint32_t>(startIndex), dSelected.get());
   IMIAD_CUDA_CHECK(cudaGetLastError());
   for (size_t it = 1; it < count; ++it) {
-    updateKernel<<<blocks, kUpdateThreads, 0, stream.get()>>>(dFeatures.get(), static_cast<long long>(rows),
+    IMIAD_LAUNCH(blocks, kUpdateThreads, stream.get(), updateKernel)(dFeatures.get(), static_cast<long long>(rows),
                                                              static_cast<int>(dims), dSelected.get(),
                                                              static_cast<int>(it), dMinDistance.get(),
                                                              dPartialValue.get(), dPartialRow.get());
-    pickKernel<<<1, kPickThreads, 0, stream.get()>>>(dPartialValue.get(), dPartialRow.get(), blocks, dSelected.get(),
+    IMIAD_LAUNCH(1, kPickThreads, stream.get(), pickKernel)(dPartialValue.get(), dPartialRow.get(), blocks, dSelected.get(),
                                                      static_cast<int>(it), dMinDistance.get());
     if (it % kIterationsPerPoll == 0) {
       IMIAD_CUDA_CHECK(cudaGetLastError());

@@ -7,6 +7,12 @@
 #include <stdexcept>
 #include <string>
 
+// Kernel launches go through this macro (kernel last, so template arguments may hold commas), which lets
+// test/cuda/emulate.sh run the very same kernels on the CPU with its own definition.
+#ifndef IMIAD_LAUNCH
+#define IMIAD_LAUNCH(grid, block, stream, ...) __VA_ARGS__<<<(grid), (block), 0, (stream)>>>
+#endif
+
 namespace imiad {
 namespace cuda {
 

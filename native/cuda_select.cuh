@@ -90,9 +90,12 @@ __global__ void __launch_bounds__(256)
   __syncthreads();
 
   for (int base = 0; base < count; base += blockDim.x) {
-    if (filled + static_cast<int>(blockDim.x) > kCap) {
-      const int n = filled;
-      bitonicSort<Key>(keys, ids, n);
+    // Every thread reads the count before any thread appends again (a warp leaving the previous barrier early
+    // must not change it under a slower warp's feet), so all take the same decision.
+    const int current = filled;
+    __syncthreads();
+    if (current + static_cast<int>(blockDim.x) > kCap) {
+      bitonicSort<Key>(keys, ids, current);
       if (threadIdx.x == 0) {
         filled = listSize;
         threshold = keys[listSize - 1];

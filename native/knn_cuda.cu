@@ -236,10 +236,10 @@ void launchDistanceTile(const float* queries, int queryRows, const float* bank, 
                         cudaStream_t stream) {
   const dim3 grid((bankRows + kTileN - 1) / kTileN, (queryRows + kTileM - 1) / kTileM);
   if (dims % 4 == 0) {
-    distanceTileKernel<true><<<grid, kTileThreads, 0, stream>>>(queries, queryRows, bank, bankRows, dims,
+    IMIAD_LAUNCH(grid, kTileThreads, stream, distanceTileKernel<true>)(queries, queryRows, bank, bankRows, dims,
                                                                 queryNormsSq, bankNormsSq, out, ldOut);
   } else {
-    distanceTileKernel<false><<<grid, kTileThreads, 0, stream>>>(queries, queryRows, bank, bankRows, dims,
+    IMIAD_LAUNCH(grid, kTileThreads, stream, distanceTileKernel<false>)(queries, queryRows, bank, bankRows, dims,
                                                                  queryNormsSq, bankNormsSq, out, ldOut);
   }
   IMIAD_CUDA_CHECK(cudaGetLastError());
@@ -313,7 +313,7 @@ void KnnBank::search(const float* bankHost, const float* queries, size_t queryRo
   if (!s.uploaded) {
     IMIAD_CUDA_CHECK(cudaMemcpyAsync(s.bank.get(), bankHost, rows * s.dims * sizeof(float), cudaMemcpyHostToDevice,
                                      stream.get()));
-    rowNormsKernel<<<warpBlocks(static_cast<long long>(rows), 256), 256, 0, stream.get()>>>(
+    IMIAD_LAUNCH(warpBlocks(static_cast<long long>(rows), 256), 256, stream.get(), rowNormsKernel)(
         s.bank.get(), static_cast<long long>(rows), dims, s.normsSq.get());
     IMIAD_CUDA_CHECK(cudaGetLastError());
     std::vector<float> norms(rows);
@@ -356,7 +356,7 @@ void KnnBank::search(const float* bankHost, const float* queries, size_t queryRo
     const int mt = static_cast<int>(std::min(tileRows, queryRows - q0));
     IMIAD_CUDA_CHECK(cudaMemcpyAsync(dQueries.get(), queries + q0 * s.dims, mt * s.dims * sizeof(float),
                                      cudaMemcpyHostToDevice, stream.get()));
-    rowNormsKernel<<<warpBlocks(mt, 256), 256, 0, stream.get()>>>(dQueries.get(), mt, dims, dQueryNorms.get());
+    IMIAD_LAUNCH(warpBlocks(mt, 256), 256, stream.get(), rowNormsKernel)(dQueries.get(), mt, dims, dQueryNorms.get());
     IMIAD_CUDA_CHECK(cudaGetLastError());
     for (size_t chunk = 0; chunk < chunks; ++chunk) {
       control.throwIfCancelled();
@@ -364,14 +364,14 @@ void KnnBank::search(const float* bankHost, const float* queries, size_t queryRo
       const int nc = static_cast<int>(std::min(chunkRows, rows - c0));
       launchDistanceTile(dQueries.get(), mt, s.bank.get() + c0 * s.dims, nc, dims, dQueryNorms.get(),
                          s.normsSq.get() + c0, dDist.get(), chunkRows, stream.get());
-      selectKernel<float, kSelectCap><<<mt, kSelectThreads, 0, stream.get()>>>(
+      IMIAD_LAUNCH(mt, kSelectThreads, stream.get(), selectKernel<float, kSelectCap>)(
           dDist.get(), chunkRows, nc, static_cast<uint32_t>(c0), dListKeys.get(), dListIds.get(),
           static_cast<int>(listSize), chunk == 0 ? 1 : 0);
       IMIAD_CUDA_CHECK(cudaGetLastError());
       // One chunk in flight at a time: the cancel flag is honoured within a chunk's time and errors surface here.
       stream.sync();
     }
-    rerankKernel<<<mt, kSelectThreads, 0, stream.get()>>>(
+    IMIAD_LAUNCH(mt, kSelectThreads, stream.get(), rerankKernel)(
         dQueries.get(), s.bank.get(), dims, dQueryNorms.get(), dListKeys.get(), dListIds.get(),
         static_cast<int>(listSize), static_cast<int>(k), rows > listSize ? 1 : 0, errorFactor, s.maxNorm,
         dOutIndices.get(), dOutDistances.get(), dNeedsExact.get());
@@ -387,12 +387,12 @@ void KnnBank::search(const float* bankHost, const float* queries, size_t queryRo
         dExactKeys.allocate(k);
         dExactIds.allocate(k);
       }
-      exactDistancesKernel<<<static_cast<int>(std::min<size_t>((rows + 255) / 256, 65535)), 256, 0, stream.get()>>>(
+      IMIAD_LAUNCH(static_cast<int>(std::min<size_t>((rows + 255) / 256, 65535)), 256, stream.get(), exactDistancesKernel)(
           dQueries.get() + static_cast<size_t>(q) * s.dims, s.bank.get(), static_cast<long long>(rows), dims,
           dExact.get());
-      selectKernel<double, kExactCap><<<1, kSelectThreads, 0, stream.get()>>>(
+      IMIAD_LAUNCH(1, kSelectThreads, stream.get(), selectKernel<double, kExactCap>)(
           dExact.get(), 0, static_cast<int>(rows), 0u, dExactKeys.get(), dExactIds.get(), static_cast<int>(k), 1);
-      writeExactKernel<<<1, kSelectThreads, 0, stream.get()>>>(dExactKeys.get(), dExactIds.get(),
+      IMIAD_LAUNCH(1, kSelectThreads, stream.get(), writeExactKernel)(dExactKeys.get(), dExactIds.get(),
                                                               static_cast<int>(k), dOutIndices.get() + q * k,
                                                               dOutDistances.get() + q * k);
       IMIAD_CUDA_CHECK(cudaGetLastError());

@@ -90,17 +90,23 @@ int main() {
   }
   std::printf("device: %s (compute %d.%d, %d SMs)\n", info.name.c_str(), info.computeMajor, info.computeMinor,
               info.multiprocessors);
+  // IMIAD_CUDA_CHECK_SMALL (test/cuda/emulate.sh): shapes an emulation on the CPU runs in seconds, still covering
+  // both distance-tile variants, several bank chunks, the exact fallback, k up to 1024 and the tie rules.
+  const bool small = std::getenv("IMIAD_CUDA_CHECK_SMALL") != nullptr;
   try {
     {
-      const auto bank = randomMatrix(20000, 1024, 1, 0.f, false), queries = randomMatrix(300, 1024, 2, 0.f, false);
-      for (size_t k : {1, 9, 100, 1024}) checkKnn("gaussian, dims 1024", bank, queries, 1024, k);
+      const size_t rows = small ? 3000 : 20000, dims = small ? 64 : 1024, nq = small ? 20 : 300;
+      const auto bank = randomMatrix(rows, dims, 1, 0.f, false), queries = randomMatrix(nq, dims, 2, 0.f, false);
+      for (size_t k : {1, 9, 100, 1024}) checkKnn("gaussian", bank, queries, dims, k);
     }
     {
-      const auto bank = randomMatrix(5000, 37, 3, 0.f, true), queries = randomMatrix(200, 37, 4, 0.f, true);
+      const size_t rows = small ? 1500 : 5000, nq = small ? 20 : 200;
+      const auto bank = randomMatrix(rows, 37, 3, 0.f, true), queries = randomMatrix(nq, 37, 4, 0.f, true);
       for (size_t k : {1, 5, 64}) checkKnn("integer ties, dims 37", bank, queries, 37, k);
     }
     {
-      const auto bank = randomMatrix(40000, 64, 5, 300.f, false), queries = randomMatrix(100, 64, 6, 300.f, false);
+      const size_t rows = small ? 5000 : 40000, nq = small ? 10 : 100;
+      const auto bank = randomMatrix(rows, 64, 5, 300.f, false), queries = randomMatrix(nq, 64, 6, 300.f, false);
       for (size_t k : {1, 9}) checkKnn("offset 300 (cancellation), dims 64", bank, queries, 64, k);
     }
     {
@@ -108,12 +114,14 @@ int main() {
       for (size_t k : {1, 10}) checkKnn("bank of 10 rows", bank, queries, 16, k);
     }
     {
-      const auto bank = randomMatrix(70000, 128, 9, 0.f, false), queries = randomMatrix(1000, 128, 10, 0.f, false);
-      checkKnn("two bank chunks, dims 128", bank, queries, 128, 9);
+      const size_t dims = small ? 4 : 128, nq = small ? 12 : 1000;
+      const auto bank = randomMatrix(70000, dims, 9, 0.f, false), queries = randomMatrix(nq, dims, 10, 0.f, false);
+      checkKnn("three bank chunks", bank, queries, dims, 9);
     }
-    checkCoreset("gaussian", randomMatrix(5000, 128, 11, 0.f, false), 128, 500, 7);
-    checkCoreset("integer ties, dims 5", randomMatrix(3000, 5, 12, 0.f, true), 5, 400, 0);
-    checkCoreset("more than the distinct rows", randomMatrix(200, 1, 13, 0.f, true), 1, 50, 3);
+    checkCoreset("gaussian", randomMatrix(small ? 1000 : 5000, small ? 40 : 128, 11, 0.f, false), small ? 40 : 128,
+                 small ? 60 : 500, 7);
+    checkCoreset("integer ties, dims 5", randomMatrix(small ? 600 : 3000, 5, 12, 0.f, true), 5, small ? 80 : 400, 0);
+    checkCoreset("more than the distinct rows", randomMatrix(200, 1, 13, 0.f, true), 1, small ? 20 : 50, 3);
   } catch (const std::exception& e) {
     std::printf("FAIL: %s\n", e.what());
     return 1;
