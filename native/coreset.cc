@@ -63,10 +63,12 @@ IMIAD_ALWAYS_INLINE float laneDistance(const float* a, const float* b, size_t di
     const float sq = d * d;
     acc[j] = acc[j] + sq;
   }
-  for (size_t width = kDistanceLanes / 2; width >= 1; width /= 2) {
-    for (size_t j = 0; j < width; ++j) acc[j] = acc[j] + acc[j + width];
-  }
-  return acc[0];
+  // Pairwise reduction written out with constant bounds so that it stays in registers.
+  float r8[8], r4[4];
+  for (size_t j = 0; j < 8; ++j) r8[j] = acc[j] + acc[j + 8];
+  for (size_t j = 0; j < 4; ++j) r4[j] = r8[j] + r8[j + 4];
+  const float r0 = r4[0] + r4[2], r1 = r4[1] + r4[3];
+  return r0 + r1;
 }
 
 struct Best {
@@ -102,16 +104,10 @@ IMIAD_CORESET_CLONES Best plainPass(const float* X, size_t dims, size_t begin, s
   return best;
 }
 
-IMIAD_CORESET_CLONES void centerPass(const float* centers, size_t dims, size_t begin, size_t end, const float* c,
-                                     const Best* groupBest, float* centerDist2) {
-  for (size_t a = begin; a < end; ++a) {
-    centerDist2[a] = groupBest[a].value > 0.0f ? laneDistance(centers + a * dims, c, dims) : 0.0f;
-  }
-}
-
 struct PruneRule {
   double factor;  // 4 (1 + eps) / (1 - eps)
   double delta;   // absolute error allowance (subnormal results)
+  double eps;     // relative error bound of a computed squared distance
   // True when no row of squared minimum distance m2 (to a center at squared distance dac from c) can get closer
   // to c: see pruneMargin().
   bool cannotImprove(float dac, float m2) const {
@@ -131,8 +127,58 @@ PruneRule pruneMargin(size_t dims) {
   const double eps = 2.0 * (lanes + 8.0) * u;
   PruneRule rule;
   rule.factor = 4.0 * (1.0 + eps) / (1.0 - eps);
+  rule.eps = eps;
   rule.delta = 4.0 * (static_cast<double>(dims) + 16.0) * std::ldexp(1.0, -149);
   return rule;
+}
+
+// Pivots: the first kPivots selected rows. Every center keeps bounds on its true distance to each pivot, from the
+// computed squared distance D': lo = sqrt((D' - delta) / (1 + eps)) <= d <= hi = sqrt((D' + delta) / (1 - eps)).
+// Then |d(a,p) - d(c,p)| <= d(a,c) bounds a center-to-center distance without touching the rows' dims.
+constexpr size_t kPivots = 8;
+
+struct PivotBounds {
+  double lo[kPivots];
+  double hi[kPivots];
+};
+
+PivotBounds pivotBounds(const float* centers, size_t dims, const float* row, const PruneRule& rule) {
+  PivotBounds b;
+  for (size_t p = 0; p < kPivots; ++p) {
+    const double d2 = laneDistance(centers + p * dims, row, dims);
+    b.lo[p] = std::sqrt(std::max(0.0, (d2 - rule.delta) / (1.0 + rule.eps)));
+    b.hi[p] = std::sqrt((d2 + rule.delta) / (1.0 - rule.eps));
+  }
+  return b;
+}
+
+// Marks in centerDist2 the groups that may lose rows to the new center c: the squared distance d(a, c) when needed,
+// -1 when the group is ruled out without it (radius 0, or pivot bounds give d(a,c) >= 2 * its radius with margin:
+// the same guarantee as PruneRule::cannotImprove, see pruneMargin()).
+IMIAD_CORESET_CLONES void centerPass(const float* centers, size_t dims, size_t begin, size_t end, const float* c,
+                                     const Best* groupBest, const PivotBounds* bounds, const PivotBounds* cBounds,
+                                     size_t home, const PruneRule& rule, float* centerDist2) {
+  for (size_t a = begin; a < end; ++a) {
+    const float r2 = groupBest[a].value;
+    if (a != home) {
+      if (r2 <= 0.0f) {
+        centerDist2[a] = -1.0f;
+        continue;
+      }
+      if (bounds != nullptr && std::isfinite(r2)) {
+        double gap = 0.0;
+        const PivotBounds& b = bounds[a];
+        for (size_t p = 0; p < kPivots; ++p) {
+          gap = std::max(gap, std::max(b.lo[p] - cBounds->hi[p], cBounds->lo[p] - b.hi[p]));
+        }
+        if (gap * gap >= 4.0 * (static_cast<double>(r2) + rule.delta) / (1.0 - rule.eps) * (1.0 + 1e-9)) {
+          centerDist2[a] = -1.0f;
+          continue;
+        }
+      }
+    }
+    centerDist2[a] = laneDistance(centers + a * dims, c, dims);
+  }
 }
 
 struct Item {
@@ -357,6 +403,7 @@ std::vector<uint32_t> fastKCenter(const float* X, size_t rows, size_t dims, size
   std::vector<uint32_t> groupSize(count, 0);
   std::vector<float> centerDist2(count);
   std::vector<uint8_t> gate(count, 0);
+  std::vector<PivotBounds> pivots(count);
 
   Best next = initialPass(X, rows, dims, start, mind2);
   groupBest[0] = next;
@@ -366,6 +413,7 @@ std::vector<uint32_t> fastKCenter(const float* X, size_t rows, size_t dims, size
     if (i != start) members[0].push_back(static_cast<uint32_t>(i));
   }
   bool groupsExact = true;
+  bool unstructured = false;
   size_t staleSteps = 0;
   control.report(1, count);
 
@@ -403,21 +451,12 @@ std::vector<uint32_t> fastKCenter(const float* X, size_t rows, size_t dims, size
     float* center = centers.data() + t * dims;
     std::memcpy(center, X + static_cast<size_t>(c) * dims, dims * sizeof(float));
     const size_t unselected = rows - t - 1;
-
-    // Which groups can lose rows to c: those whose radius (group maximum) is not ruled out by d(a, c).
-    if (t >= kParallelCenters) {
-      parallelChunks(t, kCenterChunk, [&](size_t, size_t begin, size_t end) {
-        centerPass(centers.data(), dims, begin, end, center, groupBest.data(), centerDist2.data());
-      });
-    } else {
-      centerPass(centers.data(), dims, 0, t, center, groupBest.data(), centerDist2.data());
-    }
     auto chooseCandidates = [&]() {
       candidates.clear();
       size_t visitRows = 0;
       for (size_t a = 0; a < t; ++a) {
         // The home group always: c leaves it (and when its radius is 0, nothing else happens to it).
-        gate[a] = a == home || (groupBest[a].value > 0.0f && !rule.cannotImprove(centerDist2[a], groupBest[a].value));
+        gate[a] = a == home || (centerDist2[a] >= 0.0f && !rule.cannotImprove(centerDist2[a], groupBest[a].value));
         if (gate[a]) {
           candidates.push_back(static_cast<uint32_t>(a));
           visitRows += groupSize[a];
@@ -425,7 +464,35 @@ std::vector<uint32_t> fastKCenter(const float* X, size_t rows, size_t dims, size
       }
       return visitRows;
     };
-    size_t visitRows = chooseCandidates();
+
+    // Which groups can lose rows to c: those whose radius (group maximum) is not ruled out by d(a, c). On data where
+    // that rules out almost nothing (the last full check found nearly every row a candidate), the check is skipped
+    // until the next refresh and every row is measured, as in the plain loop.
+    const bool openAll = unstructured && !groupsExact;
+    size_t visitRows = unselected;
+    // Pivot bounds of the new center (of all centers so far, once the last pivot is selected).
+    if (t + 1 == kPivots) {
+      for (size_t a = 0; a <= t; ++a) pivots[a] = pivotBounds(centers.data(), dims, centers.data() + a * dims, rule);
+    } else if (t >= kPivots) {
+      pivots[t] = pivotBounds(centers.data(), dims, center, rule);
+    }
+    const bool havePivots = t >= kPivots;
+    if (openAll) {
+      std::fill(gate.begin(), gate.begin() + t, uint8_t(1));
+      std::fill(centerDist2.begin(), centerDist2.begin() + t, 0.0f);
+    } else {
+      auto pass = [&](size_t begin, size_t end) {
+        centerPass(centers.data(), dims, begin, end, center, groupBest.data(), havePivots ? pivots.data() : nullptr,
+                   &pivots[t], home, rule, centerDist2.data());
+      };
+      if (t >= kParallelCenters) {
+        parallelChunks(t, kCenterChunk, [&](size_t, size_t begin, size_t end) { pass(begin, end); });
+      } else {
+        pass(0, t);
+      }
+      visitRows = chooseCandidates();
+      unstructured = visitRows * 10 >= unselected * 9;
+    }
     bool linear = visitRows * 4 > unselected;
     if (!linear && !groupsExact) {
       rebuildGroups(t);
