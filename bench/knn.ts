@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- knn [--device cpu] [--rows 16384,65536] [--queries 784] [--dims 1024] [--k 1,9]
+ * `npm run bench -- knn [--device cpu|cuda] [--rows 16384,65536] [--queries 784] [--dims 1024] [--k 1,9]
  *  [--plain-queries 16] [--repeats 3]`
  *
  * Exact k-NN (KnnIndex.search) against the plain reference loop (knnSearchPlain, timed on the first
@@ -70,7 +70,9 @@ function compareIndices(ours: KnnResult, theirs: Int32Array, bank: Float32Array,
 
 export async function main(args: string[]): Promise<void> {
   const device = flag(args, 'device', 'cpu') as string;
-  if (device !== 'cpu') throw new Error(`--device ${device}: this build runs k-NN on the CPU only (--device cpu)`);
+  // --device cuda: the GPU benchmark at the CUDA issue's shapes (bench/knn_cuda.ts; exits 0 without a GPU).
+  if (device === 'cuda') return (await import('./knn_cuda')).main(args.filter((a, i) => a !== '--device' && args[i - 1] !== '--device'));
+  if (device !== 'cpu') throw new Error(`--device ${device}: expected --device cpu or --device cuda`);
   const rowsList = list(flag(args, 'rows', '16384,65536') as string);
   const nq = Number(flag(args, 'queries', '784'));
   const dims = Number(flag(args, 'dims', '1024'));
