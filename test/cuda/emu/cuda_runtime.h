@@ -26,7 +26,8 @@
 #define __host__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
-#define __shared__ static
+// Per OS thread: the addon may run kernels on several libuv threads at once.
+#define __shared__ static thread_local
 #define __align__(n) __attribute__((aligned(n)))
 #define __restrict__ __restrict
 
@@ -82,12 +83,12 @@ struct Block {
 };
 
 inline Block*& block() {
-  static Block* b = nullptr;
+  static thread_local Block* b = nullptr;
   return b;
 }
 
 inline uint3& threadIdxRef() {
-  static uint3 t;
+  static thread_local uint3 t;
   return t;
 }
 
@@ -136,7 +137,7 @@ inline void runBlock(Block& b) {
   }
   // Threads are resumed in a fresh random order on every sweep, so that a kernel whose correctness depends on
   // which warp reaches a point first shows it here too.
-  static std::mt19937 order(12345);
+  static thread_local std::mt19937 order(12345);
   std::vector<int> sweep(threads);
   for (int i = 0; i < threads; ++i) sweep[i] = i;
   for (;;) {

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Builds the CUDA addon with its kernels compiled as C++ against test/cuda/emu/cuda_runtime.h (the CPU emulation of
+# CUDA, see emulate.sh) and runs test/cuda.test.ts against it, so the GPU-path glue (bindings/cuda/*.cc), the
+# device resolution and the wrappers' routing run end to end on a machine without a GPU. The file goes to
+# build/cuda-emulation/, where no loader looks unless told ($IMIAD_CUDA_ADDON).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+out="$root/build/cuda-emulation"
+mkdir -p "$out"
+cxx="${CXX:-g++}"
+node_include="$(node -p "require('path').join(process.execPath, '..', '..', 'include', 'node')")"
+addon_api="$(cd "$root" && node -p "require('node-addon-api').include_dir")"
+sources=()
+for f in "$root"/native/*.cu; do sources+=(-x c++ "$f"); done
+mapfile -t others < <(find "$root/native" -maxdepth 1 -name '*.cc' | sort; find "$root/bindings/cuda" -name '*.cc' | sort)
+"$cxx" -std=c++17 -O2 -shared -fPIC -fvisibility=hidden -ffp-contract=off -pthread -DIMIAD_CUDA_EMULATION \
+  -DNAPI_VERSION=8 -DNAPI_CPP_EXCEPTIONS -DNODE_ADDON_API_DISABLE_DEPRECATED \
+  -I"$root/test/cuda/emu" -I"$root/native" -I"$root/bindings" -I"$node_include" -I"$root/$addon_api" -I"$addon_api" \
+  "${sources[@]}" -x none "${others[@]}" -o "$out/imiad_cuda.node"
+cd "$root"
+IMIAD_CUDA_ADDON="$out/imiad_cuda.node" IMIAD_CUDA_SKIP_DRIVER_CHECK=1 npx jest test/cuda.test.ts "$@"
