@@ -3,7 +3,7 @@
  * (native/coreset.h). Every argument is validated here first, in the project's message format.
  */
 import { callKernel } from './call';
-import { kernelAddon } from './device';
+import { isCudaMemoryError, kernelAddon } from './device';
 import { cpuAddon } from './load';
 import {
   type Device,
@@ -118,7 +118,14 @@ function run(raw: RawGreedyCoreset, features: Float32Array, v: Validated, caller
 export async function greedyCoreset(features: Float32Array, options: GreedyCoresetOptions): Promise<Uint32Array> {
   const v = validateGreedyCoreset(features, options);
   // 'auto'/'cuda' resolved by bindings/device.ts; both addons export greedyCoreset with the same arguments.
-  return run(kernelAddon<CoresetAddon>(v.device).addon.greedyCoreset, features, v, greedyCoreset);
+  const { backend, addon } = kernelAddon<CoresetAddon>(v.device);
+  try {
+    return await run(addon.greedyCoreset, features, v, greedyCoreset);
+  } catch (err) {
+    // 'auto' with features larger than the GPU's free memory: the CPU selects instead (same rows).
+    if (v.device !== 'auto' || backend !== 'cuda' || !isCudaMemoryError(err)) throw err;
+    return run(cpuAddon<CoresetAddon>().greedyCoreset, features, v, greedyCoreset);
+  }
 }
 
 /**

@@ -173,5 +173,14 @@ export function kernelAddon<T = Record<string, unknown>>(device: Device): { back
   return { backend, addon: backend === 'cuda' ? cudaAddon<T>() : cpuAddon<T>() };
 }
 
+/**
+ * True when `err` says the GPU lacks the memory for an input (ERR_IMIAD_CUDA_MEMORY): under device 'auto' the
+ * wrappers then run the call on the CPU; under 'cuda' the error reaches the caller.
+ */
+export function isCudaMemoryError(err: unknown): boolean {
+  // Duck-typed: an error made by the addon need not be an instance of this realm's Error (jest's vm contexts).
+  return typeof err === 'object' && err !== null && (err as { code?: unknown }).code === 'ERR_IMIAD_CUDA_MEMORY';
+}
+
 /** The largest k the CUDA k-NN serves; the wrapper runs larger k on the CPU. */
 export const CUDA_MAX_K = 1024;

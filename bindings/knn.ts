@@ -4,7 +4,7 @@
  * the glue repeats only cheap guards.
  */
 import { callKernel } from './call';
-import { CUDA_MAX_K, kernelAddon } from './device';
+import { CUDA_MAX_K, isCudaMemoryError, kernelAddon } from './device';
 import { invalidRange, invalidType } from './errors';
 import * as is from './is';
 import { cpuAddon } from './load';
@@ -54,6 +54,20 @@ function requireBank(bank: Float32Array, dims: number): number {
 }
 
 /**
+ * The raw index of a validated bank on the device `requested` resolves to. Under 'auto', a bank larger than the
+ * GPU's free memory (ERR_IMIAD_CUDA_MEMORY) is held by the CPU instead; under 'cuda' that error reaches the caller.
+ */
+function createNativeIndex(bank: Float32Array, dims: number, requested: Device): { native: NativeKnnIndex; device: 'cpu' | 'cuda' } {
+  const { backend, addon } = kernelAddon<KnnAddon>(requested);
+  try {
+    return { native: new addon.KnnIndex(bank, dims), device: backend };
+  } catch (err) {
+    if (requested !== 'auto' || backend !== 'cuda' || !isCudaMemoryError(err)) throw err;
+    return { native: new (cpuAddon<KnnAddon>().KnnIndex)(bank, dims), device: 'cpu' };
+  }
+}
+
+/**
  * A bank of `[rows, dims]` float32 rows prepared for repeated exact k-NN searches. The bank is read in place (not
  * copied) and packed once on the first search, off the event loop; do not modify it while the index is in use.
  */
@@ -71,12 +85,14 @@ export class KnnIndex {
     if (!is.float32Array(bank)) throw invalidType('Float32Array', 'bank', bank);
     const o = requireOptions(opts);
     const dims = requireDims(o.dims);
-    const { backend, addon } = kernelAddon<KnnAddon>(requireDevice(o.device));
+    const requested = requireDevice(o.device);
+    kernelAddon(requested); // resolves the device (and throws for an unusable 'cuda') before the bank is scanned
     this.rows = requireBank(bank, dims);
     this.dims = dims;
-    this.device = backend;
     this.#bank = bank;
-    this.#native = new addon.KnnIndex(bank, dims);
+    const { native, device } = createNativeIndex(bank, dims, requested);
+    this.#native = native;
+    this.device = device;
   }
 
   /** Bytes the index holds once prepared: the packed copy of the bank and its norms. */
@@ -114,10 +130,12 @@ export async function knnSearch(bank: Float32Array, queries: Float32Array, opts:
   const rows = requireBank(bank, dims);
   requireMatrix(queries, dims, 'queries');
   const k = requireInteger(o.k, 'k', 1, rows);
-  const { backend, addon } = kernelAddon<KnnAddon>(requireDevice(o.device));
+  const requested = requireDevice(o.device);
   const signal = optionalSignal(o.signal);
   // k above the GPU's limit runs on the CPU (bindings/device.ts: CUDA_MAX_K).
-  const Index = backend === 'cuda' && k > CUDA_MAX_K ? cpuAddon<KnnAddon>().KnnIndex : addon.KnnIndex;
-  const native = new Index(bank, dims);
+  const native =
+    k > CUDA_MAX_K && kernelAddon(requested).backend === 'cuda'
+      ? new (cpuAddon<KnnAddon>().KnnIndex)(bank, dims)
+      : createNativeIndex(bank, dims, requested).native;
   return callKernel((cancelFlag) => native.search(queries, k, cancelFlag), { signal }, knnSearch);
 }

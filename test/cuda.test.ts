@@ -218,6 +218,25 @@ describe('GPU and CPU agree (bit for bit)', () => {
     expect(Array.from(gpu)).toEqual(Array.from(cpu));
   });
 
+  // Only the emulated device has a known, small free memory (test/cuda/emulated-addon.sh: 300,000,000 bytes).
+  (emulated ? test : test.skip)("a bank larger than the GPU's memory: 'cuda' says the bytes needed, 'auto' uses the CPU", async () => {
+    const dims = 1024;
+    const bank = randomMatrix(12500, dims, 6);
+    const needed = 12500 * dims * 4 + 12500 * 4 + 256 * 2 ** 20;
+    expect(() => new KnnIndex(bank, { dims, device: 'cuda' })).toThrow(
+      expect.objectContaining({
+        name: 'RangeError',
+        code: 'ERR_IMIAD_CUDA_MEMORY',
+        message: `A k-NN bank of 12500 rows x 1024 dims needs ${needed} bytes of GPU memory but the device has 300000000 bytes free`,
+      }),
+    );
+    const auto = new KnnIndex(bank, { dims, device: 'auto' });
+    expect(auto.device).toBe('cpu');
+    const queries = bank.subarray(0, 2 * dims);
+    const result = await auto.search(queries, 1);
+    expect(Array.from(result.indices)).toEqual([0, 1]);
+  });
+
   gpuTest('a cancelled GPU search rejects with AbortError', async () => {
     const dims = emulated ? 4 : 256;
     const bank = randomMatrix(emulated ? 70000 : 200000, dims, 4);

@@ -18,4 +18,5 @@ mapfile -t others < <(find "$root/native" -maxdepth 1 -name '*.cc' | sort; find 
   -I"$root/test/cuda/emu" -I"$root/native" -I"$root/bindings" -I"$node_include" -I"$root/$addon_api" -I"$addon_api" \
   "${sources[@]}" -x none "${others[@]}" -o "$out/imiad_cuda.node"
 cd "$root"
-IMIAD_CUDA_ADDON="$out/imiad_cuda.node" IMIAD_CUDA_SKIP_DRIVER_CHECK=1 npx jest test/cuda.test.ts "$@"
+# A 300 MB device, so that test/cuda.test.ts can check the too-large-bank error and the fallback of 'auto'.
+IMIAD_CUDA_ADDON="$out/imiad_cuda.node" IMIAD_CUDA_SKIP_DRIVER_CHECK=1 IMIAD_CUDA_EMULATION_FREE_BYTES=300000000 npx jest test/cuda.test.ts "$@"

@@ -264,8 +264,11 @@ using std::fminf;
 using std::sqrt;
 
 // ---- host API ----
+// The emulated device's free memory: 8 GiB, or $IMIAD_CUDA_EMULATION_FREE_BYTES (to test a too-small GPU).
 inline size_t& emuFreeBytes() {
-  static size_t bytes = size_t(8) << 30;
+  static size_t bytes = std::getenv("IMIAD_CUDA_EMULATION_FREE_BYTES")
+                            ? static_cast<size_t>(std::strtoull(std::getenv("IMIAD_CUDA_EMULATION_FREE_BYTES"), nullptr, 10))
+                            : size_t(8) << 30;
   return bytes;
 }
 inline cudaError_t cudaMalloc(void** p, size_t bytes) {
