@@ -64,10 +64,14 @@ __device__ void bitonicSort(Key* keys, uint32_t* ids, int n) {
   }
 }
 
+// Values each thread examines per round (between two barriers); a round covers blockDim.x * this many rows.
+constexpr int kSelectItemsPerThread = 4;
+
 // One block per list (blockIdx.x): merges values[blockIdx.x * ldValues + j], j < count, standing for rows
 // firstRow + j, into the sorted list listKeys/listIds[blockIdx.x * listSize ...] (created empty when firstChunk).
 // Values below the list's current worst pass a filter into shared memory; when the buffer could overflow, buffer
-// and list are sorted together and cut back to listSize. Requires listSize + blockDim.x <= kCap.
+// and list are sorted together and cut back to listSize. Requires listSize + blockDim.x * kSelectItemsPerThread
+// <= kCap.
 template <typename Key, int kCap>
 __global__ void __launch_bounds__(256)
     selectKernel(const Key* __restrict__ values, size_t ldValues, int count, uint32_t firstRow, Key* listKeys,
@@ -89,12 +93,13 @@ __global__ void __launch_bounds__(256)
   if (threadIdx.x == 0) threshold = keys[listSize - 1];
   __syncthreads();
 
-  for (int base = 0; base < count; base += blockDim.x) {
+  const int perRound = static_cast<int>(blockDim.x) * kSelectItemsPerThread;
+  for (int base = 0; base < count; base += perRound) {
     // Every thread reads the count before any thread appends again (a warp leaving the previous barrier early
     // must not change it under a slower warp's feet), so all take the same decision.
     const int current = filled;
     __syncthreads();
-    if (current + static_cast<int>(blockDim.x) > kCap) {
+    if (current + perRound > kCap) {
       bitonicSort<Key>(keys, ids, current);
       if (threadIdx.x == 0) {
         filled = listSize;
@@ -102,13 +107,16 @@ __global__ void __launch_bounds__(256)
       }
       __syncthreads();
     }
-    const int j = base + threadIdx.x;
-    if (j < count) {
-      const Key v = row[j];
-      if (v < threshold) {
-        const int slot = atomicAdd(&filled, 1);
-        keys[slot] = v;
-        ids[slot] = firstRow + static_cast<uint32_t>(j);
+    // Rows of one round all come after the list's rows, so a value equal to the threshold loses its tie.
+    for (int item = 0; item < kSelectItemsPerThread; ++item) {
+      const int j = base + item * static_cast<int>(blockDim.x) + static_cast<int>(threadIdx.x);
+      if (j < count) {
+        const Key v = row[j];
+        if (v < threshold) {
+          const int slot = atomicAdd(&filled, 1);
+          keys[slot] = v;
+          ids[slot] = firstRow + static_cast<uint32_t>(j);
+        }
       }
     }
     __syncthreads();
