@@ -177,6 +177,8 @@ describe('GPU and CPU agree (bit for bit)', () => {
         [5000, 64, 5, 9, 300],
         [2000, 16, 4, 1024, 0],
         [3000, 16, 4, 1500, 0],
+        // With the emulated 300 MB device: two query tiles (120 queries each) and two bank chunks.
+        [33000, 4, 130, 9, 0],
       ]
     : [
         [20000, 1024, 300, 1, 0],
