@@ -1,9 +1,9 @@
 // GPU form of the greedy k-center coreset (native/coreset_cuda.h). The distance is native/coreset.h's
 // squaredDistance(), reproduced bit for bit: element j of a row is accumulated in lane j % 16 (here: lane j % 16 of
-// a half-warp), each difference, square and sum rounded to float separately (no fused multiply-add), then the lanes
-// are added pairwise (j += j+8, j += j+4, j += j+2, j += j+1). The running minima are floats updated with the CPU's
-// `d < m2`, selected rows are marked -1 like the CPU's, and the arg-max breaks ties to the smaller row — so the
-// selection is the CPU's, row for row.
+// a half-warp), in double on the float inputs, each difference, square and sum rounded separately (no fused
+// multiply-add), then the lanes are added pairwise (j += j+8, j += j+4, j += j+2, j += j+1). The running minima are
+// doubles updated with the CPU's `d < m2`, selected rows are marked -1 like the CPU's, and the arg-max breaks ties
+// to the smaller row — so the selection is the CPU's, row for row.
 #include "coreset_cuda.h"
 
 #include <cuda_runtime.h>
@@ -29,23 +29,23 @@ constexpr int kWarpsPerUpdateBlock = kUpdateThreads / 32;
 constexpr size_t kIterationsPerPoll = 256;
 
 // A selected row's running minimum (coreset.cc's kSelected): below every real distance, so it never wins again.
-constexpr float kSelectedMark = -1.0f;
+constexpr double kSelectedMark = -1.0;
 
-__device__ __forceinline__ bool farther(float va, uint32_t ia, float vb, uint32_t ib) {
+__device__ __forceinline__ bool farther(double va, uint32_t ia, double vb, uint32_t ib) {
   return va > vb || (va == vb && ia < ib);
 }
 
 // squaredDistance(a, b) in lane 0 of each half-warp (lane16 = lane % 16). Every lane of the warp must call it.
-__device__ __forceinline__ float halfWarpSquaredDistance(const float* __restrict__ a, const float* __restrict__ b,
-                                                         int dims, int lane16, bool active) {
-  float acc = 0.f;
+__device__ __forceinline__ double halfWarpSquaredDistance(const float* __restrict__ a, const float* __restrict__ b,
+                                                          int dims, int lane16, bool active) {
+  double acc = 0.0;
   if (active) {
     for (int d = lane16; d < dims; d += 16) {
-      const float diff = __fsub_rn(a[d], b[d]);
-      acc = __fadd_rn(acc, __fmul_rn(diff, diff));
+      const double diff = __dsub_rn(static_cast<double>(a[d]), static_cast<double>(b[d]));
+      acc = __dadd_rn(acc, __dmul_rn(diff, diff));
     }
   }
-  for (int width = 8; width >= 1; width >>= 1) acc = __fadd_rn(acc, __shfl_down_sync(0xffffffffu, acc, width, 16));
+  for (int width = 8; width >= 1; width >>= 1) acc = __dadd_rn(acc, __shfl_down_sync(0xffffffffu, acc, width, 16));
   return acc;
 }
 
@@ -54,26 +54,26 @@ __device__ __forceinline__ float halfWarpSquaredDistance(const float* __restrict
 // per half-warp.
 __global__ void __launch_bounds__(kUpdateThreads)
     updateKernel(const float* __restrict__ features, long long rows, int dims, const uint32_t* __restrict__ selected,
-                 int iteration, float* __restrict__ minDistance, float* __restrict__ partialValue,
+                 int iteration, double* __restrict__ minDistance, double* __restrict__ partialValue,
                  uint32_t* __restrict__ partialRow) {
-  __shared__ float warpValue[kWarpsPerUpdateBlock];
+  __shared__ double warpValue[kWarpsPerUpdateBlock];
   __shared__ uint32_t warpRow[kWarpsPerUpdateBlock];
   const int lane = threadIdx.x & 31;
   const int lane16 = lane & 15;
   const int half = lane >> 4;
   const int warp = threadIdx.x >> 5;
   const float* center = features + static_cast<long long>(selected[iteration - 1]) * dims;
-  float bestValue = -CUDART_INF_F;
+  double bestValue = -CUDART_INF;
   uint32_t bestRow = 0xffffffffu;
   const long long warpsTotal = static_cast<long long>(gridDim.x) * kWarpsPerUpdateBlock;
   for (long long pair = static_cast<long long>(blockIdx.x) * kWarpsPerUpdateBlock + warp; pair * 2 < rows;
        pair += warpsTotal) {
     const long long r = pair * 2 + half;
-    const float current = r < rows ? minDistance[r] : kSelectedMark;
+    const double current = r < rows ? minDistance[r] : kSelectedMark;
     const bool active = current != kSelectedMark;
-    const float d = halfWarpSquaredDistance(features + (r < rows ? r : 0) * dims, center, dims, lane16, active);
+    const double d = halfWarpSquaredDistance(features + (r < rows ? r : 0) * dims, center, dims, lane16, active);
     if (lane16 == 0 && active) {
-      float updated = current;
+      double updated = current;
       if (d < current) {
         updated = d;
         minDistance[r] = d;
@@ -86,7 +86,7 @@ __global__ void __launch_bounds__(kUpdateThreads)
     }
   }
   // Combine the two half-warps' leaders (lanes 0 and 16).
-  const float otherValue = __shfl_down_sync(0xffffffffu, bestValue, 16);
+  const double otherValue = __shfl_down_sync(0xffffffffu, bestValue, 16);
   const uint32_t otherRow = __shfl_down_sync(0xffffffffu, bestRow, 16);
   if (lane == 0) {
     if (farther(otherValue, otherRow, bestValue, bestRow)) {
@@ -98,7 +98,7 @@ __global__ void __launch_bounds__(kUpdateThreads)
   }
   __syncthreads();
   if (threadIdx.x == 0) {
-    float v = warpValue[0];
+    double v = warpValue[0];
     uint32_t row = warpRow[0];
     for (int w = 1; w < kWarpsPerUpdateBlock; ++w) {
       if (farther(warpValue[w], warpRow[w], v, row)) {
@@ -113,11 +113,11 @@ __global__ void __launch_bounds__(kUpdateThreads)
 
 // One block: the farthest row over all blocks' candidates becomes selected[iteration] and is marked.
 __global__ void __launch_bounds__(kPickThreads)
-    pickKernel(const float* __restrict__ partialValue, const uint32_t* __restrict__ partialRow, int partials,
-               uint32_t* __restrict__ selected, int iteration, float* __restrict__ minDistance) {
-  __shared__ float value[kPickThreads];
+    pickKernel(const double* __restrict__ partialValue, const uint32_t* __restrict__ partialRow, int partials,
+               uint32_t* __restrict__ selected, int iteration, double* __restrict__ minDistance) {
+  __shared__ double value[kPickThreads];
   __shared__ uint32_t row[kPickThreads];
-  float v = -CUDART_INF_F;
+  double v = -CUDART_INF;
   uint32_t r = 0xffffffffu;
   for (int i = threadIdx.x; i < partials; i += blockDim.x) {
     if (farther(partialValue[i], partialRow[i], v, r)) {
@@ -142,11 +142,11 @@ __global__ void __launch_bounds__(kPickThreads)
   }
 }
 
-__global__ void initKernel(float* __restrict__ minDistance, long long rows, uint32_t startIndex,
+__global__ void initKernel(double* __restrict__ minDistance, long long rows, uint32_t startIndex,
                            uint32_t* __restrict__ selected) {
   for (long long r = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; r < rows;
        r += static_cast<long long>(gridDim.x) * blockDim.x) {
-    minDistance[r] = r == startIndex ? kSelectedMark : CUDART_INF_F;
+    minDistance[r] = r == startIndex ? kSelectedMark : CUDART_INF;
   }
   if (blockIdx.x == 0 && threadIdx.x == 0) selected[0] = startIndex;
 }
@@ -175,8 +175,8 @@ void greedyCoresetCuda(const float* features, size_t rows, size_t dims, size_t c
   const int blocks = static_cast<int>(std::max<long long>(
       1, std::min<long long>((warpsNeeded + kWarpsPerUpdateBlock - 1) / kWarpsPerUpdateBlock,
                              static_cast<long long>(multiprocessors) * 8)));
-  const uint64_t needed = static_cast<uint64_t>(rows) * dims * sizeof(float) + rows * sizeof(float) +
-                          blocks * (sizeof(float) + sizeof(uint32_t)) + count * sizeof(uint32_t);
+  const uint64_t needed = static_cast<uint64_t>(rows) * dims * sizeof(float) + rows * sizeof(double) +
+                          blocks * (sizeof(double) + sizeof(uint32_t)) + count * sizeof(uint32_t);
   if (needed > freeBytes) {
     throw DeviceOutOfMemory("A coreset of " + std::to_string(rows) + " rows x " + std::to_string(dims) + " dims",
                             needed, freeBytes);
@@ -184,7 +184,7 @@ void greedyCoresetCuda(const float* features, size_t rows, size_t dims, size_t c
 
   Stream stream;
   DeviceBuffer<float> dFeatures(rows * dims);
-  DeviceBuffer<float> dMinDistance(rows), dPartialValue(blocks);
+  DeviceBuffer<double> dMinDistance(rows), dPartialValue(blocks);
   DeviceBuffer<uint32_t> dPartialRow(blocks), dSelected(count);
   IMIAD_CUDA_CHECK(cudaMemcpyAsync(dFeatures.get(), features, rows * dims * sizeof(float), cudaMemcpyHostToDevice,
                                    stream.get()));
