@@ -17,6 +17,9 @@ import * as is from '../../bindings/is';
 import { readMask, readMaskUnion, type BinaryMask, type RawImage } from './mask';
 import { openImage, rethrowDecode, toRgb } from './decode';
 
+// Module-level bindings: hot loops then avoid global lookups, which are slow inside vm contexts (jest).
+const Math = globalThis.Math;
+
 export const IMAGENET_MEAN: readonly [number, number, number] = [0.485, 0.456, 0.406];
 export const IMAGENET_STD: readonly [number, number, number] = [0.229, 0.224, 0.225];
 
