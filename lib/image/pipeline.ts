@@ -12,6 +12,7 @@
  */
 import sharp from 'sharp';
 
+import { abortError } from '../../bindings/call';
 import { invalidRange, invalidType, imiadError } from '../../bindings/errors';
 import * as is from '../../bindings/is';
 import { readMask, readMaskUnion, type BinaryMask, type RawImage } from './mask';
@@ -202,7 +203,7 @@ export async function* batches(paths: string[], opts: BatchOptions = {}): AsyncG
     const end = Math.min(start + batchSize, paths.length);
     const items: PreparedImage[] = [];
     for (let i = start; i < end; i++) {
-      if (opts.signal?.aborted) throw imiadError('Error', 'ABORT_ERR', 'The operation was aborted');
+      if (opts.signal?.aborted) throw abortError();
       launch(i + prefetch);
       items.push(await (pending[i] as Promise<PreparedImage>));
       pending[i] = undefined;
