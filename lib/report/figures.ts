@@ -19,7 +19,7 @@ export interface Figure {
 
 const PALETTE = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22', '#17becf'];
 const FONT = 'font-family="DejaVu Sans, Arial, Helvetica, sans-serif"';
-const fmt = (v: number): string => (Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 10 ? v.toFixed(1) : Math.abs(v) >= 1 ? v.toFixed(2) : v.toPrecision(2));
+const fmt = (v: number): string => (Number.isInteger(v) ? String(v) : Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 10 ? v.toFixed(1) : Math.abs(v) >= 1 ? v.toFixed(2) : v.toPrecision(2));
 
 function svgOpen(width: number, height: number, title: string): string {
   return (
@@ -90,7 +90,7 @@ export function accuracyEfficiencyFigures(data: ReportData): Figure[] {
       .filter((p): p is { m: string; t: number; acc: number; mem: number } => p.t !== null && p.t > 0 && p.acc !== null);
     if (!points.length) continue;
     const title = `Fig. 2 (${DATASET_TITLES[d] ?? d}): image AUROC vs inference time per image; circle area = memory of the fitted state`;
-    const W = 640;
+    const W = 720;
     const H = 420;
     const tLo = Math.min(...points.map((p) => p.t));
     const tHi = Math.max(...points.map((p) => p.t));
@@ -100,11 +100,11 @@ export function accuracyEfficiencyFigures(data: ReportData): Figure[] {
     const xHi = xLog ? tHi * pad : tHi + pad;
     const aLo = Math.min(...points.map((p) => p.acc));
     const yLo = Math.max(0, Math.floor((aLo - 0.05) * 20) / 20);
-    const ax = axes({ left: 64, top: 40, width: W - 200, height: H - 100, xLo, xHi, yLo, yHi: 1, xLog, xLabel: `inference time per image (ms${xLog ? ', log scale' : ''})`, yLabel: 'image AUROC' });
+    const ax = axes({ left: 64, top: 40, width: W - 260, height: H - 100, xLo, xHi, yLo, yHi: 1, xLog, xLabel: `inference time per image (ms${xLog ? ', log scale' : ''})`, yLabel: 'image AUROC' });
     const maxMem = Math.max(...points.map((p) => p.mem), 1);
-    const parts = [svgOpen(W, H, title), `<text x="${W / 2}" y="22" text-anchor="middle" font-size="14">${esc(title.replace(/^Fig\. 2 /, ''))}</text>`, ax.svg];
+    const parts = [svgOpen(W, H, title), `<text x="${W / 2}" y="22" text-anchor="middle" font-size="14">${esc(`${DATASET_TITLES[d] ?? d}: image AUROC vs inference time (circle area ∝ memory)`)}</text>`, ax.svg];
     points.forEach((p, i) => {
-      const r = 5 + 25 * Math.sqrt(p.mem / maxMem);
+      const r = Math.max(3, 30 * Math.sqrt(p.mem / maxMem));
       const cx = ax.x(p.t).toFixed(1);
       const cy = ax.y(p.acc).toFixed(1);
       parts.push(`<circle class="point" cx="${cx}" cy="${cy}" r="${r.toFixed(1)}" fill="${PALETTE[i % PALETTE.length]}" fill-opacity="0.45" stroke="${PALETTE[i % PALETTE.length]}"><title>${esc(`${p.m}: AUROC ${p.acc.toFixed(3)}, ${fmt(p.t)} ms/image, ${(p.mem / 2 ** 20).toFixed(1)} MiB`)}</title></circle>`);
@@ -112,7 +112,7 @@ export function accuracyEfficiencyFigures(data: ReportData): Figure[] {
     });
     points.forEach((p, i) => {
       const ly = 50 + i * 18;
-      parts.push(`<circle cx="${W - 124}" cy="${ly}" r="5" fill="${PALETTE[i % PALETTE.length]}"/><text x="${W - 114}" y="${ly + 4}">${esc(`${p.m} ${(p.mem / 2 ** 20).toFixed(1)} MiB`)}</text>`);
+      parts.push(`<circle cx="${W - 180}" cy="${ly}" r="5" fill="${PALETTE[i % PALETTE.length]}"/><text x="${W - 170}" y="${ly + 4}">${esc(`${p.m} ${(p.mem / 2 ** 20).toFixed(1)} MiB`)}</text>`);
     });
     parts.push('</svg>\n');
     out.push({ slug: `fig2-${d}`, title, svg: parts.join('\n') });
@@ -142,7 +142,7 @@ export function fewshotFigures(data: ReportData): Figure[] {
       left: 64, top: 40, width: W - 200, height: H - 100, xLo: -0.5, xHi: shots.length - 0.5, yLo, yHi: 1, xLog: false,
       xLabel: 'shots (normal training images)', yLabel: 'image AUROC', xTicks: shots.map((k, i) => ({ v: i, text: String(k) })),
     });
-    const parts = [svgOpen(W, H, title), `<text x="${W / 2}" y="22" text-anchor="middle" font-size="14">${esc(title.replace(/^Fig\. 4 /, ''))}</text>`, ax.svg];
+    const parts = [svgOpen(W, H, title), `<text x="${W / 2}" y="22" text-anchor="middle" font-size="14">${esc(`${DATASET_TITLES[d] ?? d}: few-shot image AUROC`)}</text>`, ax.svg];
     series.forEach((s, i) => {
       const colour = PALETTE[i % PALETTE.length];
       const pts = s.values.map((v, j) => (v === null ? null : `${ax.x(j).toFixed(1)},${ax.y(v).toFixed(1)}`)).filter((p): p is string => p !== null);
@@ -205,6 +205,7 @@ export function heatmapFigures(data: ReportData, storeDir: string): Figure[] {
         const y = top + ri * (cell + 8);
         if (uri) parts.push(`<image class="heatmap" x="${x}" y="${y}" width="${cell}" height="${cell}" href="${uri}" xlink:href="${uri}"/>`);
         else parts.push(`<rect x="${x}" y="${y}" width="${cell}" height="${cell}" fill="${ri === 1 ? '#000' : '#ccc'}"/>`);
+        parts.push(`<rect x="${x}" y="${y}" width="${cell}" height="${cell}" fill="none" stroke="#888"/>`);
       });
     });
     parts.push('</svg>\n');
