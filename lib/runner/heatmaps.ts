@@ -56,8 +56,8 @@ async function maskThumbnail(files: string[], width: number, height: number, siz
     if (m.width !== width || m.height !== height) continue;
     for (let i = 0; i < union.length; i++) if (m.data[i]) union[i] = 255;
   }
-  // Nearest neighbour: a mask is never interpolated.
-  return sharp(Buffer.from(union), { raw: { width, height, channels: 1 } }).resize(size, size, { fit: 'fill', kernel: 'nearest' }).raw().toBuffer();
+  // Nearest neighbour: a mask is never interpolated. sharp widens one-channel raw input to sRGB: take one channel.
+  return sharp(Buffer.from(union), { raw: { width, height, channels: 1 } }).resize(size, size, { fit: 'fill', kernel: 'nearest' }).extractChannel(0).raw().toBuffer();
 }
 
 /**
@@ -83,7 +83,7 @@ export async function saveHeatmaps(
     const image = await rgbThumbnail(sample.path, size);
     const scaled = new Uint8Array(map.width * map.height);
     for (let p = 0; p < scaled.length; p++) scaled[p] = Math.round(255 * Math.max(0, Math.min(1, (map.data[p] - lo) / span)));
-    const mapSmall = await sharp(Buffer.from(scaled), { raw: { width: map.width, height: map.height, channels: 1 } }).resize(size, size, { fit: 'fill' }).raw().toBuffer();
+    const mapSmall = await sharp(Buffer.from(scaled), { raw: { width: map.width, height: map.height, channels: 1 } }).resize(size, size, { fit: 'fill' }).extractChannel(0).raw().toBuffer();
     const overlay = Buffer.alloc(size * size * 3);
     for (let p = 0; p < size * size; p++) {
       const [r, g, b] = jet(mapSmall[p] / 255);
