@@ -7,3 +7,7 @@ export * from './image';
 export { synthesize, SYNTH_LAYOUTS, type SynthLayout, type SynthOptions } from './datasets/synth';
 export { inspectDataset, type CategoryStats, type DatasetStats } from './datasets/inspect';
 export { Random } from './prng';
+export * from './settings';
+export { entryImage, augmentSpecFor, AUGMENT_SPECS } from './settings/augment';
+export * from './runner';
+export { writeReport, allTables, reportData, toMarkdown, toCsv, toLatex, toHtml, type ReportTable, type ReportFiles, type Figure } from './report';

@@ -19,6 +19,8 @@ import { ResultsStore } from '../lib/runner/store';
 import type { ExperimentExecutor } from '../lib/runner/types';
 import { entryImage } from '../lib/settings/augment';
 import type { SettingManifest } from '../lib/settings/types';
+import { fewshotSplit, noisySplit } from '../lib/settings';
+import { trainingSamples } from '../lib/runner/samples';
 import { fakeMetrics } from './fixtures/fake-executor';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'imiad-splits-'));
@@ -88,6 +90,17 @@ test('imiad splits: noisy, fewshot with augmentation, continual; bad flags exit 
   expect([augmented.width, augmented.height]).toEqual([original.width, original.height]);
   expect(Buffer.from(augmented.data).equals(Buffer.from(original.data))).toBe(false);
   expect(Buffer.from((await entryImage(copy)).data).equals(Buffer.from(augmented.data))).toBe(true);
+
+  // The detector's view: augmented copies written as PNG files, the same pixels as entryImage.
+  const [category] = await loadDataset('mvtec', root);
+  const split = fewshotSplit(category, { shots: 2, augment: 'rotation', augmentCount: 2 });
+  const train = await trainingSamples(split, path.join(tmp, 'augmented'));
+  expect(train).toHaveLength(6);
+  expect(train[0].path).toBe(split.train[0].entry.path);
+  expect(train[1].path).toMatch(/augmented\/.+-rotation-[0-9a-f]+\.png$/);
+  expect(Buffer.from((await decodeImage(train[1].path)).data).equals(Buffer.from((await entryImage(split.train[1].entry)).data))).toBe(true);
+  const noisyTrain = await trainingSamples(noisySplit(category, { noise: 0.2 }), tmp);
+  expect(noisyTrain.filter((s) => s.split === 'test').every((s) => s.label === 'normal' && s.maskPaths.length === 0)).toBe(true);
 
   const file = path.join(tmp, 'continual.json');
   const r = await cli('splits', '--dataset', 'mvtec', '--root', root, '--setting', 'continual', '--json', file);
