@@ -52,6 +52,7 @@ describe('tables', () => {
     // FM = base - (base - 0.3) = 0.3 for all: a three-way tie is all best. Final = (base - 0.3 + base) / 2.
     expect(toMarkdown(t)).toContain('| patchcore | **0.800** | **0.300** |');
     expect(toMarkdown(t)).toContain('| spade | <u>0.750</u> | **0.300** |');
+    expect(t.notes).toEqual(['Memory banks accumulate over the tasks: patchcore, spade.']);
   });
   test('Table XIII: uniform view', () => {
     const [t] = tableXIII(data);

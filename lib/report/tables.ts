@@ -1,5 +1,5 @@
 /** The paper's tables VI-XIII, built from whatever the store holds (a table without data is left out). */
-import type { ResultRow } from '../runner/types';
+import { NOTE_IGNORES_LABELLED_ANOMALIES, NOTE_MEMORY_BANK_ACCUMULATES, type ResultRow } from '../runner/types';
 import {
   aggregate,
   categoriesOf,
@@ -96,7 +96,7 @@ export function tableVIII(data: ReportData): ReportTable[] {
         }
       }
       for (const idx of groups.values()) for (let c = 2; c < t.header.length; c++) markColumn(t, c, idx, 'higher');
-      const ignored = [...new Set(nr.filter((r) => r.notes.some((n2) => /labelled anomal/i.test(n2))).map((r) => data.label.get(r)!))];
+      const ignored = [...new Set(nr.filter((r) => r.notes.includes(NOTE_IGNORES_LABELLED_ANOMALIES)).map((r) => data.label.get(r)!))];
       if (ignored.length) t.notes = [`Ignores the labelled anomalies (trains on the normal images only): ${ignored.join(', ')}.`];
       if (t.rows.length) out.push(t);
     }
@@ -203,7 +203,7 @@ export function tableXI(data: ReportData): ReportTable | null {
   }
   const all = t.rows.map((_, i) => i);
   for (let c = 1; c < t.header.length; c++) markColumn(t, c, all, c % 2 === 1 ? 'higher' : 'lower');
-  const memoryBank = [...new Set(rows.filter((r) => r.notes.some((n) => /accumulat/i.test(n))).map((r) => data.label.get(r)!))];
+  const memoryBank = [...new Set(rows.filter((r) => r.notes.includes(NOTE_MEMORY_BANK_ACCUMULATES)).map((r) => data.label.get(r)!))];
   if (memoryBank.length) t.notes = [`Memory banks accumulate over the tasks: ${memoryBank.join(', ')}.`];
   return t.rows.length ? t : null;
 }

@@ -86,13 +86,20 @@ export interface ContinualResult {
   matrix: { [metric: string]: (number | null)[][] };
 }
 
+/**
+ * Notes the reports look for (exact strings, in ExperimentResult.notes): a detector that trains on the normal images
+ * only in the supervised setting (Table VIII footnote), and a memory bank that grows over continual tasks (Table XI).
+ */
+export const NOTE_IGNORES_LABELLED_ANOMALIES = 'ignores the labelled anomalies (trains on the normal images only)';
+export const NOTE_MEMORY_BANK_ACCUMULATES = 'memory bank accumulated over the tasks';
+
 export interface ExperimentResult {
   /** Non-continual: the metrics of the category. Continual: filled by the runner from `continual` (final average). */
   metrics: Metrics;
   efficiency: Efficiency;
   continual?: ContinualResult;
   heatmaps?: HeatmapRecord[];
-  /** Things a reader must know (a detector ignored labelled anomalies; memory banks accumulated). */
+  /** Things a reader must know; use NOTE_IGNORES_LABELLED_ANOMALIES and NOTE_MEMORY_BANK_ACCUMULATES where they apply. */
   notes?: string[];
 }
 
