@@ -4,7 +4,7 @@ import * as path from 'path';
 
 import sharp from 'sharp';
 
-import { reportData, tableIX, tableVI, tableVII, tableX, tableXI, tableXIII, toCsv, toHtml, toLatex, toMarkdown, writeReport, tableVIII } from '../lib/report';
+import { continualMatrices, reportData, tableIX, tableVI, tableVII, tableX, tableXI, tableXIII, toCsv, toHtml, toLatex, toMarkdown, writeReport, tableVIII } from '../lib/report';
 import { storeRows } from './helpers/rows';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'imiad-report-'));
@@ -53,6 +53,14 @@ describe('tables', () => {
     expect(toMarkdown(t)).toContain('| patchcore | **0.800** | **0.300** |');
     expect(toMarkdown(t)).toContain('| spade | <u>0.750</u> | **0.300** |');
     expect(t.notes).toEqual(['Memory banks accumulate over the tasks: patchcore, spade.']);
+    const matrix = continualMatrices(data).find((m) => m.slug === 'table-XI-matrix-mvtec-patchcore')!;
+    expect(toMarkdown(matrix).split('\n').slice(2, 7)).toEqual([
+      '| After task | bottle | cable | FM |',
+      '| --- | ---: | ---: | ---: |',
+      '| 1: bottle | 0.950 | - | - |',
+      '| 2: cable | 0.650 | 0.950 | - |',
+      '| FM | 0.300 | - | 0.300 |',
+    ]);
   });
   test('Table XIII: uniform view', () => {
     const [t] = tableXIII(data);
@@ -76,7 +84,7 @@ describe('writeReport', () => {
     }
     const out = path.join(tmp, 'report');
     const report = await writeReport(rows, storeDir, out);
-    expect(report.tables.map((t) => t.slug)).toEqual(['table-VI', 'table-VII', 'table-VIII-mvtec', 'table-IX-mvtec', 'table-X', 'table-XI', 'table-XIII-mvtec']);
+    expect(report.tables.map((t) => t.slug)).toEqual(['table-VI', 'table-VII', 'table-VIII-mvtec', 'table-IX-mvtec', 'table-X', 'table-XI', 'table-XI-matrix-mvtec-padim', 'table-XI-matrix-mvtec-patchcore', 'table-XI-matrix-mvtec-spade', 'table-XIII-mvtec']);
     expect(report.figures.map((f) => f.slug)).toEqual(['fig2-mvtec', 'fig2-loco', 'fig3-mvtec', 'fig4-mvtec']);
     for (const t of report.tables) for (const ext of ['md', 'csv', 'tex']) expect(fs.existsSync(path.join(out, 'tables', `${t.slug}.${ext}`))).toBe(true);
     for (const f of report.figures) {
@@ -96,7 +104,7 @@ describe('writeReport', () => {
     const fig4 = fs.readFileSync(path.join(out, 'figures', 'fig4-mvtec.svg'), 'utf8');
     expect(fig4.match(/<polyline class="series"/g)).toHaveLength(3);
     const html = fs.readFileSync(report.html, 'utf8');
-    expect(html.match(/<table id=/g)).toHaveLength(7);
+    expect(html.match(/<table id=/g)).toHaveLength(10);
     expect(html.match(/<figure id=/g)).toHaveLength(4);
     expect(html).not.toMatch(/(src|href)="(https?:)?\/\//);
     const md = fs.readFileSync(report.markdown, 'utf8');

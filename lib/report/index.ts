@@ -40,7 +40,7 @@ p.note { font-size: 12px; color: #555; margin: 0 0 1em; }
 
 function summary(rows: ResultRow[]): string[] {
   const versions = [...new Set(rows.map((r) => r.codeVersion))].sort();
-  const machines = [...new Set(rows.map((r) => `${r.machine.cpu} (${r.machine.cores} cores, ${r.machine.platform}, node ${r.machine.node})`))];
+  const machines = [...new Set(rows.map((r) => `${r.machine.cpu} (${r.machine.cores} cores${r.machine.gpu ? `, ${r.machine.gpu}` : ''}, ${r.machine.platform}, node ${r.machine.node})`))];
   const settings = [...new Set(rows.map((r) => r.config.setting.name))];
   return [
     `${rows.length} stored experiments; settings: ${settings.join(', ') || 'none'}; code version${versions.length > 1 ? 's' : ''} ${versions.join(', ') || '-'}.`,

@@ -209,6 +209,42 @@ export function tableXI(data: ReportData): ReportTable | null {
 }
 
 /**
+ * The stored continual result matrices behind Table XI: image AUROC on task j (columns) after learning task l (rows),
+ * one table per dataset and method, mean over seeds; the last column is the task's forgetting after the last task.
+ */
+export function continualMatrices(data: ReportData): ReportTable[] {
+  const rows = select(data, (r) => r.config.setting.name === 'continual' && r.continual !== null && r.continual.matrix.imageAUROC !== undefined);
+  const out: ReportTable[] = [];
+  for (const d of datasetsOf(rows)) {
+    const dr = rows.filter((r) => r.config.dataset === d);
+    for (const meth of methodsOf(data, dr)) {
+      const mr = byMethod(data, dr, meth);
+      const tasks = mr[0].continual!.tasks;
+      const same = mr.filter((r) => r.continual!.tasks.join('\0') === tasks.join('\0'));
+      const K = tasks.length;
+      const cell = (l: number, j: number): number | null => mean(same.map((r) => r.continual!.matrix.imageAUROC[l]?.[j] ?? null));
+      const t: ReportTable = {
+        id: 'XI (matrix)',
+        slug: `table-XI-matrix-${d}-${meth.replace(/[^A-Za-z0-9_.-]+/g, '_')}`,
+        title: `Continual ${meth} on ${title(d)}: image AUROC on each task (columns) after learning each task (rows); FM after the last task.`,
+        header: ['After task', ...tasks, 'FM'],
+        rows: [],
+      };
+      for (let l = 0; l < K; l++) t.rows.push([label(`${l + 1}: ${tasks[l]}`), ...tasks.map((_, j) => value(j <= l ? cell(l, j) : null)), value(null)]);
+      const fm: ValueCell[] = tasks.map((_, j) => {
+        if (j === K - 1) return value(null);
+        const best = Math.max(...Array.from({ length: K - 1 - j }, (_, i) => cell(j + i, j) ?? -Infinity));
+        const last = cell(K - 1, j);
+        return value(last !== null && best > -Infinity ? best - last : null);
+      });
+      t.rows.push([label('FM'), ...fm, value(aggregate(same, (r) => r.continual!.forgetting.imageAUROC).value)]);
+      out.push(t);
+    }
+  }
+  return out;
+}
+
+/**
  * Table XIII: the uniform view per dataset: vanilla, noisy (ratio 0.15, else the nearest stored), few-shot (8 shots
  * without augmentation, else the most stored), continual, and their mean; image AUROC and pixel AP.
  */
@@ -250,5 +286,5 @@ export function tableXIII(data: ReportData): ReportTable[] {
 }
 
 export function allTables(data: ReportData): ReportTable[] {
-  return [tableVI(data), tableVII(data), ...tableVIII(data), ...tableIX(data), tableX(data), tableXI(data), ...tableXIII(data)].filter((t): t is ReportTable => t !== null);
+  return [tableVI(data), tableVII(data), ...tableVIII(data), ...tableIX(data), tableX(data), tableXI(data), ...continualMatrices(data), ...tableXIII(data)].filter((t): t is ReportTable => t !== null);
 }

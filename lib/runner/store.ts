@@ -55,7 +55,19 @@ interface RawRow {
   finished_at: string;
 }
 
+/** NVIDIA GPU models from the driver's /proc files (no driver library loaded), or undefined. */
+function nvidiaGpus(): string | undefined {
+  const dir = '/proc/driver/nvidia/gpus';
+  try {
+    const models = fs.readdirSync(dir).map((bus) => /^Model:\s*(.+)$/m.exec(fs.readFileSync(path.join(dir, bus, 'information'), 'utf8'))?.[1].trim()).filter((m): m is string => !!m);
+    return models.length ? models.join(', ') : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 export function machineDescription(): MachineDescription {
+  const gpu = nvidiaGpus();
   return {
     cpu: os.cpus()[0]?.model ?? 'unknown',
     cores: os.cpus().length,
@@ -63,6 +75,7 @@ export function machineDescription(): MachineDescription {
     node: process.version,
     platform: `${process.platform}-${process.arch}`,
     hostname: os.hostname(),
+    ...(gpu ? { gpu } : {}),
   };
 }
 
