@@ -3,7 +3,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-import { parseGridConfig } from '../lib/runner/config';
+import { gridConfig, parseGridConfig } from '../lib/runner/config';
 import { expandGrid, runGrid, type CategoryLoader } from '../lib/runner/grid';
 import { canonicalJson, experimentKey } from '../lib/runner/key';
 import { ResultsStore } from '../lib/runner/store';
@@ -67,6 +67,14 @@ seeds: [0, 1]
     expect(continual.config.category).toBe('screw+bottle');
     expect(continual.tasks!.map((t) => t.category)).toEqual(['screw', 'bottle']);
     expect(experiments[0].config.params).toEqual({ layers: ['layer2', 'layer3'], coreset: 0.01 });
+  });
+  test('a grid built in code', () => {
+    const grid = gridConfig({ datasets: [{ name: 'mvtec', root: 'synth' }], methods: ['patchcore'], settings: [{ name: 'noisy', noise: [0.1, 0.2] }] }, '/demo');
+    expect(grid.datasets[0].root).toBe('/demo/synth');
+    expect(grid.settings).toEqual([{ name: 'noisy', noise: 0.1 }, { name: 'noisy', noise: 0.2 }]);
+    expect(grid.seeds).toEqual([0]);
+    expect(grid.concurrency).toBe(1);
+    expect(() => gridConfig([], '/demo')).toThrow('Grid file <inline grid>: expected an object with datasets, methods and settings');
   });
   test('errors name the file', () => {
     expect(() => parseGridConfig('{"datasets": []}', 'g.json')).toThrow("Grid file g.json: 'datasets' must be a non-empty list");

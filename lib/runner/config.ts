@@ -77,8 +77,15 @@ export function parseGridConfig(text: string, file: string): GridConfig {
   } catch (err) {
     throw configError(file, `cannot parse: ${(err as Error).message}`);
   }
+  return gridConfig(raw, path.dirname(path.resolve(file)), file);
+}
+
+/**
+ * A grid from a plain object (the parsed file, or one built in code as `imiad demo` does); relative paths resolve
+ * against `base`; `file` names the source in error messages.
+ */
+export function gridConfig(raw: unknown, base: string = process.cwd(), file = '<inline grid>'): GridConfig {
   if (!isObject(raw)) throw configError(file, 'expected an object with datasets, methods and settings');
-  const base = path.dirname(path.resolve(file));
   const list = (key: string): unknown[] => {
     const v = raw[key];
     if (!Array.isArray(v) || v.length === 0) throw configError(file, `'${key}' must be a non-empty list`);

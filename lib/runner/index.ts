@@ -2,7 +2,7 @@
 export * from './types';
 export { ResultsStore, DEFAULT_STORE, machineDescription } from './store';
 export { experimentKey, canonicalJson } from './key';
-export { parseGridConfig, readGridConfig, methodVariants, type GridConfig, type GridDataset, type GridMethod } from './config';
+export { gridConfig, parseGridConfig, readGridConfig, methodVariants, type GridConfig, type GridDataset, type GridMethod } from './config';
 export { expandGrid, runGrid, resultRow, describeExperiment, type CategoryLoader, type GridSummary, type GridEvents, type InvalidExperiment } from './grid';
 export { saveHeatmaps, selectHeatmapSamples, HEATMAP_SIZE, HEATMAP_COUNT } from './heatmaps';
 export { abortOnInterrupt } from './interrupt';
