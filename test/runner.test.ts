@@ -6,6 +6,7 @@ import * as path from 'path';
 import { gridConfig, parseGridConfig } from '../lib/runner/config';
 import { expandGrid, runGrid, type CategoryLoader } from '../lib/runner/grid';
 import { canonicalJson, experimentKey } from '../lib/runner/key';
+import { metricsFromEvaluation, metricsFromLocoEvaluation } from '../lib/runner/metrics';
 import { ResultsStore } from '../lib/runner/store';
 import type { ExperimentConfig, ExperimentExecutor } from '../lib/runner/types';
 import { settingSpec } from '../lib/settings';
@@ -202,5 +203,20 @@ describe('results store and grid run', () => {
     const store = new ResultsStore(file, { readonly: true });
     expect(store.count()).toBe(summary.done);
     store.close();
+  });
+});
+
+describe('metric names', () => {
+  test('from the evaluation JSON shapes to the stored names', () => {
+    const e = { image_auroc: 0.9, image_ap: 0.95, pixel_auroc: 0.97, pixel_ap: 0.5, aupro: { '0.3': 0.88, '0.05': 0.4 }, f1_max: 0.91, details: { pixel_f1_max: 0.55 } };
+    expect(metricsFromEvaluation(e)).toEqual({ imageAUROC: 0.9, imageAP: 0.95, imageF1Max: 0.91, pixelAUROC: 0.97, pixelAP: 0.5, pixelPRO: 0.88, pixelF1Max: 0.55 });
+    const loco = {
+      localization: { logical_anomalies: { '0.05': 0.3, '0.3': 0.6 }, structural_anomalies: { '0.05': 0.5, '0.3': 0.7 }, mean: { '0.05': 0.4, '0.3': 0.65 } },
+      classification: { logical_anomalies: 0.7, structural_anomalies: 0.8, mean: 0.75 },
+    };
+    expect(metricsFromLocoEvaluation(loco, e)).toEqual({
+      imageAUROC: 0.9, imageAP: 0.95, imageF1Max: 0.91, pixelAUROC: 0.97, pixelAP: 0.5, pixelPRO: null, pixelF1Max: 0.55,
+      imageAUROCLogical: 0.7, imageAUROCStructural: 0.8, sPROLogical: 0.3, sPROStructural: 0.5, sPRO: 0.4,
+    });
   });
 });

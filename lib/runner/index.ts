@@ -7,3 +7,4 @@ export { expandGrid, runGrid, resultRow, describeExperiment, type CategoryLoader
 export { saveHeatmaps, selectHeatmapSamples, HEATMAP_SIZE, HEATMAP_COUNT } from './heatmaps';
 export { abortOnInterrupt } from './interrupt';
 export { trainingSamples, testSamples as splitTestSamples } from './samples';
+export { metricsFromEvaluation, metricsFromLocoEvaluation, PRO_LIMIT, SPRO_LIMIT, type CategoryEvaluationLike, type LocoEvaluationLike } from './metrics';
