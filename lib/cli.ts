@@ -4,6 +4,9 @@ import { Command, CommanderError } from 'commander';
 
 import { registerDatasets } from './cli/datasets';
 import { registerSynth } from './cli/synth';
+import { registerSplits } from './cli/splits';
+import { registerGrid } from './cli/grid';
+import { registerReport } from './cli/report';
 import { version } from './version';
 
 export function buildProgram(): Command {
@@ -17,6 +20,9 @@ export function buildProgram(): Command {
   // Subcommands register here, one line each: register<Command>(program);
   registerSynth(program);
   registerDatasets(program);
+  registerSplits(program);
+  registerGrid(program);
+  registerReport(program);
   return program;
 }
 
