@@ -13,7 +13,7 @@ import {
   TensorDataType,
   tensorValueInfo,
 } from '../lib/backbone/onnx-proto';
-import { loadBackbone } from '../lib/backbone/session';
+import { loadBackbone, restrictOutputs } from '../lib/backbone/session';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'imiad-backbone-'));
 process.env.IMIAD_CACHE_DIR = path.join(tmp, 'cache');
@@ -116,6 +116,14 @@ describe('default backbone builder', () => {
     expect(wrn.graph.node.filter((n) => n.opType === 'Conv')).toHaveLength(53);
     const w2 = wrn.graph.initializer.find((t) => t.name === 'layer2.0.conv2.weight');
     expect(w2?.dims).toEqual([256, 256, 3, 3]); // width x2: 128 * 2
+  });
+
+  test('restricting the outputs prunes the nodes and weights the layers do not need', () => {
+    const model = restrictOutputs(buildBackboneModel({ seed: 2 }), ['layer2']);
+    expect(model.graph.output.map((o) => o.name)).toEqual(['layer2']);
+    expect(model.graph.node.some((n) => n.name.startsWith('/layer3/'))).toBe(false);
+    expect(model.graph.node.filter((n) => n.opType === 'Conv')).toHaveLength(1 + 4 + 5);
+    expect(model.graph.initializer.some((t) => t.name.startsWith('layer3.'))).toBe(false);
   });
 
   test('the cache file is written once, atomically, under IMIAD_CACHE_DIR', () => {
