@@ -18,3 +18,25 @@ export {
 export { entryImage, augmentSpecFor, AUGMENT_SPECS } from './settings/augment';
 export * from './runner';
 export { writeReport, allTables, reportData, toMarkdown, toCsv, toLatex, toHtml, type ReportTable, type ReportFiles, type Figure } from './report';
+export {
+  loadBackbone,
+  resolveLayers,
+  type Backbone,
+  type BackboneTiming,
+  type FeatureMap,
+  type LoadBackboneOptions,
+} from './backbone/session';
+export { BACKBONE_SHAPES, backboneStages, buildBackboneModel, defaultBackboneFile, type BackboneShape } from './backbone/builder';
+export {
+  adaptiveAvgPool1d,
+  gatherChannels,
+  gaussianBlur,
+  neighbourhoodAverage,
+  patchEmbedding,
+  resizeBilinear,
+  resizeFeatureMap,
+  type FeatureMapLike,
+  type PatchEmbedding,
+  type PatchEmbeddingOptions,
+} from '../bindings/filters';
+export { gaussianFit, gaussianStateBytes, mahalanobisDistances, type GaussianState, type GaussianFitOptions } from '../bindings/gaussian';
