@@ -2,6 +2,7 @@
 /** The `imiad` command. Each subcommand lives in lib/cli/<command>.ts and registers itself here. */
 import { Command, CommanderError } from 'commander';
 
+import { registerEvaluate } from './cli/evaluate';
 import { version } from './version';
 
 export function buildProgram(): Command {
@@ -13,6 +14,7 @@ export function buildProgram(): Command {
     .showHelpAfterError()
     .exitOverride();
   // Subcommands register here, one line each: register<Command>(program);
+  registerEvaluate(program);
   return program;
 }
 
