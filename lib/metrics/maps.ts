@@ -164,13 +164,17 @@ export function decodeNpy(buf: Buffer, file: string): AnomalyMap {
   return { data, width, height };
 }
 
-/** Reads an 8- or 16-bit single-channel PNG map; the scores are the stored integers. */
+/** Reads an 8- or 16-bit grey PNG map; the scores are the stored integers. */
 export async function decodePngMap(buf: Buffer, file: string): Promise<AnomalyMap> {
   try {
     const image = sharp(buf, { failOn: 'error' });
     const meta = await image.metadata();
     const depth = meta.depth === 'ushort' || meta.depth === 'short' ? 'ushort' : 'uchar';
-    const { data, info } = await image.raw({ depth }).toBuffer({ resolveWithObject: true });
+    // A grey interpretation keeps the stored integers (the default sRGB one rescales 16-bit data to 8 bits).
+    const { data, info } = await image
+      .toColourspace(depth === 'ushort' ? 'grey16' : 'b-w')
+      .raw({ depth })
+      .toBuffer({ resolveWithObject: true });
     const n = info.width * info.height;
     const out = new Float32Array(n);
     if (depth === 'ushort') {
