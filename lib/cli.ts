@@ -2,7 +2,9 @@
 /** The `imiad` command. Each subcommand lives in lib/cli/<command>.ts and registers itself here. */
 import { Command, CommanderError } from 'commander';
 
+import { registerDatasets } from './cli/datasets';
 import { registerEvaluate } from './cli/evaluate';
+import { registerSynth } from './cli/synth';
 import { version } from './version';
 
 export function buildProgram(): Command {
@@ -14,6 +16,8 @@ export function buildProgram(): Command {
     .showHelpAfterError()
     .exitOverride();
   // Subcommands register here, one line each: register<Command>(program);
+  registerSynth(program);
+  registerDatasets(program);
   registerEvaluate(program);
   return program;
 }

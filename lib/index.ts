@@ -2,4 +2,9 @@
 export { version } from './version';
 export type { Device } from '../bindings/validate';
 export { hasCode, type ImiadError } from '../bindings/errors';
+export * from './datasets';
+export * from './image';
+export { synthesize, SYNTH_LAYOUTS, type SynthLayout, type SynthOptions } from './datasets/synth';
+export { inspectDataset, type CategoryStats, type DatasetStats } from './datasets/inspect';
+export { Random } from './prng';
 export * from './metrics';
