@@ -6,13 +6,14 @@
 namespace imiad {
 namespace glue {
 
-// Add a line per family: void Register<Family>(Napi::Env env, Napi::Object exports);
 void RegisterFilters(Napi::Env env, Napi::Object exports);
 void RegisterGaussian(Napi::Env env, Napi::Object exports);
+void RegisterMetrics(Napi::Env env, Napi::Object exports);
 
 inline void RegisterFamilies(Napi::Env env, Napi::Object exports) {
   RegisterFilters(env, exports);
   RegisterGaussian(env, exports);
+  RegisterMetrics(env, exports);
 }
 
 }  // namespace glue

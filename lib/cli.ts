@@ -3,6 +3,7 @@
 import { Command, CommanderError } from 'commander';
 
 import { registerDatasets } from './cli/datasets';
+import { registerEvaluate } from './cli/evaluate';
 import { registerSynth } from './cli/synth';
 import { registerSplits } from './cli/splits';
 import { registerGrid } from './cli/grid';
@@ -23,6 +24,7 @@ export function buildProgram(): Command {
   registerSplits(program);
   registerGrid(program);
   registerReport(program);
+  registerEvaluate(program);
   return program;
 }
 
