@@ -7,10 +7,12 @@ namespace imiad {
 namespace glue {
 
 // Add a line per family: void Register<Family>(Napi::Env env, Napi::Object exports);
+void RegisterCoreset(Napi::Env env, Napi::Object exports);
 
 inline void RegisterFamilies(Napi::Env env, Napi::Object exports) {
   (void)env;
   (void)exports;
+  RegisterCoreset(env, exports);
 }
 
 }  // namespace glue

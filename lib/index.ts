@@ -2,3 +2,4 @@
 export { version } from './version';
 export type { Device } from '../bindings/validate';
 export { hasCode, type ImiadError } from '../bindings/errors';
+export { greedyCoreset, defaultStartIndex, type GreedyCoresetOptions } from '../bindings/coreset';
