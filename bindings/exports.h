@@ -8,11 +8,13 @@ namespace glue {
 
 // Add a line per family: void Register<Family>(Napi::Env env, Napi::Object exports);
 void RegisterCoreset(Napi::Env env, Napi::Object exports);
+void RegisterKnn(Napi::Env env, Napi::Object exports);
 
 inline void RegisterFamilies(Napi::Env env, Napi::Object exports) {
   (void)env;
   (void)exports;
   RegisterCoreset(env, exports);
+  RegisterKnn(env, exports);
 }
 
 }  // namespace glue
