@@ -2,6 +2,8 @@
 /** The `imiad` command. Each subcommand lives in lib/cli/<command>.ts and registers itself here. */
 import { Command, CommanderError } from 'commander';
 
+import { registerDatasets } from './cli/datasets';
+import { registerSynth } from './cli/synth';
 import { version } from './version';
 
 export function buildProgram(): Command {
@@ -13,6 +15,8 @@ export function buildProgram(): Command {
     .showHelpAfterError()
     .exitOverride();
   // Subcommands register here, one line each: register<Command>(program);
+  registerSynth(program);
+  registerDatasets(program);
   return program;
 }
 

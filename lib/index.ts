@@ -4,3 +4,8 @@ export type { Device } from '../bindings/validate';
 export { hasCode, type ImiadError } from '../bindings/errors';
 export { greedyCoreset, defaultStartIndex, type GreedyCoresetOptions } from '../bindings/coreset';
 export { KnnIndex, knnSearch, type KnnResult, type KnnIndexOptions, type KnnSearchOptions, type KnnSearchOneShotOptions } from '../bindings/knn';
+export * from './datasets';
+export * from './image';
+export { synthesize, SYNTH_LAYOUTS, type SynthLayout, type SynthOptions } from './datasets/synth';
+export { inspectDataset, type CategoryStats, type DatasetStats } from './datasets/inspect';
+export { Random } from './prng';
