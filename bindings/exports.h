@@ -15,6 +15,12 @@ inline void RegisterFamilies(Napi::Env env, Napi::Object exports) {
   (void)exports;
   RegisterCoreset(env, exports);
   RegisterKnn(env, exports);
+void RegisterFilters(Napi::Env env, Napi::Object exports);
+void RegisterGaussian(Napi::Env env, Napi::Object exports);
+
+inline void RegisterFamilies(Napi::Env env, Napi::Object exports) {
+  RegisterFilters(env, exports);
+  RegisterGaussian(env, exports);
 }
 
 }  // namespace glue
