@@ -9,6 +9,7 @@ namespace glue {
 // Add a line per family: void Register<Family>(Napi::Env env, Napi::Object exports);
 void RegisterCoreset(Napi::Env env, Napi::Object exports);
 void RegisterKnn(Napi::Env env, Napi::Object exports);
+void RegisterMetrics(Napi::Env env, Napi::Object exports);
 
 inline void RegisterFamilies(Napi::Env env, Napi::Object exports) {
   (void)env;
@@ -21,6 +22,7 @@ void RegisterGaussian(Napi::Env env, Napi::Object exports);
 inline void RegisterFamilies(Napi::Env env, Napi::Object exports) {
   RegisterFilters(env, exports);
   RegisterGaussian(env, exports);
+  RegisterMetrics(env, exports);
 }
 
 }  // namespace glue

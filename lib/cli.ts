@@ -4,6 +4,7 @@ import { Command, CommanderError } from 'commander';
 
 import { registerDatasets } from './cli/datasets';
 import { registerSynth } from './cli/synth';
+import { registerEvaluate } from './cli/evaluate';
 import { version } from './version';
 
 export function buildProgram(): Command {
@@ -17,6 +18,7 @@ export function buildProgram(): Command {
   // Subcommands register here, one line each: register<Command>(program);
   registerSynth(program);
   registerDatasets(program);
+  registerEvaluate(program);
   return program;
 }
 

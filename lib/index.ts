@@ -9,3 +9,4 @@ export * from './image';
 export { synthesize, SYNTH_LAYOUTS, type SynthLayout, type SynthOptions } from './datasets/synth';
 export { inspectDataset, type CategoryStats, type DatasetStats } from './datasets/inspect';
 export { Random } from './prng';
+export * from './metrics';

@@ -1,0 +1,18 @@
+/** Evaluation metrics: classification curves, AU-PRO, AU-sPRO, forgetting, and per-category evaluation. */
+export { binaryClassificationMetrics, rocAuc, averagePrecision, f1Max, type BinaryClassificationMetrics } from './roc';
+export { auPro, byLimit, limitKey, labelComponents, trapezoid, PixelAccumulator, type AuProResult, type ComponentLabels, type MaskedAnomalyMap, type PixelCurveMetrics } from './pro';
+export { auSpro, LOCO_LIMITS, readDefectsConfig, readLocoChannel, saturationArea, type ChannelAnomalyMap, type LocoChannel } from './spro';
+export { forgettingMeasure, type ForgettingMeasure } from './forgetting';
+export {
+  evaluateCategory,
+  evaluateLocoCategory,
+  imageSize,
+  type CategoryEvaluation,
+  type CategoryMetrics,
+  type EvaluateOptions,
+  type LocoCategoryMetrics,
+  type Prediction,
+  type PredictionSource,
+} from './evaluate';
+export { decodeNpy, decodeTiff, encodeNpy, encodeTiff, findMapFile, readAnomalyMap, MAP_EXTENSIONS, type AnomalyMap } from './maps';
+export { listCategories, readLocoTestCategory, readMvtecTestCategory } from './layouts';
