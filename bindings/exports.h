@@ -10,16 +10,12 @@ namespace glue {
 void RegisterCoreset(Napi::Env env, Napi::Object exports);
 void RegisterKnn(Napi::Env env, Napi::Object exports);
 void RegisterMetrics(Napi::Env env, Napi::Object exports);
-
-inline void RegisterFamilies(Napi::Env env, Napi::Object exports) {
-  (void)env;
-  (void)exports;
-  RegisterCoreset(env, exports);
-  RegisterKnn(env, exports);
 void RegisterFilters(Napi::Env env, Napi::Object exports);
 void RegisterGaussian(Napi::Env env, Napi::Object exports);
 
 inline void RegisterFamilies(Napi::Env env, Napi::Object exports) {
+  RegisterCoreset(env, exports);
+  RegisterKnn(env, exports);
   RegisterFilters(env, exports);
   RegisterGaussian(env, exports);
   RegisterMetrics(env, exports);
