@@ -5,6 +5,7 @@ import { Command, CommanderError } from 'commander';
 import { registerDatasets } from './cli/datasets';
 import { registerSynth } from './cli/synth';
 import { registerEvaluate } from './cli/evaluate';
+import { registerRun } from './cli/run';
 import { version } from './version';
 
 export function buildProgram(): Command {
@@ -19,6 +20,7 @@ export function buildProgram(): Command {
   registerSynth(program);
   registerDatasets(program);
   registerEvaluate(program);
+  registerRun(program);
   return program;
 }
 

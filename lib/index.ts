@@ -12,3 +12,25 @@ export { Random } from './prng';
 export * from './metrics';
 // datasets and metrics both define these; the dataset module's versions are the public ones.
 export { listCategories, readLocoChannel, saturationArea, type LocoChannel } from './datasets';
+export {
+  createDetector,
+  METHOD_NAMES,
+  PatchCore,
+  PatchCoreScorer,
+  reweightFactor,
+  Padim,
+  Spade,
+  Dne,
+  type MethodName,
+  type MethodParams,
+  type PatchCoreParams,
+  type PadimParams,
+  type SpadeParams,
+  type DneParams,
+  type BackboneParams,
+  type Detector,
+  type Prediction as DetectorPrediction,
+  type RunOptions,
+  type Timing,
+} from './methods';
+export { runExperiment, type ExperimentOptions, type ExperimentResult, type ExperimentMetrics, type ExperimentEfficiency } from './runner/experiment';
