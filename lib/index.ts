@@ -34,3 +34,24 @@ export {
   type Timing,
 } from './methods';
 export { runExperiment, type ExperimentOptions, type ExperimentResult, type ExperimentMetrics, type ExperimentEfficiency } from './runner/experiment';
+export {
+  loadBackbone,
+  resolveLayers,
+  type Backbone,
+  type BackboneTiming,
+  type FeatureMap,
+  type LoadBackboneOptions,
+} from './backbone/session';
+export { BACKBONE_SHAPES, backboneStages, buildBackboneModel, defaultBackboneFile, type BackboneShape } from './backbone/builder';
+export {
+  adaptiveAvgPool1d,
+  gaussianBlur,
+  neighbourhoodAverage,
+  patchEmbedding,
+  resizeBilinear,
+  resizeFeatureMap,
+  type FeatureMapLike,
+  type PatchEmbedding,
+  type PatchEmbeddingOptions,
+} from '../bindings/filters';
+export { gaussianFit, gaussianStateBytes, mahalanobisDistances, type GaussianState, type GaussianFitOptions } from '../bindings/gaussian';

@@ -56,6 +56,9 @@ export function backboneStages(shape: BackboneShape): StageInfo[] {
   }));
 }
 
+// Module-level alias: a global lookup per call (Math) is slow where the module runs in a vm context (jest).
+const imul = Math.imul;
+
 /**
  * xoshiro128** seeded through splitmix32: a small, fast PRNG with a 128-bit state whose output is the same on every
  * platform (32-bit integer arithmetic only).
@@ -68,8 +71,8 @@ export class Xoshiro128 {
     for (let i = 0; i < 4; i++) {
       x = (x + 0x9e3779b9) >>> 0;
       let z = x;
-      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
-      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
+      z = imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
+      z = imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
       this.s[i] = (z ^ (z >>> 16)) >>> 0;
     }
     if ((this.s[0] | this.s[1] | this.s[2] | this.s[3]) === 0) this.s[0] = 1;
@@ -77,7 +80,7 @@ export class Xoshiro128 {
 
   nextUint32(): number {
     const s = this.s;
-    const result = Math.imul(rotl(Math.imul(s[1], 5), 7), 9) >>> 0;
+    const result = imul(rotl(imul(s[1], 5), 7), 9) >>> 0;
     const t = (s[1] << 9) >>> 0;
     s[2] ^= s[0];
     s[3] ^= s[1];

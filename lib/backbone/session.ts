@@ -79,26 +79,48 @@ function layerError(message: string): ImiadError {
   return imiadError('Error', 'ERR_IMIAD_LAYER', message);
 }
 
-/** PyTorch's exporter names a node inside module `a.b.c` as `/a/a.b/a.b.c/<op>`: the module paths of a node. */
+/**
+ * The module paths of a node exported by PyTorch, outermost first. The exporter names a node by its scopes, each the
+ * module's attribute name, except that children of a Sequential are already qualified: `/layer2/layer2.0/conv1/Conv`
+ * is inside `layer2`, `layer2.0` and `layer2.0.conv1`.
+ */
 function modulePathsOf(nodeName: string): string[] {
   if (!nodeName.startsWith('/')) return [];
-  const parts = nodeName.split('/').slice(1, -1);
-  return parts.filter((p) => p.length > 0);
+  const scopes = nodeName.split('/').slice(1, -1);
+  const paths: string[] = [];
+  for (const scope of scopes) {
+    if (scope.length === 0) continue;
+    const parent = paths[paths.length - 1];
+    paths.push(parent === undefined || scope.startsWith(`${parent}.`) ? scope : `${parent}.${scope}`);
+  }
+  return paths;
 }
 
-/** The names a layer can be given, for the error message: graph outputs first, then module paths. */
-export function layerCandidates(graph: GraphProto): string[] {
+/**
+ * The names a layer can be given, for the error message: graph outputs, then the module paths of the first two
+ * levels (`layer2`, `layer2.0`), in graph order; `deeper` counts the module paths left out.
+ */
+export function layerCandidates(graph: GraphProto): { names: string[]; deeper: number } {
   const seen = new Set<string>();
-  const out: string[] = [];
-  const push = (name: string): void => {
-    if (!seen.has(name)) {
-      seen.add(name);
-      out.push(name);
-    }
+  const names: string[] = [];
+  let deeper = 0;
+  const push = (name: string, shown: boolean): void => {
+    if (seen.has(name)) return;
+    seen.add(name);
+    if (shown) names.push(name);
+    else deeper += 1;
   };
-  for (const o of graph.output) push(o.name);
-  for (const n of graph.node) for (const m of modulePathsOf(n.name)) push(m);
-  return out;
+  for (const o of graph.output) push(o.name, true);
+  for (const n of graph.node) modulePathsOf(n.name).forEach((m, depth) => push(m, depth < 2));
+  return { names, deeper };
+}
+
+function lastDeeper(graph: GraphProto): string {
+  for (let i = graph.node.length - 1; i >= 0; i--) {
+    const paths = modulePathsOf(graph.node[i].name);
+    if (paths.length > 2) return paths[paths.length - 1];
+  }
+  return '';
 }
 
 /** Resolves layer names against a graph (see the module comment for the rules). */
@@ -122,11 +144,10 @@ export function resolveLayers(graph: GraphProto, layers: readonly string[]): Lay
     if (outputs.has(layer) || produced.has(layer)) tensor = layer;
     else tensor = nodeByName.get(layer) ?? lastInModule.get(layer);
     if (tensor === undefined) {
-      const candidates = layerCandidates(graph);
-      const shown = candidates.slice(0, 60).join(', ');
-      const more = candidates.length > 60 ? `, ... (${candidates.length - 60} more)` : '';
+      const { names, deeper } = layerCandidates(graph);
+      const more = deeper > 0 ? ` (and ${deeper} deeper module paths, e.g. ${lastDeeper(graph)})` : '';
       throw layerError(
-        `Unknown layer '${layer}': expected a graph output, a node output or a module path; candidates: ${shown}${more}`,
+        `Unknown layer '${layer}': expected a graph output, a node output or a module path; candidates: ${names.join(', ')}${more}`,
       );
     }
     tensors[layer] = tensor;
