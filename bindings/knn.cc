@@ -170,6 +170,8 @@ Napi::Value KnnSearchPlain(const Napi::CallbackInfo& info) {
 void RegisterKnn(Napi::Env env, Napi::Object exports) {
   exports.Set("KnnIndex", KnnIndexWrap::Define(env));
   exports.Set("knnSearchPlain", Napi::Function::New(env, KnnSearchPlain, "knnSearchPlain"));
+  // Which micro-kernel this CPU runs ("avx512", "avx2" or "portable"), for benchmarks and bug reports.
+  exports.Set("knnKernel", Napi::String::New(env, knnIsaName(knnBestIsa())));
 }
 
 }  // namespace glue

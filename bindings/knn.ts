@@ -29,6 +29,8 @@ export interface KnnAddon {
   KnnIndex: new (bank: Float32Array, dims: number) => NativeKnnIndex;
   /** The plain reference loop (exact direct-difference distance for every pair); for tests and benchmarks. */
   knnSearchPlain(bank: Float32Array, queries: Float32Array, dims: number, k: number, cancelFlag: Int32Array | undefined): Promise<KnnResult>;
+  /** The micro-kernel this CPU runs: 'avx512', 'avx2' or 'portable'. */
+  knnKernel: string;
 }
 
 export interface KnnIndexOptions {

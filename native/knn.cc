@@ -32,6 +32,7 @@ constexpr double kMaxSafeNorm2 = 1e36;
 
 static_assert(kKnnQueryBlock % kMrAvx512 == 0 && kKnnQueryBlock % kMrAvx2 == 0 && kKnnQueryBlock % kMrPortable == 0,
               "a query block must hold whole micro-panels");
+static_assert(kKnnSearchBatch % kKnnQueryBlock == 0, "a search batch must hold whole query blocks");
 static_assert(kKnnBankSlice % kKnnPanelRows == 0, "a bank slice must hold whole panels");
 static_assert(kKnnPanelRows == 32, "the micro-kernels are written for 32-row panels (one bit per row in a mask)");
 
@@ -477,7 +478,21 @@ void KnnFlatIndex::search(const float* queries, size_t nq, size_t k, int32_t* in
     knnSearchPlain(bank_, rows_, queries, nq, dims, k, indices, distances, control);
     return;
   }
+  // Batches bound the per-query selection state whatever the number of queries: at most kKnnSearchBatch queries,
+  // fewer when k is so large that each query's candidate lists are big (they hold up to 2k + 1024 per slice).
+  const size_t slices = (rows_ + kKnnBankSlice - 1) / kKnnBankSlice;
+  const size_t perQueryBytes = std::min(rows_, slices * (2 * k + 1024)) * sizeof(float) * 2 + 256;
+  const size_t batch = std::max(kKnnQueryBlock, std::min(kKnnSearchBatch, kKnnSelectionBudget / perQueryBytes) /
+                                                    kKnnQueryBlock * kKnnQueryBlock);
+  for (size_t b = 0; b < nq; b += batch) {
+    const size_t count = std::min(batch, nq - b);
+    searchBatch(P, queries + b * dims, count, k, queryNorm.data() + b, indices + b * k, distances + b * k, control);
+  }
+}
 
+void KnnFlatIndex::searchBatch(const Prepared& P, const float* queries, size_t nq, size_t k, const double* queryNorm,
+                               int32_t* indices, float* distances, const RunControl& control) const {
+  const size_t dims = dims_;
   // Queries packed micro-panel by micro-panel: element (d, i) of micro-panel m at m * dims * mr + d * mr + i.
   const size_t mr = microPanelRows(isa_);
   const size_t microPanels = (nq + mr - 1) / mr;

@@ -28,6 +28,10 @@ constexpr size_t kKnnPanelRows = 32;
 constexpr size_t kKnnQueryBlock = 96;
 // Bank rows per work chunk: a chunk is (query block, bank slice), so even a few queries split over both cores.
 constexpr size_t kKnnBankSlice = 8192;
+// Queries searched together; bounds the per-query selection state of one search call.
+constexpr size_t kKnnSearchBatch = 3072;
+// Bytes of candidate lists a batch may hold; a large k gets smaller batches (never under one query block).
+constexpr size_t kKnnSelectionBudget = size_t(256) << 20;
 // Up to this k the per-query threshold is kept by a max-heap; above it, by periodic partial selection.
 constexpr size_t kKnnHeapMaxK = 64;
 // Queries per chunk in the final exact re-ranking and in the plain loop.
@@ -67,6 +71,8 @@ class KnnFlatIndex {
  private:
   struct Prepared;
   std::shared_ptr<const Prepared> prepare(const RunControl& control) const;
+  void searchBatch(const Prepared& prepared, const float* queries, size_t nq, size_t k, const double* queryNorm,
+                   int32_t* indices, float* distances, const RunControl& control) const;
 
   const float* bank_;
   size_t rows_;

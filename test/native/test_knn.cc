@@ -92,6 +92,7 @@ void testRandomShapes() {
   compareShape(200, 16, 97, {1, 5, 64, 65, 150, 200}, 4);
   compareShape(8200, 8, 5, {1, 9, 100}, 5);      // crosses a bank slice
   compareShape(300, 64, 100, {1, 9, 300}, 6);     // crosses a query block
+  compareShape(40, 3, 3100, {1, 5, 40}, 7);       // more than one search batch
 }
 
 void testTiesAndDuplicates() {
