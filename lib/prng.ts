@@ -5,6 +5,9 @@
  * image's content does not depend on how many other images were drawn before it.
  */
 
+// Module-level bindings: hot loops then avoid global lookups, which are slow inside vm contexts (jest).
+const Math = globalThis.Math;
+
 function splitmix32(state: number): [number, number] {
   state = (state + 0x9e3779b9) | 0;
   let z = state;

@@ -57,6 +57,14 @@ describe('decoding', () => {
     expect(await readImageSize(file)).toEqual({ width: 7, height: 5 });
   });
 
+  it('reads sizes of large files from their header', async () => {
+    const big = pattern(300, 200, 3);
+    for (const format of ['png', 'tiff', 'bmp', 'jpg'] as const) {
+      const file = await writeRaw(`big.${format}`, big, 300, 200, 3, format);
+      expect(await readImageSize(file)).toEqual({ width: 300, height: 200 });
+    }
+  });
+
   it('decodes JPEG close to its source', async () => {
     const px = new Uint8Array(16 * 16 * 3).fill(120);
     const file = await writeRaw('flat.JPG', px, 16, 16, 3, 'jpg');
@@ -191,6 +199,9 @@ describe('batches', () => {
     const it = batches([files[0], files[1], bad], { imageSize: 8, cropSize: 8, batchSize: 2, prefetch: 4 });
     expect((await it.next()).value?.n).toBe(2);
     await expect(it.next()).rejects.toThrow(`Cannot decode image ${bad}: Input buffer contains unsupported image format`);
+    const controller = new AbortController();
+    controller.abort();
+    await expect(batches(files, { signal: controller.signal }).next()).rejects.toMatchObject({ name: 'AbortError', code: 'ABORT_ERR' });
   });
 });
 

@@ -8,6 +8,7 @@ import { loadDataset } from '../lib/datasets';
 import { inspectDataset } from '../lib/datasets/inspect';
 import { synthesize, SYNTH_LAYOUTS } from '../lib/datasets/synth';
 import { readMask, readMaskWithValue } from '../lib/image/mask';
+import { prepareImage } from '../lib/image/pipeline';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'imiad-synth-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -35,6 +36,51 @@ function treeHash(dir: string): string {
 }
 
 const small = { size: 48, train: 4, test: 8 };
+
+/**
+ * Patch features of a simple detector: the normalised image at 48 px, averaged over 4 x 4 cells, each 3 x 3
+ * neighbourhood of cells a 27-dimensional patch.
+ */
+async function patchFeatures(file: string): Promise<Float32Array[]> {
+  const S = 48;
+  const pool = 4;
+  const g = S / pool;
+  const t = (await prepareImage(file, { imageSize: S, cropSize: S })).tensor;
+  const cells = new Float32Array(3 * g * g);
+  for (let c = 0; c < 3; c++) for (let y = 0; y < S; y++) for (let x = 0; x < S; x++) cells[c * g * g + Math.floor(y / pool) * g + Math.floor(x / pool)] += t[c * S * S + y * S + x] / (pool * pool);
+  const out: Float32Array[] = [];
+  for (let y = 1; y < g - 1; y++)
+    for (let x = 1; x < g - 1; x++) {
+      const f = new Float32Array(27);
+      let k = 0;
+      for (let c = 0; c < 3; c++) for (let dy = -1; dy <= 1; dy++) for (let dx = -1; dx <= 1; dx++) f[k++] = cells[c * g * g + (y + dy) * g + x + dx];
+      out.push(f);
+    }
+  return out;
+}
+
+/** Image AUROC of a nearest-neighbour patch detector (score: the largest patch distance to the training patches). */
+async function simpleDetectorAuroc(train: string[], normal: string[], anomalous: string[]): Promise<number> {
+  const bank = (await Promise.all(train.map(patchFeatures))).flat();
+  const score = async (file: string): Promise<number> => {
+    let worst = 0;
+    for (const f of await patchFeatures(file)) {
+      let best = Infinity;
+      for (const b of bank) {
+        let d = 0;
+        for (let k = 0; k < 27; k++) d += (f[k] - b[k]) ** 2;
+        best = Math.min(best, d);
+      }
+      worst = Math.max(worst, best);
+    }
+    return worst;
+  };
+  const neg = await Promise.all(normal.map(score));
+  const pos = await Promise.all(anomalous.map(score));
+  let wins = 0;
+  for (const p of pos) for (const n of neg) wins += p > n ? 1 : p === n ? 0.5 : 0;
+  return wins / (pos.length * neg.length);
+}
 
 describe.each(SYNTH_LAYOUTS.map((l) => [l]))('%s', (layout) => {
   const root = path.join(tmp, layout);
@@ -70,6 +116,15 @@ describe.each(SYNTH_LAYOUTS.map((l) => [l]))('%s', (layout) => {
           expect(mask.data.reduce((a, b) => a + b, 0)).toBeGreaterThan(0);
         }
       }
+    }
+  });
+
+  it('has defects that a simple patch detector separates (image AUROC >= 0.9; LOCO: structural ones)', async () => {
+    for (const c of await loadDataset(layout, root)) {
+      const train = c.samples.filter((x) => x.split === 'train' && x.label === 'normal').map((x) => x.path);
+      const normal = c.samples.filter((x) => x.split === 'test' && x.label === 'normal').map((x) => x.path);
+      const anomalous = c.samples.filter((x) => x.label === 'anomaly' && x.split === 'test' && x.defectType !== 'logical_anomalies').map((x) => x.path);
+      expect(await simpleDetectorAuroc(train, normal, anomalous)).toBeGreaterThanOrEqual(0.9);
     }
   });
 

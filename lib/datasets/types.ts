@@ -1,4 +1,5 @@
 /** The dataset model every loader returns and every later stage consumes. */
+import type { SplitManifest } from './split';
 
 export type DatasetName = 'mvtec' | 'mpdd' | 'loco' | 'btad' | 'mtd' | 'visa' | 'dagm' | 'folder';
 
@@ -39,7 +40,7 @@ export interface Category {
   /** MVTec LOCO AD only: the parsed defects_config.json. */
   defectsConfig?: LocoDefectConfig[];
   /** MTD and folder layout (no official split): the seeded split that was applied (lib/datasets/split.ts). */
-  splitManifest?: import('./split').SplitManifest;
+  splitManifest?: SplitManifest;
 }
 
 /** Options every loader accepts (lib/datasets/index.ts loadDataset). */

@@ -12,6 +12,9 @@ import { Random } from '../prng';
 import { toRgb } from './decode';
 import type { BinaryMask, RawImage } from './mask';
 
+// Module-level bindings: hot loops then avoid global lookups, which are slow inside vm contexts (jest).
+const Math = globalThis.Math;
+
 export interface AugmentSpec {
   /** Rotation drawn uniformly from [-rotation, rotation] degrees. */
   rotation?: number;

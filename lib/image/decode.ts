@@ -3,6 +3,8 @@
  * lib/image/mask.ts) to 8-bit RGB, and header-only size reads. A missing file is ERR_IMIAD_FILE; an empty, corrupt
  * or truncated one ERR_IMIAD_IMAGE; both name the file.
  */
+import * as fs from 'fs';
+
 import sharp from 'sharp';
 
 import { imiadError } from '../../bindings/errors';
@@ -68,15 +70,47 @@ export async function decodeImage(file: string): Promise<RawImage> {
   }
 }
 
-/** Width and height from the file header (BMP: from its info header), without decoding the pixels. */
-export async function readImageSize(file: string): Promise<ImageSize> {
-  const buf = await readImageFile(file);
-  if (isBmp(file, buf)) {
-    if (buf.length < 26) throw imiadError('Error', 'ERR_IMIAD_IMAGE', `Cannot decode BMP image ${file}: the header is truncated`);
-    const headerSize = buf.readUInt32LE(14);
-    if (headerSize === 12) return { width: buf.readUInt16LE(18), height: buf.readUInt16LE(20) };
-    return { width: Math.abs(buf.readInt32LE(18)), height: Math.abs(buf.readInt32LE(22)) };
+const HEADER_BYTES = 64 * 1024;
+
+async function readHead(file: string): Promise<Buffer> {
+  let handle: fs.promises.FileHandle | undefined;
+  try {
+    handle = await fs.promises.open(file, 'r');
+    const buf = Buffer.alloc(HEADER_BYTES);
+    const { bytesRead } = await handle.read(buf, 0, HEADER_BYTES, 0);
+    return buf.subarray(0, bytesRead);
+  } catch (err) {
+    throw imiadError('Error', 'ERR_IMIAD_FILE', `Cannot read ${file}: ${(err as Error).message}`);
+  } finally {
+    await handle?.close();
   }
+}
+
+/**
+ * Width and height from the file header (BMP: from its info header), without decoding the pixels. Only the first
+ * 64 KiB are read when they hold the header (PNG, JPEG, BMP); otherwise (TIFF directories, large JPEG metadata)
+ * the whole file.
+ */
+export async function readImageSize(file: string): Promise<ImageSize> {
+  const head = await readHead(file);
+  if (head.length === 0) throw imiadError('Error', 'ERR_IMIAD_IMAGE', `Expected an image in ${file} but the file is empty`);
+  if (isBmp(file, head)) {
+    if (head.length < 26) throw imiadError('Error', 'ERR_IMIAD_IMAGE', `Cannot decode BMP image ${file}: the header is truncated`);
+    const headerSize = head.readUInt32LE(14);
+    if (headerSize === 12) return { width: head.readUInt16LE(18), height: head.readUInt16LE(20) };
+    return { width: Math.abs(head.readInt32LE(18)), height: Math.abs(head.readInt32LE(22)) };
+  }
+  if (head.length < HEADER_BYTES) return sizeFromBuffer(file, head);
+  try {
+    const meta = await sharp(head).metadata();
+    if (meta.width && meta.height && meta.format !== 'tiff') return { width: meta.width, height: meta.height };
+  } catch {
+    // The header lies beyond the first bytes: read the whole file below.
+  }
+  return sizeFromBuffer(file, await readImageFile(file));
+}
+
+async function sizeFromBuffer(file: string, buf: Buffer): Promise<ImageSize> {
   try {
     const meta = await sharp(buf).metadata();
     if (!meta.width || !meta.height) throw new Error('no image size in its header');

@@ -12,10 +12,14 @@
  */
 import sharp from 'sharp';
 
+import { abortError } from '../../bindings/call';
 import { invalidRange, invalidType, imiadError } from '../../bindings/errors';
 import * as is from '../../bindings/is';
 import { readMask, readMaskUnion, type BinaryMask, type RawImage } from './mask';
 import { openImage, rethrowDecode, toRgb } from './decode';
+
+// Module-level bindings: hot loops then avoid global lookups, which are slow inside vm contexts (jest).
+const Math = globalThis.Math;
 
 export const IMAGENET_MEAN: readonly [number, number, number] = [0.485, 0.456, 0.406];
 export const IMAGENET_STD: readonly [number, number, number] = [0.229, 0.224, 0.225];
@@ -199,7 +203,7 @@ export async function* batches(paths: string[], opts: BatchOptions = {}): AsyncG
     const end = Math.min(start + batchSize, paths.length);
     const items: PreparedImage[] = [];
     for (let i = start; i < end; i++) {
-      if (opts.signal?.aborted) throw imiadError('Error', 'ABORT_ERR', 'The operation was aborted');
+      if (opts.signal?.aborted) throw abortError();
       launch(i + prefetch);
       items.push(await (pending[i] as Promise<PreparedImage>));
       pending[i] = undefined;

@@ -7,6 +7,9 @@
  */
 import { Random } from '../../prng';
 
+// Module-level bindings: hot loops then avoid global lookups, which are slow inside vm contexts (jest).
+const Math = globalThis.Math;
+
 export type SceneKind = 'woven' | 'grid' | 'leather' | 'wood' | 'disc' | 'screw' | 'bottle' | 'tray';
 export type DefectKind = 'scratch' | 'hole' | 'stain' | 'crack';
 
@@ -538,7 +541,12 @@ export function drawDefect(c: Canvas, region: Uint8Array, kind: DefectKind, rng:
         break;
       }
       case 'stain': {
-        const tint: [number, number, number] = grey ? [0.35, 0.35, 0.35] : [0.55, 0.22, 0.1];
+        if (grey) {
+          // Without colour a stain is a blotch: dark on light surfaces, light on dark ones, with the texture faintly through.
+          for (let k = 0; k < 3; k++) c.data[p + k] = clamp01((bright ? 0.6 : 0) + 0.3 * c.data[p + k] + n);
+          break;
+        }
+        const tint: [number, number, number] = [0.55, 0.22, 0.1];
         const add = bright ? 0.45 : 0;
         for (let k = 0; k < 3; k++) c.data[p + k] = clamp01(c.data[p + k] * tint[k] + add * tint[k] + n);
         break;
