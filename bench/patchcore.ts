@@ -166,6 +166,9 @@ export async function main(args: string[]): Promise<void> {
             threads,
           }),
         );
+        // OpenMP's default busy-waiting makes torch and faiss several times slower whenever the cores are shared
+        // (the same reason imiad's ONNX Runtime sessions do not spin): both sides run without spinning.
+        process.env.OMP_WAIT_POLICY ??= 'PASSIVE';
         const peer = runPeer<PeerResult>('patchcore_torch.py', [job]);
         const p = Object.fromEntries(STAGES.map((s) => [s, median(peer.times[s])])) as Record<(typeof STAGES)[number], number>;
         const peerTotal = median(peer.times.decode.map((_, i) => STAGES.reduce((a, s) => a + peer.times[s][i], 0)));
