@@ -36,7 +36,7 @@ namespace imiad {
 namespace {
 
 // Selected rows carry this minimum distance: below any real distance, so they never win nor change again.
-constexpr float kSelected = -1.0f;
+constexpr double kSelected = -1.0;
 // Rows per chunk of a pass over rows; members per work item of a visited group; centers per chunk of the
 // center-to-center pass. Fixed by the problem, never by the thread count (determinism).
 constexpr size_t kRowChunk = 4096;
@@ -48,37 +48,39 @@ constexpr size_t kParallelCenters = 4096;
 // Linear-mode steps after which the group lists and maxima are rebuilt exactly.
 constexpr size_t kRefreshSteps = 32;
 
-IMIAD_ALWAYS_INLINE float laneDistance(const float* a, const float* b, size_t dims) {
-  float acc[kDistanceLanes] = {};
+IMIAD_ALWAYS_INLINE double laneDistance(const float* a, const float* b, size_t dims) {
+  double acc[kDistanceLanes] = {};
   size_t i = 0;
   for (; i + kDistanceLanes <= dims; i += kDistanceLanes) {
     for (size_t j = 0; j < kDistanceLanes; ++j) {
-      const float d = a[i + j] - b[i + j];
-      const float sq = d * d;
+      const double d = static_cast<double>(a[i + j]) - static_cast<double>(b[i + j]);
+      const double sq = d * d;
       acc[j] = acc[j] + sq;
     }
   }
   for (size_t j = 0; i + j < dims; ++j) {
-    const float d = a[i + j] - b[i + j];
-    const float sq = d * d;
+    const double d = static_cast<double>(a[i + j]) - static_cast<double>(b[i + j]);
+    const double sq = d * d;
     acc[j] = acc[j] + sq;
   }
-  for (size_t width = kDistanceLanes / 2; width >= 1; width /= 2) {
-    for (size_t j = 0; j < width; ++j) acc[j] = acc[j] + acc[j + width];
-  }
-  return acc[0];
+  // Pairwise reduction written out with constant bounds so that it stays in registers.
+  double r8[8], r4[4];
+  for (size_t j = 0; j < 8; ++j) r8[j] = acc[j] + acc[j + 8];
+  for (size_t j = 0; j < 4; ++j) r4[j] = r8[j] + r8[j + 4];
+  const double r0 = r4[0] + r4[2], r1 = r4[1] + r4[3];
+  return r0 + r1;
 }
 
 struct Best {
-  float value = -2.0f;  // below kSelected: "no row"
+  double value = -2.0;  // below kSelected: "no row"
   uint32_t row = std::numeric_limits<uint32_t>::max();
 };
 
-IMIAD_ALWAYS_INLINE bool better(float value, uint32_t row, const Best& than) {
+IMIAD_ALWAYS_INLINE bool better(double value, uint32_t row, const Best& than) {
   return value > than.value || (value == than.value && row < than.row);
 }
 
-IMIAD_ALWAYS_INLINE void offer(Best& best, float value, uint32_t row) {
+IMIAD_ALWAYS_INLINE void offer(Best& best, double value, uint32_t row) {
   if (better(value, row, best)) {
     best.value = value;
     best.row = row;
@@ -87,12 +89,12 @@ IMIAD_ALWAYS_INLINE void offer(Best& best, float value, uint32_t row) {
 
 // One pass of the plain loop over rows [begin, end): min-update against center c, and the best row after it.
 IMIAD_CORESET_CLONES Best plainPass(const float* X, size_t dims, size_t begin, size_t end, const float* c,
-                                    float* mind2) {
+                                    double* mind2) {
   Best best;
   for (size_t i = begin; i < end; ++i) {
-    float m2 = mind2[i];
-    if (m2 < 0.0f) continue;
-    const float d = laneDistance(X + i * dims, c, dims);
+    double m2 = mind2[i];
+    if (m2 < 0.0) continue;
+    const double d = laneDistance(X + i * dims, c, dims);
     if (d < m2) {
       m2 = d;
       mind2[i] = d;
@@ -102,37 +104,82 @@ IMIAD_CORESET_CLONES Best plainPass(const float* X, size_t dims, size_t begin, s
   return best;
 }
 
-IMIAD_CORESET_CLONES void centerPass(const float* centers, size_t dims, size_t begin, size_t end, const float* c,
-                                     const Best* groupBest, float* centerDist2) {
-  for (size_t a = begin; a < end; ++a) {
-    centerDist2[a] = groupBest[a].value > 0.0f ? laneDistance(centers + a * dims, c, dims) : 0.0f;
-  }
-}
-
 struct PruneRule {
   double factor;  // 4 (1 + eps) / (1 - eps)
   double delta;   // absolute error allowance (subnormal results)
+  double eps;     // relative error bound of a computed squared distance
   // True when no row of squared minimum distance m2 (to a center at squared distance dac from c) can get closer
   // to c: see pruneMargin().
-  bool cannotImprove(float dac, float m2) const {
-    return std::isfinite(dac) && static_cast<double>(dac) >= factor * (static_cast<double>(m2) + delta) + delta;
-  }
+  bool cannotImprove(double dac, double m2) const { return dac >= factor * (m2 + delta) + delta; }
 };
 
-// Rounding bounds of laneDistance(): each term fl(fl(a-b)^2) is within (1 +- 3.01u) of (a-b)^2 (u = 2^-24); a term
-// then goes through at most ceil(dims/16) - 1 lane additions and 4 reduction additions, all of non-negative values,
-// so the result D' satisfies |D' - D| <= eps D + delta with eps = (ceil(dims/16) + 6.1) u (taken twice as large
-// here) and delta covering subnormal results. If D'(a,c) >= factor (m2 + delta) + delta, then
+// Rounding bounds of laneDistance() (double arithmetic on float inputs, u = 2^-53): each term fl(fl(a-b)^2) is within
+// (1 +- 3.01u) of (a-b)^2; a term then goes through at most ceil(dims/16) - 1 lane additions and 4 reduction
+// additions, all of non-negative values, so the computed D' satisfies |D' - D| <= eps D with
+// eps = (ceil(dims/16) + 6.1) u (taken twice as large here). No term can be subnormal or overflow (float inputs), so
+// the absolute allowance delta is 0. If D'(a,c) >= factor (m2 + delta) + delta, then
 // d(a,c) >= 2 sqrt((m2 + delta) / (1 - eps)) >= 2 d(i,a), so d(i,c) >= d(a,c) - d(i,a) >= sqrt((m2 + delta)/(1 - eps))
 // and D'(i,c) >= (1 - eps) D(i,c) - delta >= m2: the plain loop would keep m2 too.
 PruneRule pruneMargin(size_t dims) {
-  const double u = std::ldexp(1.0, -24);
+  const double u = std::ldexp(1.0, -53);
   const double lanes = std::ceil(static_cast<double>(dims) / kDistanceLanes);
   const double eps = 2.0 * (lanes + 8.0) * u;
   PruneRule rule;
   rule.factor = 4.0 * (1.0 + eps) / (1.0 - eps);
-  rule.delta = 4.0 * (static_cast<double>(dims) + 16.0) * std::ldexp(1.0, -149);
+  rule.eps = eps;
+  rule.delta = 0.0;
   return rule;
+}
+
+// Pivots: the first kPivots selected rows. Every center keeps bounds on its true distance to each pivot, from the
+// computed squared distance D': lo = sqrt((D' - delta) / (1 + eps)) <= d <= hi = sqrt((D' + delta) / (1 - eps)).
+// Then |d(a,p) - d(c,p)| <= d(a,c) bounds a center-to-center distance without touching the rows' dims.
+constexpr size_t kPivots = 8;
+
+struct PivotBounds {
+  double lo[kPivots];
+  double hi[kPivots];
+};
+
+PivotBounds pivotBounds(const float* centers, size_t dims, const float* row, const PruneRule& rule) {
+  PivotBounds b;
+  for (size_t p = 0; p < kPivots; ++p) {
+    const double d2 = laneDistance(centers + p * dims, row, dims);
+    b.lo[p] = std::sqrt(std::max(0.0, (d2 - rule.delta) / (1.0 + rule.eps)));
+    b.hi[p] = std::sqrt((d2 + rule.delta) / (1.0 - rule.eps));
+  }
+  return b;
+}
+
+// Marks in centerDist2 the groups that may lose rows to the new center c: the squared distance d(a, c) when needed,
+// -1 when the group is ruled out without it (radius 0, or pivot bounds give d(a,c) >= 2 * its radius with margin:
+// the same guarantee as PruneRule::cannotImprove, see pruneMargin()).
+IMIAD_CORESET_CLONES void centerPass(const float* centers, size_t dims, size_t begin, size_t end, const float* c,
+                                     const Best* groupBest, const PivotBounds* bounds, const PivotBounds* cBounds,
+                                     size_t home, const PruneRule& rule, double* centerDist2) {
+  for (size_t a = begin; a < end; ++a) {
+    const double r2 = groupBest[a].value;
+    if (a != home) {
+      if (r2 <= 0.0) {
+        centerDist2[a] = -1.0;
+        continue;
+      }
+      if (bounds != nullptr) {
+        double gap = 0.0;
+        const PivotBounds& b = bounds[a];
+        for (size_t p = 0; p < kPivots; ++p) {
+          // The slack covers the rounding of the sqrt and of this subtraction.
+          const double slack = 1e-14 * (b.hi[p] + cBounds->hi[p]);
+          gap = std::max(gap, std::max(b.lo[p] - cBounds->hi[p], cBounds->lo[p] - b.hi[p]) - slack);
+        }
+        if (gap * gap >= 4.0 * (r2 + rule.delta) / (1.0 - rule.eps) * (1.0 + 1e-13)) {
+          centerDist2[a] = -1.0;
+          continue;
+        }
+      }
+    }
+    centerDist2[a] = laneDistance(centers + a * dims, c, dims);
+  }
 }
 
 struct Item {
@@ -148,7 +195,7 @@ struct ItemResult {
 
 // Visits members [begin, end) of group a for the new center c (group index t).
 IMIAD_CORESET_CLONES void itemPass(const float* X, size_t dims, const uint32_t* members, size_t begin, size_t end,
-                                   const float* c, float dac, const PruneRule& rule, float* mind2, uint32_t* assign,
+                                   const float* c, double dac, const PruneRule& rule, double* mind2, uint32_t* assign,
                                    uint32_t t, ItemResult& result) {
   // Members are scattered over the matrix: fetch rows a few members ahead (a plain pass streams instead).
   constexpr size_t kAhead = 6;
@@ -159,13 +206,13 @@ IMIAD_CORESET_CLONES void itemPass(const float* X, size_t dims, const uint32_t* 
       for (size_t off = 0; off < rowBytes; off += 64) __builtin_prefetch(ahead + off);
     }
     const uint32_t i = members[k];
-    const float m2 = mind2[i];
-    if (m2 < 0.0f) {  // the new center itself: leaves its group
+    const double m2 = mind2[i];
+    if (m2 < 0.0) {  // the new center itself: leaves its group
       ++result.removed;
       continue;
     }
-    if (m2 > 0.0f && !rule.cannotImprove(dac, m2)) {
-      const float d = laneDistance(X + static_cast<size_t>(i) * dims, c, dims);
+    if (m2 > 0.0 && !rule.cannotImprove(dac, m2)) {
+      const double d = laneDistance(X + static_cast<size_t>(i) * dims, c, dims);
       if (d < m2) {
         mind2[i] = d;
         assign[i] = t;
@@ -272,8 +319,8 @@ const float* prepare(const float* features, size_t rows, size_t& dims, const Cor
 }
 
 // First pass of both kernels: every row's squared distance to the start row, and the best row.
-Best initialPass(const float* X, size_t rows, size_t dims, size_t start, std::vector<float>& mind2) {
-  mind2.assign(rows, std::numeric_limits<float>::infinity());
+Best initialPass(const float* X, size_t rows, size_t dims, size_t start, std::vector<double>& mind2) {
+  mind2.assign(rows, std::numeric_limits<double>::infinity());
   mind2[start] = kSelected;
   const float* c = X + start * dims;
   std::vector<Best> chunkBest((rows + kRowChunk - 1) / kRowChunk);
@@ -289,7 +336,7 @@ std::vector<uint32_t> plainKCenter(const float* X, size_t rows, size_t dims, siz
                                    const RunControl& control) {
   std::vector<uint32_t> selected{static_cast<uint32_t>(start)};
   selected.reserve(count);
-  std::vector<float> mind2;
+  std::vector<double> mind2;
   Best best = initialPass(X, rows, dims, start, mind2);
   control.report(1, count);
   std::vector<Best> chunkBest((rows + kRowChunk - 1) / kRowChunk);
@@ -314,16 +361,16 @@ std::vector<uint32_t> plainKCenter(const float* X, size_t rows, size_t dims, siz
 // Linear pass over rows [begin, end) for the new center c (group t): like plainPass, but a row is only measured when
 // its group may lose rows to c (gate) and the per-row bound allows it. Returns the best row over all rows.
 IMIAD_CORESET_CLONES Best linearPass(const float* X, size_t dims, size_t begin, size_t end, const float* c,
-                                     const uint8_t* gate, const float* centerDist2, const PruneRule& rule,
-                                     float* mind2, uint32_t* assign, uint32_t t, Best& fresh,
+                                     const uint8_t* gate, const double* centerDist2, const PruneRule& rule,
+                                     double* mind2, uint32_t* assign, uint32_t t, Best& fresh,
                                      std::vector<uint32_t>& movedFrom) {
   Best best;
   for (size_t i = begin; i < end; ++i) {
-    float m2 = mind2[i];
-    if (m2 < 0.0f) continue;
+    double m2 = mind2[i];
+    if (m2 < 0.0) continue;
     const uint32_t a = assign[i];
-    if (m2 > 0.0f && gate[a] && !rule.cannotImprove(centerDist2[a], m2)) {
-      const float d = laneDistance(X + i * dims, c, dims);
+    if (m2 > 0.0 && gate[a] && !rule.cannotImprove(centerDist2[a], m2)) {
+      const double d = laneDistance(X + i * dims, c, dims);
       if (d < m2) {
         m2 = d;
         mind2[i] = d;
@@ -350,13 +397,14 @@ std::vector<uint32_t> fastKCenter(const float* X, size_t rows, size_t dims, size
   selected.reserve(count);
   std::vector<float> centers(count * dims);
   std::memcpy(centers.data(), X + start * dims, dims * sizeof(float));
-  std::vector<float> mind2;
+  std::vector<double> mind2;
   std::vector<uint32_t> assign(rows, 0);
   std::vector<std::vector<uint32_t>> members(count);
   std::vector<Best> groupBest(count);
   std::vector<uint32_t> groupSize(count, 0);
-  std::vector<float> centerDist2(count);
+  std::vector<double> centerDist2(count);
   std::vector<uint8_t> gate(count, 0);
+  std::vector<PivotBounds> pivots(count);
 
   Best next = initialPass(X, rows, dims, start, mind2);
   groupBest[0] = next;
@@ -366,6 +414,7 @@ std::vector<uint32_t> fastKCenter(const float* X, size_t rows, size_t dims, size
     if (i != start) members[0].push_back(static_cast<uint32_t>(i));
   }
   bool groupsExact = true;
+  bool unstructured = false;
   size_t staleSteps = 0;
   control.report(1, count);
 
@@ -377,7 +426,7 @@ std::vector<uint32_t> fastKCenter(const float* X, size_t rows, size_t dims, size
       groupBest[a] = Best();
     }
     for (size_t i = 0; i < rows; ++i) {
-      if (mind2[i] < 0.0f) continue;
+      if (mind2[i] < 0.0) continue;
       const uint32_t a = assign[i];
       members[a][fill[a]++] = static_cast<uint32_t>(i);
       offer(groupBest[a], mind2[i], static_cast<uint32_t>(i));
@@ -403,21 +452,12 @@ std::vector<uint32_t> fastKCenter(const float* X, size_t rows, size_t dims, size
     float* center = centers.data() + t * dims;
     std::memcpy(center, X + static_cast<size_t>(c) * dims, dims * sizeof(float));
     const size_t unselected = rows - t - 1;
-
-    // Which groups can lose rows to c: those whose radius (group maximum) is not ruled out by d(a, c).
-    if (t >= kParallelCenters) {
-      parallelChunks(t, kCenterChunk, [&](size_t, size_t begin, size_t end) {
-        centerPass(centers.data(), dims, begin, end, center, groupBest.data(), centerDist2.data());
-      });
-    } else {
-      centerPass(centers.data(), dims, 0, t, center, groupBest.data(), centerDist2.data());
-    }
     auto chooseCandidates = [&]() {
       candidates.clear();
       size_t visitRows = 0;
       for (size_t a = 0; a < t; ++a) {
         // The home group always: c leaves it (and when its radius is 0, nothing else happens to it).
-        gate[a] = a == home || (groupBest[a].value > 0.0f && !rule.cannotImprove(centerDist2[a], groupBest[a].value));
+        gate[a] = a == home || (centerDist2[a] >= 0.0 && !rule.cannotImprove(centerDist2[a], groupBest[a].value));
         if (gate[a]) {
           candidates.push_back(static_cast<uint32_t>(a));
           visitRows += groupSize[a];
@@ -425,7 +465,35 @@ std::vector<uint32_t> fastKCenter(const float* X, size_t rows, size_t dims, size
       }
       return visitRows;
     };
-    size_t visitRows = chooseCandidates();
+
+    // Which groups can lose rows to c: those whose radius (group maximum) is not ruled out by d(a, c). On data where
+    // that rules out almost nothing (the last full check found nearly every row a candidate), the check is skipped
+    // until the next refresh and every row is measured, as in the plain loop.
+    const bool openAll = unstructured && !groupsExact;
+    size_t visitRows = unselected;
+    // Pivot bounds of the new center (of all centers so far, once the last pivot is selected).
+    if (t + 1 == kPivots) {
+      for (size_t a = 0; a <= t; ++a) pivots[a] = pivotBounds(centers.data(), dims, centers.data() + a * dims, rule);
+    } else if (t >= kPivots) {
+      pivots[t] = pivotBounds(centers.data(), dims, center, rule);
+    }
+    const bool havePivots = t >= kPivots;
+    if (openAll) {
+      std::fill(gate.begin(), gate.begin() + t, uint8_t(1));
+      std::fill(centerDist2.begin(), centerDist2.begin() + t, 0.0);
+    } else {
+      auto pass = [&](size_t begin, size_t end) {
+        centerPass(centers.data(), dims, begin, end, center, groupBest.data(), havePivots ? pivots.data() : nullptr,
+                   &pivots[t], home, rule, centerDist2.data());
+      };
+      if (t >= kParallelCenters) {
+        parallelChunks(t, kCenterChunk, [&](size_t, size_t begin, size_t end) { pass(begin, end); });
+      } else {
+        pass(0, t);
+      }
+      visitRows = chooseCandidates();
+      unstructured = visitRows * 10 >= unselected * 9;
+    }
     bool linear = visitRows * 4 > unselected;
     if (!linear && !groupsExact) {
       rebuildGroups(t);
@@ -510,7 +578,7 @@ std::vector<uint32_t> fastKCenter(const float* X, size_t rows, size_t dims, size
 
 }  // namespace
 
-IMIAD_CORESET_CLONES float squaredDistance(const float* a, const float* b, size_t dims) {
+IMIAD_CORESET_CLONES double squaredDistance(const float* a, const float* b, size_t dims) {
   return laneDistance(a, b, dims);
 }
 

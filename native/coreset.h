@@ -4,8 +4,9 @@
 //
 // Definition (DESIGN.md): the first selected row is `startIndex`; each next row is, among the rows not yet selected,
 // the one whose distance to its nearest selected row is largest; ties go to the smaller row index. "Distance" is the
-// float32 squared Euclidean distance computed by squaredDistance() below, so that the fast kernel and the plain loop
-// take exactly the same decisions, bit for bit, on every CPU (and a TypeScript reference can emulate it).
+// squared Euclidean distance computed by squaredDistance() below, in double precision on the float32 features with a
+// fixed order of operations, so that the fast kernel and the plain loop take exactly the same decisions on every CPU,
+// a TypeScript reference can reproduce them, and only ties closer than ~1e-15 relative are decided by rounding.
 #pragma once
 
 #include <cstddef>
@@ -16,13 +17,14 @@
 
 namespace imiad {
 
-// Number of float lanes of squaredDistance(): element j of a row is accumulated in lane j % kDistanceLanes (the
-// tail is zero-padded), each step rounded to float without fused multiply-add; the lanes are then summed pairwise
-// (lane j += lane j+8, then j += j+4, j += j+2, j += j+1). Fixed, so results do not depend on the SIMD width.
+// Number of lanes of squaredDistance(): element j of a row is accumulated in lane j % kDistanceLanes (the tail is
+// zero-padded), in double: d = double(a_j) - double(b_j), lane += d * d, each step rounded to double without fused
+// multiply-add; the lanes are then summed pairwise (lane j += lane j+8, then j += j+4, j += j+2, j += j+1). Fixed, so
+// results do not depend on the SIMD width.
 constexpr size_t kDistanceLanes = 16;
 
 // The one distance of the coreset kernels (see kDistanceLanes for the exact order of operations).
-float squaredDistance(const float* a, const float* b, size_t dims);
+double squaredDistance(const float* a, const float* b, size_t dims);
 
 struct CoresetOptions {
   size_t count = 1;           // rows to select, 1..rows

@@ -34,16 +34,16 @@ function clustered(rows: number, dims: number, seed: number): Float32Array {
 }
 
 /**
- * The kernel's distance, emulated in float32: element j accumulates in lane j % 16, then lanes are summed pairwise
- * (j += j+8, j += j+4, j += j+2, j += j+1). Each step rounded to float; no fused multiply-add.
+ * The kernel's distance: float32 inputs, double arithmetic (JavaScript's own), element j accumulated in lane j % 16,
+ * then lanes summed pairwise (j += j+8, j += j+4, j += j+2, j += j+1).
  */
 function squaredDistance(x: Float32Array, a: number, b: number, dims: number): number {
   const lanes = new Array<number>(16).fill(0);
   for (let j = 0; j < dims; j++) {
-    const d = f(x[a * dims + j] - x[b * dims + j]);
-    lanes[j % 16] = f(lanes[j % 16] + f(d * d));
+    const d = x[a * dims + j] - x[b * dims + j];
+    lanes[j % 16] += d * d;
   }
-  for (let w = 8; w >= 1; w >>= 1) for (let j = 0; j < w; j++) lanes[j] = f(lanes[j] + lanes[j + w]);
+  for (let w = 8; w >= 1; w >>= 1) for (let j = 0; j < w; j++) lanes[j] += lanes[j + w];
   return lanes[0];
 }
 

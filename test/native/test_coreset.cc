@@ -104,16 +104,16 @@ void handMade() {
 void distanceDefinition() {
   // 20 dims: lanes 0..3 get two terms, lanes 4..15 one; then the fixed pairwise reduction.
   std::vector<float> a = uniformData(1, 20, 5), b = uniformData(1, 20, 6);
-  float lanes[16] = {};
+  double lanes[16] = {};
   for (size_t i = 0; i < 20; ++i) {
-    const float d = a[i] - b[i];
-    const float sq = d * d;
+    const double d = static_cast<double>(a[i]) - static_cast<double>(b[i]);
+    const double sq = d * d;
     lanes[i % 16] = lanes[i % 16] + sq;
   }
   for (size_t w = 8; w >= 1; w /= 2)
     for (size_t j = 0; j < w; ++j) lanes[j] = lanes[j] + lanes[j + w];
   check(imiad::squaredDistance(a.data(), b.data(), 20) == lanes[0], "squaredDistance follows its definition");
-  check(imiad::squaredDistance(a.data(), a.data(), 20) == 0.0f, "distance to itself is 0");
+  check(imiad::squaredDistance(a.data(), a.data(), 20) == 0.0, "distance to itself is 0");
 }
 
 void projection() {
@@ -244,7 +244,7 @@ int main() {
       compare(x, 2, o, "grid duplicates");
     }
   }
-  for (float scale : {1e-19f, 1e18f}) {  // subnormal squared differences; squares near overflow
+  for (float scale : {1e-38f, 1e-19f, 1e38f}) {  // subnormal floats; squares far outside float's range
     const auto x = uniformData(500, 5, ++seed, scale);
     o = imiad::CoresetOptions();
     o.count = 120;
