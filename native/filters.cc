@@ -235,7 +235,9 @@ void patchEmbedding(const std::vector<FeatureLayer>& layers, size_t n, size_t pa
   }
   std::vector<std::vector<LinearTap>> tapsY(layers.size()), tapsX(layers.size());
   size_t maxVector = 0;
+  size_t maxChannels = 0;
   for (size_t l = 0; l < layers.size(); ++l) {
+    maxChannels = std::max(maxChannels, layers[l].channels);
     tapsY[l] = linearTaps(layers[l].height, refH);
     tapsX[l] = linearTaps(layers[l].width, refW);
     maxVector = std::max(maxVector, layers[l].channels * pp);
@@ -245,6 +247,8 @@ void patchEmbedding(const std::vector<FeatureLayer>& layers, size_t n, size_t pa
     control.throwIfCancelled();
     std::vector<float> patch(maxVector);
     std::vector<float> pooled(layers.size() * pretrainDims);
+    // Cells outside a map read this zero vector: Unfold's zero padding without a branch in the channel loops.
+    const std::vector<float> zeros(maxChannels, 0.0f);
     for (size_t r = begin; r < end; ++r) {
       const size_t img = r / refH, y = r % refH;
       for (size_t x = 0; x < refW; ++x) {
@@ -255,14 +259,14 @@ void patchEmbedding(const std::vector<FeatureLayer>& layers, size_t n, size_t pa
           const float* base = hwc[l].data() + img * L.height * L.width * C;
           // The unfolded patch element (c, i, j) at cell (a, b) is the map at (a + i - pad, b + j - pad), zero outside.
           auto cell = [&](int64_t a, int64_t b) -> const float* {
-            return (a >= 0 && a < h && b >= 0 && b < w) ? base + (a * w + b) * C : nullptr;
+            return (a >= 0 && a < h && b >= 0 && b < w) ? base + (a * w + b) * C : zeros.data();
           };
           if (l == 0) {
             for (size_t i = 0; i < p; ++i) {
               for (size_t j = 0; j < p; ++j) {
                 const float* v = cell(static_cast<int64_t>(y) + static_cast<int64_t>(i) - pad, static_cast<int64_t>(x) + static_cast<int64_t>(j) - pad);
                 float* dst = patch.data() + i * p + j;
-                for (size_t c = 0; c < C; ++c) dst[c * pp] = v ? v[c] : 0.0f;
+                for (size_t c = 0; c < C; ++c) dst[c * pp] = v[c];
               }
             }
           } else {
@@ -279,10 +283,10 @@ void patchEmbedding(const std::vector<FeatureLayer>& layers, size_t n, size_t pa
                 const float* v11 = cell(static_cast<int64_t>(ty.i1) + di, static_cast<int64_t>(tx.i1) + dj);
                 float* dst = patch.data() + i * p + j;
                 for (size_t c = 0; c < C; ++c) {
-                  float t0 = (v00 ? v00[c] : 0.0f) * tx.w0;
-                  t0 += (v01 ? v01[c] : 0.0f) * tx.w1;
-                  float t1 = (v10 ? v10[c] : 0.0f) * tx.w0;
-                  t1 += (v11 ? v11[c] : 0.0f) * tx.w1;
+                  float t0 = v00[c] * tx.w0;
+                  t0 += v01[c] * tx.w1;
+                  float t1 = v10[c] * tx.w0;
+                  t1 += v11[c] * tx.w1;
                   float value = t0 * ty.w0;
                   value += t1 * ty.w1;
                   dst[c * pp] = value;

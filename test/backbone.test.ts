@@ -13,7 +13,8 @@ import {
   TensorDataType,
   tensorValueInfo,
 } from '../lib/backbone/onnx-proto';
-import { loadBackbone } from '../lib/backbone/session';
+import { patchEmbedding } from '../bindings/filters';
+import { loadBackbone, restrictOutputs } from '../lib/backbone/session';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'imiad-backbone-'));
 process.env.IMIAD_CACHE_DIR = path.join(tmp, 'cache');
@@ -118,6 +119,14 @@ describe('default backbone builder', () => {
     expect(w2?.dims).toEqual([256, 256, 3, 3]); // width x2: 128 * 2
   });
 
+  test('restricting the outputs prunes the nodes and weights the layers do not need', () => {
+    const model = restrictOutputs(buildBackboneModel({ seed: 2 }), ['layer2']);
+    expect(model.graph.output.map((o) => o.name)).toEqual(['layer2']);
+    expect(model.graph.node.some((n) => n.name.startsWith('/layer3/'))).toBe(false);
+    expect(model.graph.node.filter((n) => n.opType === 'Conv')).toHaveLength(1 + 4 + 5);
+    expect(model.graph.initializer.some((t) => t.name.startsWith('layer3.'))).toBe(false);
+  });
+
   test('the cache file is written once, atomically, under IMIAD_CACHE_DIR', () => {
     const dir = path.join(tmp, 'cache-test');
     const file = defaultBackboneFile({ seed: 1, dir });
@@ -164,6 +173,31 @@ describe('backbone session', () => {
       code: 'ERR_IMIAD_DIMS',
       message: 'Expected length of batch to be n * 3 * height * width (36864) but received 24576 of type number',
     });
+    await bb.dispose();
+  });
+
+  test('features are local and feed PatchCore\'s patch embedding', async () => {
+    const bb = await loadBackbone({ layers: ['layer2', 'layer3'] });
+    const size = 128;
+    const a = noise(3 * size * size, 21);
+    const b = a.slice();
+    // A 16 x 16 "defect" in the top-left corner of image b.
+    for (let c = 0; c < 3; c++) for (let y = 8; y < 24; y++) for (let x = 8; x < 24; x++) b[(c * size + y) * size + x] += 2;
+    const both = new Float32Array(2 * 3 * size * size);
+    both.set(a);
+    both.set(b, a.length);
+    const f = await bb.extract(both, 2, size, size);
+    const l2 = f.layer2; // 128 x 16 x 16
+    const cells = l2.height * l2.width;
+    const change = (cell: number): number => {
+      let s = 0;
+      for (let c = 0; c < l2.channels; c++) s += (l2.data[(l2.channels + c) * cells + cell] - l2.data[c * cells + cell]) ** 2;
+      return s;
+    };
+    // The defect spans cells 1..2 of the 8-pixel grid; the far corner is outside every receptive field's centre.
+    expect(change(2 * l2.width + 2)).toBeGreaterThan(100 * (change(15 * l2.width + 15) + 1e-12));
+    const e = await patchEmbedding([f.layer2, f.layer3], { n: 2 });
+    expect([e.dims, e.height, e.width, e.embeddings.length]).toEqual([1024, 16, 16, 2 * 256 * 1024]);
     await bb.dispose();
   });
 

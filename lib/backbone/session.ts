@@ -165,6 +165,34 @@ export function exposeTensors(model: ModelProto, tensors: readonly string[]): Mo
   return { ...model, graph: { ...model.graph, output: [...model.graph.output, ...extra] } };
 }
 
+/**
+ * The model with exactly `tensors` as its graph outputs and without the nodes and initializers they do not need
+ * (layer4 and the classifier when PatchCore taps layer2 + layer3): ONNX Runtime runs every node of a graph, fetched
+ * or not. Graphs with subgraphs (If, Loop) are not pruned, since a subgraph may read outer tensors by name.
+ */
+export function restrictOutputs(model: ModelProto, tensors: readonly string[]): ModelProto {
+  const g = model.graph;
+  const known = new Map<string, ValueInfoProto>([...g.valueInfo, ...g.output].map((v) => [v.name, v]));
+  const output = [...new Set(tensors)].map(
+    (name) => known.get(name) ?? { name, type: { tensorType: { elemType: TensorDataType.FLOAT } } },
+  );
+  const hasSubgraphs = g.node.some((n) => n.attribute.some((a) => a.g !== undefined || (a.graphs?.length ?? 0) > 0));
+  if (hasSubgraphs) return { ...model, graph: { ...g, output } };
+  const needed = new Set(output.map((o) => o.name));
+  const keep: boolean[] = new Array(g.node.length).fill(false);
+  for (let i = g.node.length - 1; i >= 0; i--) {
+    const n = g.node[i];
+    if (!n.output.some((o) => needed.has(o))) continue;
+    keep[i] = true;
+    for (const input of n.input) if (input) needed.add(input);
+  }
+  const node = g.node.filter((_, i) => keep[i]);
+  const initializer = g.initializer.filter((t) => needed.has(t.name));
+  const input = g.input.filter((v) => needed.has(v.name) || !g.initializer.some((t) => t.name === v.name));
+  const valueInfo = g.valueInfo.filter((v) => needed.has(v.name));
+  return { ...model, graph: { ...g, node, initializer, input, output, valueInfo } };
+}
+
 function readModel(file: string): { bytes: Uint8Array; model: ModelProto } {
   let bytes: Uint8Array;
   try {
@@ -228,7 +256,9 @@ export async function loadBackbone(opts: LoadBackboneOptions): Promise<Backbone>
   const inputChannels = fixed(1) ?? 3;
   const fixedHeight = fixed(2);
   const fixedWidth = fixed(3);
-  const buffer = resolution.appended.length > 0 ? encodeModel(exposeTensors(model, resolution.appended)) : bytes;
+  const fetched = [...new Set(Object.values(resolution.tensors))];
+  const unchanged = fetched.length === model.graph.output.length && model.graph.output.every((o) => fetched.includes(o.name));
+  const buffer = unchanged ? bytes : encodeModel(restrictOutputs(model, fetched));
   let session: ort.InferenceSession;
   try {
     session = await ort.InferenceSession.create(buffer, {
