@@ -3,8 +3,8 @@
 import { Command, CommanderError } from 'commander';
 
 import { registerDatasets } from './cli/datasets';
-import { registerSynth } from './cli/synth';
 import { registerEvaluate } from './cli/evaluate';
+import { registerSynth } from './cli/synth';
 import { registerRun } from './cli/run';
 import { version } from './version';
 

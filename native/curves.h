@@ -16,6 +16,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <memory>
+#include <utility>
 #include <vector>
 
 #include "control.h"
@@ -63,6 +65,29 @@ struct PixelRecord {
   uint32_t cls;
 };
 
+// An allocator that leaves trivially-constructible elements uninitialised on resize: the records are always written
+// right after, and zero-filling hundreds of megabytes first would cost a full extra pass.
+template <typename T>
+struct UninitialisedAllocator : std::allocator<T> {
+  template <typename U>
+  struct rebind {
+    using other = UninitialisedAllocator<U>;
+  };
+  UninitialisedAllocator() = default;
+  template <typename U>
+  UninitialisedAllocator(const UninitialisedAllocator<U>&) noexcept {}
+  template <typename U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <typename U, typename... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+};
+
+using PixelRecords = std::vector<PixelRecord, UninitialisedAllocator<PixelRecord>>;
+
 // Collects the scored pixels of many images (8 bytes per pixel) and computes all pixel-level metrics from one
 // in-place radix partition by the top 16 key bits followed by an exact per-bucket sweep. Not thread-safe: calls must
 // not overlap (the glue serialises them).
@@ -95,7 +120,7 @@ class PixelAccumulator {
   void reserve(uint64_t pixels) { records_.reserve(pixels); }
 
  private:
-  std::vector<PixelRecord> records_;
+  PixelRecords records_;
   std::vector<double> combos_;
   uint64_t units_ = 0;
 };

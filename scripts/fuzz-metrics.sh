@@ -13,7 +13,9 @@ flags=(-std=c++17 -O1 -g -fno-omit-frame-pointer -pthread -I"$root/native")
 if command -v clang++ >/dev/null && echo 'extern "C" int LLVMFuzzerTestOneInput(const unsigned char*, unsigned long){return 0;}' |
     clang++ -x c++ -fsanitize=fuzzer - -o "$out/probe" 2>/dev/null; then
   clang++ "${flags[@]}" -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all "${sources[@]}" -o "$out/fuzz_metrics"
-  "$out/fuzz_metrics" -max_total_time="$seconds" -max_len=2048 -print_final_stats=1 "$out/corpus" 2>&1 | tail -n 12
+  # Crash inputs go to build/fuzz/; test/fuzz/seeds holds inputs that once failed (regression seeds).
+  "$out/fuzz_metrics" -max_total_time="$seconds" -max_len=2048 -print_final_stats=1 -artifact_prefix="$out/" \
+    "$out/corpus" "$root/test/fuzz/seeds" 2>&1 | tail -n 12
 else
   "${CXX:-g++}" "${flags[@]}" -fsanitize=address,undefined -fno-sanitize-recover=all "${sources[@]}" \
     "$root/test/fuzz/random_driver.cc" -o "$out/fuzz_metrics_random"

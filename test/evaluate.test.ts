@@ -6,7 +6,8 @@ import sharp from 'sharp';
 
 import { packageRoot } from '../bindings/load';
 import { runEvaluate } from '../lib/cli/evaluate';
-import { decodeNpy, decodeTiff, encodeNpy, encodeTiff, evaluateCategory, readMvtecTestCategory } from '../lib/metrics';
+import { loadDataset } from '../lib/datasets';
+import { decodeNpy, decodeTiff, encodeNpy, encodeTiff, evaluateCategory } from '../lib/metrics';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const fixture = require('./fixtures/metrics_reference.json') as {
@@ -50,6 +51,7 @@ function writeMap(file: string, data: Float32Array, width: number, height: numbe
 /** MVTec AD layout of the fixture: 4 good images, 3 'crack' and 3 'broken_large'; maps as .tiff, .tif (big endian) and .npy. */
 async function buildMvtec(root: string): Promise<void> {
   const { width, height, maps, masks } = fixture.mvtec;
+  await writeImage(path.join(root, 'data', 'widget', 'train', 'good', '000.png'), width, height);
   for (let i = 0; i < maps.length; i++) {
     const defect = i < 4 ? 'good' : i < 7 ? 'crack' : 'broken_large';
     const stem = String(i).padStart(3, '0');
@@ -65,6 +67,8 @@ async function buildLoco(root: string): Promise<void> {
   const cat = path.join(root, 'loco', 'box');
   fs.mkdirSync(cat, { recursive: true });
   fs.writeFileSync(path.join(cat, 'defects_config.json'), JSON.stringify(defects_config));
+  await writeImage(path.join(cat, 'train', 'good', '000.png'), width, height);
+  await writeImage(path.join(cat, 'validation', 'good', '000.png'), width, height);
   for (let i = 0; i < images.length; i++) {
     const im = images[i];
     const stem = String(i).padStart(3, '0');
@@ -120,7 +124,7 @@ describe('imiad evaluate', () => {
   });
 
   test('the per-category API gives the same numbers from in-memory maps', async () => {
-    const category = readMvtecTestCategory(path.join(tmp, 'data'), 'widget');
+    const [category] = await loadDataset('mvtec', path.join(tmp, 'data'), { categories: ['widget'] });
     const { width, height, maps } = fixture.mvtec;
     const byStem = (p: string): number => Number(path.basename(p, '.png'));
     const r = await evaluateCategory(category, (sample) => ({ anomalyMap: Float32Array.from(maps[byStem(sample.path)]), width, height }));
@@ -188,7 +192,10 @@ describe('imiad evaluate', () => {
       status: 2,
       stderr: 'imiad: Expected one of mvtec, loco, mpdd, btad, visa, mtd, dagm for --dataset but received kitti of type string\n',
     });
-    expect(runCli(['--dataset', 'mvtec', ...base, '--categories', 'nope'])).toEqual({ status: 2, stderr: `imiad: Category nope has no test folder under ${path.join(tmp, 'data')}\n` });
+    expect(runCli(['--dataset', 'mvtec', ...base, '--categories', 'nope'])).toEqual({
+      status: 2,
+      stderr: `imiad: Category 'nope' not found in ${path.join(tmp, 'data')} (MVTec AD categories there: widget)\n`,
+    });
     expect(runCli(['--dataset', 'mvtec', '--root', path.join(tmp, 'data')]).status).toBe(2);
   });
 });

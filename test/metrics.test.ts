@@ -2,6 +2,7 @@ import { spawnSync } from 'child_process';
 import * as path from 'path';
 
 import { packageRoot } from '../bindings/load';
+import { saturationArea } from '../lib/datasets';
 import {
   auPro,
   auSpro,
@@ -9,7 +10,6 @@ import {
   forgettingMeasure,
   labelComponents,
   PixelAccumulator,
-  saturationArea,
   trapezoid,
   type MaskedAnomalyMap,
 } from '../lib/metrics';

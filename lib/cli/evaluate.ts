@@ -8,9 +8,9 @@ import * as path from 'path';
 import type { Command } from 'commander';
 
 import { imiadError, invalidRange, invalidType } from '../../bindings/errors';
+import { loadDataset } from '../datasets';
 import type { Category } from '../datasets/types';
 import { evaluateCategory, evaluateLocoCategory, type CategoryMetrics, type LocoCategoryMetrics, type Prediction } from '../metrics/evaluate';
-import { listCategories, readLocoTestCategory, readMvtecTestCategory } from '../metrics/layouts';
 import { findMapFile, readAnomalyMap } from '../metrics/maps';
 import { limitKey } from '../metrics/pro';
 import { action } from './action';
@@ -30,12 +30,6 @@ export interface EvaluateCommandOptions {
 
 export type EvaluationResults = Record<string, CategoryMetrics | LocoCategoryMetrics>;
 
-function loadCategory(dataset: EvaluateDataset, root: string, name: string): Category {
-  if (dataset === 'mvtec' || dataset === 'mpdd') return readMvtecTestCategory(root, name);
-  if (dataset === 'loco') return readLocoTestCategory(root, name);
-  throw imiadError('Error', 'ERR_IMIAD_ARGUMENT', `Evaluating --dataset ${dataset} needs the dataset loaders of lib/datasets, which this build lacks; use mvtec, mpdd or loco`);
-}
-
 function parseLimit(text: string | undefined): number {
   if (text === undefined) return 0.3;
   const v = Number(text);
@@ -51,23 +45,18 @@ export async function runEvaluate(opts: EvaluateCommandOptions, onCategory?: (na
   const limit = parseLimit(opts.proLimit);
   if (!fs.existsSync(opts.root) || !fs.statSync(opts.root).isDirectory()) throw imiadError('Error', 'ERR_IMIAD_FILE', `Dataset root ${opts.root} is not a folder`);
   if (!fs.existsSync(opts.maps) || !fs.statSync(opts.maps).isDirectory()) throw imiadError('Error', 'ERR_IMIAD_FILE', `Anomaly maps folder ${opts.maps} is not a folder`);
-  const available = listCategories(opts.root);
-  const names = opts.categories
-    ? opts.categories
-        .split(',')
-        .map((c) => c.trim())
-        .filter((c) => c.length > 0)
-    : available;
-  if (names.length === 0) throw imiadError('Error', 'ERR_IMIAD_LAYOUT', `No categories with a test folder under ${opts.root}`);
-  for (const name of names) {
-    if (!available.includes(name)) throw imiadError('Error', 'ERR_IMIAD_LAYOUT', `Category ${name} has no test folder under ${opts.root}`);
-  }
+  const requested = opts.categories
+    ?.split(',')
+    .map((c) => c.trim())
+    .filter((c) => c.length > 0);
+  // The dataset loaders (lib/datasets) walk the published layouts; only the test split is evaluated.
+  const categories = await loadDataset(dataset, opts.root, { categories: requested });
   const results: EvaluationResults = {};
-  for (let c = 0; c < names.length; c++) {
-    const name = names[c];
-    onCategory?.(name, c, names.length);
-    const category = loadCategory(dataset, opts.root, name);
-    const bar = progress(`evaluate ${name}`, category.samples.length);
+  for (let c = 0; c < categories.length; c++) {
+    const category = categories[c];
+    const name = category.name;
+    onCategory?.(name, c, categories.length);
+    const bar = progress(`evaluate ${name}`, category.samples.filter((x) => x.split === 'test').length);
     const provider = async (sample: Category['samples'][number]): Promise<Prediction> => {
       const file = findMapFile(opts.maps, name, sample.defectType, sample.path);
       const map = await readAnomalyMap(file);

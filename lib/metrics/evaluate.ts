@@ -4,15 +4,13 @@
  * images' original size, one image at a time (a provider function lets the caller read or compute each map only
  * when needed), and are accumulated natively at 8 bytes per pixel.
  */
-import * as fs from 'fs';
-import sharp from 'sharp';
-
 import { imiadError } from '../../bindings/errors';
 import { binaryClassificationMetrics, type KernelOptions, type MaskedAnomalyMap, PixelAccumulator, type ChannelAnomalyMap, requireLimits } from '../../bindings/metrics';
 import type { Category, Sample } from '../datasets/types';
+import { readImageSize } from '../image/decode';
 import { readMask } from '../image/mask';
 import { byLimit } from './pro';
-import { LOCO_LIMITS, readLocoChannel } from './spro';
+import { checkDefectsConfig, LOCO_LIMITS, readSproChannel } from './spro';
 
 export interface Prediction {
   /** Anomaly scores at the image's original size, row-major. */
@@ -69,28 +67,6 @@ export interface LocoCategoryMetrics {
 export interface EvaluateOptions extends KernelOptions {
   /** FPR integration limits of AU-PRO (default [0.3]); LOCO uses 0.01, 0.05, 0.1, 0.3 and 1.0 unless given. */
   limits?: number[];
-}
-
-/** Width and height from an image file's header (sharp's metadata; BMP parsed here, as sharp lacks a BMP loader). */
-export async function imageSize(file: string): Promise<{ width: number; height: number }> {
-  let fd: number | undefined;
-  try {
-    fd = fs.openSync(file, 'r');
-    const head = Buffer.alloc(26);
-    fs.readSync(fd, head, 0, 26, 0);
-    if (head[0] === 0x42 && head[1] === 0x4d) return { width: Math.abs(head.readInt32LE(18)), height: Math.abs(head.readInt32LE(22)) };
-  } catch (err) {
-    throw imiadError('Error', 'ERR_IMIAD_FILE', `Cannot read ${file}: ${(err as Error).message}`);
-  } finally {
-    if (fd !== undefined) fs.closeSync(fd);
-  }
-  try {
-    const meta = await sharp(file).metadata();
-    if (!meta.width || !meta.height) throw new Error('no size in header');
-    return { width: meta.width, height: meta.height };
-  } catch (err) {
-    throw imiadError('Error', 'ERR_IMIAD_IMAGE', `Cannot decode image ${file}: ${(err as Error).message}`);
-  }
 }
 
 function testSamples(category: Category | Sample[]): Sample[] {
@@ -181,7 +157,7 @@ export async function evaluateCategory(category: Category | Sample[], prediction
     if (gt) {
       if (gt.width !== p.width || gt.height !== p.height) throw sizeMismatch(p, sample, gt.width, gt.height, `mask ${gt.file}`);
     } else {
-      const size = await imageSize(sample.path);
+      const size = await readImageSize(sample.path);
       if (size.width !== p.width || size.height !== p.height) throw sizeMismatch(p, sample, size.width, size.height, `image ${sample.path}`);
     }
     if (i === 0) await acc.reserve(p.width * p.height * samples.length);
@@ -226,6 +202,7 @@ export async function evaluateLocoCategory(category: Category, predictions: Pred
   const limits = requireLimits(opts.limits ?? [...LOCO_LIMITS]);
   const config = category.defectsConfig;
   if (!config) throw imiadError('Error', 'ERR_IMIAD_LAYOUT', `Expected defects_config.json for MVTec LOCO AD category ${category.name} in ${category.root}`);
+  checkDefectsConfig(config, category.root);
   const samples = testSamples(category);
   const acc = { logical_anomalies: new PixelAccumulator(), structural_anomalies: new PixelAccumulator() };
   const scores: Record<(typeof LOCO_TYPES)[number], number[]> = { good: [], logical_anomalies: [], structural_anomalies: [] };
@@ -239,14 +216,14 @@ export async function evaluateLocoCategory(category: Category, predictions: Pred
     checkPrediction(p, sample);
     const image: ChannelAnomalyMap = { anomalyMap: p.anomalyMap, channels: [], saturationAreas: [], width: p.width, height: p.height };
     if (type === 'good') {
-      const size = await imageSize(sample.path);
+      const size = await readImageSize(sample.path);
       if (size.width !== p.width || size.height !== p.height) throw sizeMismatch(p, sample, size.width, size.height, `image ${sample.path}`);
     } else {
       if (sample.maskPaths.length === 0) {
         throw imiadError('Error', 'ERR_IMIAD_LAYOUT', `Anomalous test image ${sample.path} has no ground-truth channels (expected a folder of PNGs under ground_truth)`);
       }
       for (const file of [...sample.maskPaths].sort()) {
-        const ch = await readLocoChannel(file, config);
+        const ch = await readSproChannel(file, config);
         if (ch.width !== p.width || ch.height !== p.height) throw sizeMismatch(p, sample, ch.width, ch.height, `ground-truth channel ${file}`);
         image.channels.push(ch.mask);
         image.saturationAreas.push(ch.saturationArea);

@@ -1,12 +1,11 @@
 /** Evaluation metrics: classification curves, AU-PRO, AU-sPRO, forgetting, and per-category evaluation. */
 export { binaryClassificationMetrics, rocAuc, averagePrecision, f1Max, type BinaryClassificationMetrics } from './roc';
 export { auPro, byLimit, limitKey, labelComponents, trapezoid, PixelAccumulator, type AuProResult, type ComponentLabels, type MaskedAnomalyMap, type PixelCurveMetrics } from './pro';
-export { auSpro, LOCO_LIMITS, readDefectsConfig, readLocoChannel, saturationArea, type ChannelAnomalyMap, type LocoChannel } from './spro';
+export { auSpro, checkDefectsConfig, LOCO_LIMITS, readSproChannel, type ChannelAnomalyMap, type SproChannel } from './spro';
 export { forgettingMeasure, type ForgettingMeasure } from './forgetting';
 export {
   evaluateCategory,
   evaluateLocoCategory,
-  imageSize,
   type CategoryEvaluation,
   type CategoryMetrics,
   type EvaluateOptions,
@@ -15,4 +14,3 @@ export {
   type PredictionSource,
 } from './evaluate';
 export { decodeNpy, decodeTiff, encodeNpy, encodeTiff, findMapFile, readAnomalyMap, MAP_EXTENSIONS, type AnomalyMap } from './maps';
-export { listCategories, readLocoTestCategory, readMvtecTestCategory } from './layouts';

@@ -4,10 +4,9 @@
  * `int(t * area)` (relative) or `min(t, area)` (absolute), `score > t`, FPR over the pixels outside the union of the
  * channels, sPRO = mean over channels of min(TP / saturation, 1). The curve is swept exactly over every distinct score.
  */
-import * as fs from 'fs';
-
 import { imiadError } from '../../bindings/errors';
 import { type ChannelAnomalyMap, type KernelOptions, PixelAccumulator, requireLimits } from '../../bindings/metrics';
+import { saturationArea } from '../datasets/loco';
 import type { LocoDefectConfig } from '../datasets/types';
 import { decodeRaw } from '../image/mask';
 import { byLimit } from './pro';
@@ -17,35 +16,22 @@ export type { ChannelAnomalyMap };
 /** The integration limits of the official LOCO evaluation (MAX_FPRS). */
 export const LOCO_LIMITS: readonly number[] = [0.01, 0.05, 0.1, 0.3, 1.0];
 
-/** GroundTruthChannel.get_saturation_area of the official code. */
-export function saturationArea(config: LocoDefectConfig, defectArea: number): number {
-  return config.relative_saturation ? Math.trunc(config.saturation_threshold * defectArea) : Math.min(config.saturation_threshold, defectArea);
-}
-
-/** Parses and checks a category's defects_config.json, as the official DefectConfig does. */
-export function readDefectsConfig(file: string): LocoDefectConfig[] {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(fs.readFileSync(file, 'utf8'));
-  } catch (err) {
-    throw imiadError('Error', 'ERR_IMIAD_FILE', `Cannot read defects config ${file}: ${(err as Error).message}`);
-  }
-  if (!Array.isArray(parsed)) throw imiadError('Error', 'ERR_IMIAD_LAYOUT', `Expected a list of defect entries in ${file}`);
-  return parsed.map((e: unknown, i) => {
-    const entry = e as Partial<LocoDefectConfig>;
-    const bad = (what: string): Error => imiadError('Error', 'ERR_IMIAD_LAYOUT', `Invalid entry ${i} in ${file}: ${what}`);
-    if (typeof entry.defect_name !== 'string') throw bad('defect_name must be a string');
-    if (!Number.isInteger(entry.pixel_value) || (entry.pixel_value as number) < 1 || (entry.pixel_value as number) > 255) throw bad('pixel_value must be an integer in 1..255');
-    if (typeof entry.relative_saturation !== 'boolean') throw bad('relative_saturation must be a boolean');
+/**
+ * Checks a category's parsed defects_config.json the way the official DefectConfig asserts it: pixel values in
+ * 1..255, relative thresholds in (0, 1], absolute thresholds integers.
+ */
+export function checkDefectsConfig(config: LocoDefectConfig[], where: string): void {
+  config.forEach((entry, i) => {
+    const bad = (what: string): Error => imiadError('Error', 'ERR_IMIAD_LAYOUT', `Invalid entry ${i} of defects_config.json in ${where}: ${what}`);
     const t = entry.saturation_threshold;
-    if (typeof t !== 'number' || !Number.isFinite(t)) throw bad('saturation_threshold must be a number');
     if (entry.relative_saturation && !(t > 0 && t <= 1)) throw bad('a relative saturation_threshold must lie in (0, 1]');
     if (!entry.relative_saturation && !Number.isInteger(t)) throw bad('an absolute saturation_threshold must be an integer');
-    return entry as LocoDefectConfig;
+    if (!Number.isInteger(entry.pixel_value) || entry.pixel_value < 1 || entry.pixel_value > 255) throw bad('pixel_value must be an integer in 1..255');
   });
 }
 
-export interface LocoChannel {
+/** One ground-truth channel read for sPRO, with the official checks. */
+export interface SproChannel {
   /** 1 where the defect is, 0 elsewhere. */
   mask: Uint8Array;
   width: number;
@@ -57,10 +43,11 @@ export interface LocoChannel {
 }
 
 /**
- * Reads one ground-truth channel PNG: exactly one positive value besides 0 (GroundTruthChannel
- * .create_from_integer_array), whose defects_config entry gives the saturation area.
+ * Reads one ground-truth channel PNG with the official checks (GroundTruthChannel.create_from_integer_array): exactly
+ * one positive value besides 0, listed in defects_config.json, whose entry gives the saturation area; an empty channel
+ * or a saturation area of 0 (where sPRO would be 0/0) is an error naming the file.
  */
-export async function readLocoChannel(file: string, defectsConfig: LocoDefectConfig[]): Promise<LocoChannel> {
+export async function readSproChannel(file: string, defectsConfig: LocoDefectConfig[]): Promise<SproChannel> {
   const raw = await decodeRaw(file);
   const n = raw.width * raw.height;
   const mask = new Uint8Array(n);

@@ -82,10 +82,9 @@ Curves sweep(const std::vector<float>& scores, const std::vector<uint8_t>& norma
       prevRecall = recall;
     }
   }
-  if (N && P) {
-    c.auroc = trapezoidTo(fx, ty, 1.0);
-    c.ap = ap;
-  }
+  // AUROC needs both classes; AP only positives (scikit-learn gives 1 when every sample is positive).
+  if (N && P) c.auroc = trapezoidTo(fx, ty, 1.0);
+  if (P) c.ap = ap;
   for (double l : limits) c.area.push_back(N ? trapezoidTo(fx, py, l) / l : NAN);
   return c;
 }
