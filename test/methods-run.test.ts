@@ -8,7 +8,7 @@ import { runRun } from '../lib/cli/run';
 import { loadDataset } from '../lib/datasets';
 import { synthesize, SYNTH_LAYOUTS } from '../lib/datasets/synth';
 import { readAnomalyMap } from '../lib/metrics/maps';
-import { imageSize } from '../lib/metrics/evaluate';
+import { readImageSize } from '../lib/image/decode';
 import { METHOD_NAMES } from '../lib/methods';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'imiad-run-'));
@@ -105,7 +105,7 @@ describe('imiad run on the command line', () => {
     for (const s of test) {
       const file = path.join(maps, 'disc', 'test', s.defectType, `${path.basename(s.path, path.extname(s.path))}.tiff`);
       const map = await readAnomalyMap(file);
-      expect({ width: map.width, height: map.height }).toEqual(await imageSize(s.path));
+      expect({ width: map.width, height: map.height }).toEqual(await readImageSize(s.path));
     }
     // The saved maps score the same pixel metrics through imiad evaluate.
     const ev = await cli(['evaluate', '--dataset', 'mvtec', '--root', root, '--maps', maps, '--categories', 'disc', '--json', path.join(tmp, 'out', 'ev.json')]);
