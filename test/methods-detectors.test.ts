@@ -182,3 +182,20 @@ test('DNE keeps one Gaussian per task and scores by the nearest task', async () 
   for (let i = 0; i < testSet.length; i++) expect(two.scores[i]).toBeLessThanOrEqual(one.scores[i] + 1e-9);
   await d.dispose();
 });
+
+test('PatchCore with accumulate appends the coreset of each fit to the bank (continual)', async () => {
+  const p = new PatchCore({ ...small, accumulate: true });
+  await p.fit(train.slice(0, 4));
+  const first = p.memoryBank?.bank.slice() as Float32Array;
+  await p.fit(train.slice(4));
+  const both = p.memoryBank?.bank as Float32Array;
+  // 4 images x 64 patches x 10 % = 25 rows per fit.
+  expect(p.memoryBank?.rows).toBe(50);
+  expect(Array.from(both.subarray(0, first.length))).toEqual(Array.from(first));
+  const q = new PatchCore(small);
+  await q.fit(train.slice(0, 4));
+  await q.fit(train.slice(4));
+  expect(q.memoryBank?.rows).toBe(25);
+  await p.dispose();
+  await q.dispose();
+});

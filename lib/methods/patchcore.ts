@@ -50,6 +50,11 @@ export interface PatchCoreParams extends BackboneParams {
   reweight?: number;
   /** Gaussian smoothing of the maps (default 4). */
   sigma?: number;
+  /**
+   * Continual learning: each fit() appends its coreset to the bank instead of replacing it (IM-IAD's "memory bank
+   * accumulated over the tasks"). Default false.
+   */
+  accumulate?: boolean;
 }
 
 /** The per-image split of PatchCore's prediction time (the benchmark's columns). */
@@ -163,6 +168,7 @@ export class PatchCore implements Detector {
   readonly targetDims: number;
   readonly reweight: number;
   readonly sigma: number;
+  readonly accumulate: boolean;
   private readonly extractor: FeatureExtractor;
   private scorer: PatchCoreScorer | null = null;
   private grid: { height: number; width: number } | null = null;
@@ -180,6 +186,8 @@ export class PatchCore implements Detector {
     this.reweight = optionalInt(params.reweight, 'reweight', 1, 1024, 1);
     if (params.sigma !== undefined && !(is.number(params.sigma) && params.sigma >= 0)) throw invalidType('number >= 0', 'sigma', params.sigma);
     this.sigma = params.sigma ?? 4;
+    if (params.accumulate !== undefined && typeof params.accumulate !== 'boolean') throw invalidType('boolean', 'accumulate', params.accumulate);
+    this.accumulate = params.accumulate ?? false;
   }
 
   get params(): FeatureExtractor['params'] {
@@ -240,6 +248,15 @@ export class PatchCore implements Detector {
       });
       bank = new Float32Array(count * dims);
       for (let i = 0; i < count; i++) bank.set(features.subarray(selected[i] * dims, (selected[i] + 1) * dims), i * dims);
+    }
+    const previous = this.accumulate ? this.scorer : null;
+    if (previous) {
+      if (previous.dims !== dims) throw imiadError('RangeError', 'ERR_IMIAD_DIMS', `Expected ${previous.dims}-dim patch features as in the earlier fit() but received ${dims}`);
+      requireBudget(`PatchCore's memory bank (${previous.rows + bank.length / dims} patches x ${dims} dims)`, previous.bank.byteLength + bank.byteLength, budget, budget);
+      const joined = new Float32Array(previous.bank.length + bank.length);
+      joined.set(previous.bank);
+      joined.set(bank, previous.bank.length);
+      bank = joined;
     }
     requireBudget(`PatchCore's memory bank (${bank.length / dims} patches x ${dims} dims)`, bank.byteLength, budget, budget);
     this.scorer = new PatchCoreScorer(bank, dims, this.reweight);
