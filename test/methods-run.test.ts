@@ -123,6 +123,28 @@ describe('imiad run on the command line', () => {
     expect(r.stdout.split('\n')[2]).toMatch(/^disc\s+\d\.\d{4}\s+\d\.\d{4}\s+-\s+-\s+-/);
   });
 
+  test('the folder layout (own folders of normal, anomalous and mask images)', async () => {
+    const own = path.join(tmp, 'own');
+    const src = path.join(root, 'disc');
+    fs.cpSync(path.join(src, 'train', 'good'), path.join(own, 'normal'), { recursive: true });
+    fs.cpSync(path.join(src, 'test', 'good'), path.join(own, 'test-normal'), { recursive: true });
+    for (const defect of fs.readdirSync(path.join(src, 'test')).filter((d) => d !== 'good')) {
+      fs.cpSync(path.join(src, 'test', defect), path.join(own, 'anomaly', defect), { recursive: true });
+      fs.cpSync(path.join(src, 'ground_truth', defect), path.join(own, 'masks', defect), { recursive: true });
+    }
+    const json = path.join(tmp, 'own-out', 'run.json');
+    const r = await cli(['run', '--dataset', 'folder', '--root', own, '--normal', 'normal', '--anomaly', 'anomaly', '--masks', 'masks',
+      '--test-normal', 'test-normal', '--method', 'patchcore', '--image-size', '48', '--json', json]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const results = JSON.parse(fs.readFileSync(json, 'utf8'));
+    expect(Object.keys(results)).toEqual(['own']);
+    expect(results.own.pixel_auroc).toBeGreaterThan(0.5);
+    const missing = await cli(['run', '--dataset', 'folder', '--root', own, '--method', 'dne']);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toBe('imiad: The folder layout needs --normal DIR and --anomaly DIR\n');
+  });
+
   test('bad input exits with code 2 and one line', async () => {
     const bad = await cli(['run', '--dataset', 'mvtec', '--root', root, '--method', 'stpm']);
     expect(bad.code).toBe(2);

@@ -10,6 +10,7 @@ import type { Command } from 'commander';
 import { imiadError, invalidType } from '../../bindings/errors';
 import { BACKBONE_SHAPES, type BackboneShape } from '../backbone/builder';
 import { loadDataset, requireDatasetName } from '../datasets';
+import type { FolderLayout } from '../datasets/types';
 import { METHOD_NAMES } from '../methods';
 import { type ExperimentResult, runExperiment } from '../runner/experiment';
 import { action } from './action';
@@ -31,6 +32,11 @@ export interface RunCommandOptions {
   maps?: string;
   scores?: string;
   json?: string;
+  splitFile?: string;
+  normal?: string;
+  anomaly?: string;
+  masks?: string;
+  testNormal?: string;
 }
 
 export type RunResults = Record<string, ExperimentResult['metrics'] & { efficiency: ExperimentResult['efficiency'] }>;
@@ -88,7 +94,12 @@ export async function runRun(opts: RunCommandOptions): Promise<RunResults> {
     ?.split(',')
     .map((c) => c.trim())
     .filter((c) => c.length > 0);
-  const categories = await loadDataset(dataset, opts.root, { categories: names && names.length > 0 ? names : undefined, seed });
+  let folder: FolderLayout | undefined;
+  if (dataset === 'folder') {
+    if (!opts.normal || !opts.anomaly) throw imiadError('TypeError', 'ERR_IMIAD_ARGUMENT', 'The folder layout needs --normal DIR and --anomaly DIR');
+    folder = { normal: opts.normal, anomaly: opts.anomaly, masks: opts.masks, testNormal: opts.testNormal };
+  }
+  const categories = await loadDataset(dataset, opts.root, { categories: names && names.length > 0 ? names : undefined, seed, splitFile: opts.splitFile, folder });
   const results: RunResults = {};
   for (const category of categories) {
     let bar: Progress | null = null;
@@ -155,7 +166,7 @@ export function registerRun(program: Command): void {
   program
     .command('run')
     .description('Fit a detector on each category and evaluate it at the original resolution (vanilla setting)')
-    .requiredOption('--dataset <name>', 'dataset layout: mvtec|mpdd|loco|btad|mtd|visa|dagm')
+    .requiredOption('--dataset <name>', 'dataset layout: mvtec|mpdd|loco|btad|mtd|visa|dagm|folder')
     .requiredOption('--root <dir>', 'the dataset root')
     .requiredOption('--method <name>', `detector: ${METHOD_NAMES.join('|')}`)
     .option('--categories <list>', 'comma-separated categories (default: all)')
@@ -170,6 +181,11 @@ export function registerRun(program: Command): void {
     .option('--maps <dir>', 'write float32 TIFF maps as DIR/<category>/test/<defect>/<stem>.tiff')
     .option('--scores <file>', 'write image,label,score rows (one file per category when several: FILE.<category>.csv)')
     .option('--json <file>', 'also write the results as JSON to this file')
+    .option('--split-file <file>', 'mtd/folder: split manifest to reuse, or to write when absent')
+    .option('--normal <dir>', 'folder layout: normal images')
+    .option('--anomaly <dir>', 'folder layout: anomalous images (sub-folders = defect types)')
+    .option('--masks <dir>', 'folder layout: masks, named like the anomalous images (optionally with _mask)')
+    .option('--test-normal <dir>', 'folder layout: normal test images (default: a seeded split of --normal)')
     .action(
       action(async (opts: RunCommandOptions) => {
         const results = await runRun(opts);
