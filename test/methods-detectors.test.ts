@@ -199,3 +199,13 @@ test('PatchCore with accumulate appends the coreset of each fit to the bank (con
   await p.dispose();
   await q.dispose();
 });
+
+test('an aborted signal stops fit and predict with ABORT_ERR', async () => {
+  const controller = new AbortController();
+  controller.abort();
+  const p = new PatchCore(small);
+  await expect(p.fit(train, { signal: controller.signal })).rejects.toMatchObject({ code: 'ABORT_ERR' });
+  await p.fit(train);
+  await expect(p.predict(testSet, { signal: controller.signal })).rejects.toMatchObject({ code: 'ABORT_ERR' });
+  await p.dispose();
+});
