@@ -8,10 +8,8 @@
 #include <cfloat>
 #include <cmath>
 #include <cstdlib>
-#include <cstring>
 #include <limits>
 #include <new>
-#include <sstream>
 #include <stdexcept>
 #include <string>
 
