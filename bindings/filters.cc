@@ -1,5 +1,6 @@
 // Glue of the map filters and PatchCore feature operations (native/filters.h): converts and checks arguments,
 // allocates the output Float32Array on the JS thread and starts a KernelWorker that fills it in place.
+#include <cmath>
 #include <functional>
 #include <string>
 #include <utility>
@@ -133,9 +134,8 @@ Napi::Value AdaptiveAvgPool(const Napi::CallbackInfo& info) {
   });
 }
 
-// (layers: Float32Array[], shapes: number[] (channels, height, width per layer), n, patchSize, pretrainDims,
-//  targetDims, cancel)
-Napi::Value PatchEmbedding(const Napi::CallbackInfo& info) {
+// Arguments 0 and 1: layers (Float32Array[]) and shapes (channels, height, width per layer); n images each.
+std::vector<FeatureLayer> LayersArg(const Napi::CallbackInfo& info, uint32_t n, std::vector<Napi::Value>& keep) {
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[0].IsArray() || !info[1].IsArray()) {
     ThrowType(env, "ERR_IMIAD_ARGUMENT", "Expected arrays of layers and shapes");
@@ -146,13 +146,7 @@ Napi::Value PatchEmbedding(const Napi::CallbackInfo& info) {
   if (layerCount == 0 || layerCount > 16 || shapes.Length() != layerCount * 3) {
     ThrowRange(env, "ERR_IMIAD_RANGE", "Expected 1 to 16 layers with 3 shape numbers each");
   }
-  const uint32_t n = UInt32Arg(info, 2, "n", 1, UINT32_MAX);
-  const uint32_t patch = UInt32Arg(info, 3, "patchSize", 1, 63);
-  const uint32_t pretrain = UInt32Arg(info, 4, "pretrainDims", 1, 1u << 20);
-  const uint32_t target = UInt32Arg(info, 5, "targetDims", 1, 1u << 20);
-  if (patch % 2 == 0) ThrowRange(env, "ERR_IMIAD_RANGE", "Expected an odd patchSize");
   std::vector<FeatureLayer> layers;
-  std::vector<Napi::Value> keep;
   for (uint32_t l = 0; l < layerCount; ++l) {
     Napi::Value a = arrays.Get(l);
     if (!a.IsTypedArray() || a.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
@@ -175,11 +169,51 @@ Napi::Value PatchEmbedding(const Napi::CallbackInfo& info) {
     layers.push_back(FeatureLayer{arr.Data(), dims[0], dims[1], dims[2]});
     keep.push_back(a);
   }
+  return layers;
+}
+
+// (layers, shapes, n, patchSize, pretrainDims, targetDims, cancel)
+Napi::Value PatchEmbedding(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const uint32_t n = UInt32Arg(info, 2, "n", 1, UINT32_MAX);
+  const uint32_t patch = UInt32Arg(info, 3, "patchSize", 1, 63);
+  const uint32_t pretrain = UInt32Arg(info, 4, "pretrainDims", 1, 1u << 20);
+  const uint32_t target = UInt32Arg(info, 5, "targetDims", 1, 1u << 20);
+  if (patch % 2 == 0) ThrowRange(env, "ERR_IMIAD_RANGE", "Expected an odd patchSize");
+  std::vector<Napi::Value> keep;
+  const std::vector<FeatureLayer> layers = LayersArg(info, n, keep);
   Napi::Float32Array out =
       NewOutput(env, static_cast<double>(n) * layers[0].height * layers[0].width * static_cast<double>(target));
   float* dst = out.Data();
   return Start(info, 6, "imiad.patchEmbedding", out, keep, [=](const RunControl& c) {
     patchEmbedding(layers, n, patch, pretrain, target, dst, c);
+  });
+}
+
+// (layers, shapes, n, channels: Uint32Array, cancel)
+Napi::Value GatherChannels(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const uint32_t n = UInt32Arg(info, 2, "n", 1, UINT32_MAX);
+  std::vector<Napi::Value> keep;
+  const std::vector<FeatureLayer> layers = LayersArg(info, n, keep);
+  if (info.Length() <= 3 || !info[3].IsTypedArray() || info[3].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array) {
+    ThrowType(env, "ERR_IMIAD_ARGUMENT", "Expected Uint32Array for channels");
+  }
+  auto channels = info[3].As<Napi::TypedArrayOf<uint32_t>>();
+  const size_t count = channels.ElementLength();
+  if (count == 0) ThrowRange(env, "ERR_IMIAD_EMPTY", "Expected at least one channel");
+  size_t total = 0;
+  for (const FeatureLayer& l : layers) total += l.channels;
+  for (size_t j = 0; j < count; ++j) {
+    if (channels.Data()[j] >= total) ThrowRange(env, "ERR_IMIAD_RANGE", "Expected channel indices below the channel total");
+  }
+  keep.push_back(info[3]);
+  Napi::Float32Array out =
+      NewOutput(env, static_cast<double>(n) * count * layers[0].height * static_cast<double>(layers[0].width));
+  float* dst = out.Data();
+  const uint32_t* idx = channels.Data();
+  return Start(info, 4, "imiad.gatherChannels", out, keep, [=](const RunControl& c) {
+    gatherChannels(layers, n, idx, count, dst, c);
   });
 }
 
@@ -191,6 +225,7 @@ void RegisterFilters(Napi::Env env, Napi::Object exports) {
   exports.Set("neighbourhoodAverage", Napi::Function::New(env, NeighbourhoodAverage, "neighbourhoodAverage"));
   exports.Set("adaptiveAvgPool1d", Napi::Function::New(env, AdaptiveAvgPool, "adaptiveAvgPool1d"));
   exports.Set("patchEmbedding", Napi::Function::New(env, PatchEmbedding, "patchEmbedding"));
+  exports.Set("gatherChannels", Napi::Function::New(env, GatherChannels, "gatherChannels"));
 }
 
 }  // namespace glue

@@ -16,6 +16,7 @@ interface FiltersAddon {
   neighbourhoodAverage(maps: Float32Array, count: number, h: number, w: number, patch: number, cancel: Cancel): Promise<Float32Array>;
   adaptiveAvgPool1d(rows: Float32Array, dims: number, target: number, cancel: Cancel): Promise<Float32Array>;
   patchEmbedding(layers: Float32Array[], shapes: number[], n: number, patch: number, pretrain: number, target: number, cancel: Cancel): Promise<Float32Array>;
+  gatherChannels(layers: Float32Array[], shapes: number[], n: number, channels: Uint32Array, cancel: Cancel): Promise<Float32Array>;
 }
 
 const addon = (): FiltersAddon => cpuAddon<FiltersAddon>();
@@ -163,6 +164,24 @@ export interface PatchEmbedding {
   width: number;
 }
 
+/** Checks 1 to 16 NCHW layers of n images each; returns their (channels, height, width) triples, flattened. */
+function requireLayers(layers: unknown, n: number): number[] {
+  if (!Array.isArray(layers) || layers.length === 0 || layers.length > 16) {
+    throw invalidType('array of 1 to 16 feature maps', 'layers', layers);
+  }
+  const shapes: number[] = [];
+  layers.forEach((layer: unknown, i) => {
+    const name = `layers[${i}]`;
+    if (!is.object(layer)) throw invalidType('feature map { data, channels, height, width }', name, layer);
+    const channels = requireInteger(layer.channels, `${name}.channels`, 1, MAX_SIDE);
+    const height = requireInteger(layer.height, `${name}.height`, 1, MAX_SIDE);
+    const width = requireInteger(layer.width, `${name}.width`, 1, MAX_SIDE);
+    requireMaps(layer.data, `${name}.data`, n * channels, height, width, 'n * channels * height * width');
+    shapes.push(channels, height, width);
+  });
+  return shapes;
+}
+
 /**
  * PatchCore's patch features, exactly as the reference `PatchCore._embed` (amazon-science/patchcore-inspection):
  * p x p neighbourhoods unfolded with zero padding, every layer after the first resized bilinearly (its unfolded
@@ -177,23 +196,50 @@ export async function patchEmbedding(layers: FeatureMapLike[], opts: PatchEmbedd
   const pretrainDims = o.pretrainDims === undefined ? 1024 : requireInteger(o.pretrainDims, 'pretrainDims', 1, 1 << 20);
   const targetDims = o.targetDims === undefined ? 1024 : requireInteger(o.targetDims, 'targetDims', 1, 1 << 20);
   const signal = optionalSignal(o.signal);
-  if (!Array.isArray(layers) || layers.length === 0 || layers.length > 16) {
-    throw invalidType('array of 1 to 16 feature maps', 'layers', layers);
-  }
-  const shapes: number[] = [];
-  layers.forEach((layer, i) => {
-    const name = `layers[${i}]`;
-    if (!is.object(layer)) throw invalidType('feature map { data, channels, height, width }', name, layer);
-    const channels = requireInteger(layer.channels, `${name}.channels`, 1, MAX_SIDE);
-    const height = requireInteger(layer.height, `${name}.height`, 1, MAX_SIDE);
-    const width = requireInteger(layer.width, `${name}.width`, 1, MAX_SIDE);
-    requireMaps(layer.data, `${name}.data`, n * channels, height, width, 'n * channels * height * width');
-    shapes.push(channels, height, width);
-  });
+  const shapes = requireLayers(layers, n);
   const embeddings = await callKernel(
     (cancel) => addon().patchEmbedding(layers.map((l) => l.data), shapes, n, patchSize, pretrainDims, targetDims, cancel),
     { signal },
     patchEmbedding,
   );
   return { embeddings, dims: targetDims, height: layers[0].height, width: layers[0].width };
+}
+
+/**
+ * PaDiM's embedding (the reference's `embedding_concat` + `index_select`): the layers' channels concatenated at the
+ * first layer's grid, coarser layers upsampled by nearest neighbour (cell (y, x) reads (floor(y H_l / H_0),
+ * floor(x W_l / W_0))), keeping only `channels` (indices into the concatenation, in the order given). The result,
+ * [n, channels.length, H_0 * W_0], is the layout gaussianFit takes.
+ */
+export async function gatherChannels(
+  layers: FeatureMapLike[],
+  opts: { n: number; channels: Uint32Array | readonly number[]; signal?: AbortSignal },
+): Promise<FeatureMapLike> {
+  const o = requireOptions(opts);
+  const n = requireInteger(o.n, 'n', 1, MAX_COUNT);
+  const signal = optionalSignal(o.signal);
+  const shapes = requireLayers(layers, n);
+  let total = 0;
+  for (let i = 0; i < shapes.length; i += 3) total += shapes[i];
+  const raw = o.channels;
+  if (!(raw instanceof Uint32Array || Object.prototype.toString.call(raw) === '[object Uint32Array]' || Array.isArray(raw)) || (raw as ArrayLike<number>).length === 0) {
+    throw invalidType('non-empty Uint32Array or array of channel indices', 'channels', raw);
+  }
+  const list = raw as ArrayLike<number>;
+  for (let j = 0; j < list.length; j++) {
+    if (!is.integer(list[j]) || list[j] < 0 || list[j] >= total) {
+      throw imiadError(
+        'RangeError',
+        'ERR_IMIAD_RANGE',
+        `Expected integer between 0 and ${total - 1} for channels[${j}] but received ${String(list[j])} of type ${typeof list[j]}`,
+      );
+    }
+  }
+  const channels = Uint32Array.from(list);
+  const data = await callKernel(
+    (cancel) => addon().gatherChannels(layers.map((l) => l.data), shapes, n, channels, cancel),
+    { signal },
+    gatherChannels,
+  );
+  return { data, channels: channels.length, height: shapes[1], width: shapes[2] };
 }

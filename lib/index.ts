@@ -45,6 +45,7 @@ export {
 export { BACKBONE_SHAPES, backboneStages, buildBackboneModel, defaultBackboneFile, type BackboneShape } from './backbone/builder';
 export {
   adaptiveAvgPool1d,
+  gatherChannels,
   gaussianBlur,
   neighbourhoodAverage,
   patchEmbedding,

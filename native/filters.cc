@@ -302,4 +302,36 @@ void patchEmbedding(const std::vector<FeatureLayer>& layers, size_t n, size_t pa
   });
 }
 
+void gatherChannels(const std::vector<FeatureLayer>& layers, size_t n, const uint32_t* channels, size_t channelCount,
+                    float* out, const RunControl& control) {
+  if (layers.empty()) throw InvalidArgument("ERR_IMIAD_EMPTY", "gatherChannels needs at least one layer");
+  const size_t refH = layers[0].height, refW = layers[0].width;
+  // Concatenated channel -> (layer, channel in layer).
+  std::vector<size_t> layerStart(layers.size() + 1, 0);
+  for (size_t l = 0; l < layers.size(); ++l) layerStart[l + 1] = layerStart[l] + layers[l].channels;
+  for (size_t j = 0; j < channelCount; ++j) {
+    if (channels[j] >= layerStart.back()) {
+      throw InvalidArgument("ERR_IMIAD_RANGE", "channel index " + std::to_string(channels[j]) + " is out of range");
+    }
+  }
+  parallelChunks(n * channelCount, 16, [&](size_t, size_t begin, size_t end) {
+    control.throwIfCancelled();
+    std::vector<size_t> sx(refW);
+    for (size_t map = begin; map < end; ++map) {
+      const size_t img = map / channelCount, j = map % channelCount;
+      size_t l = 0;
+      while (channels[j] >= layerStart[l + 1]) ++l;
+      const FeatureLayer& L = layers[l];
+      const size_t c = channels[j] - layerStart[l];
+      const float* src = L.data + (img * L.channels + c) * L.height * L.width;
+      float* dst = out + map * refH * refW;
+      for (size_t x = 0; x < refW; ++x) sx[x] = (x * L.width) / refW;
+      for (size_t y = 0; y < refH; ++y) {
+        const float* row = src + ((y * L.height) / refH) * L.width;
+        for (size_t x = 0; x < refW; ++x) dst[y * refW + x] = row[sx[x]];
+      }
+    }
+  });
+}
+
 }  // namespace imiad

@@ -14,9 +14,14 @@
 //    patches (PatchMaker.patchify), the unfolded patches of every layer after the first are bilinearly resized to
 //    the first layer's grid, each patch vector (c, i, j) is adaptive-average-pooled to pretrainDims (MeanMapper),
 //    and the layers' pooled vectors, concatenated, are pooled to targetDims (Aggregator).
+//  - gatherChannels: PaDiM's embedding (xiahaifeng1995/PaDiM-Anomaly-Detection-Localization-master): the layers
+//    concatenated along channels at the first layer's grid, coarser layers upsampled by nearest neighbour (the
+//    reference's unfold/fold `embedding_concat`: fine cell (y, x) reads coarse cell (floor(y H_l / H_0),
+//    floor(x W_l / W_0))), then `index_select` of the given channels of the concatenation.
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <vector>
 
 #include "control.h"
@@ -49,5 +54,9 @@ struct FeatureLayer {
 // Output: [n * layers[0].height * layers[0].width, targetDims], rows in (image, y, x) order.
 void patchEmbedding(const std::vector<FeatureLayer>& layers, size_t n, size_t patchSize, size_t pretrainDims,
                     size_t targetDims, float* out, const RunControl& control);
+
+// Output: [n, channelCount, layers[0].height, layers[0].width]; channels index the layers' concatenated channels.
+void gatherChannels(const std::vector<FeatureLayer>& layers, size_t n, const uint32_t* channels, size_t channelCount,
+                    float* out, const RunControl& control);
 
 }  // namespace imiad

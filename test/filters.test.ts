@@ -1,5 +1,6 @@
 import {
   adaptiveAvgPool1d,
+  gatherChannels,
   gaussianBlur,
   neighbourhoodAverage,
   patchEmbedding,
@@ -137,6 +138,19 @@ describe('PatchCore feature operations', () => {
     const one = run('1');
     expect(one).toMatch(/^[0-9a-f]{64}$/);
     expect(run('3')).toBe(one);
+  });
+
+  test('gatherChannels matches PaDiM\'s embedding_concat + index_select', async () => {
+    const p1 = { data: ramp(2 * 3 * 4 * 4), channels: 3, height: 4, width: 4 };
+    const p2 = { data: ramp(2 * 2 * 2 * 2, (v) => Math.fround(v * 2 - 0.5)), channels: 2, height: 2, width: 2 };
+    const p3 = { data: ramp(2 * 2, (v) => Math.fround(v + 3)), channels: 2, height: 1, width: 1 };
+    const e = await gatherChannels([p1, p2, p3], { n: 2, channels: [5, 0, 6, 3] });
+    expect([e.channels, e.height, e.width]).toEqual([4, 4, 4]);
+    expect(Array.from(e.data)).toEqual(ref.padimEmbedding);
+    await expect(gatherChannels([p1], { n: 2, channels: [3] })).rejects.toMatchObject({
+      code: 'ERR_IMIAD_RANGE',
+      message: 'Expected integer between 0 and 2 for channels[0] but received 3 of type number',
+    });
   });
 
   test('patchEmbedding rejects mismatched layers with exact messages', async () => {

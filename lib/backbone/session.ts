@@ -2,8 +2,9 @@
  * A backbone: an ONNX Runtime session that returns named feature maps (NCHW) for a batch of images.
  *
  * Any ONNX classification model serves: the requested layers may be graph outputs or intermediate tensors, and
- * imiad exposes intermediate tensors itself by appending them to the graph's outputs in memory (decode the
- * ModelProto, append ValueInfoProto outputs, re-encode, create the session from the buffer). A layer name resolves,
+ * imiad exposes intermediate tensors itself, in memory: it decodes the ModelProto, makes the requested tensors the
+ * graph's outputs (ValueInfoProto entries), prunes what they do not need, re-encodes and creates the session from the
+ * buffer. A layer name resolves,
  * in order, as: a graph output; a tensor produced by a node; a node name (its first output); a PyTorch module path
  * (`layer2`, `layer2.1`), i.e. the last node, in the graph's topological order, inside that module's export scope
  * (`/layer2/...`). Anything else is an ERR_IMIAD_LAYER error that lists the candidates.
@@ -71,7 +72,7 @@ export interface LoadBackboneOptions {
 /** How a model's layers resolve; exported for tests and for `imiad` commands that list layers. */
 export interface LayerResolution {
   tensors: Record<string, string>;
-  /** Tensors that had to be appended to the graph's outputs. */
+  /** Resolved tensors that are not graph outputs of the file (imiad exposes them). */
   appended: string[];
 }
 
@@ -154,15 +155,6 @@ export function resolveLayers(graph: GraphProto, layers: readonly string[]): Lay
     if (!outputs.has(tensor) && !appended.includes(tensor)) appended.push(tensor);
   }
   return { tensors, appended };
-}
-
-/** The model with `tensors` appended to its graph outputs (typed from value_info when known, else float). */
-export function exposeTensors(model: ModelProto, tensors: readonly string[]): ModelProto {
-  const known = new Map<string, ValueInfoProto>(model.graph.valueInfo.map((v) => [v.name, v]));
-  const extra: ValueInfoProto[] = tensors.map(
-    (name) => known.get(name) ?? { name, type: { tensorType: { elemType: TensorDataType.FLOAT } } },
-  );
-  return { ...model, graph: { ...model.graph, output: [...model.graph.output, ...extra] } };
 }
 
 /**

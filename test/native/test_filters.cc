@@ -73,6 +73,17 @@ int main() {
     check(out == 0.75f, "patch embedding identity");
   }
 
+  // gatherChannels: a 2 x 2 layer and a 1 x 1 layer; channel 1 (the coarse one) is replicated by nearest neighbour.
+  {
+    const float fine[4] = {1, 2, 3, 4};
+    const float coarse = 9;
+    const uint32_t channels[2] = {1, 0};
+    float out[8];
+    imiad::gatherChannels({imiad::FeatureLayer{fine, 1, 2, 2}, imiad::FeatureLayer{&coarse, 1, 1, 1}}, 1, channels, 2,
+                          out, control);
+    check(out[0] == 9 && out[3] == 9 && out[4] == 1 && out[7] == 4, "gather channels");
+  }
+
   if (failures == 0) std::printf("test_filters: all passed\n");
   return failures == 0 ? 0 : 1;
 }
