@@ -7,7 +7,7 @@ import sharp from 'sharp';
 import { packageRoot } from '../bindings/load';
 import { runEvaluate } from '../lib/cli/evaluate';
 import { loadDataset } from '../lib/datasets';
-import { decodeNpy, decodeTiff, encodeNpy, encodeTiff, evaluateCategory } from '../lib/metrics';
+import { decodeNpy, decodeTiff, encodeNpy, encodeTiff, evaluateCategory, readAnomalyMap } from '../lib/metrics';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const fixture = require('./fixtures/metrics_reference.json') as {
@@ -101,6 +101,18 @@ describe('anomaly map files', () => {
     const npy = decodeNpy(encodeNpy({ data, width: 2, height: 3 }), 'x.npy');
     expect([npy.width, npy.height]).toEqual([2, 3]);
     expect(Array.from(npy.data)).toEqual(Array.from(data));
+  });
+
+  test('16-bit and 8-bit grey PNG maps give their stored integers as scores', async () => {
+    const values = Uint16Array.from({ length: 15 }, (_, i) => i * 4000 + 7);
+    const file16 = path.join(tmp, 'map16.png');
+    await sharp(values, { raw: { width: 5, height: 3, channels: 1 } }).toColourspace('grey16').png().toFile(file16);
+    const m16 = await readAnomalyMap(file16);
+    expect([m16.width, m16.height]).toEqual([5, 3]);
+    expect(Array.from(m16.data)).toEqual(Array.from(values));
+    const file8 = path.join(tmp, 'map8.png');
+    await writeGrey(file8, [0, 17, 255, 128], 2, 2);
+    expect(Array.from((await readAnomalyMap(file8)).data)).toEqual([0, 17, 255, 128]);
   });
 
   test('a file that is not a TIFF is an error naming it', () => {
