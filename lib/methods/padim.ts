@@ -3,7 +3,7 @@
  * ICPR 2021), following the official implementation's choices (xiahaifeng1995/PaDiM-Anomaly-Detection-Localization-
  * master):
  * - embedding: layer1, layer2, layer3 concatenated at layer1's grid, a coarser cell repeated over the fine cells it
- *   covers (the official embedding_concat); a seeded random subset of the concatenated channels, 100 for a
+ *   covers (the official embedding_concat; native gatherChannels); a seeded random subset of the concatenated channels, 100 for a
  *   ResNet-18-sized backbone (448 channels) and 550 for a WideResNet-50-2-sized one (1792 channels);
  * - per position a Gaussian: mean and covariance + 0.01 I (bindings/gaussian.ts, native);
  * - anomaly map: the Mahalanobis distance at every position, upsampled bilinearly to the crop (align_corners=False),
@@ -12,6 +12,7 @@
  * monotone transform shared by all images, it changes no metric, and imiad reports the raw distances.
  */
 import { imiadError, invalidType } from '../../bindings/errors';
+import { gatherChannels } from '../../bindings/filters';
 import { defaultMemoryBudget, gaussianFit, type GaussianState, gaussianStateBytes, mahalanobisDistances } from '../../bindings/gaussian';
 import * as is from '../../bindings/is';
 import type { FeatureMap } from '../backbone/session';
@@ -45,9 +46,9 @@ export function padimChannelCount(total: number): number {
 }
 
 /** `count` distinct channel indices out of `total`, drawn by seed (partial Fisher-Yates), in ascending order. */
-export function padimChannelSubset(total: number, count: number, seed: number): Int32Array {
+export function padimChannelSubset(total: number, count: number, seed: number): Uint32Array {
   const rng = new Random(seed).fork('padim-channels');
-  const pool = Int32Array.from({ length: total }, (_, i) => i);
+  const pool = Uint32Array.from({ length: total }, (_, i) => i);
   for (let i = 0; i < count; i++) {
     const j = i + rng.int(total - i);
     const t = pool[i];
@@ -55,30 +56,6 @@ export function padimChannelSubset(total: number, count: number, seed: number): 
     pool[j] = t;
   }
   return pool.slice(0, count).sort();
-}
-
-/**
- * Gathers the chosen channels of the concatenated layers at the first layer's grid into `out` at image `offset`,
- * layout [image, channel, position] (the Gaussian kernels' [N, C, P]).
- */
-function gather(layers: FeatureMap[], n: number, channels: Int32Array, out: Float32Array, offset: number): void {
-  const h = layers[0].height;
-  const w = layers[0].width;
-  const positions = h * w;
-  const owner: Array<{ layer: FeatureMap; channel: number }> = [];
-  for (const layer of layers) for (let c = 0; c < layer.channels; c++) owner.push({ layer, channel: c });
-  for (let img = 0; img < n; img++) {
-    for (let k = 0; k < channels.length; k++) {
-      const { layer, channel } = owner[channels[k]];
-      const src = layer.data;
-      const base = (img * layer.channels + channel) * layer.height * layer.width;
-      const dst = ((offset + img) * channels.length + k) * positions;
-      for (let y = 0; y < h; y++) {
-        const sy = Math.floor((y * layer.height) / h);
-        for (let x = 0; x < w; x++) out[dst + y * w + x] = src[base + sy * layer.width + Math.floor((x * layer.width) / w)];
-      }
-    }
-  }
 }
 
 export class Padim implements Detector {
@@ -89,7 +66,7 @@ export class Padim implements Detector {
   private readonly requestedChannels?: number;
   private readonly extractor: FeatureExtractor;
   private state: GaussianState | null = null;
-  private channels: Int32Array | null = null;
+  private channels: Uint32Array | null = null;
   private grid: { height: number; width: number } | null = null;
   private timing: Timing = { backboneMs: [], methodMs: [] };
 
@@ -108,7 +85,7 @@ export class Padim implements Detector {
   }
 
   /** The channel subset in use (after fit). */
-  get channelSubset(): Int32Array | null {
+  get channelSubset(): Uint32Array | null {
     return this.channels;
   }
 
@@ -132,7 +109,7 @@ export class Padim implements Detector {
     if (samples.length === 0) throw imiadError('RangeError', 'ERR_IMIAD_EMPTY', 'Expected normal training images for PaDiM but received none');
     const budget = this.extractor.params.memoryBudgetBytes ?? defaultMemoryBudget();
     let embeddings: Float32Array | null = null;
-    let channels: Int32Array | null = null;
+    let channels: Uint32Array | null = null;
     let positions = 0;
     let done = 0;
     for await (const batch of this.extractor.run(samples, this.extractor.params.batchSize, opts)) {
@@ -153,7 +130,8 @@ export class Padim implements Detector {
         );
         embeddings = new Float32Array(samples.length * count * positions);
       }
-      gather(layers, batch.n, channels, embeddings as Float32Array, batch.start);
+      const g = await gatherChannels(layers, { n: batch.n, channels, signal: opts.signal });
+      (embeddings as Float32Array).set(g.data, batch.start * channels.length * positions);
       done += batch.n;
       opts.onProgress?.(done, samples.length);
     }
@@ -173,7 +151,7 @@ export class Padim implements Detector {
     requireFitted(this.state !== null, 'PaDiM');
     const list = requireSamples(samples, 'samples');
     const state = this.state as GaussianState;
-    const channels = this.channels as Int32Array;
+    const channels = this.channels as Uint32Array;
     const grid = this.grid as { height: number; width: number };
     const scores = new Float64Array(list.length);
     const maps: AnomalyMap[] = [];
@@ -184,9 +162,8 @@ export class Padim implements Detector {
       if (layers[0].height !== grid.height || layers[0].width !== grid.width) {
         throw imiadError('RangeError', 'ERR_IMIAD_DIMS', `Expected a ${grid.height}x${grid.width} grid as in fit() but received ${layers[0].height}x${layers[0].width}`);
       }
-      const e = new Float32Array(batch.n * channels.length * state.positions);
-      gather(layers, batch.n, channels, e, 0);
-      const dist = await mahalanobisDistances(state, e, { m: batch.n, signal: opts.signal });
+      const e = await gatherChannels(layers, { n: batch.n, channels, signal: opts.signal });
+      const dist = await mahalanobisDistances(state, e.data, { m: batch.n, signal: opts.signal });
       const out = await scoreGridsToMaps(dist, batch.n, grid.height, grid.width, batch.geometries, this.extractor.params.cropSize, {
         sigma: this.sigma,
         signal: opts.signal,
