@@ -10,8 +10,6 @@ export { synthesize, SYNTH_LAYOUTS, type SynthLayout, type SynthOptions } from '
 export { inspectDataset, type CategoryStats, type DatasetStats } from './datasets/inspect';
 export { Random } from './prng';
 export * from './metrics';
-// datasets and metrics both define these; the dataset module's versions are the public ones.
-export { listCategories, readLocoChannel, saturationArea, type LocoChannel } from './datasets';
 export {
   createDetector,
   METHOD_NAMES,
