@@ -6,11 +6,15 @@
 namespace imiad {
 namespace glue {
 
+void RegisterCoreset(Napi::Env env, Napi::Object exports);
+void RegisterKnn(Napi::Env env, Napi::Object exports);
 void RegisterFilters(Napi::Env env, Napi::Object exports);
 void RegisterGaussian(Napi::Env env, Napi::Object exports);
 void RegisterMetrics(Napi::Env env, Napi::Object exports);
 
 inline void RegisterFamilies(Napi::Env env, Napi::Object exports) {
+  RegisterCoreset(env, exports);
+  RegisterKnn(env, exports);
   RegisterFilters(env, exports);
   RegisterGaussian(env, exports);
   RegisterMetrics(env, exports);

@@ -8,6 +8,7 @@ import { registerSynth } from './cli/synth';
 import { registerSplits } from './cli/splits';
 import { registerGrid } from './cli/grid';
 import { registerReport } from './cli/report';
+import { registerRun } from './cli/run';
 import { version } from './version';
 
 export function buildProgram(): Command {
@@ -25,6 +26,7 @@ export function buildProgram(): Command {
   registerGrid(program);
   registerReport(program);
   registerEvaluate(program);
+  registerRun(program);
   return program;
 }
 

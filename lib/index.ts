@@ -2,6 +2,8 @@
 export { version } from './version';
 export type { Device } from '../bindings/validate';
 export { hasCode, type ImiadError } from '../bindings/errors';
+export { greedyCoreset, defaultStartIndex, type GreedyCoresetOptions } from '../bindings/coreset';
+export { KnnIndex, knnSearch, type KnnResult, type KnnIndexOptions, type KnnSearchOptions, type KnnSearchOneShotOptions } from '../bindings/knn';
 export * from './datasets';
 export * from './image';
 export { synthesize, SYNTH_LAYOUTS, type SynthLayout, type SynthOptions } from './datasets/synth';
@@ -18,6 +20,29 @@ export {
 export { entryImage, augmentSpecFor, AUGMENT_SPECS } from './settings/augment';
 export * from './runner';
 export { writeReport, allTables, reportData, toMarkdown, toCsv, toLatex, toHtml, type ReportTable, type ReportFiles, type Figure } from './report';
+export * from './metrics';
+export {
+  createDetector,
+  METHOD_NAMES,
+  PatchCore,
+  PatchCoreScorer,
+  reweightFactor,
+  Padim,
+  Spade,
+  Dne,
+  type MethodName,
+  type MethodParams,
+  type PatchCoreParams,
+  type PadimParams,
+  type SpadeParams,
+  type DneParams,
+  type BackboneParams,
+  type Detector,
+  type Prediction as DetectorPrediction,
+  type RunOptions,
+  type Timing,
+} from './methods';
+export { runExperiment, type ExperimentOptions, type ExperimentResult, type ExperimentMetrics, type ExperimentEfficiency } from './runner/experiment';
 export {
   loadBackbone,
   resolveLayers,
@@ -40,4 +65,3 @@ export {
   type PatchEmbeddingOptions,
 } from '../bindings/filters';
 export { gaussianFit, gaussianStateBytes, mahalanobisDistances, type GaussianState, type GaussianFitOptions } from '../bindings/gaussian';
-export * from './metrics';

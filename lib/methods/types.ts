@@ -39,4 +39,6 @@ export interface Detector {
   stateBytes(): number;
   /** Per-image times of the last predict call, split into backbone and method. */
   lastTiming?(): Timing;
+  /** Releases the backbone session (native memory); the detector cannot predict afterwards. */
+  dispose?(): Promise<void>;
 }

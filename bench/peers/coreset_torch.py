@@ -1,0 +1,77 @@
+"""Peer of bench/coreset.ts: a PatchCore-style greedy coreset loop in torch (CPU).
+
+Follows amazon-science/patchcore-inspection, sampler.py (ApproximateGreedyCoresetSampler): an optional random linear
+map to `--proj` dims (torch.nn.Linear(dims, proj, bias=False), default init), then the greedy loop that after each
+selection computes the distances of all rows to the selected row and keeps the running minimum. Two distance forms:
+"expansion" is the reference's (|a|^2 - 2ab + |b|^2, clamped, sqrt; row norms computed once here, the reference
+recomputes them per step), "difference" is ((X - x_c)^2).sum(1) in float64, slower but free of cancellation and
+rounding trouble: the exact greedy selection, used to check that imiad's float32 kernel selects the same rows. The first row is --start (as in imiad), selected rows are excluded from the argmax, and ties
+go to the first index (torch.argmax). Prints JSON on its last line.
+"""
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--file", required=True)  # raw float32, row-major [rows, dims]
+    p.add_argument("--rows", type=int, required=True)
+    p.add_argument("--dims", type=int, required=True)
+    p.add_argument("--count", type=int, required=True)
+    p.add_argument("--start", type=int, required=True)
+    p.add_argument("--proj", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--distance", choices=["expansion", "difference"], default="expansion")
+    a = p.parse_args()
+    if a.threads > 0:
+        torch.set_num_threads(a.threads)
+    x = torch.from_numpy(np.fromfile(a.file, dtype=np.float32).reshape(a.rows, a.dims))
+
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        if a.proj > 0:
+            torch.manual_seed(a.seed)
+            mapper = torch.nn.Linear(a.dims, a.proj, bias=False)
+            f = mapper(x).contiguous()
+        else:
+            f = x
+        t1 = time.perf_counter()
+
+        if a.distance == "expansion":
+            norms = (f * f).sum(1)
+
+            def dist(i):
+                return (norms - 2.0 * (f @ f[i]) + norms[i]).clamp(min=0).sqrt()
+        else:
+            f = f.double()
+
+            def dist(i):
+                return ((f - f[i]) ** 2).sum(1).sqrt()
+
+        selected = [a.start]
+        min_d = dist(a.start)
+        min_d[a.start] = -1.0
+        for _ in range(a.count - 1):
+            i = int(torch.argmax(min_d))
+            selected.append(i)
+            min_d = torch.minimum(min_d, dist(i))
+            min_d[i] = -1.0
+        t2 = time.perf_counter()
+
+    print(json.dumps({
+        "projectMs": (t1 - t0) * 1e3,
+        "selectMs": (t2 - t1) * 1e3,
+        "ms": (t2 - t0) * 1e3,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "selected": selected,
+    }))
+
+
+if __name__ == "__main__":
+    main()
