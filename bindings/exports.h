@@ -6,15 +6,18 @@
 namespace imiad {
 namespace glue {
 
-// Add a line per family: void Register<Family>(Napi::Env env, Napi::Object exports);
-void RegisterKnn(Napi::Env env, Napi::Object exports);
 void RegisterCoreset(Napi::Env env, Napi::Object exports);
+void RegisterKnn(Napi::Env env, Napi::Object exports);
+void RegisterFilters(Napi::Env env, Napi::Object exports);
+void RegisterGaussian(Napi::Env env, Napi::Object exports);
+void RegisterMetrics(Napi::Env env, Napi::Object exports);
 
 inline void RegisterFamilies(Napi::Env env, Napi::Object exports) {
-  (void)env;
-  (void)exports;
-  RegisterKnn(env, exports);
   RegisterCoreset(env, exports);
+  RegisterKnn(env, exports);
+  RegisterFilters(env, exports);
+  RegisterGaussian(env, exports);
+  RegisterMetrics(env, exports);
 }
 
 }  // namespace glue

@@ -8,7 +8,9 @@ export const integer = (v: unknown): v is number => Number.isInteger(v);
 export const inRange = (v: number, min: number, max: number): boolean => v >= min && v <= max;
 export const string = (v: unknown): v is string => typeof v === 'string';
 export const fn = (v: unknown): v is (...args: never[]) => unknown => typeof v === 'function';
-export const float32Array = (v: unknown): v is Float32Array => v instanceof Float32Array;
+// By tag, not instanceof: arrays created by native code (the addon, onnxruntime) can belong to another realm, e.g.
+// under jest's vm context, where instanceof Float32Array is false.
+export const float32Array = (v: unknown): v is Float32Array => Object.prototype.toString.call(v) === '[object Float32Array]';
 export const typedArray = (v: unknown): v is ArrayBufferView => ArrayBuffer.isView(v) && !(v instanceof DataView);
 
 /** Index of the first non-finite value, or -1. */

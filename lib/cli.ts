@@ -2,6 +2,13 @@
 /** The `imiad` command. Each subcommand lives in lib/cli/<command>.ts and registers itself here. */
 import { Command, CommanderError } from 'commander';
 
+import { registerDatasets } from './cli/datasets';
+import { registerEvaluate } from './cli/evaluate';
+import { registerSynth } from './cli/synth';
+import { registerSplits } from './cli/splits';
+import { registerGrid } from './cli/grid';
+import { registerReport } from './cli/report';
+import { registerRun } from './cli/run';
 import { version } from './version';
 
 export function buildProgram(): Command {
@@ -13,6 +20,13 @@ export function buildProgram(): Command {
     .showHelpAfterError()
     .exitOverride();
   // Subcommands register here, one line each: register<Command>(program);
+  registerSynth(program);
+  registerDatasets(program);
+  registerSplits(program);
+  registerGrid(program);
+  registerReport(program);
+  registerEvaluate(program);
+  registerRun(program);
   return program;
 }
 

@@ -2,5 +2,66 @@
 export { version } from './version';
 export type { Device } from '../bindings/validate';
 export { hasCode, type ImiadError } from '../bindings/errors';
-export { KnnIndex, knnSearch, type KnnResult, type KnnIndexOptions, type KnnSearchOptions, type KnnSearchOneShotOptions } from '../bindings/knn';
 export { greedyCoreset, defaultStartIndex, type GreedyCoresetOptions } from '../bindings/coreset';
+export { KnnIndex, knnSearch, type KnnResult, type KnnIndexOptions, type KnnSearchOptions, type KnnSearchOneShotOptions } from '../bindings/knn';
+export * from './datasets';
+export * from './image';
+export { synthesize, SYNTH_LAYOUTS, type SynthLayout, type SynthOptions } from './datasets/synth';
+export { inspectDataset, type CategoryStats, type DatasetStats } from './datasets/inspect';
+export { Random } from './prng';
+// forgettingMeasure: lib/metrics exports the evaluation engine's; the settings' null-tolerant one stays internal.
+export {
+  SETTING_NAMES, AUGMENT_KINDS, PAPER_SHOTS, PAPER_NOISE_RATIOS, NOISE_CAP_FRACTION, DEFAULT_SUPERVISED_ANOMALIES, DEFAULT_AUGMENT_COUNT,
+  vanillaSplit, supervisedSplit, fewshotSplit, noisySplit, noiseCount, continualTasks, finalAverage, manifestOf,
+  buildManifest, categorySplit, settingSpec, settingLabel, requireSettingName,
+  type SettingName, type AugmentKind, type SettingSpec, type ManifestEntry, type SplitInfo, type CategoryManifest,
+  type SettingManifest, type SplitSample, type CategorySplit, type SettingOptions,
+} from './settings';
+export { entryImage, augmentSpecFor, AUGMENT_SPECS } from './settings/augment';
+export * from './runner';
+export { writeReport, allTables, reportData, toMarkdown, toCsv, toLatex, toHtml, type ReportTable, type ReportFiles, type Figure } from './report';
+export * from './metrics';
+export {
+  createDetector,
+  METHOD_NAMES,
+  PatchCore,
+  PatchCoreScorer,
+  reweightFactor,
+  Padim,
+  Spade,
+  Dne,
+  type MethodName,
+  type MethodParams,
+  type PatchCoreParams,
+  type PadimParams,
+  type SpadeParams,
+  type DneParams,
+  type BackboneParams,
+  type Detector,
+  type Prediction as DetectorPrediction,
+  type RunOptions,
+  type Timing,
+} from './methods';
+export { runExperiment, type ExperimentOptions, type ExperimentResult, type ExperimentMetrics, type ExperimentEfficiency } from './runner/experiment';
+export {
+  loadBackbone,
+  resolveLayers,
+  type Backbone,
+  type BackboneTiming,
+  type FeatureMap,
+  type LoadBackboneOptions,
+} from './backbone/session';
+export { BACKBONE_SHAPES, backboneStages, buildBackboneModel, defaultBackboneFile, type BackboneShape } from './backbone/builder';
+export {
+  adaptiveAvgPool1d,
+  gatherChannels,
+  gaussianBlur,
+  neighbourhoodAverage,
+  patchEmbedding,
+  resizeBilinear,
+  resizeFeatureMap,
+  type FeatureMapLike,
+  type PatchEmbedding,
+  type PatchEmbeddingOptions,
+} from '../bindings/filters';
+export { gaussianFit, gaussianStateBytes, mahalanobisDistances, type GaussianState, type GaussianFitOptions } from '../bindings/gaussian';

@@ -1,4 +1,5 @@
 /** The dataset model every loader returns and every later stage consumes. */
+import type { SplitManifest } from './split';
 
 export type DatasetName = 'mvtec' | 'mpdd' | 'loco' | 'btad' | 'mtd' | 'visa' | 'dagm' | 'folder';
 
@@ -38,4 +39,32 @@ export interface Category {
   samples: Sample[];
   /** MVTec LOCO AD only: the parsed defects_config.json. */
   defectsConfig?: LocoDefectConfig[];
+  /** MTD and folder layout (no official split): the seeded split that was applied (lib/datasets/split.ts). */
+  splitManifest?: SplitManifest;
+}
+
+/** Options every loader accepts (lib/datasets/index.ts loadDataset). */
+export interface LoadOptions {
+  /** Only these categories, in this order (default: all, in natural order). */
+  categories?: string[];
+  /** Seed of the split for layouts without an official one (MTD, folder without testNormal). Default 0. */
+  seed?: number;
+  /**
+   * MTD and folder: a JSON split manifest. When the file exists its split is used verbatim; otherwise the seeded
+   * split is computed and written there.
+   */
+  splitFile?: string;
+  /** Folder layout only. Relative paths resolve against the root given to loadDataset. */
+  folder?: FolderLayout;
+}
+
+/** A user's own data: folders of normal images, anomalous images and their masks. */
+export interface FolderLayout {
+  normal: string;
+  anomaly: string;
+  masks?: string;
+  /** Normal test images; when absent, normal images are split by the seeded rule of lib/datasets/split.ts. */
+  testNormal?: string;
+  /** Category name (default: the base name of the root). */
+  name?: string;
 }

@@ -1,0 +1,200 @@
+/**
+ * `imiad run`: fit a detector on each category's training images and evaluate it on the test images at the
+ * original resolution (vanilla setting). Prints a table; --json OUT writes { "<category>": { metrics...,
+ * efficiency } }; --maps writes float32 TIFF maps in the official layout; --scores writes image,label,score rows.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import type { Command } from 'commander';
+
+import { imiadError, invalidType } from '../../bindings/errors';
+import { BACKBONE_SHAPES, type BackboneShape } from '../backbone/builder';
+import { loadDataset, requireDatasetName } from '../datasets';
+import type { FolderLayout } from '../datasets/types';
+import { METHOD_NAMES } from '../methods';
+import { type ExperimentResult, runExperiment } from '../runner/experiment';
+import { action } from './action';
+import { progress, type Progress } from './progress';
+
+export interface RunCommandOptions {
+  dataset: string;
+  root: string;
+  method: string;
+  categories?: string;
+  backbone?: string;
+  backboneShape?: string;
+  layers?: string;
+  imageSize?: string;
+  crop?: string;
+  coreset?: string;
+  reweight?: string;
+  seed?: string;
+  maps?: string;
+  scores?: string;
+  json?: string;
+  splitFile?: string;
+  normal?: string;
+  anomaly?: string;
+  masks?: string;
+  testNormal?: string;
+}
+
+export type RunResults = Record<string, ExperimentResult['metrics'] & { efficiency: ExperimentResult['efficiency'] }>;
+
+function parseNumber(text: string | undefined, name: string, check: (v: number) => boolean, expected: string): number | undefined {
+  if (text === undefined) return undefined;
+  const v = Number(text);
+  if (text.trim() === '' || !Number.isFinite(v) || !check(v)) throw invalidType(expected, name, text);
+  return v;
+}
+
+/** The detector parameters the command line sets (only those given). */
+export function runParams(opts: RunCommandOptions): Record<string, unknown> {
+  const params: Record<string, unknown> = {};
+  if (opts.backbone !== undefined) {
+    if (!fs.existsSync(opts.backbone)) throw imiadError('Error', 'ERR_IMIAD_FILE', `Backbone file ${opts.backbone} does not exist`);
+    params.backbone = opts.backbone;
+  }
+  if (opts.backboneShape !== undefined) {
+    if (!BACKBONE_SHAPES.includes(opts.backboneShape as BackboneShape)) throw invalidType(`one of ${BACKBONE_SHAPES.join(', ')}`, '--backbone-shape', opts.backboneShape);
+    params.backboneShape = opts.backboneShape;
+  }
+  if (opts.layers !== undefined) {
+    const layers = opts.layers.split(',').map((l) => l.trim()).filter((l) => l.length > 0);
+    if (layers.length === 0) throw invalidType('comma-separated layer names', '--layers', opts.layers);
+    params.layers = layers;
+  }
+  const int = (v: number): boolean => Number.isInteger(v);
+  const imageSize = parseNumber(opts.imageSize, '--image-size', (v) => int(v) && v >= 1 && v <= 16384, 'integer between 1 and 16384');
+  if (imageSize !== undefined) params.imageSize = imageSize;
+  const crop = parseNumber(opts.crop, '--crop', (v) => int(v) && v >= 1 && v <= (imageSize ?? 256), `integer between 1 and the image size (${imageSize ?? 256})`);
+  if (crop !== undefined) params.cropSize = crop;
+  else if (imageSize !== undefined && imageSize < 224) params.cropSize = imageSize;
+  const coreset = parseNumber(opts.coreset, '--coreset', (v) => v > 0 && v <= 1, 'number in (0, 1]');
+  if (coreset !== undefined) {
+    if (opts.method !== 'patchcore') throw imiadError('TypeError', 'ERR_IMIAD_ARGUMENT', `--coreset applies to --method patchcore, not ${opts.method}`);
+    params.coreset = coreset;
+  }
+  const reweight = parseNumber(opts.reweight, '--reweight', (v) => int(v) && v >= 1 && v <= 1024, 'integer between 1 and 1024');
+  if (reweight !== undefined) {
+    if (opts.method !== 'patchcore') throw imiadError('TypeError', 'ERR_IMIAD_ARGUMENT', `--reweight applies to --method patchcore, not ${opts.method}`);
+    params.reweight = reweight;
+  }
+  return params;
+}
+
+/** Runs every requested category and returns { category: metrics + efficiency }; progress bars on stderr. */
+export async function runRun(opts: RunCommandOptions): Promise<RunResults> {
+  const dataset = requireDatasetName(opts.dataset);
+  if (!(METHOD_NAMES as readonly string[]).includes(opts.method)) throw invalidType(`one of ${METHOD_NAMES.join(', ')}`, '--method', opts.method);
+  const seed = parseNumber(opts.seed, '--seed', (v) => Number.isInteger(v) && v >= 0 && v <= 0xffffffff, 'integer between 0 and 4294967295') ?? 0;
+  if (!fs.existsSync(opts.root) || !fs.statSync(opts.root).isDirectory()) throw imiadError('Error', 'ERR_IMIAD_FILE', `Dataset root ${opts.root} is not a folder`);
+  const params = runParams(opts);
+  const names = opts.categories
+    ?.split(',')
+    .map((c) => c.trim())
+    .filter((c) => c.length > 0);
+  let folder: FolderLayout | undefined;
+  if (dataset === 'folder') {
+    if (!opts.normal || !opts.anomaly) throw imiadError('TypeError', 'ERR_IMIAD_ARGUMENT', 'The folder layout needs --normal DIR and --anomaly DIR');
+    folder = { normal: opts.normal, anomaly: opts.anomaly, masks: opts.masks, testNormal: opts.testNormal };
+  }
+  const categories = await loadDataset(dataset, opts.root, { categories: names && names.length > 0 ? names : undefined, seed, splitFile: opts.splitFile, folder });
+  const results: RunResults = {};
+  for (const category of categories) {
+    let bar: Progress | null = null;
+    let stage = '';
+    const scoresCsv = opts.scores && categories.length > 1 ? opts.scores.replace(/(\.csv)?$/i, `.${category.name}$1`) : opts.scores;
+    const r = await runExperiment({
+      dataset,
+      root: opts.root,
+      category,
+      method: opts.method,
+      params,
+      seed,
+      mapsDir: opts.maps,
+      scoresCsv,
+      onProgress: (s, done, total) => {
+        if (s === 'evaluate') return;
+        if (s !== stage) {
+          bar?.done();
+          stage = s;
+          bar = progress(`${category.name} ${s}`, total);
+        }
+        bar?.update(done, total);
+      },
+    });
+    (bar as Progress | null)?.done();
+    results[category.name] = { ...r.metrics, efficiency: r.efficiency };
+  }
+  return results;
+}
+
+const fmt = (v: number | null | undefined): string => (v === null || v === undefined ? '-' : Number.isFinite(v) ? v.toFixed(4) : String(v));
+
+/** The readable table of `imiad run`. */
+export function formatRunResults(results: RunResults): string {
+  const names = Object.keys(results);
+  const loco = names.some((n) => results[n].spro !== undefined);
+  const cols: [string, (r: RunResults[string]) => string][] = [
+    ['image AUROC', (r) => fmt(r.image_auroc)],
+    ['image AP', (r) => fmt(r.image_ap)],
+    ['pixel AUROC', (r) => fmt(r.pixel_auroc)],
+    ['pixel AP', (r) => fmt(r.pixel_ap)],
+    ['AU-PRO@0.3', (r) => fmt(r.aupro)],
+  ];
+  if (loco) cols.push(['AU-sPRO@0.05', (r) => fmt(r.spro ? r.spro.mean['0.05'] : null)]);
+  cols.push(
+    ['fit s', (r) => r.efficiency.fit_seconds.toFixed(1)],
+    ['backbone ms p50', (r) => r.efficiency.backbone_ms_per_image.p50.toFixed(1)],
+    ['method ms p50/p95', (r) => `${r.efficiency.method_ms_per_image.p50.toFixed(1)}/${r.efficiency.method_ms_per_image.p95.toFixed(1)}`],
+    ['state MB', (r) => (r.efficiency.state_bytes / 1e6).toFixed(1)],
+  );
+  const header = ['category', ...cols.map(([h]) => h)];
+  const rows = names.map((n) => [n, ...cols.map(([, f]) => f(results[n]))]);
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (cells: string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
+  return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
+}
+
+/** JSON without NaN (written as null). */
+export function resultsJson(results: RunResults): string {
+  return `${JSON.stringify(results, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2)}\n`;
+}
+
+export function registerRun(program: Command): void {
+  program
+    .command('run')
+    .description('Fit a detector on each category and evaluate it at the original resolution (vanilla setting)')
+    .requiredOption('--dataset <name>', 'dataset layout: mvtec|mpdd|loco|btad|mtd|visa|dagm|folder')
+    .requiredOption('--root <dir>', 'the dataset root')
+    .requiredOption('--method <name>', `detector: ${METHOD_NAMES.join('|')}`)
+    .option('--categories <list>', 'comma-separated categories (default: all)')
+    .option('--backbone <file>', 'an ONNX backbone (default: imiad\'s seeded ResNet-18-shaped backbone)')
+    .option('--backbone-shape <shape>', `shape of the default backbone: ${BACKBONE_SHAPES.join('|')}`)
+    .option('--layers <list>', 'layers to tap, comma-separated (default per method)')
+    .option('--image-size <n>', 'resize the shorter side to n (default 256)')
+    .option('--crop <n>', 'centre crop side (default 224, or the image size when smaller)')
+    .option('--coreset <x>', 'PatchCore: fraction of patches kept in the memory bank (default 0.1)')
+    .option('--reweight <b>', 'PatchCore: importance re-weighting over b nearest neighbours (default 1 = none)')
+    .option('--seed <s>', 'seed of the method and of splits without an official one (default 0)')
+    .option('--maps <dir>', 'write float32 TIFF maps as DIR/<category>/test/<defect>/<stem>.tiff')
+    .option('--scores <file>', 'write image,label,score rows (one file per category when several: FILE.<category>.csv)')
+    .option('--json <file>', 'also write the results as JSON to this file')
+    .option('--split-file <file>', 'mtd/folder: split manifest to reuse, or to write when absent')
+    .option('--normal <dir>', 'folder layout: normal images')
+    .option('--anomaly <dir>', 'folder layout: anomalous images (sub-folders = defect types)')
+    .option('--masks <dir>', 'folder layout: masks, named like the anomalous images (optionally with _mask)')
+    .option('--test-normal <dir>', 'folder layout: normal test images (default: a seeded split of --normal)')
+    .action(
+      action(async (opts: RunCommandOptions) => {
+        const results = await runRun(opts);
+        process.stdout.write(`${formatRunResults(results)}\n`);
+        if (opts.json) {
+          fs.mkdirSync(path.dirname(path.resolve(opts.json)), { recursive: true });
+          fs.writeFileSync(opts.json, resultsJson(results));
+          process.stdout.write(`JSON written to ${opts.json}\n`);
+        }
+      }),
+    );
+}

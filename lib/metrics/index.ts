@@ -1,0 +1,16 @@
+/** Evaluation metrics: classification curves, AU-PRO, AU-sPRO, forgetting, and per-category evaluation. */
+export { binaryClassificationMetrics, rocAuc, averagePrecision, f1Max, type BinaryClassificationMetrics } from './roc';
+export { auPro, byLimit, limitKey, labelComponents, trapezoid, PixelAccumulator, type AuProResult, type ComponentLabels, type MaskedAnomalyMap, type PixelCurveMetrics } from './pro';
+export { auSpro, checkDefectsConfig, LOCO_LIMITS, readSproChannel, type ChannelAnomalyMap, type SproChannel } from './spro';
+export { forgettingMeasure, type ForgettingMeasure } from './forgetting';
+export {
+  evaluateCategory,
+  evaluateLocoCategory,
+  type CategoryEvaluation,
+  type CategoryMetrics,
+  type EvaluateOptions,
+  type LocoCategoryMetrics,
+  type Prediction,
+  type PredictionSource,
+} from './evaluate';
+export { decodeNpy, decodeTiff, encodeNpy, encodeTiff, findMapFile, readAnomalyMap, MAP_EXTENSIONS, type AnomalyMap } from './maps';

@@ -1,0 +1,159 @@
+/** `imiad run` end to end on tiny generated trees of every layout, for every detector. */
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
+import { main } from '../lib/cli';
+import { runRun } from '../lib/cli/run';
+import { loadDataset } from '../lib/datasets';
+import { synthesize, SYNTH_LAYOUTS } from '../lib/datasets/synth';
+import { readAnomalyMap } from '../lib/metrics/maps';
+import { readImageSize } from '../lib/image/decode';
+import { METHOD_NAMES } from '../lib/methods';
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'imiad-run-'));
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  let stdout = '';
+  let stderr = '';
+  const out = jest.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {
+    stdout += String(chunk);
+    return true;
+  });
+  const err = jest.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => {
+    stderr += String(chunk);
+    return true;
+  });
+  process.exitCode = 0;
+  try {
+    await main(['node', 'imiad', ...args]);
+  } finally {
+    out.mockRestore();
+    err.mockRestore();
+  }
+  const code = Number(process.exitCode ?? 0);
+  process.exitCode = 0;
+  return { code, stdout, stderr };
+}
+
+const EFFICIENCY_KEYS = ['fit_seconds', 'backbone_ms_per_image', 'method_ms_per_image', 'peak_rss_bytes', 'state_bytes'];
+
+describe.each(SYNTH_LAYOUTS.map((l) => [l]))('%s', (layout) => {
+  const root = path.join(tmp, layout);
+  beforeAll(async () => {
+    await synthesize(layout, root, { seed: 4, categories: 1, size: 48, train: 4, test: 6 });
+  });
+
+  test.each(METHOD_NAMES.map((m) => [m]))('%s', async (method) => {
+    const results = await runRun({ dataset: layout, root, method, imageSize: '48' });
+    const names = Object.keys(results);
+    expect(names).toHaveLength(1);
+    const r = results[names[0]];
+    expect(r.image_auroc).toBeGreaterThanOrEqual(0);
+    expect(r.image_auroc).toBeLessThanOrEqual(1);
+    expect(Object.keys(r.efficiency).sort()).toEqual([...EFFICIENCY_KEYS].sort());
+    expect(r.efficiency.state_bytes).toBeGreaterThan(0);
+    expect(r.efficiency.method_ms_per_image.p95).toBeGreaterThanOrEqual(r.efficiency.method_ms_per_image.p50);
+    if (method === 'dne') {
+      expect([r.pixel_auroc, r.pixel_ap, r.aupro]).toEqual([null, null, null]);
+    } else {
+      expect(r.pixel_auroc).toBeGreaterThan(0.5);
+      expect(r.aupro).toBeGreaterThan(0);
+    }
+    if (layout === 'loco') {
+      expect(r.image_auroc_logical).toBeDefined();
+      expect(r.image_auroc_structural).toBeDefined();
+      if (method === 'dne') expect(r.spro).toBeNull();
+      else expect(Object.keys(r.spro?.mean ?? {})).toEqual(['0.01', '0.05', '0.1', '0.3', '1.0']);
+    } else {
+      expect(r.spro).toBeUndefined();
+    }
+  });
+});
+
+describe('imiad run on the command line', () => {
+  const root = path.join(tmp, 'cli-mvtec');
+  beforeAll(async () => {
+    await synthesize('mvtec', root, { seed: 5, categories: 2, size: 48, train: 4, test: 6 });
+  });
+
+  test('--json, --maps, --scores and the table', async () => {
+    const json = path.join(tmp, 'out', 'run.json');
+    const maps = path.join(tmp, 'out', 'maps');
+    const scores = path.join(tmp, 'out', 'scores.csv');
+    const r = await cli(['run', '--dataset', 'mvtec', '--root', root, '--method', 'patchcore', '--image-size', '48', '--coreset', '0.5', '--reweight', '2',
+      '--categories', 'disc', '--seed', '3', '--json', json, '--maps', maps, '--scores', scores]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^category\s+image AUROC\s+image AP\s+pixel AUROC\s+pixel AP\s+AU-PRO@0.3\s+fit s/);
+    expect(r.stdout).toContain(`JSON written to ${json}`);
+    const results = JSON.parse(fs.readFileSync(json, 'utf8'));
+    expect(Object.keys(results)).toEqual(['disc']);
+    expect(Object.keys(results.disc)).toEqual(['image_auroc', 'image_ap', 'image_f1_max', 'pixel_auroc', 'pixel_ap', 'aupro', 'efficiency']);
+    const [category] = await loadDataset('mvtec', root, { categories: ['disc'] });
+    const test = category.samples.filter((s) => s.split === 'test');
+    const lines = fs.readFileSync(scores, 'utf8').trim().split('\n');
+    expect(lines[0]).toBe('image,label,score');
+    expect(lines).toHaveLength(test.length + 1);
+    test.forEach((s, i) => {
+      const [image, label, score] = lines[i + 1].split(',');
+      expect(image).toBe(`test/${s.defectType}/${path.basename(s.path)}`);
+      expect(label).toBe(s.label === 'anomaly' ? '1' : '0');
+      expect(Number.isFinite(Number(score))).toBe(true);
+    });
+    for (const s of test) {
+      const file = path.join(maps, 'disc', 'test', s.defectType, `${path.basename(s.path, path.extname(s.path))}.tiff`);
+      const map = await readAnomalyMap(file);
+      expect({ width: map.width, height: map.height }).toEqual(await readImageSize(s.path));
+    }
+    // The saved maps score the same pixel metrics through imiad evaluate.
+    const ev = await cli(['evaluate', '--dataset', 'mvtec', '--root', root, '--maps', maps, '--categories', 'disc', '--json', path.join(tmp, 'out', 'ev.json')]);
+    expect(ev.code).toBe(0);
+    const evaluated = JSON.parse(fs.readFileSync(path.join(tmp, 'out', 'ev.json'), 'utf8'));
+    expect(evaluated.disc.pixel_auroc).toBeCloseTo(results.disc.pixel_auroc, 10);
+    expect(evaluated.disc.aupro['0.3']).toBeCloseTo(results.disc.aupro, 10);
+  });
+
+  test('several categories write one scores file each', async () => {
+    const scores = path.join(tmp, 'multi', 'scores.csv');
+    const r = await cli(['run', '--dataset', 'mvtec', '--root', root, '--method', 'dne', '--image-size', '48', '--scores', scores]);
+    expect(r.code).toBe(0);
+    expect(fs.readdirSync(path.dirname(scores)).sort()).toEqual(['scores.disc.csv', 'scores.woven.csv']);
+    expect(r.stdout.split('\n')[2]).toMatch(/^disc\s+\d\.\d{4}\s+\d\.\d{4}\s+-\s+-\s+-/);
+  });
+
+  test('the folder layout (own folders of normal, anomalous and mask images)', async () => {
+    const own = path.join(tmp, 'own');
+    const src = path.join(root, 'disc');
+    fs.cpSync(path.join(src, 'train', 'good'), path.join(own, 'normal'), { recursive: true });
+    fs.cpSync(path.join(src, 'test', 'good'), path.join(own, 'test-normal'), { recursive: true });
+    for (const defect of fs.readdirSync(path.join(src, 'test')).filter((d) => d !== 'good')) {
+      fs.cpSync(path.join(src, 'test', defect), path.join(own, 'anomaly', defect), { recursive: true });
+      fs.cpSync(path.join(src, 'ground_truth', defect), path.join(own, 'masks', defect), { recursive: true });
+    }
+    const json = path.join(tmp, 'own-out', 'run.json');
+    const r = await cli(['run', '--dataset', 'folder', '--root', own, '--normal', 'normal', '--anomaly', 'anomaly', '--masks', 'masks',
+      '--test-normal', 'test-normal', '--method', 'patchcore', '--image-size', '48', '--json', json]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const results = JSON.parse(fs.readFileSync(json, 'utf8'));
+    expect(Object.keys(results)).toEqual(['own']);
+    expect(results.own.pixel_auroc).toBeGreaterThan(0.5);
+    const missing = await cli(['run', '--dataset', 'folder', '--root', own, '--method', 'dne']);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toBe('imiad: The folder layout needs --normal DIR and --anomaly DIR\n');
+  });
+
+  test('bad input exits with code 2 and one line', async () => {
+    const bad = await cli(['run', '--dataset', 'mvtec', '--root', root, '--method', 'stpm']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toBe('imiad: Expected one of patchcore, padim, spade, dne for --method but received stpm of type string\n');
+    const layer = await cli(['run', '--dataset', 'mvtec', '--root', root, '--method', 'padim', '--image-size', '48', '--layers', 'layer1,block9', '--categories', 'disc']);
+    expect(layer.code).toBe(2);
+    expect(layer.stderr).toMatch(/^imiad: .*block9/);
+    const coreset = await cli(['run', '--dataset', 'mvtec', '--root', root, '--method', 'padim', '--coreset', '0.2']);
+    expect(coreset.code).toBe(2);
+    expect(coreset.stderr).toBe('imiad: --coreset applies to --method patchcore, not padim\n');
+  });
+});
