@@ -359,7 +359,8 @@ std::vector<uint32_t> plainKCenter(const float* X, size_t rows, size_t dims, siz
 }
 
 // Linear pass over rows [begin, end) for the new center c (group t): like plainPass, but a row is only measured when
-// its group may lose rows to c (gate) and the per-row bound allows it. Returns the best row over all rows.
+// its group may lose rows to c (gate) and the per-row bound allows it; no gate (nullptr) measures every row.
+// Returns the best row over all rows.
 IMIAD_CORESET_CLONES Best linearPass(const float* X, size_t dims, size_t begin, size_t end, const float* c,
                                      const uint8_t* gate, const double* centerDist2, const PruneRule& rule,
                                      double* mind2, uint32_t* assign, uint32_t t, Best& fresh,
@@ -369,7 +370,7 @@ IMIAD_CORESET_CLONES Best linearPass(const float* X, size_t dims, size_t begin, 
     double m2 = mind2[i];
     if (m2 < 0.0) continue;
     const uint32_t a = assign[i];
-    if (m2 > 0.0 && gate[a] && !rule.cannotImprove(centerDist2[a], m2)) {
+    if (m2 > 0.0 && (gate == nullptr || (gate[a] && !rule.cannotImprove(centerDist2[a], m2)))) {
       const double d = laneDistance(X + i * dims, c, dims);
       if (d < m2) {
         m2 = d;
@@ -478,10 +479,7 @@ std::vector<uint32_t> fastKCenter(const float* X, size_t rows, size_t dims, size
       pivots[t] = pivotBounds(centers.data(), dims, center, rule);
     }
     const bool havePivots = t >= kPivots;
-    if (openAll) {
-      std::fill(gate.begin(), gate.begin() + t, uint8_t(1));
-      std::fill(centerDist2.begin(), centerDist2.begin() + t, 0.0);
-    } else {
+    if (!openAll) {
       auto pass = [&](size_t begin, size_t end) {
         centerPass(centers.data(), dims, begin, end, center, groupBest.data(), havePivots ? pivots.data() : nullptr,
                    &pivots[t], home, rule, centerDist2.data());
@@ -504,7 +502,8 @@ std::vector<uint32_t> fastKCenter(const float* X, size_t rows, size_t dims, size
       parallelChunks(rows, kRowChunk, [&](size_t k, size_t begin, size_t end) {
         chunkFresh[k] = Best();
         chunkMoved[k].clear();
-        chunkBest[k] = linearPass(X, dims, begin, end, center, gate.data(), centerDist2.data(), rule, mind2.data(),
+        chunkBest[k] = linearPass(X, dims, begin, end, center, openAll ? nullptr : gate.data(), centerDist2.data(),
+                                  rule, mind2.data(),
                                   assign.data(), static_cast<uint32_t>(t), chunkFresh[k], chunkMoved[k]);
       });
       next = Best();
