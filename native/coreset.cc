@@ -196,7 +196,11 @@ struct ItemResult {
 // Visits members [begin, end) of group a for the new center c (group index t).
 IMIAD_CORESET_CLONES void itemPass(const float* X, size_t dims, const uint32_t* members, size_t begin, size_t end,
                                    const float* c, double dac, const PruneRule& rule, double* mind2, uint32_t* assign,
-                                   uint32_t t, ItemResult& result) {
+                                   uint32_t t, ItemResult& out) {
+  // Work on a local copy: the results of neighbouring items share cache lines (see linearPass).
+  ItemResult result;
+  result.moved.swap(out.moved);
+  result.moved.clear();
   // Members are scattered over the matrix: fetch rows a few members ahead (a plain pass streams instead).
   constexpr size_t kAhead = 6;
   const size_t rowBytes = dims * sizeof(float);
@@ -223,6 +227,9 @@ IMIAD_CORESET_CLONES void itemPass(const float* X, size_t dims, const uint32_t* 
     }
     offer(result.kept, m2, i);
   }
+  out.kept = result.kept;
+  out.removed = result.removed;
+  out.moved.swap(result.moved);
 }
 
 IMIAD_CORESET_CLONES void projectRows(const float* X, size_t r0, size_t r1, size_t dims, const float* W,
@@ -363,9 +370,14 @@ std::vector<uint32_t> plainKCenter(const float* X, size_t rows, size_t dims, siz
 // Returns the best row over all rows.
 IMIAD_CORESET_CLONES Best linearPass(const float* X, size_t dims, size_t begin, size_t end, const float* c,
                                      const uint8_t* gate, const double* centerDist2, const PruneRule& rule,
-                                     double* mind2, uint32_t* assign, uint32_t t, Best& fresh,
-                                     std::vector<uint32_t>& movedFrom) {
-  Best best;
+                                     double* mind2, uint32_t* assign, uint32_t t, Best& freshOut,
+                                     std::vector<uint32_t>& movedOut) {
+  // Local until the end: the per-chunk outputs sit next to each other, and writing them per row would make the
+  // threads fight over their cache lines.
+  Best best, fresh;
+  std::vector<uint32_t> movedFrom;
+  movedFrom.swap(movedOut);
+  movedFrom.clear();
   for (size_t i = begin; i < end; ++i) {
     double m2 = mind2[i];
     if (m2 < 0.0) continue;
@@ -382,6 +394,8 @@ IMIAD_CORESET_CLONES Best linearPass(const float* X, size_t dims, size_t begin, 
     }
     offer(best, m2, static_cast<uint32_t>(i));
   }
+  freshOut = fresh;
+  movedOut.swap(movedFrom);
   return best;
 }
 
