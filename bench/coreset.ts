@@ -178,8 +178,9 @@ export async function main(args: string[]): Promise<void> {
         'same as torch f64': torchDiff ? torchDiff.same : null,
       });
       results.push({ ...c, data: kind, seed, startIndex, fastMs, fastOneThreadMs: fast1Ms, plainMs, samePlain, peers });
+      // Written after every case, so that a long run stopped early keeps what it measured.
+      writeJson('coreset', { machine: machineInfo(threads), peerThreads, results });
     }
   }
   printTable(`Greedy coreset (10 %), ${threads} thread(s); torch peer ${peerThreads} thread(s)`, rows);
-  writeJson('coreset', { machine: machineInfo(threads), results });
 }

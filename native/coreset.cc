@@ -196,7 +196,11 @@ struct ItemResult {
 // Visits members [begin, end) of group a for the new center c (group index t).
 IMIAD_CORESET_CLONES void itemPass(const float* X, size_t dims, const uint32_t* members, size_t begin, size_t end,
                                    const float* c, double dac, const PruneRule& rule, double* mind2, uint32_t* assign,
-                                   uint32_t t, ItemResult& result) {
+                                   uint32_t t, ItemResult& out) {
+  // Work on a local copy: the results of neighbouring items share cache lines (see linearPass).
+  ItemResult result;
+  result.moved.swap(out.moved);
+  result.moved.clear();
   // Members are scattered over the matrix: fetch rows a few members ahead (a plain pass streams instead).
   constexpr size_t kAhead = 6;
   const size_t rowBytes = dims * sizeof(float);
@@ -223,6 +227,9 @@ IMIAD_CORESET_CLONES void itemPass(const float* X, size_t dims, const uint32_t* 
     }
     offer(result.kept, m2, i);
   }
+  out.kept = result.kept;
+  out.removed = result.removed;
+  out.moved.swap(result.moved);
 }
 
 IMIAD_CORESET_CLONES void projectRows(const float* X, size_t r0, size_t r1, size_t dims, const float* W,
@@ -359,17 +366,23 @@ std::vector<uint32_t> plainKCenter(const float* X, size_t rows, size_t dims, siz
 }
 
 // Linear pass over rows [begin, end) for the new center c (group t): like plainPass, but a row is only measured when
-// its group may lose rows to c (gate) and the per-row bound allows it. Returns the best row over all rows.
+// its group may lose rows to c (gate) and the per-row bound allows it; no gate (nullptr) measures every row.
+// Returns the best row over all rows.
 IMIAD_CORESET_CLONES Best linearPass(const float* X, size_t dims, size_t begin, size_t end, const float* c,
                                      const uint8_t* gate, const double* centerDist2, const PruneRule& rule,
-                                     double* mind2, uint32_t* assign, uint32_t t, Best& fresh,
-                                     std::vector<uint32_t>& movedFrom) {
-  Best best;
+                                     double* mind2, uint32_t* assign, uint32_t t, Best& freshOut,
+                                     std::vector<uint32_t>& movedOut) {
+  // Local until the end: the per-chunk outputs sit next to each other, and writing them per row would make the
+  // threads fight over their cache lines.
+  Best best, fresh;
+  std::vector<uint32_t> movedFrom;
+  movedFrom.swap(movedOut);
+  movedFrom.clear();
   for (size_t i = begin; i < end; ++i) {
     double m2 = mind2[i];
     if (m2 < 0.0) continue;
     const uint32_t a = assign[i];
-    if (m2 > 0.0 && gate[a] && !rule.cannotImprove(centerDist2[a], m2)) {
+    if (m2 > 0.0 && (gate == nullptr || (gate[a] && !rule.cannotImprove(centerDist2[a], m2)))) {
       const double d = laneDistance(X + i * dims, c, dims);
       if (d < m2) {
         m2 = d;
@@ -381,6 +394,8 @@ IMIAD_CORESET_CLONES Best linearPass(const float* X, size_t dims, size_t begin, 
     }
     offer(best, m2, static_cast<uint32_t>(i));
   }
+  freshOut = fresh;
+  movedOut.swap(movedFrom);
   return best;
 }
 
@@ -478,10 +493,7 @@ std::vector<uint32_t> fastKCenter(const float* X, size_t rows, size_t dims, size
       pivots[t] = pivotBounds(centers.data(), dims, center, rule);
     }
     const bool havePivots = t >= kPivots;
-    if (openAll) {
-      std::fill(gate.begin(), gate.begin() + t, uint8_t(1));
-      std::fill(centerDist2.begin(), centerDist2.begin() + t, 0.0);
-    } else {
+    if (!openAll) {
       auto pass = [&](size_t begin, size_t end) {
         centerPass(centers.data(), dims, begin, end, center, groupBest.data(), havePivots ? pivots.data() : nullptr,
                    &pivots[t], home, rule, centerDist2.data());
@@ -504,7 +516,8 @@ std::vector<uint32_t> fastKCenter(const float* X, size_t rows, size_t dims, size
       parallelChunks(rows, kRowChunk, [&](size_t k, size_t begin, size_t end) {
         chunkFresh[k] = Best();
         chunkMoved[k].clear();
-        chunkBest[k] = linearPass(X, dims, begin, end, center, gate.data(), centerDist2.data(), rule, mind2.data(),
+        chunkBest[k] = linearPass(X, dims, begin, end, center, openAll ? nullptr : gate.data(), centerDist2.data(),
+                                  rule, mind2.data(),
                                   assign.data(), static_cast<uint32_t>(t), chunkFresh[k], chunkMoved[k]);
       });
       next = Best();
