@@ -6,6 +6,9 @@ import { registerDatasets } from './cli/datasets';
 import { registerSynth } from './cli/synth';
 import { registerEvaluate } from './cli/evaluate';
 import { registerRun } from './cli/run';
+import { registerSplits } from './cli/splits';
+import { registerGrid } from './cli/grid';
+import { registerReport } from './cli/report';
 import { version } from './version';
 
 export function buildProgram(): Command {
@@ -21,6 +24,9 @@ export function buildProgram(): Command {
   registerDatasets(program);
   registerEvaluate(program);
   registerRun(program);
+  registerSplits(program);
+  registerGrid(program);
+  registerReport(program);
   return program;
 }
 

@@ -55,3 +55,14 @@ export {
   type PatchEmbeddingOptions,
 } from '../bindings/filters';
 export { gaussianFit, gaussianStateBytes, mahalanobisDistances, type GaussianState, type GaussianFitOptions } from '../bindings/gaussian';
+// forgettingMeasure: lib/metrics exports the evaluation engine's; the settings' null-tolerant one stays internal.
+export {
+  SETTING_NAMES, AUGMENT_KINDS, PAPER_SHOTS, PAPER_NOISE_RATIOS, NOISE_CAP_FRACTION, DEFAULT_SUPERVISED_ANOMALIES, DEFAULT_AUGMENT_COUNT,
+  vanillaSplit, supervisedSplit, fewshotSplit, noisySplit, noiseCount, continualTasks, finalAverage, manifestOf,
+  buildManifest, categorySplit, settingSpec, settingLabel, requireSettingName,
+  type SettingName, type AugmentKind, type SettingSpec, type ManifestEntry, type SplitInfo, type CategoryManifest,
+  type SettingManifest, type SplitSample, type CategorySplit, type SettingOptions,
+} from './settings';
+export { entryImage, augmentSpecFor, AUGMENT_SPECS } from './settings/augment';
+export * from './runner';
+export { writeReport, allTables, reportData, toMarkdown, toCsv, toLatex, toHtml, type ReportTable, type ReportFiles, type Figure } from './report';

@@ -1,5 +1,4 @@
 import { spawnSync } from 'child_process';
-import * as fs from 'fs';
 import * as path from 'path';
 import { Worker } from 'worker_threads';
 
@@ -43,26 +42,7 @@ describe('CPU addon loading', () => {
 describe('prebuilt binary', () => {
   const prebuildDir = path.join(root, 'prebuilds', `${process.platform}-${process.arch}`);
 
-  /** Absent, or older than a native source it was built from. */
-  function prebuildIsStale(): boolean {
-    if (!fs.existsSync(prebuildDir)) return true;
-    const binaries = fs.readdirSync(prebuildDir).filter((f) => f.endsWith('.node'));
-    if (binaries.length === 0) return true;
-    const built = Math.min(...binaries.map((f) => fs.statSync(path.join(prebuildDir, f)).mtimeMs));
-    const sources = ['native', 'bindings'].flatMap((d) =>
-      fs.readdirSync(path.join(root, d)).filter((f) => /\.(cc|h)$/.test(f)).map((f) => path.join(root, d, f)),
-    );
-    return sources.some((f) => fs.statSync(f).mtimeMs > built) || fs.statSync(path.join(root, 'binding.gyp')).mtimeMs > built;
-  }
-
-  beforeAll(() => {
-    // The shipped artefact: `npm run prebuild` (prebuildify --napi --strip). Built here when absent so that
-    // `npm test` alone proves it.
-    if (prebuildIsStale()) {
-      const r = spawnSync('npm', ['run', 'prebuild'], { cwd: root, encoding: 'utf8' });
-      if (r.status !== 0) throw new Error(`npm run prebuild failed: ${r.stderr}`);
-    }
-  }, 600000);
+  // test/global-setup.js builds the prebuild (npm run prebuild) before any test runs, when absent or stale.
 
   test('loads with PREBUILDS_ONLY=1 from prebuilds/', () => {
     const r = spawnSync(

@@ -4,7 +4,8 @@
  */
 
 export interface Progress {
-  update(done: number, total?: number): void;
+  /** `detail` (e.g. '2 running') is shown after the counts until the next update. */
+  update(done: number, total?: number, detail?: string): void;
   tick(n?: number): void;
   done(message?: string): void;
 }
@@ -21,6 +22,7 @@ export function progress(label: string, total: number, stream: NodeJS.WriteStrea
   const start = Date.now();
   let current = 0;
   let lastDraw = 0;
+  let detail = '';
   const draw = (force = false): void => {
     if (!enabled) return;
     const now = Date.now();
@@ -32,12 +34,13 @@ export function progress(label: string, total: number, stream: NodeJS.WriteStrea
     const elapsed = (now - start) / 1000;
     const rate = elapsed > 0 ? current / elapsed : 0;
     const eta = rate > 0 ? (total - current) / rate : Infinity;
-    const line = `${label} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${current}/${total} ${rate.toFixed(1)}/s ETA ${formatSeconds(eta)}`;
+    const line = `${label} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${current}/${total}${detail ? ` ${detail}` : ''} ${rate.toFixed(1)}/s ETA ${formatSeconds(eta)}`;
     stream.write(`\r${line}\x1b[K`);
   };
   return {
-    update(done: number, newTotal?: number) {
+    update(done: number, newTotal?: number, newDetail?: string) {
       current = done;
+      if (newDetail !== undefined) detail = newDetail;
       if (newTotal !== undefined) total = newTotal;
       draw();
     },

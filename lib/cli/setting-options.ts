@@ -1,0 +1,50 @@
+/** The setting flags shared by `imiad splits` and `imiad run`: --setting and its options, --seed. */
+import type { Command } from 'commander';
+
+import { invalidType } from '../../bindings/errors';
+import { settingSpec, SETTING_NAMES, AUGMENT_KINDS, type SettingSpec } from '../settings';
+
+export interface SettingFlags {
+  setting?: string;
+  anomalies?: string;
+  shots?: string;
+  augment?: string;
+  augmentCount?: string;
+  noise?: string;
+  order?: string;
+  seed?: string;
+}
+
+export function addSettingOptions(cmd: Command): Command {
+  return cmd
+    .option('--setting <name>', `${SETTING_NAMES.join('|')} (default vanilla)`)
+    .option('--anomalies <n>', 'supervised: labelled anomalies moved from test into training (default 10)')
+    .option('--shots <k>', 'fewshot: normal training images (the paper: 1, 2, 4, 8)')
+    .option('--augment <kind>', `fewshot: augmented copies of each shot, ${AUGMENT_KINDS.join('|')}`)
+    .option('--augment-count <n>', 'fewshot: augmented copies per shot (default 4 with --augment)')
+    .option('--noise <r>', 'noisy: ratio n/(m+n) of anomalies labelled normal in training (the paper: 0.05, 0.1, 0.15, 0.2)')
+    .option('--order <a,b,...>', 'continual: task order (default: the dataset order)')
+    .option('--seed <n>', 'seed of every random choice (default 0)');
+}
+
+function numberFlag(value: string | undefined, name: string, integer: boolean): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n) || (integer && !Number.isInteger(n))) {
+    throw invalidType(integer ? 'an integer' : 'a number', `--${name}`, value);
+  }
+  return n;
+}
+
+export function settingFromFlags(flags: SettingFlags): { spec: SettingSpec; seed: number } {
+  const spec = settingSpec(flags.setting ?? 'vanilla', {
+    anomalies: numberFlag(flags.anomalies, 'anomalies', true),
+    shots: numberFlag(flags.shots, 'shots', true),
+    augment: flags.augment ?? null,
+    augmentCount: numberFlag(flags.augmentCount, 'augment-count', true),
+    noise: numberFlag(flags.noise, 'noise', false),
+    order: flags.order ? flags.order.split(',').map((s) => s.trim()).filter(Boolean) : null,
+  });
+  const seed = numberFlag(flags.seed, 'seed', true) ?? 0;
+  return { spec, seed };
+}
