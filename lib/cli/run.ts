@@ -10,7 +10,7 @@ import type { Command } from 'commander';
 import { imiadError, invalidType } from '../../bindings/errors';
 import { BACKBONE_SHAPES, type BackboneShape } from '../backbone/builder';
 import { loadDataset, requireDatasetName } from '../datasets';
-import { METHOD_NAMES } from '../methods';
+import { METHOD_NAMES, TRAINED_METHODS } from '../methods';
 import { type ExperimentResult, runExperiment } from '../runner/experiment';
 import { action } from './action';
 import { progress, type Progress } from './progress';
@@ -31,6 +31,11 @@ export interface RunCommandOptions {
   maps?: string;
   scores?: string;
   json?: string;
+  epochs?: string;
+  batchSize?: string;
+  lr?: string;
+  save?: string;
+  load?: string;
 }
 
 export type RunResults = Record<string, ExperimentResult['metrics'] & { efficiency: ExperimentResult['efficiency'] }>;
@@ -74,6 +79,19 @@ export function runParams(opts: RunCommandOptions): Record<string, unknown> {
     if (opts.method !== 'patchcore') throw imiadError('TypeError', 'ERR_IMIAD_ARGUMENT', `--reweight applies to --method patchcore, not ${opts.method}`);
     params.reweight = reweight;
   }
+  const trained = (TRAINED_METHODS as readonly string[]).includes(opts.method);
+  const epochs = parseNumber(opts.epochs, '--epochs', (v) => int(v) && v >= 1 && v <= 1_000_000, 'integer between 1 and 1000000');
+  if (epochs !== undefined) {
+    if (!trained) throw imiadError('TypeError', 'ERR_IMIAD_ARGUMENT', `--epochs applies to the trained methods (${TRAINED_METHODS.join(', ')}), not ${opts.method}`);
+    params.epochs = epochs;
+  }
+  const lr = parseNumber(opts.lr, '--lr', (v) => v > 0, 'positive number');
+  if (lr !== undefined) {
+    if (!trained) throw imiadError('TypeError', 'ERR_IMIAD_ARGUMENT', `--lr applies to the trained methods (${TRAINED_METHODS.join(', ')}), not ${opts.method}`);
+    params.lr = lr;
+  }
+  const batchSize = parseNumber(opts.batchSize, '--batch-size', (v) => int(v) && v >= 1 && v <= 4096, 'integer between 1 and 4096');
+  if (batchSize !== undefined) params.batchSize = batchSize;
   return params;
 }
 
@@ -94,6 +112,9 @@ export async function runRun(opts: RunCommandOptions): Promise<RunResults> {
     let bar: Progress | null = null;
     let stage = '';
     const scoresCsv = opts.scores && categories.length > 1 ? opts.scores.replace(/(\.csv)?$/i, `.${category.name}$1`) : opts.scores;
+    // One checkpoint per category: FILE.<category>.imiad when several categories run.
+    const perCategory = (file: string | undefined): string | undefined =>
+      file && categories.length > 1 ? file.replace(/(\.imiad)?$/i, `.${category.name}$1`) : file;
     const r = await runExperiment({
       dataset,
       root: opts.root,
@@ -103,14 +124,16 @@ export async function runRun(opts: RunCommandOptions): Promise<RunResults> {
       seed,
       mapsDir: opts.maps,
       scoresCsv,
-      onProgress: (s, done, total) => {
+      saveCheckpoint: perCategory(opts.save),
+      loadCheckpoint: perCategory(opts.load),
+      onProgress: (s, done, total, detail) => {
         if (s === 'evaluate') return;
         if (s !== stage) {
           bar?.done();
           stage = s;
           bar = progress(`${category.name} ${s}`, total);
         }
-        bar?.update(done, total);
+        bar?.update(done, total, detail);
       },
     });
     (bar as Progress | null)?.done();
@@ -139,6 +162,9 @@ export function formatRunResults(results: RunResults): string {
     ['method ms p50/p95', (r) => `${r.efficiency.method_ms_per_image.p50.toFixed(1)}/${r.efficiency.method_ms_per_image.p95.toFixed(1)}`],
     ['state MB', (r) => (r.efficiency.state_bytes / 1e6).toFixed(1)],
   );
+  if (names.some((n) => results[n].efficiency.train_images_per_second !== undefined)) {
+    cols.push(['train img/s', (r) => fmt(r.efficiency.train_images_per_second).replace(/(\.\d)\d+$/, '$1')]);
+  }
   const header = ['category', ...cols.map(([h]) => h)];
   const rows = names.map((n) => [n, ...cols.map(([, f]) => f(results[n]))]);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
@@ -170,6 +196,11 @@ export function registerRun(program: Command): void {
     .option('--maps <dir>', 'write float32 TIFF maps as DIR/<category>/test/<defect>/<stem>.tiff')
     .option('--scores <file>', 'write image,label,score rows (one file per category when several: FILE.<category>.csv)')
     .option('--json <file>', 'also write the results as JSON to this file')
+    .option('--epochs <n>', 'trained methods: epochs (default: STPM 100, RD4AD 200, as IM-IAD Table V)')
+    .option('--batch-size <n>', 'images per training / feature batch (default 8)')
+    .option('--lr <x>', 'trained methods: learning rate (default: STPM 0.4, RD4AD 0.005)')
+    .option('--save <file>', 'write the fitted detector (weights, memory bank or statistics) to a checkpoint (FILE.<category>.imiad when several)')
+    .option('--load <file>', 'restore the fitted detector from a checkpoint instead of fitting')
     .action(
       action(async (opts: RunCommandOptions) => {
         const results = await runRun(opts);
