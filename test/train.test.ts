@@ -156,13 +156,13 @@ describe('STPM and RD4AD (libtorch)', () => {
   });
 
   withAddon('RD4AD: the loss falls and defects score higher (resnet18-shaped teacher for speed)', async () => {
-    const d = new Rd4ad({ ...small, backboneShape: 'resnet18', epochs: 6 });
+    const d = new Rd4ad({ ...small, backboneShape: 'resnet18', epochs: 10, batchSize: 1 });
     try {
       await d.fit(train);
       const losses = d.trainingStats()!.losses;
-      expect(losses[5]).toBeLessThan(losses[0]);
+      expect(losses[9]).toBeLessThan(losses[0] * 0.5);
       const p = await d.predict(testSet);
-      expect(await auroc(p.scores)).toBeGreaterThan(0.6);
+      expect(await auroc(p.scores)).toBeGreaterThan(0.8);
       const state = d.saveState();
       expect(Object.keys(state.arrays).some((k) => k.startsWith('w:decoder_layer3'))).toBe(true);
     } finally {
