@@ -12,6 +12,7 @@ import { BACKBONE_SHAPES, type BackboneShape } from '../backbone/builder';
 import { loadDataset, requireDatasetName } from '../datasets';
 import { METHOD_NAMES, TRAINED_METHODS } from '../methods';
 import { type ExperimentResult, runExperiment } from '../runner/experiment';
+import { abortOnInterrupt } from '../runner/interrupt';
 import { action } from './action';
 import { progress, type Progress } from './progress';
 
@@ -96,7 +97,7 @@ export function runParams(opts: RunCommandOptions): Record<string, unknown> {
 }
 
 /** Runs every requested category and returns { category: metrics + efficiency }; progress bars on stderr. */
-export async function runRun(opts: RunCommandOptions): Promise<RunResults> {
+export async function runRun(opts: RunCommandOptions, signal?: AbortSignal): Promise<RunResults> {
   const dataset = requireDatasetName(opts.dataset);
   if (!(METHOD_NAMES as readonly string[]).includes(opts.method)) throw invalidType(`one of ${METHOD_NAMES.join(', ')}`, '--method', opts.method);
   const seed = parseNumber(opts.seed, '--seed', (v) => Number.isInteger(v) && v >= 0 && v <= 0xffffffff, 'integer between 0 and 4294967295') ?? 0;
@@ -124,6 +125,7 @@ export async function runRun(opts: RunCommandOptions): Promise<RunResults> {
       seed,
       mapsDir: opts.maps,
       scoresCsv,
+      signal,
       saveCheckpoint: perCategory(opts.save),
       loadCheckpoint: perCategory(opts.load),
       onProgress: (s, done, total, detail) => {
@@ -203,7 +205,19 @@ export function registerRun(program: Command): void {
     .option('--load <file>', 'restore the fitted detector from a checkpoint instead of fitting')
     .action(
       action(async (opts: RunCommandOptions) => {
-        const results = await runRun(opts);
+        // Ctrl-C stops training (between steps) and prediction cleanly; a second one exits at once.
+        const interrupt = abortOnInterrupt();
+        let results: RunResults;
+        try {
+          results = await runRun(opts, interrupt.signal);
+        } catch (err) {
+          if (!interrupt.signal.aborted) throw err;
+          process.stderr.write('\nimiad: interrupted\n');
+          process.exitCode = 130;
+          return;
+        } finally {
+          interrupt.dispose();
+        }
         process.stdout.write(`${formatRunResults(results)}\n`);
         if (opts.json) {
           fs.mkdirSync(path.dirname(path.resolve(opts.json)), { recursive: true });
