@@ -138,7 +138,8 @@ abstract class TeacherStudent implements Detector {
     const perImage = first.batch.teacher.reduce((a, t) => a + t.data.length, 0) + (first.batch.images ? first.batch.images.data.length : 0);
     const budget = this.extractor.params.memoryBudgetBytes ?? defaultMemoryBudget();
     const cache = this.cacheFeatures ?? 4 * perImage * n <= budget / 2;
-    const model = this.createModel(first.batch.teacher.map((t) => t.shape[1]));
+    // A second fit() (the continual setting's next task) goes on training the same network, optimiser state included.
+    const model = this.model ?? this.createModel(first.batch.teacher.map((t) => t.shape[1]));
 
     let cached: { images: Float32Array | null; teacher: Float32Array[] } | null = null;
     if (cache) {
