@@ -9,7 +9,7 @@ import * as os from 'os';
 import * as path from 'path';
 
 import { binaryClassificationMetrics } from '../bindings/metrics';
-import { trainAddonPath, trainingAvailable } from '../bindings/train/train';
+import { type Nchw, trainAddonPath, trainingAvailable, TrainModel } from '../bindings/train/train';
 import { loadDataset } from '../lib/datasets';
 import { synthesize } from '../lib/datasets/synth';
 import type { Category, Sample } from '../lib/datasets/types';
@@ -168,6 +168,19 @@ describe('STPM and RD4AD (libtorch)', () => {
     } finally {
       await d.dispose();
     }
+  });
+
+  withAddon('the engine rejects misshaped input with a clear error', async () => {
+    const m = new TrainModel({ kind: 'stpm', channels: [4, 8, 16], seed: 0, threads: 1, lr: 0.1 });
+    const t: Nchw[] = [
+      [4, 8, 8],
+      [8, 4, 4],
+      [16, 2, 2],
+    ].map(([c, h, w]) => ({ data: new Float32Array(2 * c * h * w).fill(0.5), shape: [2, c, h, w] }));
+    await expect(m.step(null, t)).rejects.toMatchObject({ code: 'ERR_IMIAD_DIMS', message: "Expected STPM's image batch [n, 3, h, w] with the teacher's 2 images" });
+    const images: Nchw = { data: new Float32Array(2 * 3 * 32 * 32).fill(0.1), shape: [2, 3, 32, 32] };
+    await expect(m.step(images, t.slice(0, 2))).rejects.toMatchObject({ code: 'ERR_IMIAD_DIMS', message: 'Expected 3 teacher layers but received 2' });
+    expect(Number.isFinite(await m.step(images, t))).toBe(true);
   });
 
   withAddon('training stops cleanly on abort', async () => {

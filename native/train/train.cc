@@ -202,6 +202,14 @@ torch::Tensor Wrap(const View& v) {
   return torch::from_blob(const_cast<float*>(v.data), {v.n, v.c, v.h, v.w}, torch::kFloat32);
 }
 
+// STPM's student sees the image: a [n, 3, h, w] batch with the teacher's n.
+void CheckImages(const View& images, const std::vector<View>& teacher) {
+  if (images.data == nullptr || images.c != 3 || images.n != teacher[0].n) {
+    throw InvalidArgument("ERR_IMIAD_DIMS", "Expected STPM's image batch [n, 3, h, w] with the teacher's " +
+                                                std::to_string(teacher[0].n) + " images");
+  }
+}
+
 void CheckTeacher(const std::vector<View>& teacher, const std::vector<int64_t>& channels) {
   if (teacher.size() != channels.size()) {
     throw InvalidArgument("ERR_IMIAD_DIMS", "Expected " + std::to_string(channels.size()) + " teacher layers but received " +
@@ -301,6 +309,7 @@ class Stpm : public ModelBase {
     std::lock_guard<std::mutex> lock(mutex_);
     ThreadScope threads(config_.threads);
     CheckTeacher(teacher, config_.teacherChannels);
+    CheckImages(images, teacher);
     control.throwIfCancelled();
     student_->train();
     auto fs = student_->forward(Wrap(images));
@@ -324,6 +333,7 @@ class Stpm : public ModelBase {
     std::lock_guard<std::mutex> lock(mutex_);
     ThreadScope threads(config_.threads);
     CheckTeacher(teacher, config_.teacherChannels);
+    CheckImages(images, teacher);
     control.throwIfCancelled();
     torch::NoGradGuard guard;
     student_->eval();
