@@ -52,7 +52,6 @@ std::vector<View> TeacherArg(const Napi::CallbackInfo& info, size_t index, std::
   if (arrays.Length() != shapes.Length()) ThrowRange(env, "ERR_IMIAD_DIMS", "Expected one shape per teacher layer");
   std::vector<View> out;
   for (uint32_t i = 0; i < arrays.Length(); i++) {
-    // Re-use ViewArg's checks through a two-element pseudo call is awkward; check in place instead.
     Napi::Value a = arrays.Get(i);
     Napi::Value s = shapes.Get(i);
     if (!a.IsTypedArray() || a.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array || !s.IsArray() ||
