@@ -152,6 +152,9 @@ export async function main(args: string[]): Promise<void> {
       const peerEpoch = peerResult ? median(peerResult.epoch_ms) : null;
       const ratio = peerEpoch ? imiadEpoch / peerEpoch : null;
       const aurocDiff = peerResult ? Math.abs(auroc - peerResult.auroc) : null;
+      // Both seed libtorch's generator with 0 and initialise in the same module order, so the weights and the
+      // loss trajectories agree as far as the two engines compute the same thing.
+      const lossDiff = peerResult ? Math.max(...losses.map((l, i) => Math.abs(l - peerResult!.losses[i]) / Math.abs(peerResult!.losses[i]))) : null;
       rows.push({
         method: kind,
         backbone: shape,
@@ -162,10 +165,11 @@ export async function main(args: string[]): Promise<void> {
         'imiad/torch': ratio,
         'imiad AUROC': auroc,
         'torch AUROC': peerResult ? peerResult.auroc : null,
+        'max loss rel. diff': lossDiff,
         'time target (<=0.9)': ratio === null ? null : ratio <= 0.9,
         'AUROC target (<=0.02)': aurocDiff === null ? null : aurocDiff <= 0.02,
       });
-      results[kind] = { backbone: shape, parameters: model.parameterCount, imiad: { epoch_ms: epochMs, losses, auroc }, peer: peerResult, ratio, auroc_diff: aurocDiff };
+      results[kind] = { backbone: shape, parameters: model.parameterCount, imiad: { epoch_ms: epochMs, losses, auroc }, peer: peerResult, ratio, auroc_diff: aurocDiff, max_loss_relative_diff: lossDiff };
     }
     printTable(`Training: ${epochs} epoch(s) on ${nTrain} generated ${size} px images, batch ${BATCH}, ${threads} thread(s)${peer ? '' : ' (no python3-torch peer)'}`, rows);
     writeJson('train', { machine: machineInfo(threads), size, batch: BATCH, epochs, train: nTrain, test: nTest, results });
