@@ -42,6 +42,19 @@ export {
   type RunOptions,
   type Timing,
 } from './methods';
+// Trained detectors (libtorch addon, optional) and checkpoints of every detector.
+export {
+  Stpm,
+  Rd4ad,
+  TRAINED_METHODS,
+  readCheckpoint,
+  writeCheckpoint,
+  type Checkpoint,
+  type DetectorState,
+  type TrainingStats,
+  type TeacherStudentParams,
+} from './methods';
+export { trainingAvailable, trainAddonPath, TrainModel } from '../bindings/train/train';
 export { runExperiment, type ExperimentOptions, type ExperimentResult, type ExperimentMetrics, type ExperimentEfficiency } from './runner/experiment';
 export {
   loadBackbone,

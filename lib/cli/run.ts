@@ -11,8 +11,9 @@ import { imiadError, invalidType } from '../../bindings/errors';
 import { BACKBONE_SHAPES, type BackboneShape } from '../backbone/builder';
 import { loadDataset, requireDatasetName } from '../datasets';
 import type { FolderLayout } from '../datasets/types';
-import { METHOD_NAMES } from '../methods';
+import { METHOD_NAMES, TRAINED_METHODS } from '../methods';
 import { type ExperimentResult, runExperiment } from '../runner/experiment';
+import { abortOnInterrupt } from '../runner/interrupt';
 import { action } from './action';
 import { progress, type Progress } from './progress';
 
@@ -37,6 +38,11 @@ export interface RunCommandOptions {
   anomaly?: string;
   masks?: string;
   testNormal?: string;
+  epochs?: string;
+  batchSize?: string;
+  lr?: string;
+  save?: string;
+  load?: string;
 }
 
 export type RunResults = Record<string, ExperimentResult['metrics'] & { efficiency: ExperimentResult['efficiency'] }>;
@@ -80,11 +86,24 @@ export function runParams(opts: RunCommandOptions): Record<string, unknown> {
     if (opts.method !== 'patchcore') throw imiadError('TypeError', 'ERR_IMIAD_ARGUMENT', `--reweight applies to --method patchcore, not ${opts.method}`);
     params.reweight = reweight;
   }
+  const trained = (TRAINED_METHODS as readonly string[]).includes(opts.method);
+  const epochs = parseNumber(opts.epochs, '--epochs', (v) => int(v) && v >= 1 && v <= 1_000_000, 'integer between 1 and 1000000');
+  if (epochs !== undefined) {
+    if (!trained) throw imiadError('TypeError', 'ERR_IMIAD_ARGUMENT', `--epochs applies to the trained methods (${TRAINED_METHODS.join(', ')}), not ${opts.method}`);
+    params.epochs = epochs;
+  }
+  const lr = parseNumber(opts.lr, '--lr', (v) => v > 0, 'positive number');
+  if (lr !== undefined) {
+    if (!trained) throw imiadError('TypeError', 'ERR_IMIAD_ARGUMENT', `--lr applies to the trained methods (${TRAINED_METHODS.join(', ')}), not ${opts.method}`);
+    params.lr = lr;
+  }
+  const batchSize = parseNumber(opts.batchSize, '--batch-size', (v) => int(v) && v >= 1 && v <= 4096, 'integer between 1 and 4096');
+  if (batchSize !== undefined) params.batchSize = batchSize;
   return params;
 }
 
 /** Runs every requested category and returns { category: metrics + efficiency }; progress bars on stderr. */
-export async function runRun(opts: RunCommandOptions): Promise<RunResults> {
+export async function runRun(opts: RunCommandOptions, signal?: AbortSignal): Promise<RunResults> {
   const dataset = requireDatasetName(opts.dataset);
   if (!(METHOD_NAMES as readonly string[]).includes(opts.method)) throw invalidType(`one of ${METHOD_NAMES.join(', ')}`, '--method', opts.method);
   const seed = parseNumber(opts.seed, '--seed', (v) => Number.isInteger(v) && v >= 0 && v <= 0xffffffff, 'integer between 0 and 4294967295') ?? 0;
@@ -105,6 +124,9 @@ export async function runRun(opts: RunCommandOptions): Promise<RunResults> {
     let bar: Progress | null = null;
     let stage = '';
     const scoresCsv = opts.scores && categories.length > 1 ? opts.scores.replace(/(\.csv)?$/i, `.${category.name}$1`) : opts.scores;
+    // One checkpoint per category: FILE.<category>.imiad when several categories run.
+    const perCategory = (file: string | undefined): string | undefined =>
+      file && categories.length > 1 ? file.replace(/(\.imiad)?$/i, `.${category.name}$1`) : file;
     const r = await runExperiment({
       dataset,
       root: opts.root,
@@ -114,14 +136,17 @@ export async function runRun(opts: RunCommandOptions): Promise<RunResults> {
       seed,
       mapsDir: opts.maps,
       scoresCsv,
-      onProgress: (s, done, total) => {
+      signal,
+      saveCheckpoint: perCategory(opts.save),
+      loadCheckpoint: perCategory(opts.load),
+      onProgress: (s, done, total, detail) => {
         if (s === 'evaluate') return;
         if (s !== stage) {
           bar?.done();
           stage = s;
           bar = progress(`${category.name} ${s}`, total);
         }
-        bar?.update(done, total);
+        bar?.update(done, total, detail);
       },
     });
     (bar as Progress | null)?.done();
@@ -150,6 +175,9 @@ export function formatRunResults(results: RunResults): string {
     ['method ms p50/p95', (r) => `${r.efficiency.method_ms_per_image.p50.toFixed(1)}/${r.efficiency.method_ms_per_image.p95.toFixed(1)}`],
     ['state MB', (r) => (r.efficiency.state_bytes / 1e6).toFixed(1)],
   );
+  if (names.some((n) => results[n].efficiency.train_images_per_second !== undefined)) {
+    cols.push(['train img/s', (r) => fmt(r.efficiency.train_images_per_second).replace(/(\.\d)\d+$/, '$1')]);
+  }
   const header = ['category', ...cols.map(([h]) => h)];
   const rows = names.map((n) => [n, ...cols.map(([, f]) => f(results[n]))]);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
@@ -186,9 +214,26 @@ export function registerRun(program: Command): void {
     .option('--anomaly <dir>', 'folder layout: anomalous images (sub-folders = defect types)')
     .option('--masks <dir>', 'folder layout: masks, named like the anomalous images (optionally with _mask)')
     .option('--test-normal <dir>', 'folder layout: normal test images (default: a seeded split of --normal)')
+    .option('--epochs <n>', 'trained methods: epochs (default: STPM 100, RD4AD 200, as IM-IAD Table V)')
+    .option('--batch-size <n>', 'images per training / feature batch (default 8)')
+    .option('--lr <x>', 'trained methods: learning rate (default: STPM 0.4, RD4AD 0.005)')
+    .option('--save <file>', 'write the fitted detector (weights, memory bank or statistics) to a checkpoint (FILE.<category>.imiad when several)')
+    .option('--load <file>', 'restore the fitted detector from a checkpoint instead of fitting')
     .action(
       action(async (opts: RunCommandOptions) => {
-        const results = await runRun(opts);
+        // Ctrl-C stops training (between steps) and prediction cleanly; a second one exits at once.
+        const interrupt = abortOnInterrupt();
+        let results: RunResults;
+        try {
+          results = await runRun(opts, interrupt.signal);
+        } catch (err) {
+          if (!interrupt.signal.aborted) throw err;
+          process.stderr.write('\nimiad: interrupted\n');
+          process.exitCode = 130;
+          return;
+        } finally {
+          interrupt.dispose();
+        }
         process.stdout.write(`${formatRunResults(results)}\n`);
         if (opts.json) {
           fs.mkdirSync(path.dirname(path.resolve(opts.json)), { recursive: true });

@@ -12,11 +12,12 @@
 import { imiadError, invalidType } from '../../bindings/errors';
 import { defaultMemoryBudget, gaussianFit, type GaussianState, gaussianStateBytes, mahalanobisDistances } from '../../bindings/gaussian';
 import * as is from '../../bindings/is';
+import { configInt, gaussianFromState, gaussianToState } from './checkpoint';
 import type { FeatureMap } from '../backbone/session';
 import type { Sample } from '../datasets/types';
 import { type BackboneParams, elapsedMs, FeatureExtractor, layerOf, requireBudget, requireFitted, requireSamples, resolveBackboneParams } from './features';
 import { globalAverage } from './spade';
-import type { Detector, Prediction, RunOptions, Timing, TrainSample } from './types';
+import type { Detector, DetectorState, Prediction, RunOptions, Timing, TrainSample } from './types';
 
 export interface DneParams extends BackboneParams {
   /** Added to each covariance's diagonal (default 0.01). */
@@ -109,6 +110,21 @@ export class Dne implements Detector {
     }
     this.timing = timing;
     return { scores, maps: [] };
+  }
+
+  /** Every task's Gaussian, for a checkpoint. */
+  saveState(): DetectorState {
+    requireFitted(this.tasks.length > 0, 'DNE');
+    const out: DetectorState = { config: { tasks: this.tasks.length }, arrays: {} };
+    this.tasks.forEach((t, i) => gaussianToState(t, `task${i}.`, out));
+    return out;
+  }
+
+  async loadState(state: DetectorState): Promise<void> {
+    const n = configInt(state, 'tasks');
+    const tasks = Array.from({ length: n }, (_, i) => gaussianFromState(state, `task${i}.`));
+    this.tasks.length = 0;
+    this.tasks.push(...tasks);
   }
 
   stateBytes(): number {

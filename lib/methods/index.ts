@@ -4,9 +4,12 @@ import { Dne, type DneParams } from './dne';
 import { Padim, type PadimParams } from './padim';
 import { PatchCore, type PatchCoreParams } from './patchcore';
 import { Spade, type SpadeParams } from './spade';
+import { Rd4ad, type Rd4adParams, Stpm, type StpmParams } from './teacher-student';
 import type { Detector } from './types';
 
-export const METHOD_NAMES = ['patchcore', 'padim', 'spade', 'dne'] as const;
+export const METHOD_NAMES = ['patchcore', 'padim', 'spade', 'dne', 'stpm', 'rd4ad'] as const;
+/** Methods that learn weights by gradient descent (they need the libtorch training addon). */
+export const TRAINED_METHODS: readonly MethodName[] = ['stpm', 'rd4ad'];
 export type MethodName = (typeof METHOD_NAMES)[number];
 
 export interface MethodParams {
@@ -14,6 +17,8 @@ export interface MethodParams {
   padim: PadimParams;
   spade: SpadeParams;
   dne: DneParams;
+  stpm: StpmParams;
+  rd4ad: Rd4adParams;
 }
 
 /** A new, unfitted detector by name. */
@@ -29,6 +34,10 @@ export function createDetector(name: string, params: Record<string, unknown> = {
       return new Spade(params as SpadeParams);
     case 'dne':
       return new Dne(params as DneParams);
+    case 'stpm':
+      return new Stpm(params as StpmParams);
+    case 'rd4ad':
+      return new Rd4ad(params as Rd4adParams);
     default:
       throw imiadError(
         'TypeError',
@@ -44,3 +53,6 @@ export { Spade, type SpadeParams } from './spade';
 export { Dne, type DneParams } from './dne';
 export type { BackboneParams } from './features';
 export type { AnomalyMap, Detector, Prediction, RunOptions, Timing, TrainSample } from './types';
+export { Stpm, Rd4ad, type StpmParams, type Rd4adParams, type TeacherStudentParams } from './teacher-student';
+export { readCheckpoint, writeCheckpoint, encodeCheckpoint, decodeCheckpoint, type Checkpoint } from './checkpoint';
+export type { DetectorState, TrainingStats } from './types';

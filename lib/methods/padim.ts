@@ -15,6 +15,7 @@ import { imiadError, invalidType } from '../../bindings/errors';
 import { gatherChannels } from '../../bindings/filters';
 import { defaultMemoryBudget, gaussianFit, type GaussianState, gaussianStateBytes, mahalanobisDistances } from '../../bindings/gaussian';
 import * as is from '../../bindings/is';
+import { configGrid, gaussianFromState, gaussianToState, stateArray } from './checkpoint';
 import type { FeatureMap } from '../backbone/session';
 import type { Sample } from '../datasets/types';
 import { Random } from '../prng';
@@ -29,7 +30,7 @@ import {
   resolveBackboneParams,
   scoreGridsToMaps,
 } from './features';
-import type { AnomalyMap, Detector, Prediction, RunOptions, Timing, TrainSample } from './types';
+import type { AnomalyMap, Detector, DetectorState, Prediction, RunOptions, Timing, TrainSample } from './types';
 
 export interface PadimParams extends BackboneParams {
   /** Channels kept (default: 550 when the layers have 1792 or more channels in all, else 100; capped by the total). */
@@ -179,6 +180,24 @@ export class Padim implements Detector {
     }
     this.timing = timing;
     return { scores, maps };
+  }
+
+  /** The Gaussians, channel subset and grid, for a checkpoint. */
+  saveState(): DetectorState {
+    requireFitted(this.state !== null, 'PaDiM');
+    const out: DetectorState = { config: { grid: this.grid }, arrays: { channels: new Int32Array(this.channels as Uint32Array) } };
+    gaussianToState(this.state as GaussianState, '', out);
+    return out;
+  }
+
+  async loadState(state: DetectorState): Promise<void> {
+    const g = gaussianFromState(state, '');
+    const grid = configGrid(state);
+    if (g.positions !== grid.height * grid.width) throw imiadError('Error', 'ERR_IMIAD_CHECKPOINT', `Expected ${grid.height * grid.width} positions in the checkpoint's Gaussians but found ${g.positions}`);
+    // The checkpoint format stores integers as int32; channel indices are far below 2^31.
+    this.channels = new Uint32Array(stateArray(state, 'channels', Int32Array, g.channels));
+    this.grid = grid;
+    this.state = g;
   }
 
   stateBytes(): number {

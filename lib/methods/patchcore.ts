@@ -21,6 +21,7 @@ import { patchEmbedding } from '../../bindings/filters';
 import { defaultMemoryBudget } from '../../bindings/gaussian';
 import * as is from '../../bindings/is';
 import { KnnIndex } from '../../bindings/knn';
+import { configGrid, configInt, stateArray } from './checkpoint';
 import type { Sample } from '../datasets/types';
 import {
   type BackboneParams,
@@ -33,7 +34,7 @@ import {
   resolveBackboneParams,
   scoreGridsToMaps,
 } from './features';
-import type { AnomalyMap, Detector, Prediction, RunOptions, Timing, TrainSample } from './types';
+import type { AnomalyMap, Detector, DetectorState, Prediction, RunOptions, Timing, TrainSample } from './types';
 
 export interface PatchCoreParams extends BackboneParams {
   /** Fraction of training patches kept in the memory bank (default 0.1; 1 keeps all, as the IdentitySampler). */
@@ -302,6 +303,22 @@ export class PatchCore implements Detector {
     this.timing = timing;
     this.breakdown = bd;
     return { scores, maps };
+  }
+
+  /** The memory bank and grid, for a checkpoint. */
+  saveState(): DetectorState {
+    requireFitted(this.scorer !== null, 'PatchCore');
+    const s = this.scorer as PatchCoreScorer;
+    return { config: { dims: s.dims, grid: this.grid }, arrays: { bank: s.bank } };
+  }
+
+  async loadState(state: DetectorState): Promise<void> {
+    const dims = configInt(state, 'dims');
+    if (dims !== this.targetDims) throw imiadError('Error', 'ERR_IMIAD_CHECKPOINT', `Expected a memory bank of ${this.targetDims} dims but the checkpoint's has ${dims}`);
+    const bank = stateArray(state, 'bank', Float32Array);
+    if (bank.length === 0 || bank.length % dims !== 0) throw imiadError('Error', 'ERR_IMIAD_CHECKPOINT', `Expected the memory bank's length to be a multiple of ${dims}`);
+    this.grid = configGrid(state);
+    this.scorer = new PatchCoreScorer(bank, dims, this.reweight);
   }
 
   stateBytes(): number {

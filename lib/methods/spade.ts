@@ -14,6 +14,7 @@ import { imiadError, invalidType } from '../../bindings/errors';
 import { resizeBilinear } from '../../bindings/filters';
 import { defaultMemoryBudget } from '../../bindings/gaussian';
 import * as is from '../../bindings/is';
+import { configInt, configValue, stateArray } from './checkpoint';
 import { KnnIndex, knnSearch } from '../../bindings/knn';
 import type { FeatureMap } from '../backbone/session';
 import type { Sample } from '../datasets/types';
@@ -28,7 +29,7 @@ import {
   resolveBackboneParams,
   scoreGridsToMaps,
 } from './features';
-import type { AnomalyMap, Detector, Prediction, RunOptions, Timing, TrainSample } from './types';
+import type { AnomalyMap, Detector, DetectorState, Prediction, RunOptions, Timing, TrainSample } from './types';
 
 export interface SpadeParams extends BackboneParams {
   /** Nearest training images (default 50, capped by the training set). */
@@ -182,6 +183,33 @@ export class Spade implements Detector {
     }
     this.timing = timing;
     return { scores, maps };
+  }
+
+  /** The pooled gallery and the feature pyramid of the training images, for a checkpoint. */
+  saveState(): DetectorState {
+    requireFitted(this.pooled !== null, 'SPADE');
+    const pooled = this.pooled as { data: Float32Array; dims: number };
+    const arrays: DetectorState['arrays'] = { pooled: pooled.data };
+    this.pyramid.forEach((l, i) => (arrays[`pyramid${i}`] = l.rows));
+    const layers = this.pyramid.map((l) => ({ name: l.name, channels: l.channels, height: l.height, width: l.width }));
+    return { config: { dims: pooled.dims, trainCount: this.trainCount, pyramid: layers }, arrays };
+  }
+
+  async loadState(state: DetectorState): Promise<void> {
+    const dims = configInt(state, 'dims');
+    const trainCount = configInt(state, 'trainCount');
+    const data = stateArray(state, 'pooled', Float32Array, dims * trainCount);
+    const layers = configValue<Omit<PyramidLayer, 'rows'>[]>(state, 'pyramid', Array.isArray, 'an array of layers');
+    const pyramid = layers.map((l, i) => ({
+      name: String(l.name),
+      channels: l.channels,
+      height: l.height,
+      width: l.width,
+      rows: stateArray(state, `pyramid${i}`, Float32Array, trainCount * l.channels * l.height * l.width),
+    }));
+    this.pooled = { data, dims, index: new KnnIndex(data, { dims }) };
+    this.pyramid = pyramid;
+    this.trainCount = trainCount;
   }
 
   stateBytes(): number {

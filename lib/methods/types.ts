@@ -20,7 +20,27 @@ export interface Prediction {
 
 export interface RunOptions {
   signal?: AbortSignal;
-  onProgress?: (done: number, total: number) => void;
+  /** `detail` (trained detectors: epoch, loss, images/s) is shown beside the counts. */
+  onProgress?: (done: number, total: number, detail?: string) => void;
+}
+
+/** Typed arrays a fitted state is made of. */
+export type StateArray = Float32Array | Float64Array | Int32Array;
+
+/** A detector's fitted state as a checkpoint stores it (lib/methods/checkpoint.ts): JSON config + named arrays. */
+export interface DetectorState {
+  config: Record<string, unknown>;
+  arrays: Record<string, StateArray>;
+}
+
+/** What a trained detector's last fit() did (the efficiency figures' train_seconds and images/s). */
+export interface TrainingStats {
+  epochs: number;
+  /** Training steps only (teacher features included), without the first pass that caches them. */
+  trainSeconds: number;
+  imagesPerSecond: number;
+  /** Mean loss of each epoch. */
+  losses: number[];
 }
 
 /** Time split of one predict call, for the efficiency figures. */
@@ -39,6 +59,12 @@ export interface Detector {
   stateBytes(): number;
   /** Per-image times of the last predict call, split into backbone and method. */
   lastTiming?(): Timing;
+  /** The fitted state, for a checkpoint (every built-in detector has it). */
+  saveState?(): DetectorState;
+  /** Restores a state saveState() returned, instead of fit(). */
+  loadState?(state: DetectorState): Promise<void>;
+  /** Trained detectors: what the last fit() did; null before. */
+  trainingStats?(): TrainingStats | null;
   /** Releases the backbone session (native memory); the detector cannot predict afterwards. */
   dispose?(): Promise<void>;
 }

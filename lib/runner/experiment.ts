@@ -10,12 +10,13 @@ import * as fs from 'fs';
 import * as path from 'path';
 
 import { binaryClassificationMetrics } from '../../bindings/metrics';
-import { imiadError } from '../../bindings/errors';
+import { hasCode, imiadError } from '../../bindings/errors';
 import { loadDataset } from '../datasets';
 import type { Category, DatasetName, Sample } from '../datasets/types';
 import { evaluateCategory, evaluateLocoCategory, type Prediction as EvalPrediction } from '../metrics/evaluate';
 import { encodeTiff } from '../metrics/maps';
 import { createDetector } from '../methods';
+import { readCheckpoint, writeCheckpoint } from '../methods/checkpoint';
 import type { AnomalyMap, Detector } from '../methods/types';
 
 export type ExperimentStage = 'fit' | 'predict' | 'evaluate';
@@ -39,7 +40,12 @@ export interface ExperimentOptions {
   /** Test images predicted per chunk (default 16). */
   chunkSize?: number;
   signal?: AbortSignal;
-  onProgress?: (stage: ExperimentStage, done: number, total: number) => void;
+  /** `detail`: the trained detectors' epoch, loss and images/s while fitting. */
+  onProgress?: (stage: ExperimentStage, done: number, total: number, detail?: string) => void;
+  /** Restore the fitted state from this checkpoint instead of fitting (lib/methods/checkpoint.ts). */
+  loadCheckpoint?: string;
+  /** Write the fitted state to this checkpoint after fitting. */
+  saveCheckpoint?: string;
 }
 
 export interface Percentiles {
@@ -55,6 +61,9 @@ export interface ExperimentEfficiency {
   /** The process's peak resident set size so far (getrusage). */
   peak_rss_bytes: number;
   state_bytes: number;
+  /** Trained detectors (STPM, RD4AD) when they trained in this run: the training's wall time and throughput. */
+  train_seconds?: number;
+  train_images_per_second?: number;
 }
 
 /** Per-category metrics; null where not applicable (image-level detectors, anomalies without masks). */
@@ -191,12 +200,33 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
   const train = opts.trainSamples ?? category.samples.filter((s) => s.split === 'train');
   const test = opts.testSamples ?? category.samples.filter((s) => s.split === 'test');
   if (test.length === 0) throw imiadError('RangeError', 'ERR_IMIAD_EMPTY', `Expected test samples in category ${category.name} but found none`);
-  const detector = createDetector(opts.method, { seed, ...(opts.params ?? {}) });
+  const checkpoint = opts.loadCheckpoint ? await readCheckpoint(opts.loadCheckpoint) : null;
+  if (checkpoint && checkpoint.method !== opts.method) {
+    throw imiadError('Error', 'ERR_IMIAD_CHECKPOINT', `Checkpoint ${opts.loadCheckpoint}: it holds a ${checkpoint.method} detector, not ${opts.method}`);
+  }
+  const detectorParams = { seed, ...(opts.params ?? {}) };
+  // A checkpoint restores the configuration it was fitted with; the command line's options only add to it.
+  const detector = createDetector(opts.method, checkpoint ? { ...detectorParams, ...checkpoint.params } : detectorParams);
   const progress = opts.onProgress;
   try {
     const t0 = process.hrtime.bigint();
-    await detector.fit(train, { signal: opts.signal, onProgress: (d, t) => progress?.('fit', d, t) });
+    if (checkpoint) {
+      if (!detector.loadState) throw imiadError('Error', 'ERR_IMIAD_CHECKPOINT', `Checkpoint ${opts.loadCheckpoint}: ${opts.method} cannot load checkpoints`);
+      try {
+        await detector.loadState(checkpoint.state);
+      } catch (err) {
+        if (hasCode(err, 'ERR_IMIAD_CHECKPOINT')) err.message = `Checkpoint ${opts.loadCheckpoint}: ${err.message}`;
+        throw err;
+      }
+    } else {
+      await detector.fit(train, { signal: opts.signal, onProgress: (d, t, detail) => progress?.('fit', d, t, detail) });
+    }
     const fitSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
+    if (opts.saveCheckpoint) {
+      if (!detector.saveState) throw imiadError('Error', 'ERR_IMIAD_CHECKPOINT', `${opts.method} cannot save checkpoints`);
+      await writeCheckpoint(opts.saveCheckpoint, { method: opts.method, params: detectorParams, state: detector.saveState() });
+    }
+    const training = checkpoint ? null : (detector.trainingStats?.() ?? null);
 
     const isLoco = opts.dataset === 'loco';
     const rows: string[] = [];
@@ -277,6 +307,7 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
         method_ms_per_image: percentiles(preds.methodMs),
         peak_rss_bytes: peakRssBytes(),
         state_bytes: detector.stateBytes(),
+        ...(training ? { train_seconds: training.trainSeconds, train_images_per_second: training.imagesPerSecond } : {}),
       },
     };
   } finally {

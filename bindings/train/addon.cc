@@ -1,0 +1,257 @@
+// The training addon's entry point (imiad_train.node, built only with libtorch: CMakeLists.txt -DIMIAD_TRAIN=ON).
+// It only converts arguments and starts KernelWorkers (bindings/glue.h); the networks are in native/train/.
+// A Model object wraps one trainable network; its teacher features and images arrive as Float32Arrays that the
+// engine reads in place while the worker runs (the worker keeps them referenced).
+#include <napi.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../glue.h"
+#include "train/train.h"
+
+namespace imiad {
+namespace glue {
+namespace {
+
+using train::View;
+
+// A [n, c, h, w] array: the Float32Array and its four dims as a plain array.
+View ViewArg(const Napi::CallbackInfo& info, size_t arrayIndex, size_t shapeIndex, const char* name,
+             std::vector<Napi::Value>* keep) {
+  Napi::Env env = info.Env();
+  F32 a = Float32Arg(info, arrayIndex, name);
+  if (info.Length() <= shapeIndex || !info[shapeIndex].IsArray() || info[shapeIndex].As<Napi::Array>().Length() != 4) {
+    ThrowType(env, "ERR_IMIAD_ARGUMENT", std::string("Expected [n, c, h, w] for the shape of ") + name);
+  }
+  Napi::Array s = info[shapeIndex].As<Napi::Array>();
+  View v;
+  int64_t* dims[4] = {&v.n, &v.c, &v.h, &v.w};
+  double product = 1;
+  for (uint32_t i = 0; i < 4; i++) {
+    Napi::Value d = s.Get(i);
+    if (!d.IsNumber() || d.As<Napi::Number>().DoubleValue() < 1) ThrowRange(env, "ERR_IMIAD_DIMS", std::string("Expected positive dims for ") + name);
+    *dims[i] = d.As<Napi::Number>().Int64Value();
+    product *= static_cast<double>(*dims[i]);
+  }
+  if (product != static_cast<double>(a.length)) ThrowRange(env, "ERR_IMIAD_DIMS", std::string("Expected length of ") + name + " to be n * c * h * w");
+  v.data = a.data;
+  keep->push_back(info[arrayIndex]);
+  return v;
+}
+
+// Teacher layers: an array of Float32Arrays and an array of [n, c, h, w] shapes.
+std::vector<View> TeacherArg(const Napi::CallbackInfo& info, size_t index, std::vector<Napi::Value>* keep) {
+  Napi::Env env = info.Env();
+  if (info.Length() <= index + 1 || !info[index].IsArray() || !info[index + 1].IsArray()) {
+    ThrowType(env, "ERR_IMIAD_ARGUMENT", "Expected arrays of teacher features and shapes");
+  }
+  Napi::Array arrays = info[index].As<Napi::Array>();
+  Napi::Array shapes = info[index + 1].As<Napi::Array>();
+  if (arrays.Length() != shapes.Length()) ThrowRange(env, "ERR_IMIAD_DIMS", "Expected one shape per teacher layer");
+  std::vector<View> out;
+  for (uint32_t i = 0; i < arrays.Length(); i++) {
+    Napi::Value a = arrays.Get(i);
+    Napi::Value s = shapes.Get(i);
+    if (!a.IsTypedArray() || a.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array || !s.IsArray() ||
+        s.As<Napi::Array>().Length() != 4) {
+      ThrowType(env, "ERR_IMIAD_ARGUMENT", "Expected Float32Array and [n, c, h, w] for each teacher layer");
+    }
+    View v;
+    int64_t* dims[4] = {&v.n, &v.c, &v.h, &v.w};
+    double product = 1;
+    for (uint32_t k = 0; k < 4; k++) {
+      Napi::Value d = s.As<Napi::Array>().Get(k);
+      if (!d.IsNumber() || d.As<Napi::Number>().DoubleValue() < 1) ThrowRange(env, "ERR_IMIAD_DIMS", "Expected positive teacher dims");
+      *dims[k] = d.As<Napi::Number>().Int64Value();
+      product *= static_cast<double>(*dims[k]);
+    }
+    auto f = a.As<Napi::TypedArrayOf<float>>();
+    if (product != static_cast<double>(f.ElementLength())) ThrowRange(env, "ERR_IMIAD_DIMS", "Expected teacher layer length n * c * h * w");
+    v.data = f.Data();
+    keep->push_back(a);
+    out.push_back(v);
+  }
+  return out;
+}
+
+class StepWorker : public KernelWorker {
+ public:
+  StepWorker(Napi::Env env, std::shared_ptr<train::Model> model, View images, std::vector<View> teacher)
+      : KernelWorker(env, "imiad.train.step"), model_(std::move(model)), images_(images), teacher_(std::move(teacher)) {}
+
+ protected:
+  void Run(const RunControl& control) override { loss_ = model_->Step(images_, teacher_, control); }
+  Napi::Value Result(Napi::Env env) override { return Napi::Number::New(env, loss_); }
+
+ private:
+  std::shared_ptr<train::Model> model_;
+  View images_;
+  std::vector<View> teacher_;
+  double loss_ = 0;
+};
+
+class MapsWorker : public KernelWorker {
+ public:
+  MapsWorker(Napi::Env env, std::shared_ptr<train::Model> model, View images, std::vector<View> teacher, int64_t outSize)
+      : KernelWorker(env, "imiad.train.maps"),
+        model_(std::move(model)),
+        images_(images),
+        teacher_(std::move(teacher)),
+        outSize_(outSize) {}
+
+ protected:
+  void Run(const RunControl& control) override {
+    out_.resize(static_cast<size_t>(teacher_[0].n * outSize_ * outSize_));
+    model_->Maps(images_, teacher_, outSize_, out_.data(), control);
+  }
+  Napi::Value Result(Napi::Env env) override { return VectorToTypedArray<float, Napi::Float32Array>(env, out_); }
+
+ private:
+  std::shared_ptr<train::Model> model_;
+  View images_;
+  std::vector<View> teacher_;
+  int64_t outSize_;
+  std::vector<float> out_;
+};
+
+class TrainModel : public Napi::ObjectWrap<TrainModel> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "TrainModel",
+                       {InstanceMethod("step", &TrainModel::Step), InstanceMethod("maps", &TrainModel::Maps),
+                        InstanceMethod("state", &TrainModel::State), InstanceMethod("loadState", &TrainModel::LoadState),
+                        InstanceMethod("parameterCount", &TrainModel::ParameterCount)});
+  }
+
+  // new TrainModel(kind, channels[3], seed, threads, lr, momentum, weightDecay, beta1, beta2)
+  explicit TrainModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TrainModel>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 9 || !info[0].IsString() || !info[1].IsArray()) ThrowType(env, "ERR_IMIAD_ARGUMENT", "Expected (kind, channels, seed, threads, lr, momentum, weightDecay, beta1, beta2)");
+    train::ModelConfig c;
+    c.kind = info[0].As<Napi::String>().Utf8Value();
+    Napi::Array ch = info[1].As<Napi::Array>();
+    for (uint32_t i = 0; i < ch.Length(); i++) c.teacherChannels.push_back(ch.Get(i).As<Napi::Number>().Int64Value());
+    c.seed = static_cast<uint64_t>(NumberArg(info, 2, "seed"));
+    c.threads = static_cast<int>(UInt32Arg(info, 3, "threads", 1, 1024));
+    c.lr = NumberArg(info, 4, "lr");
+    c.momentum = NumberArg(info, 5, "momentum");
+    c.weightDecay = NumberArg(info, 6, "weightDecay");
+    c.beta1 = NumberArg(info, 7, "beta1");
+    c.beta2 = NumberArg(info, 8, "beta2");
+    try {
+      model_ = std::shared_ptr<train::Model>(train::CreateModel(c));
+    } catch (const InvalidArgument& e) {
+      ThrowRange(env, e.code, e.what());
+    } catch (const std::exception& e) {
+      throw WithCode(Napi::Error::New(env, e.what()), "ERR_IMIAD_NATIVE");
+    }
+  }
+
+ private:
+  // step(images | null, imageShape | null, teacher[], shapes[], cancel, onProgress) -> Promise<loss>
+  Napi::Value Step(const Napi::CallbackInfo& info) { return Start(info, false); }
+  // maps(images | null, imageShape | null, teacher[], shapes[], cancel, outSize) -> Promise<Float32Array>
+  Napi::Value Maps(const Napi::CallbackInfo& info) { return Start(info, true); }
+
+  Napi::Value Start(const Napi::CallbackInfo& info, bool maps) {
+    Napi::Env env = info.Env();
+    std::vector<Napi::Value> keep;
+    View images;
+    if (info.Length() > 0 && !info[0].IsNull() && !info[0].IsUndefined()) images = ViewArg(info, 0, 1, "images", &keep);
+    std::vector<View> teacher = TeacherArg(info, 2, &keep);
+    if (teacher.empty()) ThrowRange(env, "ERR_IMIAD_DIMS", "Expected teacher layers");
+    Napi::Value cancelKeep;
+    const int32_t* cancel = CancelFlagArg(info, 4, &cancelKeep);
+    KernelWorker* worker;
+    if (maps) {
+      const uint32_t outSize = UInt32Arg(info, 5, "outSize", 1, 1 << 14);
+      worker = new MapsWorker(env, model_, images, teacher, outSize);
+    } else {
+      worker = new StepWorker(env, model_, images, teacher);
+    }
+    for (auto& v : keep) worker->Keep(v);
+    if (cancel) {
+      worker->Keep(cancelKeep);
+      worker->SetCancelFlag(cancel);
+    }
+    Napi::Promise promise = worker->Promise();
+    worker->Queue();
+    return promise;
+  }
+
+  // state() -> { names: string[], shapes: number[][], arrays: Float32Array[] }
+  Napi::Value State(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::vector<train::NamedArray> state = model_->State();
+    Napi::Array names = Napi::Array::New(env, state.size());
+    Napi::Array shapes = Napi::Array::New(env, state.size());
+    Napi::Array arrays = Napi::Array::New(env, state.size());
+    for (uint32_t i = 0; i < state.size(); i++) {
+      names.Set(i, state[i].name);
+      Napi::Array s = Napi::Array::New(env, state[i].shape.size());
+      for (uint32_t k = 0; k < state[i].shape.size(); k++) s.Set(k, Napi::Number::New(env, static_cast<double>(state[i].shape[k])));
+      shapes.Set(i, s);
+      arrays.Set(i, VectorToTypedArray<float, Napi::Float32Array>(env, state[i].values));
+    }
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("names", names);
+    out.Set("shapes", shapes);
+    out.Set("arrays", arrays);
+    return out;
+  }
+
+  // loadState(names, shapes, arrays)
+  Napi::Value LoadState(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 3 || !info[0].IsArray() || !info[1].IsArray() || !info[2].IsArray()) ThrowType(env, "ERR_IMIAD_ARGUMENT", "Expected (names, shapes, arrays)");
+    Napi::Array names = info[0].As<Napi::Array>(), shapes = info[1].As<Napi::Array>(), arrays = info[2].As<Napi::Array>();
+    if (names.Length() != shapes.Length() || names.Length() != arrays.Length()) ThrowRange(env, "ERR_IMIAD_CHECKPOINT", "Expected as many names, shapes and arrays");
+    std::vector<train::NamedArray> state(names.Length());
+    for (uint32_t i = 0; i < names.Length(); i++) {
+      Napi::Value a = arrays.Get(i);
+      if (!names.Get(i).IsString() || !shapes.Get(i).IsArray() || !a.IsTypedArray() ||
+          a.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
+        ThrowType(env, "ERR_IMIAD_CHECKPOINT", "Expected a name, a shape and a Float32Array per tensor");
+      }
+      state[i].name = names.Get(i).As<Napi::String>().Utf8Value();
+      Napi::Array s = shapes.Get(i).As<Napi::Array>();
+      for (uint32_t k = 0; k < s.Length(); k++) state[i].shape.push_back(s.Get(k).As<Napi::Number>().Int64Value());
+      auto f = a.As<Napi::TypedArrayOf<float>>();
+      state[i].values.assign(f.Data(), f.Data() + f.ElementLength());
+    }
+    try {
+      model_->LoadState(state);
+    } catch (const InvalidArgument& e) {
+      ThrowRange(env, e.code, e.what());
+    }
+    return env.Undefined();
+  }
+
+  Napi::Value ParameterCount(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(model_->ParameterCount()));
+  }
+
+  std::shared_ptr<train::Model> model_;
+};
+
+}  // namespace
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("TrainModel", TrainModel::Define(env));
+  exports.Set("torchVersion", Napi::String::New(env, train::TorchVersion()));
+  exports.Set("selfCheck", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+                return Napi::Number::New(info.Env(), train::SelfCheck());
+              }));
+  return exports;
+}
+
+}  // namespace glue
+}  // namespace imiad
+
+namespace {
+Napi::Object InitTrain(Napi::Env env, Napi::Object exports) { return imiad::glue::Init(env, exports); }
+}  // namespace
+
+NODE_API_MODULE(imiad_train, InitTrain)

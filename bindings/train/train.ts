@@ -1,0 +1,145 @@
+/**
+ * The optional training addon (imiad_train.node, libtorch; native/train/, bindings/train/addon.cc). It is built
+ * apart from the CPU addon by `npm run build:train` and never shipped as a prebuild. IMIAD_TRAIN_ADDON=<file>
+ * points the loader at another build (and, pointed at a missing file, simulates a machine without libtorch).
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+
+import { callKernel } from '../call';
+import { imiadError, type ImiadError } from '../errors';
+import { packageRoot } from '../load';
+
+/** Teacher features or images, NCHW. */
+export interface Nchw {
+  data: Float32Array;
+  shape: [number, number, number, number];
+}
+
+export interface TrainState {
+  names: string[];
+  shapes: number[][];
+  arrays: Float32Array[];
+}
+
+interface NativeModel {
+  step(images: Float32Array | null, imageShape: number[] | null, teacher: Float32Array[], shapes: number[][], cancel: Int32Array): Promise<number>;
+  maps(images: Float32Array | null, imageShape: number[] | null, teacher: Float32Array[], shapes: number[][], cancel: Int32Array, outSize: number): Promise<Float32Array>;
+  state(): TrainState;
+  loadState(names: string[], shapes: number[][], arrays: Float32Array[]): void;
+  parameterCount(): number;
+}
+
+interface TrainAddon {
+  TrainModel: new (
+    kind: string,
+    channels: number[],
+    seed: number,
+    threads: number,
+    lr: number,
+    momentum: number,
+    weightDecay: number,
+    beta1: number,
+    beta2: number,
+  ) => NativeModel;
+  torchVersion: string;
+  selfCheck(): number;
+}
+
+/** Where the training addon is looked for. */
+export function trainAddonPath(): string {
+  const override = process.env.IMIAD_TRAIN_ADDON;
+  if (override !== undefined && override !== '') return path.resolve(override);
+  return path.join(packageRoot(), 'build-train', 'Release', 'imiad_train.node');
+}
+
+let cached: TrainAddon | null = null;
+let cachedPath = '';
+
+function unavailable(file: string, reason: string): ImiadError {
+  return imiadError(
+    'Error',
+    'ERR_IMIAD_TRAINING_UNAVAILABLE',
+    `Trained detectors need imiad's libtorch training addon, which is not available (${file}: ${reason}). ` +
+      'Enable it with: apt-get install libtorch-dev && npm run build:train (or LIBTORCH=/path/to/libtorch npm run build:train)',
+  );
+}
+
+/** The loaded training addon, or an ERR_IMIAD_TRAINING_UNAVAILABLE error saying how to build it. */
+export function trainAddon(): TrainAddon {
+  const file = trainAddonPath();
+  if (cached && cachedPath === file) return cached;
+  if (!fs.existsSync(file)) throw unavailable(file, 'not built');
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    cached = require(file) as TrainAddon;
+    cachedPath = file;
+  } catch (err) {
+    throw unavailable(file, (err as Error).message.split('\n')[0]);
+  }
+  return cached;
+}
+
+/** Whether the training addon loads (no error). */
+export function trainingAvailable(): boolean {
+  try {
+    trainAddon();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export interface TrainModelConfig {
+  kind: 'stpm' | 'rd4ad';
+  /** Channels of the teacher's layers 1..3. */
+  channels: number[];
+  seed: number;
+  threads: number;
+  lr: number;
+  momentum?: number;
+  weightDecay?: number;
+  beta1?: number;
+  beta2?: number;
+}
+
+/** One trainable network in libtorch. Calls run on worker threads, one at a time per model. */
+export class TrainModel {
+  private readonly native: NativeModel;
+
+  constructor(readonly config: TrainModelConfig) {
+    const addon = trainAddon();
+    const c = config;
+    this.native = new addon.TrainModel(c.kind, c.channels, c.seed, c.threads, c.lr, c.momentum ?? 0.9, c.weightDecay ?? 1e-4, c.beta1 ?? 0.5, c.beta2 ?? 0.999);
+  }
+
+  get parameterCount(): number {
+    return this.native.parameterCount();
+  }
+
+  /** One optimiser step; resolves to the batch's loss. */
+  step(images: Nchw | null, teacher: Nchw[], opts: { signal?: AbortSignal } = {}): Promise<number> {
+    return callKernel(
+      (cancel) => this.native.step(images?.data ?? null, images?.shape ?? null, teacher.map((t) => t.data), teacher.map((t) => t.shape), cancel),
+      opts,
+      this.step,
+    );
+  }
+
+  /** Unsmoothed anomaly maps [n, outSize, outSize]. */
+  maps(images: Nchw | null, teacher: Nchw[], outSize: number, opts: { signal?: AbortSignal } = {}): Promise<Float32Array> {
+    return callKernel(
+      (cancel) => this.native.maps(images?.data ?? null, images?.shape ?? null, teacher.map((t) => t.data), teacher.map((t) => t.shape), cancel, outSize),
+      opts,
+      this.maps,
+    );
+  }
+
+  state(): TrainState {
+    return this.native.state();
+  }
+
+  loadState(state: TrainState): void {
+    this.native.loadState(state.names, state.shapes, state.arrays);
+  }
+}

@@ -1,0 +1,459 @@
+// The trainable networks of the teacher-student detectors, on libtorch.
+//
+// STPM follows Wang et al., "Student-Teacher Feature Pyramid Matching for Anomaly Detection" (BMVC 2021) and its
+// official code gdwang08/STFPM: a ResNet-18-shaped student from random initialisation (conv1 .. layer3, torchvision
+// init), loss = sum over layers of 0.5 / (h w) * sum of squared differences of channel-L2-normalised features
+// (MSELoss(reduction='sum'), summed over the batch), SGD; anomaly map = product over layers of (1 - cosine) maps,
+// each upsampled bilinearly (align_corners=False) to the image.
+//
+// RD4AD follows Deng & Li, "Anomaly Detection via Reverse Distillation from One-Class Embedding" (CVPR 2022) and its
+// official code hq-deng/RD4AD: the one-class bottleneck embedding (BN_layer: layer1 -> two stride-2 3x3 convs,
+// layer2 -> one, concatenated with layer3, then a layer4-like stack of 3 wide Bottleneck blocks, stride 2) and the
+// decoder de_wide_resnet50_2 (DeBottleneck blocks [3, 4, 6] mirroring layers 3..1, stride-2 transposed 2x2 convs),
+// loss = sum over layers of mean over the batch of (1 - cosine similarity of the flattened features), Adam;
+// anomaly map = sum over layers of (1 - cosine) maps upsampled bilinearly with align_corners=True (cal_anomaly_map).
+// Channel counts follow the teacher's (layer1..3 = c1, c2, c3); with WRN-50-2's 256/512/1024 they are the official.
+#include "train.h"
+
+#include <torch/torch.h>
+
+#include <mutex>
+#include <sstream>
+
+namespace imiad {
+namespace train {
+namespace {
+
+namespace nn = torch::nn;
+
+// torch::manual_seed sets the process-wide generator: creating models must not interleave.
+std::mutex& SeedMutex() {
+  static std::mutex m;
+  return m;
+}
+
+nn::Conv2d Conv(int64_t in, int64_t out, int64_t k, int64_t stride, int64_t pad) {
+  return nn::Conv2d(nn::Conv2dOptions(in, out, k).stride(stride).padding(pad).bias(false));
+}
+
+nn::ConvTranspose2d Deconv2x2(int64_t in, int64_t out, int64_t stride) {
+  return nn::ConvTranspose2d(nn::ConvTranspose2dOptions(in, out, 2).stride(stride).bias(false));
+}
+
+// torchvision's ResNet init: kaiming_normal_(fan_out, relu) for Conv2d, BN weight 1 and bias 0.
+void TorchvisionInit(nn::Module& root) {
+  torch::NoGradGuard guard;
+  for (auto& m : root.modules(/*include_self=*/false)) {
+    if (auto* conv = m->as<nn::Conv2d>()) {
+      nn::init::kaiming_normal_(conv->weight, 0.0, torch::kFanOut, torch::kReLU);
+    } else if (auto* bn = m->as<nn::BatchNorm2d>()) {
+      nn::init::ones_(bn->weight);
+      nn::init::zeros_(bn->bias);
+    }
+  }
+}
+
+struct BasicBlockImpl : nn::Module {
+  nn::Conv2d conv1{nullptr}, conv2{nullptr};
+  nn::BatchNorm2d bn1{nullptr}, bn2{nullptr};
+  nn::Sequential downsample{nullptr};
+  BasicBlockImpl(int64_t in, int64_t planes, int64_t stride) {
+    conv1 = register_module("conv1", Conv(in, planes, 3, stride, 1));
+    bn1 = register_module("bn1", nn::BatchNorm2d(planes));
+    conv2 = register_module("conv2", Conv(planes, planes, 3, 1, 1));
+    bn2 = register_module("bn2", nn::BatchNorm2d(planes));
+    if (stride != 1 || in != planes) {
+      downsample = register_module("downsample", nn::Sequential(Conv(in, planes, 1, stride, 0), nn::BatchNorm2d(planes)));
+    }
+  }
+  torch::Tensor forward(const torch::Tensor& x) {
+    auto out = torch::relu(bn1(conv1(x)));
+    out = bn2(conv2(out));
+    return torch::relu(out + (downsample ? downsample->forward(x) : x));
+  }
+};
+TORCH_MODULE(BasicBlock);
+
+// torchvision's Bottleneck with the wide variant's inner width (planes * 2), stride on the 3x3 conv.
+struct BottleneckImpl : nn::Module {
+  nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
+  nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
+  nn::Sequential downsample{nullptr};
+  BottleneckImpl(int64_t in, int64_t planes, int64_t stride, bool withDownsample) {
+    const int64_t width = planes * 2;
+    conv1 = register_module("conv1", Conv(in, width, 1, 1, 0));
+    bn1 = register_module("bn1", nn::BatchNorm2d(width));
+    conv2 = register_module("conv2", Conv(width, width, 3, stride, 1));
+    bn2 = register_module("bn2", nn::BatchNorm2d(width));
+    conv3 = register_module("conv3", Conv(width, planes * 4, 1, 1, 0));
+    bn3 = register_module("bn3", nn::BatchNorm2d(planes * 4));
+    if (withDownsample) {
+      downsample = register_module("downsample", nn::Sequential(Conv(in, planes * 4, 1, stride, 0), nn::BatchNorm2d(planes * 4)));
+    }
+  }
+  torch::Tensor forward(const torch::Tensor& x) {
+    auto out = torch::relu(bn1(conv1(x)));
+    out = torch::relu(bn2(conv2(out)));
+    out = bn3(conv3(out));
+    return torch::relu(out + (downsample ? downsample->forward(x) : x));
+  }
+};
+TORCH_MODULE(Bottleneck);
+
+// The official decoder block: 1x1, then a transposed 2x2 conv (stride 2) or a 3x3 conv, then 1x1 (wide: width x2).
+struct DeBottleneckImpl : nn::Module {
+  nn::Conv2d conv1{nullptr}, conv3{nullptr}, conv2{nullptr};
+  nn::ConvTranspose2d deconv2{nullptr};
+  nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
+  nn::Sequential upsample{nullptr};
+  DeBottleneckImpl(int64_t in, int64_t planes, int64_t stride, bool withUpsample) {
+    const int64_t width = planes * 2;
+    conv1 = register_module("conv1", Conv(in, width, 1, 1, 0));
+    bn1 = register_module("bn1", nn::BatchNorm2d(width));
+    if (stride == 2) deconv2 = register_module("conv2", Deconv2x2(width, width, 2));
+    else conv2 = register_module("conv2", Conv(width, width, 3, 1, 1));
+    bn2 = register_module("bn2", nn::BatchNorm2d(width));
+    conv3 = register_module("conv3", Conv(width, planes * 4, 1, 1, 0));
+    bn3 = register_module("bn3", nn::BatchNorm2d(planes * 4));
+    if (withUpsample) {
+      upsample = register_module("upsample", nn::Sequential(Deconv2x2(in, planes * 4, stride), nn::BatchNorm2d(planes * 4)));
+    }
+  }
+  torch::Tensor forward(const torch::Tensor& x) {
+    auto out = torch::relu(bn1(conv1(x)));
+    out = torch::relu(bn2(deconv2 ? deconv2(out) : conv2(out)));
+    out = bn3(conv3(out));
+    return torch::relu(out + (upsample ? upsample->forward(x) : x));
+  }
+};
+TORCH_MODULE(DeBottleneck);
+
+// STPM's student: ResNet-18's stem and layers 1..3 (two BasicBlocks each), widths = the teacher's channels.
+struct StudentImpl : nn::Module {
+  nn::Conv2d conv1{nullptr};
+  nn::BatchNorm2d bn1{nullptr};
+  std::vector<nn::Sequential> layers;
+  explicit StudentImpl(const std::vector<int64_t>& c) {
+    conv1 = register_module("conv1", Conv(3, 64, 7, 2, 3));
+    bn1 = register_module("bn1", nn::BatchNorm2d(64));
+    int64_t in = 64;
+    for (size_t i = 0; i < c.size(); i++) {
+      const int64_t stride = i == 0 ? 1 : 2;
+      nn::Sequential layer(BasicBlock(in, c[i], stride), BasicBlock(c[i], c[i], 1));
+      layers.push_back(register_module("layer" + std::to_string(i + 1), layer));
+      in = c[i];
+    }
+  }
+  std::vector<torch::Tensor> forward(const torch::Tensor& x) {
+    auto h = torch::max_pool2d(torch::relu(bn1(conv1(x))), 3, 2, 1);
+    std::vector<torch::Tensor> out;
+    for (auto& layer : layers) {
+      h = layer->forward(h);
+      out.push_back(h);
+    }
+    return out;
+  }
+};
+TORCH_MODULE(Student);
+
+// RD4AD's one-class bottleneck embedding (official BN_layer) followed by the decoder (official de_wide_resnet50_2).
+struct ReverseImpl : nn::Module {
+  nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
+  nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
+  nn::Sequential bnLayer{nullptr}, de1{nullptr}, de2{nullptr}, de3{nullptr};
+  explicit ReverseImpl(const std::vector<int64_t>& c) {
+    conv1 = register_module("conv1", Conv(c[0], c[1], 3, 2, 1));
+    bn1 = register_module("bn1", nn::BatchNorm2d(c[1]));
+    conv2 = register_module("conv2", Conv(c[1], c[2], 3, 2, 1));
+    bn2 = register_module("bn2", nn::BatchNorm2d(c[2]));
+    conv3 = register_module("conv3", Conv(c[1], c[2], 3, 2, 1));
+    bn3 = register_module("bn3", nn::BatchNorm2d(c[2]));
+    const int64_t planes = c[2] / 2;  // 512 for WRN-50-2: the layer4-like stack ends at 2048 channels
+    bnLayer = register_module("bn_layer", nn::Sequential());
+    bnLayer->push_back(Bottleneck(3 * c[2], planes, 2, true));
+    for (int i = 1; i < 3; i++) bnLayer->push_back(Bottleneck(planes * 4, planes, 1, false));
+    int64_t in = planes * 4;
+    auto make = [&](const char* name, int64_t outChannels, int blocks) {
+      const int64_t p = outChannels / 4;
+      nn::Sequential s;
+      s->push_back(DeBottleneck(in, p, 2, true));
+      for (int i = 1; i < blocks; i++) s->push_back(DeBottleneck(p * 4, p, 1, false));
+      in = p * 4;
+      return register_module(name, s);
+    };
+    de1 = make("decoder_layer1", c[2], 3);
+    de2 = make("decoder_layer2", c[1], 4);
+    de3 = make("decoder_layer3", c[0], 6);
+  }
+  // Teacher layers 1..3 in; the decoder's reconstruction of layers 1..3 out.
+  std::vector<torch::Tensor> forward(const std::vector<torch::Tensor>& t) {
+    auto l1 = torch::relu(bn2(conv2(torch::relu(bn1(conv1(t[0]))))));
+    auto l2 = torch::relu(bn3(conv3(t[1])));
+    auto e = bnLayer->forward(torch::cat({l1, l2, t[2]}, 1)).contiguous();
+    auto a = de1->forward(e);
+    auto b = de2->forward(a);
+    auto d = de3->forward(b);
+    return {d, b, a};
+  }
+};
+TORCH_MODULE(Reverse);
+
+torch::Tensor Wrap(const View& v) {
+  return torch::from_blob(const_cast<float*>(v.data), {v.n, v.c, v.h, v.w}, torch::kFloat32);
+}
+
+// STPM's student sees the image: a [n, 3, h, w] batch with the teacher's n.
+void CheckImages(const View& images, const std::vector<View>& teacher) {
+  if (images.data == nullptr || images.c != 3 || images.n != teacher[0].n) {
+    throw InvalidArgument("ERR_IMIAD_DIMS", "Expected STPM's image batch [n, 3, h, w] with the teacher's " +
+                                                std::to_string(teacher[0].n) + " images");
+  }
+}
+
+void CheckTeacher(const std::vector<View>& teacher, const std::vector<int64_t>& channels) {
+  if (teacher.size() != channels.size()) {
+    throw InvalidArgument("ERR_IMIAD_DIMS", "Expected " + std::to_string(channels.size()) + " teacher layers but received " +
+                                                std::to_string(teacher.size()));
+  }
+  for (size_t i = 0; i < teacher.size(); i++) {
+    if (teacher[i].c != channels[i] || teacher[i].n != teacher[0].n) {
+      throw InvalidArgument("ERR_IMIAD_DIMS", "Expected teacher layer " + std::to_string(i + 1) + " with " +
+                                                  std::to_string(channels[i]) + " channels and " + std::to_string(teacher[0].n) +
+                                                  " images but received " + std::to_string(teacher[i].c) + " channels and " +
+                                                  std::to_string(teacher[i].n) + " images");
+    }
+  }
+}
+
+// Pins the calling worker thread's intra-op thread count (OpenMP settings are per thread).
+struct ThreadScope {
+  explicit ThreadScope(int threads) {
+    at::init_num_threads();
+    torch::set_num_threads(threads);
+  }
+};
+
+class ModelBase : public Model {
+ public:
+  explicit ModelBase(const ModelConfig& config) : config_(config) {}
+
+  std::vector<NamedArray> State() override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::vector<NamedArray> out;
+    auto add = [&](const std::string& name, const torch::Tensor& t) {
+      if (t.scalar_type() != torch::kFloat32) return;  // num_batches_tracked: unused with a fixed momentum
+      NamedArray a;
+      a.name = name;
+      a.shape = t.sizes().vec();
+      auto c = t.detach().contiguous();
+      a.values.assign(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
+      out.push_back(std::move(a));
+    };
+    for (auto& p : module()->named_parameters()) add(p.key(), p.value());
+    for (auto& b : module()->named_buffers()) add(b.key(), b.value());
+    return out;
+  }
+
+  void LoadState(const std::vector<NamedArray>& state) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    torch::NoGradGuard guard;
+    std::map<std::string, const NamedArray*> byName;
+    for (auto& a : state) byName[a.name] = &a;
+    size_t used = 0;
+    auto load = [&](const std::string& name, torch::Tensor& t) {
+      if (t.scalar_type() != torch::kFloat32) return;
+      auto it = byName.find(name);
+      if (it == byName.end()) throw InvalidArgument("ERR_IMIAD_CHECKPOINT", "The checkpoint lacks the tensor " + name);
+      const NamedArray& a = *it->second;
+      if (a.shape != t.sizes().vec() || static_cast<int64_t>(a.values.size()) != t.numel()) {
+        throw InvalidArgument("ERR_IMIAD_CHECKPOINT", "The checkpoint's tensor " + name + " does not match the model's shape");
+      }
+      t.copy_(torch::from_blob(const_cast<float*>(a.values.data()), t.sizes(), torch::kFloat32));
+      used++;
+    };
+    for (auto& p : module()->named_parameters()) load(p.key(), p.value());
+    for (auto& b : module()->named_buffers()) load(b.key(), b.value());
+    if (used != state.size()) {
+      throw InvalidArgument("ERR_IMIAD_CHECKPOINT", "The checkpoint holds " + std::to_string(state.size()) +
+                                                        " tensors but the model has " + std::to_string(used));
+    }
+  }
+
+  int64_t ParameterCount() override {
+    int64_t n = 0;
+    for (auto& p : module()->parameters()) n += p.numel();
+    return n;
+  }
+
+ protected:
+  virtual nn::Module* module() = 0;
+  ModelConfig config_;
+  std::mutex mutex_;
+};
+
+class Stpm : public ModelBase {
+ public:
+  explicit Stpm(const ModelConfig& config) : ModelBase(config) {
+    {
+      std::lock_guard<std::mutex> lock(SeedMutex());
+      torch::manual_seed(config.seed);
+      student_ = Student(config.teacherChannels);
+      TorchvisionInit(*student_);
+    }
+    optimizer_ = std::make_unique<torch::optim::SGD>(
+        student_->parameters(),
+        torch::optim::SGDOptions(config.lr).momentum(config.momentum).weight_decay(config.weightDecay));
+  }
+
+  double Step(const View& images, const std::vector<View>& teacher, const RunControl& control) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ThreadScope threads(config_.threads);
+    CheckTeacher(teacher, config_.teacherChannels);
+    CheckImages(images, teacher);
+    control.throwIfCancelled();
+    student_->train();
+    auto fs = student_->forward(Wrap(images));
+    torch::Tensor loss = torch::zeros({}, torch::kFloat32);
+    for (size_t i = 0; i < fs.size(); i++) {
+      auto ft = Wrap(teacher[i]);
+      if (fs[i].sizes() != ft.sizes()) throw InvalidArgument("ERR_IMIAD_DIMS", "The student's layer " + std::to_string(i + 1) + " does not match the teacher's size");
+      const double hw = static_cast<double>(ft.size(2) * ft.size(3));
+      auto d = torch::nn::functional::normalize(fs[i], nn::functional::NormalizeFuncOptions().dim(1)) -
+               torch::nn::functional::normalize(ft, nn::functional::NormalizeFuncOptions().dim(1));
+      loss = loss + (0.5 / hw) * d.pow(2).sum();
+    }
+    optimizer_->zero_grad();
+    loss.backward();
+    optimizer_->step();
+    return loss.item<double>();
+  }
+
+  void Maps(const View& images, const std::vector<View>& teacher, int64_t outSize, float* out,
+            const RunControl& control) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ThreadScope threads(config_.threads);
+    CheckTeacher(teacher, config_.teacherChannels);
+    CheckImages(images, teacher);
+    control.throwIfCancelled();
+    torch::NoGradGuard guard;
+    student_->eval();
+    auto fs = student_->forward(Wrap(images));
+    torch::Tensor map = torch::ones({images.n, 1, outSize, outSize});
+    for (size_t i = 0; i < fs.size(); i++) {
+      auto a = 1 - torch::cosine_similarity(fs[i], Wrap(teacher[i]), 1).unsqueeze(1);
+      a = nn::functional::interpolate(a, nn::functional::InterpolateFuncOptions()
+                                             .size(std::vector<int64_t>{outSize, outSize})
+                                             .mode(torch::kBilinear)
+                                             .align_corners(false));
+      map = map * a;
+    }
+    auto c = map.contiguous();
+    std::copy(c.data_ptr<float>(), c.data_ptr<float>() + c.numel(), out);
+  }
+
+ protected:
+  nn::Module* module() override { return student_.get(); }
+
+ private:
+  Student student_{nullptr};
+  std::unique_ptr<torch::optim::SGD> optimizer_;
+};
+
+class Rd4ad : public ModelBase {
+ public:
+  explicit Rd4ad(const ModelConfig& config) : ModelBase(config) {
+    {
+      std::lock_guard<std::mutex> lock(SeedMutex());
+      torch::manual_seed(config.seed);
+      net_ = Reverse(config.teacherChannels);
+      TorchvisionInit(*net_);
+    }
+    optimizer_ = std::make_unique<torch::optim::Adam>(
+        net_->parameters(), torch::optim::AdamOptions(config.lr).betas(std::make_tuple(config.beta1, config.beta2)));
+  }
+
+  std::vector<torch::Tensor> Wrapped(const std::vector<View>& teacher) {
+    std::vector<torch::Tensor> t;
+    for (auto& v : teacher) t.push_back(Wrap(v));
+    return t;
+  }
+
+  double Step(const View&, const std::vector<View>& teacher, const RunControl& control) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ThreadScope threads(config_.threads);
+    CheckTeacher(teacher, config_.teacherChannels);
+    control.throwIfCancelled();
+    net_->train();
+    auto t = Wrapped(teacher);
+    auto s = net_->forward(t);
+    torch::Tensor loss = torch::zeros({}, torch::kFloat32);
+    for (size_t i = 0; i < s.size(); i++) {
+      if (s[i].sizes() != t[i].sizes()) throw InvalidArgument("ERR_IMIAD_DIMS", "The decoder's layer " + std::to_string(i + 1) + " does not match the teacher's size");
+      const int64_t n = t[i].size(0);
+      loss = loss + (1 - torch::cosine_similarity(t[i].reshape({n, -1}), s[i].reshape({n, -1}), 1)).mean();
+    }
+    optimizer_->zero_grad();
+    loss.backward();
+    optimizer_->step();
+    return loss.item<double>();
+  }
+
+  void Maps(const View&, const std::vector<View>& teacher, int64_t outSize, float* out,
+            const RunControl& control) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ThreadScope threads(config_.threads);
+    CheckTeacher(teacher, config_.teacherChannels);
+    control.throwIfCancelled();
+    torch::NoGradGuard guard;
+    net_->eval();
+    auto t = Wrapped(teacher);
+    auto s = net_->forward(t);
+    torch::Tensor map = torch::zeros({teacher[0].n, 1, outSize, outSize});
+    for (size_t i = 0; i < s.size(); i++) {
+      auto a = 1 - torch::cosine_similarity(t[i], s[i], 1).unsqueeze(1);
+      a = nn::functional::interpolate(a, nn::functional::InterpolateFuncOptions()
+                                             .size(std::vector<int64_t>{outSize, outSize})
+                                             .mode(torch::kBilinear)
+                                             .align_corners(true));
+      map = map + a;
+    }
+    auto c = map.contiguous();
+    std::copy(c.data_ptr<float>(), c.data_ptr<float>() + c.numel(), out);
+  }
+
+ protected:
+  nn::Module* module() override { return net_.get(); }
+
+ private:
+  Reverse net_{nullptr};
+  std::unique_ptr<torch::optim::Adam> optimizer_;
+};
+
+}  // namespace
+
+std::unique_ptr<Model> CreateModel(const ModelConfig& config) {
+  if (config.teacherChannels.size() != 3) throw InvalidArgument("ERR_IMIAD_DIMS", "Expected 3 teacher layers (layers 1..3)");
+  for (auto c : config.teacherChannels) {
+    if (c < 4 || c % 4 != 0) throw InvalidArgument("ERR_IMIAD_DIMS", "Expected teacher channel counts that are multiples of 4");
+  }
+  if (config.threads < 1) throw InvalidArgument("ERR_IMIAD_RANGE", "Expected at least one thread");
+  ThreadScope threads(config.threads);
+  at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/false);
+  if (config.kind == "stpm") return std::make_unique<Stpm>(config);
+  if (config.kind == "rd4ad") return std::make_unique<Rd4ad>(config);
+  throw InvalidArgument("ERR_IMIAD_ARGUMENT", "Unknown trained model kind " + config.kind);
+}
+
+double SelfCheck() {
+  auto g = torch::arange(16, torch::kFloat32).reshape({4, 4});
+  return torch::matmul(g, g.t()).sum().item<double>();
+}
+
+std::string TorchVersion() {
+  std::ostringstream s;
+  s << TORCH_VERSION_MAJOR << "." << TORCH_VERSION_MINOR << "." << TORCH_VERSION_PATCH;
+  return s.str();
+}
+
+}  // namespace train
+}  // namespace imiad

@@ -1,0 +1,64 @@
+// The training engine's plain C++ interface (no Node, no torch types): the trainable networks of the
+// teacher-student detectors live in libtorch (native/train/train.cc); the frozen teacher stays in ONNX Runtime and
+// hands its features over as float arrays (NCHW), which the engine wraps without copying.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../control.h"
+
+namespace imiad {
+namespace train {
+
+// One float array in NCHW layout (teacher features, images, maps), read in place.
+struct View {
+  const float* data = nullptr;
+  int64_t n = 0, c = 0, h = 0, w = 0;
+};
+
+struct ModelConfig {
+  // "stpm" or "rd4ad".
+  std::string kind;
+  // Channels of the teacher's layers 1..3.
+  std::vector<int64_t> teacherChannels;
+  uint64_t seed = 0;
+  // Intra-op threads of every call on this model (fixed, so results are reproducible).
+  int threads = 1;
+  // Optimiser: STPM = SGD(lr, momentum, weightDecay); RD4AD = Adam(lr, betas (beta1, beta2)).
+  double lr = 0.4, momentum = 0.9, weightDecay = 1e-4, beta1 = 0.5, beta2 = 0.999;
+};
+
+// A named float tensor of the model's state (parameters and batch-norm statistics).
+struct NamedArray {
+  std::string name;
+  std::vector<int64_t> shape;
+  std::vector<float> values;
+};
+
+class Model {
+ public:
+  virtual ~Model() = default;
+  // One optimiser step on a batch; `images` is used by STPM only (the student sees the image). Returns the loss.
+  virtual double Step(const View& images, const std::vector<View>& teacher, const RunControl& control) = 0;
+  // Anomaly maps [n, outSize, outSize] (before smoothing), written to `out`.
+  virtual void Maps(const View& images, const std::vector<View>& teacher, int64_t outSize, float* out,
+                    const RunControl& control) = 0;
+  virtual std::vector<NamedArray> State() = 0;
+  virtual void LoadState(const std::vector<NamedArray>& state) = 0;
+  virtual int64_t ParameterCount() = 0;
+};
+
+// Throws InvalidArgument on a bad configuration.
+std::unique_ptr<Model> CreateModel(const ModelConfig& config);
+
+// A tiny torch computation (for the load check): the sum of a seeded 4 x 4 matrix product.
+double SelfCheck();
+
+// Version string of the linked libtorch.
+std::string TorchVersion();
+
+}  // namespace train
+}  // namespace imiad
