@@ -51,7 +51,7 @@ describe('imiad demo', () => {
   it('npm run demo runs the default demo (./imiad-demo, the default sizes)', () => {
     const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', 'package.json'), 'utf8'));
     expect(pkg.scripts.demo).toMatch(/node dist\/lib\/cli\.js demo$/);
-    expect(DEMO_DATA).toEqual({ categories: 2, size: 128, train: 12, test: 12, seed: 0 });
+    expect(DEMO_DATA).toEqual({ categories: 3, size: 128, train: 20, test: 20, seed: 0 });
   });
 
   it('stores every method x setting x category with metrics, manifests and heatmaps', () => {
