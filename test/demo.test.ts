@@ -6,7 +6,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-import { main } from '../lib/cli';
+import { runCli } from './helpers/cli';
 import { DEMO_DATA, DEMO_METHODS } from '../lib/cli/demo';
 import { forgettingMeasure, forgettingMeasureWithGaps } from '../lib/metrics';
 import { NOTE_REFIT_ON_UNION } from '../lib/runner/executor';
@@ -17,28 +17,7 @@ import { settingLabel } from '../lib/settings';
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'imiad-demo-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  let stdout = '';
-  let stderr = '';
-  const out = jest.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {
-    stdout += String(chunk);
-    return true;
-  });
-  const err = jest.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => {
-    stderr += String(chunk);
-    return true;
-  });
-  process.exitCode = 0;
-  try {
-    await main(['node', 'imiad', ...args]);
-  } finally {
-    out.mockRestore();
-    err.mockRestore();
-  }
-  const code = Number(process.exitCode ?? 0);
-  process.exitCode = 0;
-  return { code, stdout, stderr };
-}
+const cli = runCli;
 
 describe('imiad demo', () => {
   const out = path.join(tmp, 'demo');
@@ -140,6 +119,25 @@ describe('imiad demo', () => {
     const store2 = new ResultsStore(db, { readonly: true });
     expect(store2.rows()).toHaveLength(2);
     store2.close();
+  }, 300000);
+
+  it('imiad grid runs a grid file through the real executor', async () => {
+    const data = path.join(out, 'data-small');
+    const grid = path.join(tmp, 'grid.yaml');
+    fs.writeFileSync(grid, `store: grid.db\ndatasets:\n  - { name: mvtec, root: ${JSON.stringify(data)}, categories: [disc] }\nmethods:\n  - { name: patchcore, params: { imageSize: 64 } }\n  - { name: dne, params: { imageSize: 64 } }\nsettings: [vanilla]\n`);
+    const r = await cli(['grid', grid, '--json']);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ done: 2, skipped: 0, failed: [] });
+    const store = new ResultsStore(path.join(tmp, 'grid.db'), { readonly: true });
+    const rows = store.rows();
+    store.close();
+    const dne = rows.find((x) => x.config.method === 'dne')!;
+    // DNE scores images only: pixel metrics are null and there are no heatmaps.
+    expect(dne.metrics.pixelAUROC).toBeNull();
+    expect(dne.heatmaps).toEqual([]);
+    expect(rows.find((x) => x.config.method === 'patchcore')!.metrics.pixelAUROC).toBeGreaterThan(0.5);
+    const again = await cli(['grid', grid, '--json']);
+    expect(JSON.parse(again.stdout)).toMatchObject({ done: 0, skipped: 2 });
   }, 300000);
 
   it('imiad run --setting supervised notes that the detector ignores the labelled anomalies', async () => {
