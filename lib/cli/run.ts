@@ -11,7 +11,7 @@ import type { Command } from 'commander';
 import { imiadError, invalidType } from '../../bindings/errors';
 import { BACKBONE_SHAPES, type BackboneShape } from '../backbone/builder';
 import { loadDataset, requireDatasetName } from '../datasets';
-import type { FolderLayout } from '../datasets/types';
+import type { Category, DatasetName, FolderLayout } from '../datasets/types';
 import { METHOD_NAMES } from '../methods';
 import { settingLabel } from '../settings';
 import { gridConfig } from '../runner/config';
@@ -121,9 +121,10 @@ export async function runSetting(opts: RunCommandOptions): Promise<ResultRow[]> 
   const store = opts.store ? new ResultsStore(opts.store) : null;
   const scratch = store ? null : fs.mkdtempSync(path.join(os.tmpdir(), 'imiad-run-'));
   try {
+    const loadCategories = (name: DatasetName, root: string, o: { categories?: string[] }): Promise<Category[]> => loadDataset(name, root, { ...o, seed, splitFile: opts.splitFile, folder });
     const { experiments, invalid } = await expandGrid(
       config,
-      (name, root, o) => loadDataset(name, root, { ...o, seed, splitFile: opts.splitFile, folder }),
+      loadCategories,
       (key) => (store ? store.heatmapDir(key) : path.join(scratch!, 'heatmaps', key)),
     );
     if (invalid.length) throw imiadError('RangeError', 'ERR_IMIAD_RANGE', invalid.map((b) => `${describeExperiment(b.config)}: ${b.reason}`).join('\n'));
@@ -131,6 +132,7 @@ export async function runSetting(opts: RunCommandOptions): Promise<ResultRow[]> 
     let bar: Progress | null = null;
     const executor = createExecutor({
       heatmaps: store !== null,
+      loadCategories,
       onStage: (e, s, done, total) => {
         if (s === 'evaluate' || s.endsWith(' evaluate')) return;
         const label = `${e.config.category} ${s}`;

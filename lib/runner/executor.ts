@@ -16,6 +16,7 @@ import { createDetector } from '../methods';
 import type { AnomalyMap, Detector } from '../methods/types';
 import type { CategorySplit } from '../settings/types';
 import { runExperiment, type ExperimentResult as RunResult } from './experiment';
+import type { CategoryLoader } from './grid';
 import { saveHeatmaps, selectHeatmapSamples } from './heatmaps';
 import { metricsFromEvaluation, metricsFromLocoEvaluation, PRO_LIMIT } from './metrics';
 import { testSamples, trainingSamples } from './samples';
@@ -37,6 +38,11 @@ export interface ExecutorOptions {
   augmentDir?: string;
   /** Save Fig. 3 heatmaps (default true). */
   heatmaps?: boolean;
+  /**
+   * Loads categories as the grid's expansion did (the folder layout's folders, an MTD split file); default
+   * loadDataset(name, root, { categories }).
+   */
+  loadCategories?: CategoryLoader;
   /** Per-experiment stage progress, e.g. for a CLI line. */
   onStage?: (experiment: Experiment, stage: string, done: number, total: number) => void;
 }
@@ -85,7 +91,8 @@ export function createExecutor(opts: ExecutorOptions = {}): ExperimentExecutor {
     const id = JSON.stringify([experiment.config.dataset, experiment.root, name]);
     let p = loaded.get(id);
     if (!p) {
-      p = loadDataset(experiment.config.dataset, experiment.root, { categories: [name], seed: experiment.config.seed }).then((c) => c[0]);
+      const load: CategoryLoader = opts.loadCategories ?? ((dataset, root, o) => loadDataset(dataset, root, o));
+      p = load(experiment.config.dataset, experiment.root, { categories: [name] }).then((c) => c[0]);
       p.catch(() => loaded.delete(id));
       loaded.set(id, p);
     }
