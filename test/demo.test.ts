@@ -12,7 +12,8 @@ import { forgettingMeasure, forgettingMeasureWithGaps } from '../lib/metrics';
 import { NOTE_REFIT_ON_UNION } from '../lib/runner/executor';
 import { ResultsStore } from '../lib/runner/store';
 import { NOTE_IGNORES_LABELLED_ANOMALIES, NOTE_MEMORY_BANK_ACCUMULATES } from '../lib/runner/types';
-import { settingLabel } from '../lib/settings';
+import type { Category } from '../lib/datasets/types';
+import { fewshotSplit, settingLabel } from '../lib/settings';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'imiad-demo-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -39,11 +40,11 @@ describe('imiad demo', () => {
     const store = new ResultsStore(path.join(out, 'results-small.db'), { readonly: true });
     const rows = store.rows();
     store.close();
-    expect(rows).toHaveLength(2 * 3 * 3);
+    expect(rows).toHaveLength(2 * 3 * 6);
     const combos = rows.map((r) => `${r.config.method} ${settingLabel(r.config.setting)} ${r.config.category}`).sort();
-    expect(new Set(combos).size).toBe(18);
+    expect(new Set(combos).size).toBe(36);
     expect([...new Set(rows.map((r) => r.config.method))].sort()).toEqual([...DEMO_METHODS].sort());
-    expect([...new Set(rows.map((r) => settingLabel(r.config.setting)))].sort()).toEqual(['fewshot-2-rotation2', 'noisy-0.1', 'vanilla']);
+    expect([...new Set(rows.map((r) => settingLabel(r.config.setting)))].sort()).toEqual(['fewshot-1', 'fewshot-2', 'fewshot-2-rotation2', 'fewshot-4', 'noisy-0.1', 'vanilla']);
     for (const r of rows) {
       for (const m of ['imageAUROC', 'imageAP', 'pixelAUROC', 'pixelAP', 'pixelPRO']) {
         expect(r.metrics[m]).toBeGreaterThanOrEqual(0);
@@ -55,10 +56,12 @@ describe('imiad demo', () => {
       for (const h of r.heatmaps) expect(fs.existsSync(path.join(out, h.overlay))).toBe(true);
       const manifest = r.manifest as Record<string, { train: { label: string; trueLabel?: string; augment?: unknown }[] }>;
       const train = manifest[r.config.category].train;
-      if (r.config.setting.name === 'fewshot') {
+      if (r.config.setting.name === 'fewshot' && r.config.setting.augment) {
         // 2 shots, each followed by 2 rotated copies (written as PNGs for the detector).
         expect(train).toHaveLength(6);
         expect(train.filter((e) => e.augment)).toHaveLength(4);
+      } else if (r.config.setting.name === 'fewshot') {
+        expect(train).toHaveLength(r.config.setting.shots);
       }
       if (r.config.setting.name === 'noisy') expect(train.some((e) => e.label === 'normal' && e.trueLabel === 'anomaly')).toBe(true);
     }
@@ -69,21 +72,21 @@ describe('imiad demo', () => {
     const html = path.join(out, 'report-small', 'index.html');
     expect(fs.existsSync(html)).toBe(true);
     const page = fs.readFileSync(html, 'utf8');
-    for (const t of ['Table VI', 'Table IX', 'Table X']) expect(page).toContain(t);
+    for (const t of ['Table VI', 'Table IX', 'Table X', 'Fig. 2', 'Fig. 3', 'Fig. 4']) expect(page).toContain(t);
     expect(page).toContain('<svg');
     expect(fs.existsSync(path.join(out, 'report-small', 'tables', 'table-VI.csv'))).toBe(true);
     expect(first.stdout).toContain('**Table VI.**');
     expect(first.stdout).toContain('| Dataset | Metric | padim | patchcore | spade |');
     expect(first.stdout).toMatch(/^patchcore +\d\.\d{3} \/ \d\.\d{3}/m);
-    expect(first.stdout).toContain('18 experiments in');
+    expect(first.stdout).toContain('36 experiments in');
     expect(first.stdout).toContain(`Report: ${html}`);
   });
 
   it('a rerun skips every stored experiment and writes the same table', async () => {
     const again = await cli(['demo', '--out', out, '--small']);
     expect(again.code).toBe(0);
-    expect(again.stdout).toContain('(0 run now, 18 already stored)');
-    const table = (s: string): string => s.slice(s.indexOf('**Table VI.**'), s.indexOf('18 experiments in'));
+    expect(again.stdout).toContain('(0 run now, 36 already stored)');
+    const table = (s: string): string => s.slice(s.indexOf('**Table VI.**'), s.indexOf('36 experiments in'));
     expect(table(again.stdout)).toBe(table(first.stdout));
   }, 300000);
 
@@ -150,6 +153,19 @@ describe('imiad demo', () => {
     expect(out2.disc.notes).toEqual([NOTE_IGNORES_LABELLED_ANOMALIES]);
     expect(out2.disc.metrics.imageAUROC).toBeGreaterThanOrEqual(0);
   }, 300000);
+});
+
+describe('few-shot augmented copies', () => {
+  it('do not depend on where the dataset lies (the store key leaves the root out)', () => {
+    const at = (root: string): Category => ({
+      name: 'disc',
+      root,
+      samples: ['000', '001', '002'].map((s) => ({ path: path.join(root, 'train', 'good', `${s}.png`), maskPaths: [], label: 'normal' as const, defectType: 'good', split: 'train' as const })),
+    });
+    const seeds = (root: string): number[] => fewshotSplit(at(root), { shots: 2, seed: 3, augment: 'rotation', augmentCount: 2 }).train.flatMap((x) => (x.entry.augment ? [x.entry.augment.seed] : []));
+    expect(seeds('/data/a/disc')).toEqual(seeds('/elsewhere/b/disc'));
+    expect(new Set(seeds('/data/a/disc')).size).toBe(4);
+  });
 });
 
 describe('one forgetting measure', () => {

@@ -28,7 +28,13 @@ export const DEMO_DATA = { categories: 3, size: 128, train: 20, test: 20, seed: 
 /** `--small` (the test): fewer, smaller images; the same grid. */
 export const DEMO_DATA_SMALL = { categories: 2, size: 64, train: 6, test: 6, seed: 0 };
 export const DEMO_METHODS = ['patchcore', 'padim', 'spade'];
-export const DEMO_SETTINGS = [{ name: 'vanilla' }, { name: 'fewshot', shots: 2, augment: 'rotation', augmentCount: 2 }, { name: 'noisy', noise: 0.1 }];
+/** Few-shot without augmentation at 1, 2 and 4 shots (Fig. 4's curves) and at 2 shots with rotated copies (Table IX). */
+export const DEMO_SETTINGS = [
+  { name: 'vanilla' },
+  { name: 'fewshot', shots: [1, 2, 4] },
+  { name: 'fewshot', shots: 2, augment: 'rotation', augmentCount: 2 },
+  { name: 'noisy', noise: 0.1 },
+];
 
 export interface DemoOptions {
   out: string;
