@@ -9,6 +9,8 @@ import { registerSplits } from './cli/splits';
 import { registerGrid } from './cli/grid';
 import { registerReport } from './cli/report';
 import { registerRun } from './cli/run';
+import { registerDemo } from './cli/demo';
+import { createExecutor } from './runner/executor';
 import { version } from './version';
 
 export function buildProgram(): Command {
@@ -23,10 +25,11 @@ export function buildProgram(): Command {
   registerSynth(program);
   registerDatasets(program);
   registerSplits(program);
-  registerGrid(program);
+  registerGrid(program, createExecutor());
   registerReport(program);
   registerEvaluate(program);
   registerRun(program);
+  registerDemo(program);
   return program;
 }
 

@@ -9,7 +9,7 @@ export * from './image';
 export { synthesize, SYNTH_LAYOUTS, type SynthLayout, type SynthOptions } from './datasets/synth';
 export { inspectDataset, type CategoryStats, type DatasetStats } from './datasets/inspect';
 export { Random } from './prng';
-// forgettingMeasure: lib/metrics exports the evaluation engine's; the settings' null-tolerant one stays internal.
+// forgettingMeasure (strict) and forgettingMeasureWithGaps come from lib/metrics, the one implementation.
 export {
   SETTING_NAMES, AUGMENT_KINDS, PAPER_SHOTS, PAPER_NOISE_RATIOS, NOISE_CAP_FRACTION, DEFAULT_SUPERVISED_ANOMALIES, DEFAULT_AUGMENT_COUNT,
   vanillaSplit, supervisedSplit, fewshotSplit, noisySplit, noiseCount, continualTasks, finalAverage, manifestOf,

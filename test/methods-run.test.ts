@@ -3,7 +3,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-import { main } from '../lib/cli';
+import { runCli } from './helpers/cli';
 import { runRun } from '../lib/cli/run';
 import { loadDataset } from '../lib/datasets';
 import { synthesize, SYNTH_LAYOUTS } from '../lib/datasets/synth';
@@ -14,28 +14,7 @@ import { METHOD_NAMES, TRAINED_METHODS } from '../lib/methods';
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'imiad-run-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  let stdout = '';
-  let stderr = '';
-  const out = jest.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {
-    stdout += String(chunk);
-    return true;
-  });
-  const err = jest.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => {
-    stderr += String(chunk);
-    return true;
-  });
-  process.exitCode = 0;
-  try {
-    await main(['node', 'imiad', ...args]);
-  } finally {
-    out.mockRestore();
-    err.mockRestore();
-  }
-  const code = Number(process.exitCode ?? 0);
-  process.exitCode = 0;
-  return { code, stdout, stderr };
-}
+const cli = runCli;
 
 const EFFICIENCY_KEYS = ['fit_seconds', 'backbone_ms_per_image', 'method_ms_per_image', 'peak_rss_bytes', 'state_bytes'];
 

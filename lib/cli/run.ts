@@ -4,20 +4,28 @@
  * efficiency } }; --maps writes float32 TIFF maps in the official layout; --scores writes image,label,score rows.
  */
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import type { Command } from 'commander';
 
 import { imiadError, invalidType } from '../../bindings/errors';
 import { BACKBONE_SHAPES, type BackboneShape } from '../backbone/builder';
 import { loadDataset, requireDatasetName } from '../datasets';
-import type { FolderLayout } from '../datasets/types';
+import type { Category, DatasetName, FolderLayout } from '../datasets/types';
 import { METHOD_NAMES, TRAINED_METHODS } from '../methods';
+import { settingLabel } from '../settings';
+import { gridConfig } from '../runner/config';
+import { createExecutor } from '../runner/executor';
 import { type ExperimentResult, runExperiment } from '../runner/experiment';
+import { describeExperiment, expandGrid, resultRow, runGrid } from '../runner/grid';
 import { abortOnInterrupt } from '../runner/interrupt';
+import { machineDescription, ResultsStore } from '../runner/store';
+import type { ResultRow } from '../runner/types';
 import { action } from './action';
 import { progress, type Progress } from './progress';
+import { addSettingOptions, settingFromFlags, type SettingFlags } from './setting-options';
 
-export interface RunCommandOptions {
+export interface RunCommandOptions extends SettingFlags {
   dataset: string;
   root: string;
   method: string;
@@ -30,6 +38,7 @@ export interface RunCommandOptions {
   coreset?: string;
   reweight?: string;
   seed?: string;
+  store?: string;
   maps?: string;
   scores?: string;
   json?: string;
@@ -100,6 +109,101 @@ export function runParams(opts: RunCommandOptions): Record<string, unknown> {
   const batchSize = parseNumber(opts.batchSize, '--batch-size', (v) => int(v) && v >= 1 && v <= 4096, 'integer between 1 and 4096');
   if (batchSize !== undefined) params.batchSize = batchSize;
   return params;
+}
+
+/**
+ * `--setting` or `--store`: the requested categories as one grid through the grid's executor (the setting's splits,
+ * training samples and metrics as `imiad grid` stores them). With `--store` the rows are written there (a stored
+ * experiment is not run again, its row is shown); without, the rows are only returned.
+ */
+export async function runSetting(opts: RunCommandOptions): Promise<ResultRow[]> {
+  const dataset = requireDatasetName(opts.dataset);
+  if (!(METHOD_NAMES as readonly string[]).includes(opts.method)) throw invalidType(`one of ${METHOD_NAMES.join(', ')}`, '--method', opts.method);
+  parseNumber(opts.seed, '--seed', (v) => Number.isInteger(v) && v >= 0 && v <= 0xffffffff, 'integer between 0 and 4294967295');
+  const { spec, seed } = settingFromFlags(opts);
+  if (!fs.existsSync(opts.root) || !fs.statSync(opts.root).isDirectory()) throw imiadError('Error', 'ERR_IMIAD_FILE', `Dataset root ${opts.root} is not a folder`);
+  if (opts.maps || opts.scores) throw imiadError('TypeError', 'ERR_IMIAD_ARGUMENT', '--maps and --scores apply to the plain vanilla run (without --setting and --store)');
+  const names = opts.categories?.split(',').map((c) => c.trim()).filter((c) => c.length > 0);
+  let folder: FolderLayout | undefined;
+  if (dataset === 'folder') {
+    if (!opts.normal || !opts.anomaly) throw imiadError('TypeError', 'ERR_IMIAD_ARGUMENT', 'The folder layout needs --normal DIR and --anomaly DIR');
+    folder = { normal: opts.normal, anomaly: opts.anomaly, masks: opts.masks, testNormal: opts.testNormal };
+  }
+  const config = gridConfig({
+    datasets: [{ name: dataset, root: path.resolve(opts.root), ...(names && names.length ? { categories: names } : {}) }],
+    methods: [{ name: opts.method, params: runParams(opts) }],
+    settings: [spec],
+    seeds: [seed],
+  });
+  config.settings = [spec];
+  const store = opts.store ? new ResultsStore(opts.store) : null;
+  const scratch = store ? null : fs.mkdtempSync(path.join(os.tmpdir(), 'imiad-run-'));
+  try {
+    const loadCategories = (name: DatasetName, root: string, o: { categories?: string[] }): Promise<Category[]> => loadDataset(name, root, { ...o, seed, splitFile: opts.splitFile, folder });
+    const { experiments, invalid } = await expandGrid(
+      config,
+      loadCategories,
+      (key) => (store ? store.heatmapDir(key) : path.join(scratch!, 'heatmaps', key)),
+    );
+    if (invalid.length) throw imiadError('RangeError', 'ERR_IMIAD_RANGE', invalid.map((b) => `${describeExperiment(b.config)}: ${b.reason}`).join('\n'));
+    let stage = '';
+    let bar: Progress | null = null;
+    const executor = createExecutor({
+      heatmaps: store !== null,
+      loadCategories,
+      onStage: (e, s, done, total) => {
+        if (s === 'evaluate' || s.endsWith(' evaluate')) return;
+        const label = `${e.config.category} ${s}`;
+        if (label !== stage) {
+          bar?.done();
+          stage = label;
+          bar = progress(label, total);
+        }
+        bar?.update(done, total);
+      },
+    });
+    if (store) {
+      const interrupt = abortOnInterrupt();
+      const summary = await runGrid(experiments, store, executor, { signal: interrupt.signal });
+      interrupt.dispose();
+      (bar as Progress | null)?.done();
+      if (summary.failed.length) throw imiadError('Error', 'ERR_IMIAD_RUN', summary.failed.map((f) => `${f.experiment}: ${f.error}`).join('\n'));
+      const byKey = new Map(store.rows().map((r) => [r.key, r]));
+      return experiments.map((e) => byKey.get(e.key)).filter((r): r is ResultRow => r !== undefined);
+    }
+    const machine = machineDescription();
+    const rows: ResultRow[] = [];
+    for (const e of experiments) {
+      const started = new Date();
+      const result = await executor(e, { signal: new AbortController().signal });
+      rows.push(resultRow(e, result, started, new Date(), machine));
+    }
+    (bar as Progress | null)?.done();
+    return rows;
+  } finally {
+    store?.close();
+    if (scratch) fs.rmSync(scratch, { recursive: true, force: true });
+  }
+}
+
+/** The readable table of `imiad run --setting`: one line per stored row, the store's metric names. */
+export function formatSettingRows(rows: ResultRow[]): string {
+  const metricCols = ['imageAUROC', 'imageAP', 'pixelAUROC', 'pixelAP', 'pixelPRO'];
+  if (rows.some((r) => r.config.dataset === 'loco')) metricCols.push('sPRO');
+  const continual = rows.some((r) => r.continual);
+  const header = ['category', 'setting', ...metricCols, ...(continual ? ['FM imageAUROC'] : []), 'ms/image', 'state MB', 'notes'];
+  const body = rows.map((r) => [
+    r.config.category,
+    settingLabel(r.config.setting),
+    ...metricCols.map((m) => fmt(r.metrics[m])),
+    ...(continual ? [fmt(r.continual?.forgetting.imageAUROC)] : []),
+    r.efficiency.inferenceMsPerImage.toFixed(1),
+    (r.efficiency.memoryBytes / 1e6).toFixed(1),
+    r.notes.join('; '),
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
+  const line = (cells: string[]): string => cells.map((c, i) => (i < 2 || i === cells.length - 1 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ').trimEnd();
+  return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(line)].join('\n');
 }
 
 /** Runs every requested category and returns { category: metrics + efficiency }; progress bars on stderr. */
@@ -191,9 +295,9 @@ export function resultsJson(results: RunResults): string {
 }
 
 export function registerRun(program: Command): void {
-  program
+  const cmd = program
     .command('run')
-    .description('Fit a detector on each category and evaluate it at the original resolution (vanilla setting)')
+    .description('Fit a detector on each category and evaluate it at the original resolution (vanilla, or --setting S)')
     .requiredOption('--dataset <name>', 'dataset layout: mvtec|mpdd|loco|btad|mtd|visa|dagm|folder')
     .requiredOption('--root <dir>', 'the dataset root')
     .requiredOption('--method <name>', `detector: ${METHOD_NAMES.join('|')}`)
@@ -205,10 +309,10 @@ export function registerRun(program: Command): void {
     .option('--crop <n>', 'centre crop side (default 224, or the image size when smaller)')
     .option('--coreset <x>', 'PatchCore: fraction of patches kept in the memory bank (default 0.1)')
     .option('--reweight <b>', 'PatchCore: importance re-weighting over b nearest neighbours (default 1 = none)')
-    .option('--seed <s>', 'seed of the method and of splits without an official one (default 0)')
     .option('--maps <dir>', 'write float32 TIFF maps as DIR/<category>/test/<defect>/<stem>.tiff')
     .option('--scores <file>', 'write image,label,score rows (one file per category when several: FILE.<category>.csv)')
     .option('--json <file>', 'also write the results as JSON to this file')
+    .option('--store <file>', 'write each result as a row of this results store (skips what it already holds)')
     .option('--split-file <file>', 'mtd/folder: split manifest to reuse, or to write when absent')
     .option('--normal <dir>', 'folder layout: normal images')
     .option('--anomaly <dir>', 'folder layout: anomalous images (sub-folders = defect types)')
@@ -218,9 +322,22 @@ export function registerRun(program: Command): void {
     .option('--batch-size <n>', 'images per training / feature batch (default 8)')
     .option('--lr <x>', 'trained methods: learning rate (default: STPM 0.4, RD4AD 0.005)')
     .option('--save <file>', 'write the fitted detector (weights, memory bank or statistics) to a checkpoint (FILE.<category>.imiad when several)')
-    .option('--load <file>', 'restore the fitted detector from a checkpoint instead of fitting')
-    .action(
+    .option('--load <file>', 'restore the fitted detector from a checkpoint instead of fitting');
+  addSettingOptions(cmd);
+  cmd.action(
       action(async (opts: RunCommandOptions) => {
+        if (opts.setting !== undefined || opts.store !== undefined) {
+          const rows = await runSetting(opts);
+          process.stdout.write(`${formatSettingRows(rows)}\n`);
+          if (opts.store) process.stdout.write(`Store: ${path.resolve(opts.store)}\n`);
+          if (opts.json) {
+            fs.mkdirSync(path.dirname(path.resolve(opts.json)), { recursive: true });
+            const out = Object.fromEntries(rows.map((r) => [r.config.category, { setting: r.config.setting, metrics: r.metrics, efficiency: r.efficiency, continual: r.continual, notes: r.notes, key: r.key }]));
+            fs.writeFileSync(opts.json, `${JSON.stringify(out, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2)}\n`);
+            process.stdout.write(`JSON written to ${opts.json}\n`);
+          }
+          return;
+        }
         // Ctrl-C stops training (between steps) and prediction cleanly; a second one exits at once.
         const interrupt = abortOnInterrupt();
         let results: RunResults;

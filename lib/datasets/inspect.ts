@@ -34,8 +34,9 @@ export async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T, in
   return out;
 }
 
-export async function inspectCategory(category: Category, onImage?: () => void): Promise<CategoryStats> {
-  const stats: CategoryStats = {
+/** Counts of nothing yet; `imiad synth` fills the same shape as it writes. */
+export function emptyCategoryStats(): CategoryStats {
+  return {
     train_normal: 0,
     train_anomaly: 0,
     validation_normal: 0,
@@ -45,6 +46,10 @@ export async function inspectCategory(category: Category, onImage?: () => void):
     min_size: [0, 0],
     max_size: [0, 0],
   };
+}
+
+export async function inspectCategory(category: Category, onImage?: () => void): Promise<CategoryStats> {
+  const stats = emptyCategoryStats();
   const types = new Set<string>();
   for (const s of category.samples) {
     if (s.split === 'validation') {

@@ -9,7 +9,8 @@
  */
 import * as path from 'path';
 
-import { readMaskWithValue, type BinaryMask } from '../image/mask';
+import { imiadError } from '../../bindings/errors';
+import { decodeRaw, type BinaryMask } from '../image/mask';
 import {
   compareSamples,
   isDirectory,
@@ -102,9 +103,11 @@ export function loadLoco(root: string, opts: LoadOptions = {}): Category[] {
 
 /** One ground-truth channel of an MVTec LOCO AD image, with the defect its pixel value names. */
 export interface LocoChannel {
+  /** 1 where the defect is, 0 elsewhere. */
   mask: BinaryMask;
   pixelValue: number;
   defect: LocoDefectConfig;
+  defectArea: number;
   /** Pixels of this channel that must be found for full credit (official: relative int(t * area), absolute min(t, area)). */
   saturationArea: number;
 }
@@ -113,11 +116,32 @@ export function saturationArea(defect: LocoDefectConfig, area: number): number {
   return defect.relative_saturation ? Math.floor(defect.saturation_threshold * area) : Math.min(defect.saturation_threshold, area);
 }
 
+/**
+ * Reads one ground-truth channel PNG with the official checks (GroundTruthChannel.create_from_integer_array): exactly
+ * one positive value besides 0 (in the first colour channel), listed in defects_config.json, whose entry gives the
+ * saturation area; an empty channel or a saturation area of 0 (where sPRO would be 0/0) is an error naming the file.
+ * The loaders and the sPRO evaluation (lib/metrics) both read channels through this.
+ */
 export async function readLocoChannel(file: string, defectsConfig: LocoDefectConfig[]): Promise<LocoChannel> {
-  const { mask, value } = await readMaskWithValue(file);
-  const defect = defectsConfig.find((d) => d.pixel_value === value);
-  if (!defect) throw layoutError(`Mask ${file} has pixel value ${value}, which no entry of defects_config.json names`);
+  const raw = await decodeRaw(file);
+  const n = raw.width * raw.height;
+  const data = new Uint8Array(n);
+  let value = 0;
   let area = 0;
-  for (let i = 0; i < mask.data.length; i++) area += mask.data[i];
-  return { mask, pixelValue: value, defect, saturationArea: saturationArea(defect, area) };
+  for (let i = 0, p = 0; i < n; i++, p += raw.channels) {
+    const v = raw.data[p];
+    if (v === 0) continue;
+    if (value === 0) value = v;
+    else if (v !== value) {
+      throw imiadError('Error', 'ERR_IMIAD_IMAGE', `Expected one defect value in ground-truth channel ${file} but found ${value} and ${v}`);
+    }
+    data[i] = 1;
+    area++;
+  }
+  if (value === 0) throw imiadError('Error', 'ERR_IMIAD_IMAGE', `Expected a defect in ground-truth channel ${file} but it is empty`);
+  const defect = defectsConfig.find((c) => c.pixel_value === value);
+  if (!defect) throw layoutError(`Ground-truth channel ${file} has pixel value ${value}, which defects_config.json does not list`);
+  const sat = saturationArea(defect, area);
+  if (sat < 1) throw layoutError(`Ground-truth channel ${file} has a saturation area of 0 (defect area ${area}, ${defect.defect_name}): sPRO is undefined`);
+  return { mask: { data, width: raw.width, height: raw.height }, pixelValue: value, defect, defectArea: area, saturationArea: sat };
 }

@@ -10,7 +10,8 @@ import type { Category, Sample } from '../datasets/types';
 import { readImageSize } from '../image/decode';
 import { readMask } from '../image/mask';
 import { byLimit } from './pro';
-import { checkDefectsConfig, LOCO_LIMITS, readSproChannel } from './spro';
+import { readLocoChannel } from '../datasets/loco';
+import { checkDefectsConfig, LOCO_LIMITS } from './spro';
 
 export interface Prediction {
   /** Anomaly scores at the image's original size, row-major. */
@@ -223,9 +224,9 @@ export async function evaluateLocoCategory(category: Category, predictions: Pred
         throw imiadError('Error', 'ERR_IMIAD_LAYOUT', `Anomalous test image ${sample.path} has no ground-truth channels (expected a folder of PNGs under ground_truth)`);
       }
       for (const file of [...sample.maskPaths].sort()) {
-        const ch = await readSproChannel(file, config);
-        if (ch.width !== p.width || ch.height !== p.height) throw sizeMismatch(p, sample, ch.width, ch.height, `ground-truth channel ${file}`);
-        image.channels.push(ch.mask);
+        const ch = await readLocoChannel(file, config);
+        if (ch.mask.width !== p.width || ch.mask.height !== p.height) throw sizeMismatch(p, sample, ch.mask.width, ch.mask.height, `ground-truth channel ${file}`);
+        image.channels.push(ch.mask.data);
         image.saturationAreas.push(ch.saturationArea);
       }
     }

@@ -27,13 +27,35 @@ export function forgettingMeasure(results: number[][]): ForgettingMeasure {
       if (typeof row[j] !== 'number' || !Number.isFinite(row[j])) throw invalidType('finite number', `results[${l}][${j}]`, row[j]);
     }
   });
-  const k = results.length - 1;
-  const perTask: number[] = [];
+  const r = forgettingMeasureWithGaps(results);
+  return { perTask: r.perTask as number[], mean: r.mean ?? Number.NaN };
+}
+
+export interface PartialForgettingMeasure {
+  /** FM_j after the last task, for j = 0 .. K-2 (null where T is missing). */
+  perTask: (number | null)[];
+  /** Mean over the tasks before the last whose FM is known; null with a single task. */
+  mean: number | null;
+}
+
+/**
+ * The same measure over a result matrix with gaps (a metric not defined for some task, as the results store holds
+ * them): missing entries (null, undefined, not finite) are skipped in the max; a task whose final entry or every
+ * earlier entry is missing gets null and is left out of the mean. Entries above the diagonal are ignored.
+ */
+export function forgettingMeasureWithGaps(matrix: readonly (readonly (number | null | undefined)[] | undefined)[]): PartialForgettingMeasure {
+  const known = (v: number | null | undefined): v is number => typeof v === 'number' && Number.isFinite(v);
+  const k = matrix.length - 1;
+  const perTask: (number | null)[] = [];
   for (let j = 0; j < k; j++) {
+    const final = matrix[k]?.[j];
     let best = -Infinity;
-    for (let l = j; l < k; l++) best = Math.max(best, results[l][j]);
-    perTask.push(best - results[k][j]);
+    for (let l = j; l < k; l++) {
+      const v = matrix[l]?.[j];
+      if (known(v)) best = Math.max(best, v);
+    }
+    perTask.push(known(final) && best > -Infinity ? best - final : null);
   }
-  const mean = perTask.length === 0 ? Number.NaN : perTask.reduce((a, b) => a + b, 0) / perTask.length;
-  return { perTask, mean };
+  const values = perTask.filter(known);
+  return { perTask, mean: values.length ? values.reduce((a, b) => a + b, 0) / values.length : null };
 }

@@ -6,9 +6,7 @@
  */
 import { imiadError } from '../../bindings/errors';
 import { type ChannelAnomalyMap, type KernelOptions, PixelAccumulator, requireLimits } from '../../bindings/metrics';
-import { saturationArea } from '../datasets/loco';
 import type { LocoDefectConfig } from '../datasets/types';
-import { decodeRaw } from '../image/mask';
 import { byLimit } from './pro';
 
 export type { ChannelAnomalyMap };
@@ -28,49 +26,6 @@ export function checkDefectsConfig(config: LocoDefectConfig[], where: string): v
     if (!entry.relative_saturation && !Number.isInteger(t)) throw bad('an absolute saturation_threshold must be an integer');
     if (!Number.isInteger(entry.pixel_value) || entry.pixel_value < 1 || entry.pixel_value > 255) throw bad('pixel_value must be an integer in 1..255');
   });
-}
-
-/** One ground-truth channel read for sPRO, with the official checks. */
-export interface SproChannel {
-  /** 1 where the defect is, 0 elsewhere. */
-  mask: Uint8Array;
-  width: number;
-  height: number;
-  pixelValue: number;
-  config: LocoDefectConfig;
-  defectArea: number;
-  saturationArea: number;
-}
-
-/**
- * Reads one ground-truth channel PNG with the official checks (GroundTruthChannel.create_from_integer_array): exactly
- * one positive value besides 0, listed in defects_config.json, whose entry gives the saturation area; an empty channel
- * or a saturation area of 0 (where sPRO would be 0/0) is an error naming the file.
- */
-export async function readSproChannel(file: string, defectsConfig: LocoDefectConfig[]): Promise<SproChannel> {
-  const raw = await decodeRaw(file);
-  const n = raw.width * raw.height;
-  const mask = new Uint8Array(n);
-  let value = 0;
-  let area = 0;
-  for (let i = 0, p = 0; i < n; i++, p += raw.channels) {
-    const v = raw.data[p];
-    if (v === 0) continue;
-    if (value === 0) value = v;
-    else if (v !== value) {
-      throw imiadError('Error', 'ERR_IMIAD_IMAGE', `Expected one defect value in ground-truth channel ${file} but found ${value} and ${v}`);
-    }
-    mask[i] = 1;
-    area++;
-  }
-  if (value === 0) throw imiadError('Error', 'ERR_IMIAD_IMAGE', `Expected a defect in ground-truth channel ${file} but it is empty`);
-  const config = defectsConfig.find((c) => c.pixel_value === value);
-  if (!config) throw imiadError('Error', 'ERR_IMIAD_LAYOUT', `Ground-truth channel ${file} has pixel value ${value}, which defects_config.json does not list`);
-  const sat = saturationArea(config, area);
-  if (sat < 1) {
-    throw imiadError('Error', 'ERR_IMIAD_LAYOUT', `Ground-truth channel ${file} has a saturation area of 0 (defect area ${area}, ${config.defect_name}): sPRO is undefined`);
-  }
-  return { mask, width: raw.width, height: raw.height, pixelValue: value, config, defectArea: area, saturationArea: sat };
 }
 
 /** AU-sPRO per limit (keyed "0.01" ... "1.0") over images with LOCO channels; good images have no channels. */

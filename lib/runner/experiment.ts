@@ -46,6 +46,15 @@ export interface ExperimentOptions {
   loadCheckpoint?: string;
   /** Write the fitted state to this checkpoint after fitting. */
   saveCheckpoint?: string;
+  /**
+   * A detector to use instead of a new one made from `method` and `params` (continual learning keeps one detector
+   * over the tasks); the caller owns it and disposes it.
+   */
+  detector?: Detector;
+  /** false: predict and evaluate with `detector` as it is, without fitting (continual: an earlier task). Default true. */
+  fit?: boolean;
+  /** Sees every test prediction in test order while the maps are alive (the grid keeps Fig. 3's heatmaps). */
+  onPrediction?: (index: number, sample: Sample, score: number, map: AnomalyMap | undefined) => void;
 }
 
 export interface Percentiles {
@@ -200,13 +209,14 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
   const train = opts.trainSamples ?? category.samples.filter((s) => s.split === 'train');
   const test = opts.testSamples ?? category.samples.filter((s) => s.split === 'test');
   if (test.length === 0) throw imiadError('RangeError', 'ERR_IMIAD_EMPTY', `Expected test samples in category ${category.name} but found none`);
+  if (opts.fit === false && !opts.detector) throw imiadError('TypeError', 'ERR_IMIAD_ARGUMENT', 'Expected a fitted detector with fit: false but received none');
   const checkpoint = opts.loadCheckpoint ? await readCheckpoint(opts.loadCheckpoint) : null;
   if (checkpoint && checkpoint.method !== opts.method) {
     throw imiadError('Error', 'ERR_IMIAD_CHECKPOINT', `Checkpoint ${opts.loadCheckpoint}: it holds a ${checkpoint.method} detector, not ${opts.method}`);
   }
   const detectorParams = { seed, ...(opts.params ?? {}) };
   // A checkpoint restores the configuration it was fitted with; the command line's options only add to it.
-  const detector = createDetector(opts.method, checkpoint ? { ...detectorParams, ...checkpoint.params } : detectorParams);
+  const detector = opts.detector ?? createDetector(opts.method, checkpoint ? { ...detectorParams, ...checkpoint.params } : detectorParams);
   const progress = opts.onProgress;
   try {
     const t0 = process.hrtime.bigint();
@@ -218,7 +228,7 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
         if (hasCode(err, 'ERR_IMIAD_CHECKPOINT')) err.message = `Checkpoint ${opts.loadCheckpoint}: ${err.message}`;
         throw err;
       }
-    } else {
+    } else if (opts.fit !== false) {
       await detector.fit(train, { signal: opts.signal, onProgress: (d, t, detail) => progress?.('fit', d, t, detail) });
     }
     const fitSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
@@ -233,6 +243,7 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
     const onChunk = async (start: number, scores: Float64Array, maps: AnomalyMap[]): Promise<void> => {
       for (let i = 0; i < scores.length; i++) {
         const s = test[start + i];
+        opts.onPrediction?.(start + i, s, scores[i], maps[i]);
         rows.push(`${csvField(relativeImagePath(category, s))},${s.label === 'anomaly' ? 1 : 0},${scores[i]}`);
         if (opts.mapsDir && maps[i]) {
           const file = mapFilePath(opts.mapsDir, category.name, s);
@@ -311,6 +322,6 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
       },
     };
   } finally {
-    await detector.dispose?.();
+    if (!opts.detector) await detector.dispose?.();
   }
 }

@@ -5,7 +5,8 @@
  * signal to the running experiments, records those that still finish, and returns.
  */
 import type { Category, DatasetName } from '../datasets/types';
-import { categorySplit, continualTasks, finalAverage, forgettingMeasure, manifestOf, settingLabel } from '../settings';
+import { forgettingMeasureWithGaps } from '../metrics/forgetting';
+import { categorySplit, continualTasks, finalAverage, manifestOf, settingLabel } from '../settings';
 import { version as codeVersion } from '../version';
 import { methodVariants, type GridConfig } from './config';
 import { experimentKey } from './key';
@@ -86,7 +87,7 @@ export function resultRow(
   if (result.continual) {
     const forgetting: { [metric: string]: number | null } = {};
     for (const [name, matrix] of Object.entries(result.continual.matrix)) {
-      forgetting[name] = forgettingMeasure(matrix).mean;
+      forgetting[name] = forgettingMeasureWithGaps(matrix).mean;
       if (!(name in metrics)) metrics[name] = finalAverage(matrix);
     }
     continual = { ...result.continual, forgetting };

@@ -39,34 +39,8 @@ export function continualTasks(categories: Category[], opts: ContinualOptions = 
   });
 }
 
-export interface ForgettingMeasure {
-  /** FM_j after the last task, for j = 0 .. K-2 (null where T is missing). */
-  perTask: (number | null)[];
-  /** Mean over the tasks before the last; null with a single task. */
-  mean: number | null;
-}
-
-/**
- * The forgetting measure after the last task of a K x K lower-triangular result matrix (`matrix[l][j]` = metric on
- * task j after learning task l, j <= l; entries above the diagonal are ignored). Missing entries (null) are skipped
- * in the max; a task whose final entry is missing gets null and is left out of the mean.
- */
-export function forgettingMeasure(matrix: (number | null)[][]): ForgettingMeasure {
-  const K = matrix.length;
-  const last = K - 1;
-  const perTask: (number | null)[] = [];
-  for (let j = 0; j < last; j++) {
-    const final = matrix[last]?.[j];
-    let best = -Infinity;
-    for (let l = j; l < last; l++) {
-      const v = matrix[l]?.[j];
-      if (typeof v === 'number' && Number.isFinite(v) && v > best) best = v;
-    }
-    perTask.push(typeof final === 'number' && Number.isFinite(final) && best > -Infinity ? best - final : null);
-  }
-  const known = perTask.filter((v): v is number => v !== null);
-  return { perTask, mean: known.length ? known.reduce((a, b) => a + b, 0) / known.length : null };
-}
+/** The forgetting measure over a matrix with gaps: lib/metrics' one implementation (forgettingMeasureWithGaps). */
+export { forgettingMeasureWithGaps as forgettingMeasure, type PartialForgettingMeasure as ForgettingMeasure } from '../metrics/forgetting';
 
 /** Mean of the last row (the metric on every task after learning all of them). */
 export function finalAverage(matrix: (number | null)[][]): number | null {

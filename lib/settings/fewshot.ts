@@ -3,6 +3,8 @@
  * test set is the whole test split. With `augment`, each shot is followed by `augmentCount` augmented copies; the
  * manifest names the copies (kind and a per-copy seed) and lib/image/augment.ts makes them.
  */
+import * as path from 'path';
+
 import { imiadError, invalidRange } from '../../bindings/errors';
 import type { Category } from '../datasets/types';
 import { asIs, requireCategory, requireNonEmptyTrain, requireSeed, testSamples, trainNormals } from './common';
@@ -47,7 +49,8 @@ export function fewshotSplit(category: Category, opts: FewshotOptions): Category
   for (const shot of shots) {
     train.push(asIs(shot));
     for (let copy = 0; copy < augmentCount; copy++) {
-      const copySeed = hashString(seed, category.name, shot.path, augment!, copy);
+      // The path inside the category, not the absolute one: a moved dataset keeps its copies (and its stored results).
+      const copySeed = hashString(seed, category.name, path.relative(category.root, shot.path).split(path.sep).join('/'), augment!, copy);
       train.push({ entry: { path: shot.path, label: 'normal', augment: { kind: augment!, seed: copySeed } }, sample: shot });
     }
   }

@@ -16,7 +16,7 @@ import { imiadError, invalidRange, invalidType } from '../../../bindings/errors'
 import * as is from '../../../bindings/is';
 import { Random } from '../../prng';
 import { byCodePoint, natural } from '../files';
-import type { CategoryStats, DatasetStats } from '../inspect';
+import { emptyCategoryStats, type CategoryStats, type DatasetStats } from '../inspect';
 import { MTD_DEFECT_FOLDERS, MTD_NORMAL_FOLDER } from '../mtd';
 import { splitNormals } from '../split';
 import type { LocoDefectConfig } from '../types';
@@ -115,16 +115,7 @@ function resolve(layout: unknown, out: unknown, opts: SynthOptions): Resolved {
 }
 
 class StatsBuilder {
-  readonly stats: CategoryStats = {
-    train_normal: 0,
-    train_anomaly: 0,
-    validation_normal: 0,
-    test_normal: 0,
-    test_anomaly: 0,
-    defect_types: [],
-    min_size: [0, 0],
-    max_size: [0, 0],
-  };
+  readonly stats: CategoryStats = emptyCategoryStats();
   private seen = false;
 
   add(split: 'train' | 'validation' | 'test', anomaly: boolean, width: number, height: number, defectType?: string): void {

@@ -1,0 +1,208 @@
+/**
+ * The grid's experiment executor: one Experiment (a category's split, or a continual task sequence) through
+ * runExperiment, with the settings' training samples (noisy relabelling, few-shot augmented copies), the metrics
+ * mapped to the store's names, Fig. 3's heatmaps and the notes the reports print.
+ *
+ * Continual learning: one detector learns the tasks in order and, after each, is evaluated on every task so far.
+ * PatchCore keeps one memory bank that each fit extends (`accumulate: true`); DNE adds one Gaussian per fit. PaDiM
+ * and SPADE have no incremental form: after task l they are refitted on the training images of tasks 0..l (joint
+ * training, the upper bound of replay), which for SPADE's memory bank means it holds every task's images.
+ */
+import * as path from 'path';
+
+import { loadDataset } from '../datasets';
+import type { Category, Sample } from '../datasets/types';
+import { createDetector } from '../methods';
+import type { AnomalyMap, Detector } from '../methods/types';
+import type { CategorySplit } from '../settings/types';
+import { runExperiment, type ExperimentResult as RunResult } from './experiment';
+import type { CategoryLoader } from './grid';
+import { saveHeatmaps, selectHeatmapSamples } from './heatmaps';
+import { metricsFromEvaluation, metricsFromLocoEvaluation, PRO_LIMIT } from './metrics';
+import { testSamples, trainingSamples } from './samples';
+import {
+  NOTE_IGNORES_LABELLED_ANOMALIES,
+  NOTE_MEMORY_BANK_ACCUMULATES,
+  type Efficiency,
+  type Experiment,
+  type ExperimentExecutor,
+  type ExperimentResult,
+  type Metrics,
+} from './types';
+
+/** Continual PaDiM (a Gaussian per position, no incremental form): refitted on the union after each task. */
+export const NOTE_REFIT_ON_UNION = 'refitted on the training images of every task so far after each task (no incremental form)';
+
+export interface ExecutorOptions {
+  /** Where few-shot augmented copies are written (reused by later experiments); default <heatmapDir>/../../augmented. */
+  augmentDir?: string;
+  /** Save Fig. 3 heatmaps (default true). */
+  heatmaps?: boolean;
+  /**
+   * Loads categories as the grid's expansion did (the folder layout's folders, an MTD split file); default
+   * loadDataset(name, root, { categories }).
+   */
+  loadCategories?: CategoryLoader;
+  /** Per-experiment stage progress, e.g. for a CLI line. */
+  onStage?: (experiment: Experiment, stage: string, done: number, total: number) => void;
+}
+
+/** runExperiment's snake_case metrics as the store's metric names (through the same mapping as `imiad evaluate`). */
+export function storeMetrics(m: RunResult['metrics'], loco: boolean): Metrics {
+  const overall = {
+    image_auroc: m.image_auroc,
+    image_ap: m.image_ap,
+    f1_max: m.image_f1_max,
+    pixel_auroc: m.pixel_auroc ?? Number.NaN,
+    pixel_ap: m.pixel_ap ?? Number.NaN,
+    aupro: { [PRO_LIMIT]: m.aupro ?? Number.NaN },
+  };
+  if (!loco) return metricsFromEvaluation(overall);
+  return metricsFromLocoEvaluation(
+    {
+      localization: m.spro ?? { logical_anomalies: {}, structural_anomalies: {}, mean: {} },
+      classification: {
+        logical_anomalies: m.image_auroc_logical ?? Number.NaN,
+        structural_anomalies: m.image_auroc_structural ?? Number.NaN,
+        mean: ((m.image_auroc_logical ?? Number.NaN) + (m.image_auroc_structural ?? Number.NaN)) / 2,
+      },
+    },
+    overall,
+  );
+}
+
+export function storeEfficiency(e: RunResult['efficiency']): Efficiency {
+  return {
+    inferenceMsPerImage: e.backbone_ms_per_image.p50 + e.method_ms_per_image.p50,
+    backboneMsPerImage: e.backbone_ms_per_image.p50,
+    methodMsPerImage: e.method_ms_per_image.p50,
+    fitMs: e.fit_seconds * 1000,
+    memoryBytes: e.state_bytes,
+    peakRssBytes: e.peak_rss_bytes,
+    device: 'cpu',
+  };
+}
+
+/** The executor `imiad grid`, `imiad run --store` and `imiad demo` use. */
+export function createExecutor(opts: ExecutorOptions = {}): ExperimentExecutor {
+  // Categories are loaded once per (dataset, root, name): a grid runs many experiments on each.
+  const loaded = new Map<string, Promise<Category>>();
+  const category = (experiment: Experiment, name: string): Promise<Category> => {
+    const id = JSON.stringify([experiment.config.dataset, experiment.root, name]);
+    let p = loaded.get(id);
+    if (!p) {
+      const load: CategoryLoader = opts.loadCategories ?? ((dataset, root, o) => loadDataset(dataset, root, o));
+      p = load(experiment.config.dataset, experiment.root, { categories: [name] }).then((c) => c[0]);
+      p.catch(() => loaded.delete(id));
+      loaded.set(id, p);
+    }
+    return p;
+  };
+  const storeDir = (experiment: Experiment): string => path.dirname(path.dirname(experiment.heatmapDir));
+  const augmentDir = (experiment: Experiment): string => opts.augmentDir ?? path.join(storeDir(experiment), 'augmented');
+
+  const single = async (experiment: Experiment, split: CategorySplit, signal: AbortSignal): Promise<ExperimentResult> => {
+    const { config } = experiment;
+    const detector = createDetector(config.method, { seed: config.seed, ...config.params });
+    try {
+      const test = testSamples(split);
+      const wanted = opts.heatmaps === false || config.method === 'dne' ? [] : selectHeatmapSamples(test);
+      const kept = new Map<Sample, AnomalyMap>();
+      const r = await runExperiment({
+        dataset: config.dataset,
+        root: experiment.root,
+        category: await category(experiment, split.category),
+        method: config.method,
+        detector,
+        seed: config.seed,
+        trainSamples: await trainingSamples(split, augmentDir(experiment)),
+        testSamples: test,
+        signal,
+        onProgress: (stage, done, total) => opts.onStage?.(experiment, stage, done, total),
+        onPrediction: (_i, sample, _score, map) => {
+          if (map && wanted.includes(sample)) kept.set(sample, map);
+        },
+      });
+      const notes: string[] = [];
+      if (config.setting.name === 'supervised' && !detector.usesLabelledAnomalies) notes.push(NOTE_IGNORES_LABELLED_ANOMALIES);
+      if (split.info.capped) notes.push(...(split.info.notes ?? []));
+      const items = wanted.filter((s) => kept.has(s)).map((sample) => ({ sample, map: kept.get(sample)! }));
+      const heatmaps = items.length ? await saveHeatmaps(experiment.heatmapDir, storeDir(experiment), items) : [];
+      return { metrics: storeMetrics(r.metrics, config.dataset === 'loco'), efficiency: storeEfficiency(r.efficiency), heatmaps, notes };
+    } finally {
+      await detector.dispose?.();
+    }
+  };
+
+  const continual = async (experiment: Experiment, tasks: CategorySplit[], signal: AbortSignal): Promise<ExperimentResult> => {
+    const { config } = experiment;
+    const incremental = config.method === 'patchcore' || config.method === 'dne';
+    const params = config.method === 'patchcore' ? { ...config.params, accumulate: true } : config.params;
+    const detector: Detector = createDetector(config.method, { seed: config.seed, ...params });
+    const loco = config.dataset === 'loco';
+    const rows: Metrics[][] = [];
+    let fitMs = 0;
+    const inference: Efficiency[] = [];
+    let last: RunResult['efficiency'] | null = null;
+    try {
+      const seen: Sample[] = [];
+      for (let l = 0; l < tasks.length; l++) {
+        const train = await trainingSamples(tasks[l], augmentDir(experiment));
+        seen.push(...train);
+        const row: Metrics[] = [];
+        for (let j = l; j >= 0; j--) {
+          // The task just learnt first: its runExperiment call does the fit; the earlier tasks only predict.
+          const r = await runExperiment({
+            dataset: config.dataset,
+            root: experiment.root,
+            category: await category(experiment, tasks[j].category),
+            method: config.method,
+            detector,
+            fit: j === l,
+            trainSamples: incremental ? train : seen.slice(),
+            testSamples: testSamples(tasks[j]),
+            seed: config.seed,
+            signal,
+            onProgress: (stage, done, total) => opts.onStage?.(experiment, `task ${l + 1}/${tasks.length} ${tasks[j].category} ${stage}`, done, total),
+          });
+          if (j === l) fitMs += r.efficiency.fit_seconds * 1000;
+          inference.push(storeEfficiency(r.efficiency));
+          last = r.efficiency;
+          row[j] = storeMetrics(r.metrics, loco);
+        }
+        rows.push(row);
+      }
+    } finally {
+      await detector.dispose?.();
+    }
+    const names = [...new Set(rows.flatMap((row) => row.flatMap((m) => Object.keys(m))))].sort();
+    const matrix: { [metric: string]: (number | null)[][] } = {};
+    for (const name of names) matrix[name] = rows.map((row) => tasks.map((_t, j) => row[j]?.[name] ?? null));
+    const mean = (f: (e: Efficiency) => number | undefined): number => inference.reduce((a, e) => a + (f(e) ?? 0), 0) / inference.length;
+    // DNE is the continual baseline as designed (a Gaussian per task): no note.
+    const notes: string[] = [];
+    if (config.method === 'patchcore' || config.method === 'spade') notes.push(NOTE_MEMORY_BANK_ACCUMULATES);
+    if (!incremental) notes.push(NOTE_REFIT_ON_UNION);
+    return {
+      // The runner fills the final averages (and FM) from the matrix.
+      metrics: {},
+      efficiency: {
+        inferenceMsPerImage: mean((e) => e.inferenceMsPerImage),
+        backboneMsPerImage: mean((e) => e.backboneMsPerImage),
+        methodMsPerImage: mean((e) => e.methodMsPerImage),
+        fitMs,
+        memoryBytes: last?.state_bytes ?? 0,
+        peakRssBytes: last?.peak_rss_bytes,
+        device: 'cpu',
+      },
+      continual: { tasks: tasks.map((t) => t.category), matrix },
+      notes,
+    };
+  };
+
+  return async (experiment, { signal }) => {
+    if (experiment.tasks) return continual(experiment, experiment.tasks, signal);
+    if (!experiment.split) throw new TypeError(`Experiment ${experiment.key} has neither a split nor continual tasks`);
+    return single(experiment, experiment.split, signal);
+  };
+}
