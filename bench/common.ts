@@ -86,17 +86,26 @@ export function flag(args: string[], name: string, fallback?: string): string | 
   return i >= 0 && i + 1 < args.length ? args[i + 1] : fallback;
 }
 
-/** A deterministic xorshift-based float generator for benchmark data (same seed, same data). */
-export function randomFloats(n: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
+/**
+ * xorshift32: uniform doubles in [0, 1) from a 32-bit state (a zero seed becomes 1). The generator of the benchmark
+ * and test data; the library's own seeded choices use lib/prng.ts and lib/settings/random.ts.
+ */
+export function xorshift32(seed: number): () => number {
   let s = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
+  return () => {
     s ^= s << 13;
     s >>>= 0;
     s ^= s >>> 17;
     s ^= s << 5;
     s >>>= 0;
-    out[i] = s / 4294967296 - 0.5;
-  }
+    return s / 4294967296;
+  };
+}
+
+/** Deterministic floats in [-halfWidth, halfWidth) for benchmark and test data (same seed, same data). */
+export function randomFloats(n: number, seed: number, halfWidth = 0.5): Float32Array {
+  const out = new Float32Array(n);
+  const next = xorshift32(seed);
+  for (let i = 0; i < n; i++) out[i] = (next() - 0.5) * 2 * halfWidth;
   return out;
 }

@@ -9,7 +9,7 @@ import * as os from 'os';
 import * as path from 'path';
 
 import { PixelAccumulator, type MaskedAnomalyMap } from '../lib/metrics';
-import { flag, machineInfo, peerAvailable, printTable, type Row, runPeer, timeMs, writeJson } from './common';
+import { flag, machineInfo, peerAvailable, printTable, type Row, runPeer, timeMs, writeJson, xorshift32 } from './common';
 import { cpuAddon } from '../bindings/load';
 
 interface PeerResult {
@@ -21,15 +21,7 @@ interface PeerResult {
 
 /** Deterministic test set: a third of the images normal, the rest with 1-4 elliptic defects whose scores are raised. */
 function makeData(count: number, size: number): MaskedAnomalyMap[] {
-  let s = 0x9e3779b9;
-  const next = (): number => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s / 4294967296;
-  };
+  const next = xorshift32(0x9e3779b9);
   const images: MaskedAnomalyMap[] = [];
   for (let i = 0; i < count; i++) {
     const mask = new Uint8Array(size * size);

@@ -3,6 +3,7 @@ import { spawnSync } from 'child_process';
 import { defaultStartIndex, greedyCoreset, greedyCoresetPlain, splitmix64 } from '../bindings/coreset';
 import { cpuAddon, packageRoot } from '../bindings/load';
 import { cudaUnavailableError, probeCuda } from '../bindings/device';
+import { randomFloats } from '../bench/common';
 
 // Where no GPU is usable, device: 'cuda' throws with bindings/device.ts's reason (test/cuda.test.ts pins it down).
 const cudaProbe = probeCuda();
@@ -11,19 +12,7 @@ const root = packageRoot();
 const f = Math.fround;
 
 /** Deterministic test data: uniform floats in [-0.5, 0.5). */
-function uniform(n: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    out[i] = s / 4294967296 - 0.5;
-  }
-  return out;
-}
+const uniform = (n: number, seed: number): Float32Array => randomFloats(n, seed);
 
 /** Points around a few centres, most variance in two directions: where the fast kernel prunes a lot. */
 function clustered(rows: number, dims: number, seed: number): Float32Array {
@@ -191,7 +180,7 @@ describe('greedyCoreset: threads, progress, cancellation', () => {
   test('the selection does not depend on IMIAD_THREADS', async () => {
     const script = `
       const { greedyCoreset } = require('./dist/bindings/coreset');
-      const s = ${uniform.toString()};
+      const { randomFloats: s } = require('./dist/bench/common');
       const x = s(40000 * 24, 21);
       for (let i = 0; i < x.length; i++) x[i] = x[i] * (i % 24 < 3 ? 10 : 1);
       Promise.all([

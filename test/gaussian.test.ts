@@ -1,18 +1,10 @@
 import { spawnSync } from 'child_process';
 
 import { gaussianFit, gaussianStateBytes, mahalanobisDistances } from '../bindings/gaussian';
+import { mulberry32 } from '../lib/settings/random';
 
 /** A seeded generator for test data (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 
 /** Correlated embeddings [n, c, p]: a random mixing of independent noise, different per position. */
 function embeddings(n: number, c: number, p: number, seed: number): Float32Array {

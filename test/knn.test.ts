@@ -6,6 +6,7 @@ import { KnnIndex, knnSearch, type KnnResult } from '../lib/index';
 import { cpuAddon, packageRoot } from '../bindings/load';
 import type { KnnAddon } from '../bindings/knn';
 import { cudaUnavailableError, probeCuda } from '../bindings/device';
+import { randomFloats } from '../bench/common';
 
 // Where no GPU is usable, device: 'cuda' throws with bindings/device.ts's reason (test/cuda.test.ts pins it down).
 const cudaProbe = probeCuda();
@@ -14,19 +15,7 @@ const noCudaMessage = cudaUnavailableError(cudaProbe.reason).message;
 const root = packageRoot();
 
 /** Deterministic floats in [-scale, scale) (xorshift32). */
-function randomMatrix(n: number, seed: number, scale = 1): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    out[i] = (s / 4294967296 - 0.5) * 2 * scale;
-  }
-  return out;
-}
+const randomMatrix = (n: number, seed: number, scale = 1): Float32Array => randomFloats(n, seed, scale);
 
 /**
  * The plain reference: squared differences summed in index order in double precision (what the native plain loop

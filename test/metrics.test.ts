@@ -1,6 +1,7 @@
 import { spawnSync } from 'child_process';
 import * as path from 'path';
 
+import { xorshift32 } from '../bench/common';
 import { packageRoot } from '../bindings/load';
 import { saturationArea } from '../lib/datasets';
 import {
@@ -48,17 +49,7 @@ function mvtecImages(): MaskedAnomalyMap[] {
 }
 
 /** A seeded xorshift generator. */
-function rng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s / 4294967296;
-  };
-}
+const rng = xorshift32;
 
 /** Plain reference: every distinct threshold in descending order with its cumulative counts. */
 function referenceCurve(scores: number[], positive: boolean[], weight: number[]): { neg: number; pos: number; w: number }[] {
