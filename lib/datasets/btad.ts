@@ -10,23 +10,16 @@ import * as path from 'path';
 import {
   compareSamples,
   imagesByStem,
-  isDirectory,
   layoutError,
-  listDirs,
   listImages,
-  natural,
+  listTrainTestCategories,
   requireDir,
   selectCategories,
   stem,
 } from './files';
 import type { Category, LoadOptions, Sample } from './types';
 
-export function listBtadCategories(root: string): string[] {
-  requireDir(root, 'dataset root');
-  return listDirs(root)
-    .filter((d) => isDirectory(path.join(root, d, 'train')) || isDirectory(path.join(root, d, 'test')))
-    .sort(natural);
-}
+export const listBtadCategories = listTrainTestCategories;
 
 export function loadBtadCategory(root: string, name: string): Category {
   const catRoot = path.join(root, name);

@@ -97,6 +97,17 @@ export function listDirs(dir: string): string[] {
     .sort(byCodePoint);
 }
 
+/**
+ * The categories of a root laid out as <category>/train and/or <category>/test (MVTec AD, MPDD, BTAD, MVTec LOCO AD),
+ * in natural order; other folders and files are ignored.
+ */
+export function listTrainTestCategories(root: string): string[] {
+  requireDir(root, 'dataset root');
+  return listDirs(root)
+    .filter((d) => isDirectory(path.join(root, d, 'train')) || isDirectory(path.join(root, d, 'test')))
+    .sort(natural);
+}
+
 /** Absolute paths of the image files directly in `dir` (any case of the extension), code-point sorted. */
 export function listImages(dir: string): string[] {
   return readDir(dir)

@@ -17,7 +17,7 @@ import {
   layoutError,
   listDirs,
   listImages,
-  natural,
+  listTrainTestCategories,
   readText,
   requireDir,
   requireFile,
@@ -28,12 +28,7 @@ import type { Category, LoadOptions, LocoDefectConfig, Sample } from './types';
 
 export const LOCO_ANOMALY_TYPES = ['logical_anomalies', 'structural_anomalies'] as const;
 
-export function listLocoCategories(root: string): string[] {
-  requireDir(root, 'dataset root');
-  return listDirs(root)
-    .filter((d) => isDirectory(path.join(root, d, 'train')) || isDirectory(path.join(root, d, 'test')))
-    .sort(natural);
-}
+export const listLocoCategories = listTrainTestCategories;
 
 export function parseDefectsConfig(file: string): LocoDefectConfig[] {
   let parsed: unknown;

@@ -11,23 +11,17 @@ import * as path from 'path';
 import {
   compareSamples,
   imagesByStem,
-  isDirectory,
   layoutError,
   listDirs,
   listImages,
-  natural,
+  listTrainTestCategories,
   requireDir,
   selectCategories,
   stem,
 } from './files';
 import type { Category, LoadOptions, Sample } from './types';
 
-export function listMvtecCategories(root: string): string[] {
-  requireDir(root, 'dataset root');
-  return listDirs(root)
-    .filter((d) => isDirectory(path.join(root, d, 'train')) || isDirectory(path.join(root, d, 'test')))
-    .sort(natural);
-}
+export const listMvtecCategories = listTrainTestCategories;
 
 export function loadMvtecCategory(root: string, name: string, layout = 'MVTec AD'): Category {
   const catRoot = path.join(root, name);
