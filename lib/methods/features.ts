@@ -49,10 +49,17 @@ export interface ResolvedBackboneParams {
   threads?: number;
 }
 
-function optionalInt(value: unknown, name: string, min: number, max: number, fallback: number): number {
+/** An optional integer parameter in [min, max]; `fallback` when absent. */
+export function optionalInt(value: unknown, name: string, min: number, max: number, fallback: number): number {
   if (value === undefined) return fallback;
   if (!is.integer(value) || value < min || value > max) throw invalidType(`integer between ${min} and ${max}`, name, value);
   return value;
+}
+
+/** The optional Gaussian smoothing sigma of the anomaly maps: a number >= 0, 4 when absent. */
+export function optionalSigma(value: unknown): number {
+  if (value !== undefined && !(is.number(value) && value >= 0)) throw invalidType('number >= 0', 'sigma', value);
+  return (value as number | undefined) ?? 4;
 }
 
 export function resolveBackboneParams(params: unknown, defaultLayers: string[]): ResolvedBackboneParams {

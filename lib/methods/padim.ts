@@ -24,6 +24,7 @@ import {
   elapsedMs,
   FeatureExtractor,
   layerOf,
+  optionalSigma,
   requireBudget,
   requireFitted,
   requireSamples,
@@ -81,8 +82,7 @@ export class Padim implements Detector {
       throw invalidType('number >= 0', 'regularization', params.regularization);
     }
     this.regularization = params.regularization ?? 0.01;
-    if (params.sigma !== undefined && !(is.number(params.sigma) && params.sigma >= 0)) throw invalidType('number >= 0', 'sigma', params.sigma);
-    this.sigma = params.sigma ?? 4;
+    this.sigma = optionalSigma(params.sigma);
   }
 
   /** The channel subset in use (after fit). */

@@ -28,6 +28,8 @@ import {
   elapsedMs,
   FeatureExtractor,
   layerOf,
+  optionalInt,
+  optionalSigma,
   requireBudget,
   requireFitted,
   requireSamples,
@@ -153,12 +155,6 @@ function fraction(value: unknown, name: string, fallback: number): number {
   return value;
 }
 
-function optionalInt(value: unknown, name: string, min: number, max: number, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (!is.integer(value) || value < min || value > max) throw invalidType(`integer between ${min} and ${max}`, name, value);
-  return value;
-}
-
 export class PatchCore implements Detector {
   readonly name = 'patchcore';
   readonly usesLabelledAnomalies = false;
@@ -185,8 +181,7 @@ export class PatchCore implements Detector {
     this.pretrainDims = optionalInt(params.pretrainDims, 'pretrainDims', 1, 1 << 20, 1024);
     this.targetDims = optionalInt(params.targetDims, 'targetDims', 1, 1 << 20, 1024);
     this.reweight = optionalInt(params.reweight, 'reweight', 1, 1024, 1);
-    if (params.sigma !== undefined && !(is.number(params.sigma) && params.sigma >= 0)) throw invalidType('number >= 0', 'sigma', params.sigma);
-    this.sigma = params.sigma ?? 4;
+    this.sigma = optionalSigma(params.sigma);
     if (params.accumulate !== undefined && typeof params.accumulate !== 'boolean') throw invalidType('boolean', 'accumulate', params.accumulate);
     this.accumulate = params.accumulate ?? false;
   }

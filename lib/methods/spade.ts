@@ -23,6 +23,7 @@ import {
   elapsedMs,
   FeatureExtractor,
   layerOf,
+  optionalSigma,
   requireBudget,
   requireFitted,
   requireSamples,
@@ -89,8 +90,7 @@ export class Spade implements Detector {
     this.extractor = new FeatureExtractor(resolveBackboneParams(params, ['layer1', 'layer2', 'layer3', 'layer4']));
     if (params.k !== undefined && !(is.integer(params.k) && params.k >= 1 && params.k <= 1 << 20)) throw invalidType('integer between 1 and 1048576', 'k', params.k);
     this.k = params.k ?? 50;
-    if (params.sigma !== undefined && !(is.number(params.sigma) && params.sigma >= 0)) throw invalidType('number >= 0', 'sigma', params.sigma);
-    this.sigma = params.sigma ?? 4;
+    this.sigma = optionalSigma(params.sigma);
   }
 
   private split(): { pyramid: string[]; pooled: string } {

@@ -24,7 +24,18 @@ import type { Sample } from '../datasets/types';
 import { batches } from '../image/pipeline';
 import { Random } from '../prng';
 import { configInt, configValue, stateArray } from './checkpoint';
-import { type BackboneParams, elapsedMs, FeatureExtractor, layerOf, requireFitted, requireSamples, resolveBackboneParams, scoreGridsToMaps } from './features';
+import {
+  type BackboneParams,
+  elapsedMs,
+  FeatureExtractor,
+  layerOf,
+  optionalInt,
+  optionalSigma,
+  requireFitted,
+  requireSamples,
+  resolveBackboneParams,
+  scoreGridsToMaps,
+} from './features';
 import type { AnomalyMap, Detector, DetectorState, Prediction, RunOptions, Timing, TrainingStats, TrainSample } from './types';
 
 export interface TeacherStudentParams extends BackboneParams {
@@ -49,12 +60,6 @@ interface Defaults {
 }
 
 const LAYERS = ['layer1', 'layer2', 'layer3'];
-
-function optionalInt(value: unknown, name: string, min: number, max: number, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (!is.integer(value) || value < min || value > max) throw invalidType(`integer between ${min} and ${max}`, name, value);
-  return value;
-}
 
 interface TrainBatch {
   n: number;
@@ -91,8 +96,7 @@ abstract class TeacherStudent implements Detector {
     this.epochs = optionalInt(params.epochs, 'epochs', 1, 1_000_000, defaults.epochs);
     if (params.lr !== undefined && !(is.number(params.lr) && params.lr > 0)) throw invalidType('positive number', 'lr', params.lr);
     this.lr = params.lr ?? defaults.lr;
-    if (params.sigma !== undefined && !(is.number(params.sigma) && params.sigma >= 0)) throw invalidType('number >= 0', 'sigma', params.sigma);
-    this.sigma = params.sigma ?? 4;
+    this.sigma = optionalSigma(params.sigma);
     this.trainThreads = optionalInt(params.trainThreads, 'trainThreads', 1, 1024, os.availableParallelism());
     if (params.cacheFeatures !== undefined && typeof params.cacheFeatures !== 'boolean') throw invalidType('boolean', 'cacheFeatures', params.cacheFeatures);
     this.cacheFeatures = params.cacheFeatures;
