@@ -5,27 +5,16 @@
  */
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
 
-export interface MachineInfo {
-  cpu: string;
-  cores: number;
-  memoryBytes: number;
-  node: string;
-  platform: string;
+import { hostDescription, type HostDescription } from '../lib/runner/machine';
+
+export interface MachineInfo extends HostDescription {
   threads: number;
 }
 
 export function machineInfo(threads: number): MachineInfo {
-  return {
-    cpu: os.cpus()[0]?.model ?? 'unknown',
-    cores: os.cpus().length,
-    memoryBytes: os.totalmem(),
-    node: process.version,
-    platform: `${process.platform}-${process.arch}`,
-    threads,
-  };
+  return { ...hostDescription(), threads };
 }
 
 /** Median wall time in milliseconds of `repeats` runs of fn after `warmup` runs. */

@@ -6,13 +6,14 @@
  * drop the last commits, which are then simply run again).
  */
 import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
 
 import Database from 'better-sqlite3';
 
 import { imiadError } from '../../bindings/errors';
-import type { ResultRow, MachineDescription } from './types';
+import type { ResultRow } from './types';
+
+export { machineDescription } from './machine';
 
 export const DEFAULT_STORE = path.join('imiad-results', 'results.db');
 const SCHEMA_VERSION = 1;
@@ -53,30 +54,6 @@ interface RawRow {
   machine: string;
   started_at: string;
   finished_at: string;
-}
-
-/** NVIDIA GPU models from the driver's /proc files (no driver library loaded), or undefined. */
-function nvidiaGpus(): string | undefined {
-  const dir = '/proc/driver/nvidia/gpus';
-  try {
-    const models = fs.readdirSync(dir).map((bus) => /^Model:\s*(.+)$/m.exec(fs.readFileSync(path.join(dir, bus, 'information'), 'utf8'))?.[1].trim()).filter((m): m is string => !!m);
-    return models.length ? models.join(', ') : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-export function machineDescription(): MachineDescription {
-  const gpu = nvidiaGpus();
-  return {
-    cpu: os.cpus()[0]?.model ?? 'unknown',
-    cores: os.cpus().length,
-    memoryBytes: os.totalmem(),
-    node: process.version,
-    platform: `${process.platform}-${process.arch}`,
-    hostname: os.hostname(),
-    ...(gpu ? { gpu } : {}),
-  };
 }
 
 export class ResultsStore {
