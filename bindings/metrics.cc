@@ -213,6 +213,24 @@ std::shared_ptr<AccumulatorState> Acquire(Napi::Env env, const std::shared_ptr<A
   return state;
 }
 
+// Reads maps[i] (its size from the widths and heights) into the image's scores, width and height and keeps the array
+// alive; returns its pixel count.
+template <typename Image>
+size_t ReadMap(Napi::Env env, Napi::Array maps, uint32_t i, uint32_t width, uint32_t height, Image* image,
+               std::vector<Napi::Value>* keep) {
+  const std::string index = "[" + std::to_string(i) + "]";
+  size_t n = 0;
+  Napi::Value map = maps.Get(i);
+  image->scores = Float32Value(env, map, "maps" + index, &n);
+  image->width = width;
+  image->height = height;
+  if (static_cast<uint64_t>(width) * height != n) {
+    ThrowRange(env, "ERR_IMIAD_DIMS", "Expected length of maps" + index + " to be width * height");
+  }
+  keep->push_back(map);
+  return n;
+}
+
 class AddBinaryWorker : public KernelWorker {
  public:
   AddBinaryWorker(Napi::Env env, std::shared_ptr<AccumulatorState> state,
@@ -300,6 +318,23 @@ class Accumulator : public Napi::ObjectWrap<Accumulator> {
     }
   }
 
+  // Starts the worker make() builds on the acquired accumulator, after reading the cancel flag at info[cancelAt];
+  // keeps the inputs and this object alive while it runs; the progress callback is info[cancelAt + 1].
+  template <typename Make>
+  Napi::Value Start(const Napi::CallbackInfo& info, size_t cancelAt, const std::vector<Napi::Value>& keep, Make make) {
+    Napi::Env env = info.Env();
+    Napi::Value cancelKeep;
+    const int32_t* cancel = CancelFlagArg(info, cancelAt, &cancelKeep);
+    KernelWorker* worker = make(Acquire(env, state_));
+    for (auto& v : keep) worker->Keep(v);
+    worker->Keep(Value());
+    if (!cancelKeep.IsEmpty()) worker->Keep(cancelKeep);
+    worker->SetCancelFlag(cancel);
+    ProgressArg(info, cancelAt + 1, worker);
+    worker->Queue();
+    return worker->Promise();
+  }
+
   Napi::Value AddBinary(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     Napi::Array maps = ArrayArg(info, 0, "maps");
@@ -312,15 +347,7 @@ class Accumulator : public Napi::ObjectWrap<Accumulator> {
     std::vector<Napi::Value> keep;
     for (uint32_t i = 0; i < maps.Length(); ++i) {
       const std::string index = "[" + std::to_string(i) + "]";
-      size_t n = 0;
-      Napi::Value map = maps.Get(i);
-      images[i].scores = Float32Value(env, map, "maps" + index, &n);
-      images[i].width = widths[i];
-      images[i].height = heights[i];
-      if (static_cast<uint64_t>(widths[i]) * heights[i] != n) {
-        ThrowRange(env, "ERR_IMIAD_DIMS", "Expected length of maps" + index + " to be width * height");
-      }
-      keep.push_back(map);
+      const size_t n = ReadMap(env, maps, i, widths[i], heights[i], &images[i], &keep);
       Napi::Value mask = masks.Get(i);
       if (!mask.IsNull() && !mask.IsUndefined()) {
         const U8 m = Uint8Arg(env, mask, "masks" + index);
@@ -329,16 +356,9 @@ class Accumulator : public Napi::ObjectWrap<Accumulator> {
         keep.push_back(mask);
       }
     }
-    Napi::Value cancelKeep;
-    const int32_t* cancel = CancelFlagArg(info, 5, &cancelKeep);
-    auto* worker = new AddBinaryWorker(env, Acquire(env, state_), std::move(images), regions);
-    for (auto& v : keep) worker->Keep(v);
-    worker->Keep(Value());
-    if (!cancelKeep.IsEmpty()) worker->Keep(cancelKeep);
-    worker->SetCancelFlag(cancel);
-    ProgressArg(info, 6, worker);
-    worker->Queue();
-    return worker->Promise();
+    return Start(info, 5, keep, [&](std::shared_ptr<AccumulatorState> state) -> KernelWorker* {
+      return new AddBinaryWorker(env, std::move(state), std::move(images), regions);
+    });
   }
 
   Napi::Value AddChannels(const Napi::CallbackInfo& info) {
@@ -356,15 +376,7 @@ class Accumulator : public Napi::ObjectWrap<Accumulator> {
     std::vector<Napi::Value> keep;
     for (uint32_t i = 0; i < maps.Length(); ++i) {
       const std::string index = "[" + std::to_string(i) + "]";
-      size_t n = 0;
-      Napi::Value map = maps.Get(i);
-      images[i].scores = Float32Value(env, map, "maps" + index, &n);
-      images[i].width = widths[i];
-      images[i].height = heights[i];
-      if (static_cast<uint64_t>(widths[i]) * heights[i] != n) {
-        ThrowRange(env, "ERR_IMIAD_DIMS", "Expected length of maps" + index + " to be width * height");
-      }
-      keep.push_back(map);
+      const size_t n = ReadMap(env, maps, i, widths[i], heights[i], &images[i], &keep);
       if (!channels.Get(i).IsArray()) ThrowType(env, "ERR_IMIAD_ARGUMENT", "Expected Array for channels" + index);
       Napi::Array list = channels.Get(i).As<Napi::Array>();
       size_t ns = 0;
@@ -381,16 +393,9 @@ class Accumulator : public Napi::ObjectWrap<Accumulator> {
         keep.push_back(list.Get(c));
       }
     }
-    Napi::Value cancelKeep;
-    const int32_t* cancel = CancelFlagArg(info, 5, &cancelKeep);
-    auto* worker = new AddChannelsWorker(env, Acquire(env, state_), std::move(images));
-    for (auto& v : keep) worker->Keep(v);
-    worker->Keep(Value());
-    if (!cancelKeep.IsEmpty()) worker->Keep(cancelKeep);
-    worker->SetCancelFlag(cancel);
-    ProgressArg(info, 6, worker);
-    worker->Queue();
-    return worker->Promise();
+    return Start(info, 5, keep, [&](std::shared_ptr<AccumulatorState> state) -> KernelWorker* {
+      return new AddChannelsWorker(env, std::move(state), std::move(images));
+    });
   }
 
   Napi::Value Compute(const Napi::CallbackInfo& info) {
@@ -401,15 +406,9 @@ class Accumulator : public Napi::ObjectWrap<Accumulator> {
     for (size_t i = 0; i < n; ++i) {
       if (!(limits[i] > 0 && limits[i] <= 1)) ThrowRange(env, "ERR_IMIAD_RANGE", "Expected limits in (0, 1]");
     }
-    Napi::Value cancelKeep;
-    const int32_t* cancel = CancelFlagArg(info, 1, &cancelKeep);
-    auto* worker = new ComputeWorker(env, Acquire(env, state_), std::vector<double>(limits, limits + n));
-    worker->Keep(Value());
-    if (!cancelKeep.IsEmpty()) worker->Keep(cancelKeep);
-    worker->SetCancelFlag(cancel);
-    ProgressArg(info, 2, worker);
-    worker->Queue();
-    return worker->Promise();
+    return Start(info, 1, {}, [&](std::shared_ptr<AccumulatorState> state) -> KernelWorker* {
+      return new ComputeWorker(env, std::move(state), std::vector<double>(limits, limits + n));
+    });
   }
 
   Napi::Value Reserve(const Napi::CallbackInfo& info) {
