@@ -67,14 +67,9 @@ Napi::Value Start(const Napi::CallbackInfo& info, bool plain) {
 
   auto* worker = new CoresetWorker(env, plain, features.data, rows, dims, options);
   worker->Keep(features.array);
-  if (cancelFlag != nullptr) {
-    worker->Keep(keepFlag);
-    worker->SetCancelFlag(cancelFlag);
-  }
+  worker->SetCancelFlag(cancelFlag, keepFlag);
   if (!onProgress.IsEmpty()) worker->SetProgressCallback(onProgress);
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
+  return worker->Launch();
 }
 
 }  // namespace

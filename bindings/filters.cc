@@ -51,13 +51,8 @@ Napi::Value Start(const Napi::CallbackInfo& info, size_t cancelIndex, const char
   const int32_t* cancel = CancelFlagArg(info, cancelIndex, &cancelKeep);
   auto* worker = new FillWorker(info.Env(), name, out, std::move(run));
   for (const Napi::Value& v : keep) worker->Keep(v);
-  if (cancel) {
-    worker->Keep(cancelKeep);
-    worker->SetCancelFlag(cancel);
-  }
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
+  worker->SetCancelFlag(cancel, cancelKeep);
+  return worker->Launch();
 }
 
 // (maps, count, height, width, sigma, truncate, cancel)

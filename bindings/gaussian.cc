@@ -85,10 +85,7 @@ Napi::Float32Array Allocate(Napi::Env env, double length, const char* what) {
 void Wire(KernelWorker* worker, const Napi::CallbackInfo& info, size_t cancelIndex) {
   Napi::Value cancelKeep;
   const int32_t* cancel = CancelFlagArg(info, cancelIndex, &cancelKeep);
-  if (cancel) {
-    worker->Keep(cancelKeep);
-    worker->SetCancelFlag(cancel);
-  }
+  worker->SetCancelFlag(cancel, cancelKeep);
   if (info.Length() > cancelIndex + 1 && info[cancelIndex + 1].IsFunction()) {
     worker->SetProgressCallback(info[cancelIndex + 1].As<Napi::Function>());
   }
@@ -113,9 +110,7 @@ Napi::Value GaussianFit(const Napi::CallbackInfo& info) {
   auto* worker = new FitWorker(env, emb, n, channels, positions, regularization, mean, chol);
   worker->Keep(emb.array);
   Wire(worker, info, 5);
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
+  return worker->Launch();
 }
 
 // (embeddings, m, channels, positions, mean, cholesky, cancel, onProgress)
@@ -138,9 +133,7 @@ Napi::Value MahalanobisDistances(const Napi::CallbackInfo& info) {
   worker->Keep(mean.array);
   worker->Keep(chol.array);
   Wire(worker, info, 6);
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
+  return worker->Launch();
 }
 
 }  // namespace

@@ -120,6 +120,20 @@ class KernelWorker : public Napi::AsyncProgressQueueWorker<ProgressEvent> {
 
   void SetCancelFlag(const int32_t* flag) { control_.cancelFlag = flag; }
 
+  // The cancel flag as CancelFlagArg returned it (none when null), its Int32Array kept alive while the worker runs.
+  void SetCancelFlag(const int32_t* flag, Napi::Value flagArray) {
+    if (flag == nullptr) return;
+    Keep(flagArray);
+    control_.cancelFlag = flag;
+  }
+
+  // Queues the worker; returns the promise its Result() (or its error) settles.
+  Napi::Promise Launch() {
+    Napi::Promise promise = Promise();
+    Queue();
+    return promise;
+  }
+
   void SetProgressCallback(Napi::Function fn) {
     if (!fn.IsEmpty()) progressCallback_ = Napi::Persistent(fn);
   }

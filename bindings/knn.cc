@@ -127,13 +127,8 @@ class KnnIndexWrap : public Napi::ObjectWrap<KnnIndexWrap> {
     worker->Keep(queries.array);
     worker->Keep(bank);
     worker->Keep(info.This());
-    if (cancelFlag != nullptr) {
-      worker->Keep(keepFlag);
-      worker->SetCancelFlag(cancelFlag);
-    }
-    Napi::Promise promise = worker->Promise();
-    worker->Queue();
-    return promise;
+    worker->SetCancelFlag(cancelFlag, keepFlag);
+    return worker->Launch();
   }
 
   Napi::Reference<Napi::TypedArrayOf<float>> bank_;
@@ -156,13 +151,8 @@ Napi::Value KnnSearchPlain(const Napi::CallbackInfo& info) {
   auto* worker = new KnnPlainWorker(env, bank.data, rows, queries.data, nq, dims, k);
   worker->Keep(bank.array);
   worker->Keep(queries.array);
-  if (cancelFlag != nullptr) {
-    worker->Keep(keepFlag);
-    worker->SetCancelFlag(cancelFlag);
-  }
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
+  worker->SetCancelFlag(cancelFlag, keepFlag);
+  return worker->Launch();
 }
 
 }  // namespace

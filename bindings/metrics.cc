@@ -110,10 +110,8 @@ Napi::Value LabelComponents(const Napi::CallbackInfo& info) {
   const int32_t* cancel = CancelFlagArg(info, 3, &keep);
   auto* worker = new LabelWorker(env, mask.data, width, height);
   worker->Keep(info[0]);
-  if (!keep.IsEmpty()) worker->Keep(keep);
-  worker->SetCancelFlag(cancel);
-  worker->Queue();
-  return worker->Promise();
+  worker->SetCancelFlag(cancel, keep);
+  return worker->Launch();
 }
 
 // ---- binaryMetrics(scores: Float64Array, labels: Uint8Array, cancelFlag?) -> Promise<BinaryMetrics>
@@ -152,10 +150,8 @@ Napi::Value BinaryMetricsFn(const Napi::CallbackInfo& info) {
   auto* worker = new BinaryWorker(env, scores, labels.data, n);
   worker->Keep(info[0]);
   worker->Keep(info[1]);
-  if (!keep.IsEmpty()) worker->Keep(keep);
-  worker->SetCancelFlag(cancel);
-  worker->Queue();
-  return worker->Promise();
+  worker->SetCancelFlag(cancel, keep);
+  return worker->Launch();
 }
 
 // ---- trapezoid(x: Float64Array, y: Float64Array, xMax: number (NaN = none)) -> Promise<number>
@@ -183,8 +179,7 @@ Napi::Value Trapezoid(const Napi::CallbackInfo& info) {
   if (nx != ny) ThrowRange(env, "ERR_IMIAD_DIMS", "Expected x and y of the same length");
   const double xMax = NumberArg(info, 2, "xMax");
   auto* worker = new TrapezoidWorker(env, std::vector<double>(x, x + nx), std::vector<double>(y, y + ny), xMax);
-  worker->Queue();
-  return worker->Promise();
+  return worker->Launch();
 }
 
 // ---- PixelAccumulator: add images, then compute pixel AUROC / AP / F1-max and AU-PRO or AU-sPRO.
@@ -328,11 +323,9 @@ class Accumulator : public Napi::ObjectWrap<Accumulator> {
     KernelWorker* worker = make(Acquire(env, state_));
     for (auto& v : keep) worker->Keep(v);
     worker->Keep(Value());
-    if (!cancelKeep.IsEmpty()) worker->Keep(cancelKeep);
-    worker->SetCancelFlag(cancel);
+    worker->SetCancelFlag(cancel, cancelKeep);
     ProgressArg(info, cancelAt + 1, worker);
-    worker->Queue();
-    return worker->Promise();
+    return worker->Launch();
   }
 
   Napi::Value AddBinary(const Napi::CallbackInfo& info) {

@@ -172,13 +172,8 @@ class TrainModel : public Napi::ObjectWrap<TrainModel> {
       worker = new StepWorker(env, model_, images, teacher);
     }
     for (auto& v : keep) worker->Keep(v);
-    if (cancel) {
-      worker->Keep(cancelKeep);
-      worker->SetCancelFlag(cancel);
-    }
-    Napi::Promise promise = worker->Promise();
-    worker->Queue();
-    return promise;
+    worker->SetCancelFlag(cancel, cancelKeep);
+    return worker->Launch();
   }
 
   // state() -> { names: string[], shapes: number[][], arrays: Float32Array[] }
