@@ -209,6 +209,16 @@ function requireSize(width: unknown, height: unknown, name: string): void {
   requireInteger(height, `${name}.height`, 1, MAX_SIDE);
 }
 
+/** Checks images[i]: an object with an integer size and a finite Float32Array anomaly map of width * height values. */
+function requireImageMap(img: { width: number; height: number; anomalyMap: Float32Array }, name: string): Float32Array {
+  if (!is.object(img)) throw invalidType('object', name, img);
+  requireSize(img.width, img.height, name);
+  const map = requireFloat32(img.anomalyMap, `${name}.anomalyMap`);
+  requireLength(map, img.width * img.height, `${name}.anomalyMap`);
+  requireFinite(map, `${name}.anomalyMap`);
+  return map;
+}
+
 export function requireLimits(limits: unknown, name = 'limits'): number[] {
   if (!Array.isArray(limits) || limits.length === 0) throw invalidType('non-empty number[]', name, limits);
   for (let i = 0; i < limits.length; i++) {
@@ -269,11 +279,7 @@ export class PixelAccumulator {
     const heights = new Float64Array(images.length);
     images.forEach((img, i) => {
       const name = `images[${i}]`;
-      if (!is.object(img)) throw invalidType('object', name, img);
-      requireSize(img.width, img.height, name);
-      const map = requireFloat32(img.anomalyMap, `${name}.anomalyMap`);
-      requireLength(map, img.width * img.height, `${name}.anomalyMap`);
-      requireFinite(map, `${name}.anomalyMap`);
+      const map = requireImageMap(img, name);
       let mask: Uint8Array | null = null;
       if (img.mask !== undefined && img.mask !== null) {
         mask = requireUint8(img.mask, `${name}.mask`);
@@ -303,11 +309,7 @@ export class PixelAccumulator {
     const heights = new Float64Array(images.length);
     images.forEach((img, i) => {
       const name = `images[${i}]`;
-      if (!is.object(img)) throw invalidType('object', name, img);
-      requireSize(img.width, img.height, name);
-      const map = requireFloat32(img.anomalyMap, `${name}.anomalyMap`);
-      requireLength(map, img.width * img.height, `${name}.anomalyMap`);
-      requireFinite(map, `${name}.anomalyMap`);
+      const map = requireImageMap(img, name);
       if (!Array.isArray(img.channels)) throw invalidType('Uint8Array[]', `${name}.channels`, img.channels);
       if (!Array.isArray(img.saturationAreas)) throw invalidType('number[]', `${name}.saturationAreas`, img.saturationAreas);
       requireLength(img.saturationAreas, img.channels.length, `${name}.saturationAreas`);
