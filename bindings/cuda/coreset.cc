@@ -82,11 +82,9 @@ Napi::Value GreedyCoreset(const Napi::CallbackInfo& info) {
   auto* worker = new CoresetWorker(env, features.data, rows, dims, count, projectionDims,
                                    static_cast<uint64_t>(seed), startIndex);
   worker->Keep(features.array);
-  if (cancelFlag != nullptr) worker->Keep(cancelKeep);
-  worker->SetCancelFlag(cancelFlag);
+  worker->SetCancelFlag(cancelFlag, cancelKeep);
   if (info.Length() > 7 && info[7].IsFunction()) worker->SetProgressCallback(info[7].As<Napi::Function>());
-  worker->Queue();
-  return worker->Promise();
+  return worker->Launch();
 }
 
 }  // namespace

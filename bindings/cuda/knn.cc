@@ -102,10 +102,8 @@ Napi::Value CudaKnnIndex::Search(const Napi::CallbackInfo& info) {
   auto* worker = new SearchWorker(env, this, queries.data, queryRows, k);
   worker->Keep(queries.array);
   worker->Keep(Value());  // the index (and through it the bank) outlives the search
-  if (cancelFlag != nullptr) worker->Keep(cancelKeep);
-  worker->SetCancelFlag(cancelFlag);
-  worker->Queue();
-  return worker->Promise();
+  worker->SetCancelFlag(cancelFlag, cancelKeep);
+  return worker->Launch();
 }
 
 }  // namespace
