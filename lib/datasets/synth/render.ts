@@ -518,23 +518,10 @@ export function drawDefect(c: Canvas, region: Uint8Array, kind: DefectKind, rng:
     const y = Math.floor(i / w);
     const n = 0.06 * (valueNoise(x / (1.5 * s), y / (1.5 * s), seed) - 0.5);
     switch (kind) {
-      case 'scratch': {
-        const v = bright ? 0.95 : 0.06;
-        c.data[p] = clamp01(v + n);
-        c.data[p + 1] = clamp01(v + n);
-        c.data[p + 2] = clamp01(v + n);
-        break;
-      }
-      case 'crack': {
-        // Dark on bright surfaces; on dark ones a crack shows as a bright, light-catching edge.
-        const v = meanDark ? 0.92 : 0.03;
-        c.data[p] = clamp01(v + n);
-        c.data[p + 1] = clamp01(v + n);
-        c.data[p + 2] = clamp01(v + n);
-        break;
-      }
+      case 'scratch':
+      case 'crack':
       case 'hole': {
-        const v = bright ? 0.9 : 0.02;
+        const v = flatLevel(kind, bright, meanDark);
         c.data[p] = clamp01(v + n);
         c.data[p + 1] = clamp01(v + n);
         c.data[p + 2] = clamp01(v + n);
@@ -555,6 +542,14 @@ export function drawDefect(c: Canvas, region: Uint8Array, kind: DefectKind, rng:
   }
   if (grey) toGrey(c);
   return mask;
+}
+
+/** The flat grey level a scratch, crack or hole is painted with, by the surface's mean intensity around it. */
+function flatLevel(kind: 'scratch' | 'crack' | 'hole', bright: boolean, meanDark: boolean): number {
+  if (kind === 'scratch') return bright ? 0.95 : 0.06;
+  // Dark on bright surfaces; on dark ones a crack shows as a bright, light-catching edge.
+  if (kind === 'crack') return meanDark ? 0.92 : 0.03;
+  return bright ? 0.9 : 0.02;
 }
 
 /** A disc mask (LOCO: the place of a missing part, or an extra part). */
