@@ -15,7 +15,12 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <cstdlib>
 #include <string>
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include "parallel.h"
 
@@ -104,31 +109,322 @@ IMIAD_CORESET_CLONES Best plainPass(const float* X, size_t dims, size_t begin, s
   return best;
 }
 
+// ---- Codes: a 7-bit copy of the rows that bounds distances from below, cheaply ----
+//
+// Every row x_i gets codes q_ij in [0, 127] with x̂_ij = o_j + s q_ij (o_j: the minimum of dimension j, s: one scale
+// for all dimensions, the largest range / 127), and err_i >= |x_i - x̂_i| (Euclidean, rounded up). Then for any rows
+// i, c: d(i, c) >= |x̂_i - x̂_c| - err_i - err_c = s sqrt(S) - err_i - err_c, where S = sum_j (q_ij - q_cj)^2 is an
+// integer computed exactly (so the same on every CPU and SIMD width). The kernels use that bound to skip a row
+// before its double-precision distance is taken: on any data most rows are far from a new center compared with
+// their current minimum, and a 7-bit row is a quarter of a float row (an eighth of the double work).
+constexpr size_t kCodeMax = 127;       // 7 bits: |q_i - q_c| fits a signed byte (see codeDistanceAvx512)
+constexpr size_t kCodeAlign = 64;      // row stride in bytes, zero padded (the padding adds 0 to S)
+constexpr size_t kCodeMaxDims = 131072;  // S <= dims * 127^2 < 2^32, and int32 SIMD lanes cannot overflow
+
+struct Codes {
+  size_t stride = 0;
+  double scale = 1.0;
+  double inverse = 1.0;      // 1 / scale (rounded; the margins below absorb it)
+  std::vector<uint8_t> q;    // rows x stride
+  std::vector<double> err;   // err_i, an upper bound of |x_i - x̂_i|
+  const uint8_t* row(size_t i) const { return q.data() + i * stride; }
+};
+
+// The codes' row test: row i (reach_i >= rho_i + err_i, see PruneRule) keeps its minimum against c when
+// s sqrt(S) - err_i - err_c >= rho_i, i.e. S >= ((reach_i + err_c) / s)^2. True when the exact distance must be
+// taken. A NaN reach (selected rows, and rows at distance 0, which can never improve) always answers false. The
+// factor 1 + 1e-11 raises the threshold above the rounding of its own computation.
+inline bool codesAdmit(uint32_t S, double reach, double errC, double inverse) {
+  const double t = (reach + errC) * inverse;
+  const double limit = t * t;
+  return static_cast<double>(S) < limit * (1.0 + 1e-11);
+}
+
+uint32_t codeDistancePortable(const uint8_t* a, const uint8_t* b, size_t stride) {
+  uint32_t s = 0;
+  for (size_t j = 0; j < stride; ++j) {
+    const int d = static_cast<int>(a[j]) - static_cast<int>(b[j]);
+    s += static_cast<uint32_t>(d * d);
+  }
+  return s;
+}
+
+// Admission of a block of n consecutive rows (codes `rows`, reaches `reach`) against center codes c: sets bit k % 64
+// of masks[k / 64] when row k must be measured (codesAdmit). masks must hold ceil(n / 64) words.
+void admitPortable(const uint8_t* rows, size_t n, size_t stride, const uint8_t* c, const double* reach, double errC,
+                   double inverse, uint64_t* masks) {
+  std::memset(masks, 0, (n + 63) / 64 * sizeof(uint64_t));
+  for (size_t k = 0; k < n; ++k) {
+    if (codesAdmit(codeDistancePortable(rows + k * stride, c, stride), reach[k], errC, inverse)) {
+      masks[k / 64] |= uint64_t(1) << (k % 64);
+    }
+  }
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#define IMIAD_AVX512_CODES __attribute__((target("avx512f,avx512bw,avx512dq,avx512vnni")))
+
+IMIAD_AVX512_CODES inline __m512i sumAcross4(__m512i v) {
+  // Adds the four 128-bit lanes of v into lane 0 (other lanes: don't care).
+  v = _mm512_add_epi32(v, _mm512_shuffle_i32x4(v, v, _MM_SHUFFLE(1, 0, 3, 2)));
+  return _mm512_add_epi32(v, _mm512_shuffle_i32x4(v, v, _MM_SHUFFLE(2, 3, 0, 1)));
+}
+
+// |a - b| fits a signed byte (codes <= 127), so vpsubb is exact, vpabsb makes it non-negative, and vpdpbusd
+// (unsigned x signed bytes, four products summed into each int32 lane) squares and accumulates it.
+IMIAD_AVX512_CODES uint32_t codeDistanceAvx512(const uint8_t* a, const uint8_t* b, size_t stride) {
+  __m512i acc = _mm512_setzero_si512();
+  for (size_t j = 0; j < stride; j += 64) {
+    const __m512i d = _mm512_abs_epi8(_mm512_sub_epi8(_mm512_loadu_si512(a + j), _mm512_loadu_si512(b + j)));
+    acc = _mm512_dpbusd_epi32(acc, d, d);
+  }
+  __m512i v = sumAcross4(acc);
+  __m128i s = _mm512_castsi512_si128(v);
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+  return static_cast<uint32_t>(_mm_cvtsi128_si32(s));
+}
+
+// Sixteen rows of B 64-byte blocks (stride 64 B, known at compile time so that the sixteen accumulators and the
+// center stay in registers), then a transpose-and-add tree that leaves row k's sum in lane k.
+template <size_t B>
+IMIAD_AVX512_CODES inline __m512i sixteenDistances(const uint8_t* base, const __m512i* cv) {
+  __m512i acc[16];
+  for (size_t k = 0; k < 16; ++k) {
+    acc[k] = _mm512_setzero_si512();
+    for (size_t j = 0; j < B; ++j) {
+      const __m512i d = _mm512_abs_epi8(_mm512_sub_epi8(_mm512_loadu_si512(base + (k * B + j) * 64), cv[j]));
+      acc[k] = _mm512_dpbusd_epi32(acc[k], d, d);
+    }
+  }
+  // Pairs: 32-bit interleave and add; quads: 64-bit interleave and add. Each 128-bit lane L of quad q then holds
+  // the lane-L partial sums of rows 4q .. 4q + 3.
+  __m512i pair[8], quad[4];
+  for (size_t k = 0; k < 8; ++k) {
+    pair[k] = _mm512_add_epi32(_mm512_unpacklo_epi32(acc[2 * k], acc[2 * k + 1]),
+                               _mm512_unpackhi_epi32(acc[2 * k], acc[2 * k + 1]));
+  }
+  for (size_t k = 0; k < 4; ++k) {
+    quad[k] = _mm512_add_epi32(_mm512_unpacklo_epi64(pair[2 * k], pair[2 * k + 1]),
+                               _mm512_unpackhi_epi64(pair[2 * k], pair[2 * k + 1]));
+  }
+  // Sum the four 128-bit lanes: two levels of 128-bit shuffles across pairs of quads.
+  const __m512i h0 = _mm512_add_epi32(_mm512_shuffle_i32x4(quad[0], quad[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                      _mm512_shuffle_i32x4(quad[0], quad[1], _MM_SHUFFLE(3, 1, 3, 1)));
+  const __m512i h1 = _mm512_add_epi32(_mm512_shuffle_i32x4(quad[2], quad[3], _MM_SHUFFLE(2, 0, 2, 0)),
+                                      _mm512_shuffle_i32x4(quad[2], quad[3], _MM_SHUFFLE(3, 1, 3, 1)));
+  return _mm512_add_epi32(_mm512_shuffle_i32x4(h0, h1, _MM_SHUFFLE(2, 0, 2, 0)),
+                          _mm512_shuffle_i32x4(h0, h1, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+// The threshold test of codesAdmit on sixteen lanes (same arithmetic, no fused multiply-add): a 16-bit mask.
+IMIAD_AVX512_CODES inline uint32_t sixteenAdmit(__m512i S, const double* reach, double errC, double inverse) {
+  const __m512d vErr = _mm512_set1_pd(errC), vInv = _mm512_set1_pd(inverse), vUp = _mm512_set1_pd(1.0 + 1e-11);
+  uint32_t bits = 0;
+  for (int half = 0; half < 2; ++half) {
+    const __m256i s8 = half == 0 ? _mm512_castsi512_si256(S) : _mm512_extracti64x4_epi64(S, 1);
+    const __m512d sd = _mm512_cvtepu32_pd(s8);
+    const __m512d t = _mm512_mul_pd(_mm512_add_pd(_mm512_loadu_pd(reach + 8 * half), vErr), vInv);
+    const __m512d limit = _mm512_mul_pd(_mm512_mul_pd(t, t), vUp);
+    bits |= static_cast<uint32_t>(_mm512_cmp_pd_mask(sd, limit, _CMP_LT_OQ)) << (8 * half);
+  }
+  return bits;
+}
+
+template <size_t B>
+IMIAD_AVX512_CODES void admitBlocks(const uint8_t* rows, size_t n, const uint8_t* c, const double* reach, double errC,
+                                    double inverse, uint64_t* masks) {
+  __m512i cv[B];
+  for (size_t j = 0; j < B; ++j) cv[j] = _mm512_loadu_si512(c + 64 * j);
+  size_t r = 0;
+  for (; r + 16 <= n; r += 16) {
+    const __m512i S = sixteenDistances<B>(rows + r * 64 * B, cv);
+    masks[r / 64] |= static_cast<uint64_t>(sixteenAdmit(S, reach + r, errC, inverse)) << (r % 64);
+  }
+  for (; r < n; ++r) {
+    if (codesAdmit(codeDistanceAvx512(rows + r * 64 * B, c, 64 * B), reach[r], errC, inverse)) {
+      masks[r / 64] |= uint64_t(1) << (r % 64);
+    }
+  }
+}
+
+// Rows of up to 256 dims go sixteen at a time; longer rows one at a time (their reduction is cheap beside them).
+IMIAD_AVX512_CODES void admitAvx512(const uint8_t* rows, size_t n, size_t stride, const uint8_t* c,
+                                    const double* reach, double errC, double inverse, uint64_t* masks) {
+  std::memset(masks, 0, (n + 63) / 64 * sizeof(uint64_t));
+  switch (stride / 64) {
+    case 1: return admitBlocks<1>(rows, n, c, reach, errC, inverse, masks);
+    case 2: return admitBlocks<2>(rows, n, c, reach, errC, inverse, masks);
+    case 3: return admitBlocks<3>(rows, n, c, reach, errC, inverse, masks);
+    case 4: return admitBlocks<4>(rows, n, c, reach, errC, inverse, masks);
+    default: break;
+  }
+  for (size_t r = 0; r < n; ++r) {
+    if (codesAdmit(codeDistanceAvx512(rows + r * stride, c, stride), reach[r], errC, inverse)) {
+      masks[r / 64] |= uint64_t(1) << (r % 64);
+    }
+  }
+}
+
+// AVX2: vpmaddubsw squares |a - b| into pairs of int16 (<= 2 * 127^2), vpmaddwd widens them to int32.
+__attribute__((target("avx2"))) uint32_t codeDistanceAvx2(const uint8_t* a, const uint8_t* b, size_t stride) {
+  __m256i acc = _mm256_setzero_si256();
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (size_t j = 0; j < stride; j += 32) {
+    const __m256i va = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + j));
+    const __m256i vb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + j));
+    const __m256i d = _mm256_abs_epi8(_mm256_sub_epi8(va, vb));
+    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(d, d), ones));
+  }
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+  return static_cast<uint32_t>(_mm_cvtsi128_si32(s));
+}
+
+__attribute__((target("avx2"))) void admitAvx2(const uint8_t* rows, size_t n, size_t stride, const uint8_t* c,
+                                               const double* reach, double errC, double inverse, uint64_t* masks) {
+  std::memset(masks, 0, (n + 63) / 64 * sizeof(uint64_t));
+  for (size_t k = 0; k < n; ++k) {
+    if (codesAdmit(codeDistanceAvx2(rows + k * stride, c, stride), reach[k], errC, inverse)) {
+      masks[k / 64] |= uint64_t(1) << (k % 64);
+    }
+  }
+}
+#endif
+
+// The code kernels of one instruction set; every form gives the same integers, hence the same admissions.
+struct CodeKernels {
+  uint32_t (*distance)(const uint8_t*, const uint8_t*, size_t);
+  void (*admit)(const uint8_t*, size_t, size_t, const uint8_t*, const double*, double, double, uint64_t*);
+};
+
+// The widest form this CPU runs (IMIAD_CORESET_ISA=portable or avx2 pins a narrower one, for tests).
+CodeKernels pickCodeKernels() {
+#if defined(__GNUC__) && defined(__x86_64__)
+  const char* isa = std::getenv("IMIAD_CORESET_ISA");
+  const bool portable = isa != nullptr && std::strcmp(isa, "portable") == 0;
+  const bool avx2Only = isa != nullptr && std::strcmp(isa, "avx2") == 0;
+  if (!portable && !avx2Only && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni")) {
+    return {codeDistanceAvx512, admitAvx512};
+  }
+  if (!portable && __builtin_cpu_supports("avx2")) return {codeDistanceAvx2, admitAvx2};
+#endif
+  return {codeDistancePortable, admitPortable};
+}
+
+// Codes of X (see Codes), or an empty Codes (stride 0) when the dims are too many for exact int32 sums.
+Codes buildCodes(Team& team, const float* X, size_t rows, size_t dims, const RunControl& control) {
+  Codes codes;
+  if (dims > kCodeMaxDims) return codes;
+  constexpr size_t kCodeRows = 1024;
+  const size_t chunks = (rows + kCodeRows - 1) / kCodeRows;
+  std::vector<float> lo(chunks * dims), hi(chunks * dims);
+  team.run(rows, kCodeRows, [&](size_t k, size_t begin, size_t end) {
+    control.throwIfCancelled();
+    float* l = lo.data() + k * dims;
+    float* h = hi.data() + k * dims;
+    std::memcpy(l, X + begin * dims, dims * sizeof(float));
+    std::memcpy(h, X + begin * dims, dims * sizeof(float));
+    for (size_t i = begin + 1; i < end; ++i) {
+      const float* x = X + i * dims;
+      for (size_t j = 0; j < dims; ++j) {
+        l[j] = std::min(l[j], x[j]);
+        h[j] = std::max(h[j], x[j]);
+      }
+    }
+  });
+  std::vector<double> offset(dims);
+  double range = 0.0, reach = 0.0;
+  for (size_t j = 0; j < dims; ++j) {
+    float l = lo[j], h = hi[j];
+    for (size_t k = 1; k < chunks; ++k) {
+      l = std::min(l, lo[k * dims + j]);
+      h = std::max(h, hi[k * dims + j]);
+    }
+    offset[j] = l;
+    range = std::max(range, static_cast<double>(h) - static_cast<double>(l));
+    reach = std::max(reach, std::fabs(static_cast<double>(l)));
+  }
+  codes.scale = range > 0.0 ? range / static_cast<double>(kCodeMax) : 1.0;
+  codes.inverse = 1.0 / codes.scale;
+  codes.stride = (dims + kCodeAlign - 1) / kCodeAlign * kCodeAlign;
+  codes.q.assign(rows * codes.stride, 0);
+  codes.err.resize(rows);
+  // Rounding of err: each computed e_j = x_j - (o_j + s q_j) is within 3u (|o_j| + 128 s) of the true one, and the
+  // computed norm of the computed e within (dims + 2) u relatively (u = 2^-53); both are added, doubled.
+  const double u = std::ldexp(1.0, -53);
+  const double perCoordinate = 6.0 * u * (reach + 128.0 * codes.scale);
+  const double absolute = std::sqrt(static_cast<double>(dims)) * perCoordinate;
+  const double relative = 1.0 + 2.0 * (static_cast<double>(dims) + 4.0) * u;
+  team.run(rows, kCodeRows, [&](size_t, size_t begin, size_t end) {
+    control.throwIfCancelled();
+    for (size_t i = begin; i < end; ++i) {
+      const float* x = X + i * dims;
+      uint8_t* q = codes.q.data() + i * codes.stride;
+      double e2 = 0.0;
+      for (size_t j = 0; j < dims; ++j) {
+        // Any integer code is valid (err accounts for it); the nearest one keeps err small.
+        const double v = (static_cast<double>(x[j]) - offset[j]) * codes.inverse;
+        const double r = std::floor(std::min(static_cast<double>(kCodeMax), std::max(0.0, v)) + 0.5);
+        q[j] = static_cast<uint8_t>(r);
+        const double e = static_cast<double>(x[j]) - (offset[j] + codes.scale * r);
+        e2 += e * e;
+      }
+      codes.err[i] = std::sqrt(e2) * relative + absolute;
+    }
+  });
+  return codes;
+}
+
+// Bounds derive from one rule: a computed squared distance D' (laneDistance) is within eps D of the true D
+// (pruneMargin), so a row of computed minimum m2 keeps it against a new center c whenever the true distance
+// d(i, c) >= rho = sqrt((m2 + delta) / (1 - eps)): then D'(i, c) >= (1 - eps) D(i, c) - delta >= m2, and the plain
+// loop's `D' < m2` is false. Every skip below proves d(i, c) >= rho, from a lower bound of a true distance; the
+// factors 1 +- 1e-12 (1e-11 on squares) cover the rounding of the bounds' own arithmetic, which is a few u = 2^-53.
 struct PruneRule {
-  double factor;  // 4 (1 + eps) / (1 - eps)
-  double delta;   // absolute error allowance (subnormal results)
-  double eps;     // relative error bound of a computed squared distance
-  // True when no row of squared minimum distance m2 (to a center at squared distance dac from c) can get closer
-  // to c: see pruneMargin().
-  bool cannotImprove(double dac, double m2) const { return dac >= factor * (m2 + delta) + delta; }
+  double eps;    // relative error bound of a computed squared distance
+  double delta;  // absolute error allowance (subnormal results)
+  // Factors of the tests below, computed once (each is within 2u of its formula; the margins absorb it).
+  double lowerFactor;    // (1 - 1e-12) / (1 + eps)
+  double improveFactor;  // 4 (1 + 1e-12) / (1 - eps)
+  double keepFactor;     // 1 / (1 - eps)
+  // A lower bound of the true squared distance from a computed one.
+  double lowerFromComputed(double computed) const { return std::max(0.0, (computed - delta) * lowerFactor); }
+  // True when no row of computed minimum m2, assigned to center a, can get closer to c, given lb2 <= d(a, c)^2:
+  // d(a, c) >= 2 rho >= 2 d(i, a) gives d(i, c) >= d(a, c) - d(i, a) >= rho (triangle inequality).
+  bool cannotImprove(double lb2, double m2) const { return lb2 >= (m2 + delta) * improveFactor; }
+  // An upper bound of rho for m2.
+  double keepRadius(double m2) const { return std::sqrt((m2 + delta) * keepFactor) * (1.0 + 1e-12); }
 };
 
 // Rounding bounds of laneDistance() (double arithmetic on float inputs, u = 2^-53): each term fl(fl(a-b)^2) is within
 // (1 +- 3.01u) of (a-b)^2; a term then goes through at most ceil(dims/16) - 1 lane additions and 4 reduction
 // additions, all of non-negative values, so the computed D' satisfies |D' - D| <= eps D with
 // eps = (ceil(dims/16) + 6.1) u (taken twice as large here). No term can be subnormal or overflow (float inputs), so
-// the absolute allowance delta is 0. If D'(a,c) >= factor (m2 + delta) + delta, then
-// d(a,c) >= 2 sqrt((m2 + delta) / (1 - eps)) >= 2 d(i,a), so d(i,c) >= d(a,c) - d(i,a) >= sqrt((m2 + delta)/(1 - eps))
-// and D'(i,c) >= (1 - eps) D(i,c) - delta >= m2: the plain loop would keep m2 too.
+// the absolute allowance delta is 0.
 PruneRule pruneMargin(size_t dims) {
   const double u = std::ldexp(1.0, -53);
   const double lanes = std::ceil(static_cast<double>(dims) / kDistanceLanes);
-  const double eps = 2.0 * (lanes + 8.0) * u;
   PruneRule rule;
-  rule.factor = 4.0 * (1.0 + eps) / (1.0 - eps);
-  rule.eps = eps;
+  rule.eps = 2.0 * (lanes + 8.0) * u;
   rule.delta = 0.0;
+  rule.lowerFactor = (1.0 - 1e-12) / (1.0 + rule.eps);
+  rule.improveFactor = 4.0 * (1.0 + 1e-12) / (1.0 - rule.eps);
+  rule.keepFactor = 1.0 / (1.0 - rule.eps);
   return rule;
+}
+
+IMIAD_ALWAYS_INLINE double reachOf(const PruneRule& rule, double m2, double err) {
+  return m2 > 0.0 ? rule.keepRadius(m2) + err : std::numeric_limits<double>::quiet_NaN();
+}
+
+// A lower bound of d(a, c)^2 from the codes: (s sqrt(S) - err_a - err_c)^2 when positive.
+IMIAD_ALWAYS_INLINE double codesLower2(uint32_t S, const Codes& codes, double errA, double errC) {
+  const double a = codes.scale * std::sqrt(static_cast<double>(S)) * (1.0 - 1e-12);
+  const double lb = (a - (errA + errC) * (1.0 + 1e-12)) * (1.0 - 1e-12);
+  return lb > 0.0 ? lb * lb * (1.0 - 1e-11) : 0.0;
 }
 
 // Pivots: the first kPivots selected rows. Every center keeps bounds on its true distance to each pivot, from the
@@ -151,17 +447,31 @@ PivotBounds pivotBounds(const float* centers, size_t dims, const float* row, con
   return b;
 }
 
-// Marks in centerDist2 the groups that may lose rows to the new center c: the squared distance d(a, c) when needed,
-// -1 when the group is ruled out without it (radius 0, or pivot bounds give d(a,c) >= 2 * its radius with margin:
-// the same guarantee as PruneRule::cannotImprove, see pruneMargin()).
-IMIAD_CORESET_CLONES void centerPass(const float* centers, size_t dims, size_t begin, size_t end, const float* c,
-                                     const Best* groupBest, const PivotBounds* bounds, const PivotBounds* cBounds,
-                                     size_t home, const PruneRule& rule, double* centerDist2) {
+// The inputs of one step: the new center c (selection number t, row `row`) and what the passes read.
+struct Step {
+  const float* X;
+  size_t dims;
+  const float* c;
+  uint32_t row;
+  uint32_t t;
+  const Codes* codes;  // nullptr: no codes (too many dims)
+  CodeKernels kernels;
+  const uint8_t* cCodes;
+  double errC;
+  PruneRule rule;
+};
+
+// Fills centerLower2 for the groups that may lose rows to the new center c: a lower bound of d(a, c)^2, or -1 when
+// the group is ruled out (radius 0, or d(a, c) >= 2 * its radius, from the pivot bounds, the codes, or the computed
+// distance, in that order of cost).
+IMIAD_CORESET_CLONES void centerPass(const Step& s, const float* centers, const uint32_t* centerRows, size_t begin,
+                                     size_t end, const Best* groupBest, const PivotBounds* bounds,
+                                     const PivotBounds* cBounds, size_t home, double* centerLower2) {
   for (size_t a = begin; a < end; ++a) {
     const double r2 = groupBest[a].value;
     if (a != home) {
       if (r2 <= 0.0) {
-        centerDist2[a] = -1.0;
+        centerLower2[a] = -1.0;
         continue;
       }
       if (bounds != nullptr) {
@@ -172,14 +482,36 @@ IMIAD_CORESET_CLONES void centerPass(const float* centers, size_t dims, size_t b
           const double slack = 1e-14 * (b.hi[p] + cBounds->hi[p]);
           gap = std::max(gap, std::max(b.lo[p] - cBounds->hi[p], cBounds->lo[p] - b.hi[p]) - slack);
         }
-        if (gap * gap >= 4.0 * (r2 + rule.delta) / (1.0 - rule.eps) * (1.0 + 1e-13)) {
-          centerDist2[a] = -1.0;
+        if (s.rule.cannotImprove(gap * gap * (1.0 - 1e-11), r2)) {
+          centerLower2[a] = -1.0;
+          continue;
+        }
+      }
+      if (s.codes != nullptr) {
+        const uint32_t ra = centerRows[a];
+        const uint32_t S = s.kernels.distance(s.codes->row(ra), s.cCodes, s.codes->stride);
+        if (s.rule.cannotImprove(codesLower2(S, *s.codes, s.codes->err[ra], s.errC), r2)) {
+          centerLower2[a] = -1.0;
           continue;
         }
       }
     }
-    centerDist2[a] = laneDistance(centers + a * dims, c, dims);
+    centerLower2[a] = s.rule.lowerFromComputed(laneDistance(centers + a * s.dims, s.c, s.dims));
   }
+}
+
+// True when row i (computed minimum m2 > 0, in a group whose center is at squared distance >= lower2 from c) may
+// get closer to c: neither the group's bound nor the codes rule it out.
+IMIAD_ALWAYS_INLINE bool mayImprove(const Step& s, uint32_t i, double m2, double lower2, const double* reach) {
+  if (s.rule.cannotImprove(lower2, m2)) return false;
+  return s.codes == nullptr ||
+         codesAdmit(s.kernels.distance(s.codes->row(i), s.cCodes, s.codes->stride), reach[i], s.errC, s.codes->inverse);
+}
+
+// Starts fetching the float row of a row about to be measured.
+IMIAD_ALWAYS_INLINE void fetchRow(const Step& s, size_t i) {
+  const char* row = reinterpret_cast<const char*>(s.X + i * s.dims);
+  for (size_t off = 0; off < s.dims * sizeof(float); off += 64) __builtin_prefetch(row + off);
 }
 
 struct Item {
@@ -193,20 +525,22 @@ struct ItemResult {
   std::vector<uint32_t> moved;
 };
 
-// Visits members [begin, end) of group a for the new center c (group index t).
-IMIAD_CORESET_CLONES void itemPass(const float* X, size_t dims, const uint32_t* members, size_t begin, size_t end,
-                                   const float* c, double dac, const PruneRule& rule, double* mind2, uint32_t* assign,
-                                   uint32_t t, ItemResult& out) {
+// Visits members [begin, end) of group a for the new center c: first the bounds, then the exact distance of the
+// rows they admit (few, scattered: their rows are fetched together).
+IMIAD_CORESET_CLONES void itemPass(const Step& s, const uint32_t* members, size_t begin, size_t end, double lower2,
+                                   double* mind2, double* reach, uint32_t* assign, ItemResult& out) {
   // Work on a local copy: the results of neighbouring items share cache lines (see linearPass).
   ItemResult result;
   result.moved.swap(out.moved);
   result.moved.clear();
-  // Members are scattered over the matrix: fetch rows a few members ahead (a plain pass streams instead).
+  std::vector<uint32_t>& admitted = result.moved;  // admitted rows first; then the ones that moved
+  // Members are scattered over the matrix: fetch their codes (or rows) a few members ahead.
   constexpr size_t kAhead = 6;
-  const size_t rowBytes = dims * sizeof(float);
+  const uint8_t* base = s.codes != nullptr ? s.codes->q.data() : reinterpret_cast<const uint8_t*>(s.X);
+  const size_t rowBytes = s.codes != nullptr ? s.codes->stride : s.dims * sizeof(float);
   for (size_t k = begin; k < end; ++k) {
     if (k + kAhead < end) {
-      const char* ahead = reinterpret_cast<const char*>(X + static_cast<size_t>(members[k + kAhead]) * dims);
+      const uint8_t* ahead = base + static_cast<size_t>(members[k + kAhead]) * rowBytes;
       for (size_t off = 0; off < rowBytes; off += 64) __builtin_prefetch(ahead + off);
     }
     const uint32_t i = members[k];
@@ -215,18 +549,28 @@ IMIAD_CORESET_CLONES void itemPass(const float* X, size_t dims, const uint32_t* 
       ++result.removed;
       continue;
     }
-    if (m2 > 0.0 && !rule.cannotImprove(dac, m2)) {
-      const double d = laneDistance(X + static_cast<size_t>(i) * dims, c, dims);
-      if (d < m2) {
-        mind2[i] = d;
-        assign[i] = t;
-        result.moved.push_back(i);
-        ++result.removed;
-        continue;
-      }
+    if (m2 > 0.0 && mayImprove(s, i, m2, lower2, reach)) {
+      fetchRow(s, i);
+      admitted.push_back(i);
+      continue;
     }
     offer(result.kept, m2, i);
   }
+  size_t movedCount = 0;
+  for (const uint32_t i : admitted) {
+    const double m2 = mind2[i];
+    const double d = laneDistance(s.X + static_cast<size_t>(i) * s.dims, s.c, s.dims);
+    if (d < m2) {
+      mind2[i] = d;
+      if (s.codes != nullptr) reach[i] = reachOf(s.rule, d, s.codes->err[i]);
+      assign[i] = s.t;
+      admitted[movedCount++] = i;
+      ++result.removed;
+    } else {
+      offer(result.kept, m2, i);
+    }
+  }
+  admitted.resize(movedCount);
   out.kept = result.kept;
   out.removed = result.removed;
   out.moved.swap(result.moved);
@@ -326,12 +670,12 @@ const float* prepare(const float* features, size_t rows, size_t& dims, const Cor
 }
 
 // First pass of both kernels: every row's squared distance to the start row, and the best row.
-Best initialPass(const float* X, size_t rows, size_t dims, size_t start, std::vector<double>& mind2) {
+Best initialPass(Team& team, const float* X, size_t rows, size_t dims, size_t start, std::vector<double>& mind2) {
   mind2.assign(rows, std::numeric_limits<double>::infinity());
   mind2[start] = kSelected;
   const float* c = X + start * dims;
   std::vector<Best> chunkBest((rows + kRowChunk - 1) / kRowChunk);
-  parallelChunks(rows, kRowChunk, [&](size_t k, size_t begin, size_t end) {
+  team.run(rows, kRowChunk, [&](size_t k, size_t begin, size_t end) {
     chunkBest[k] = plainPass(X, dims, begin, end, c, mind2.data());
   });
   Best best;
@@ -341,10 +685,11 @@ Best initialPass(const float* X, size_t rows, size_t dims, size_t start, std::ve
 
 std::vector<uint32_t> plainKCenter(const float* X, size_t rows, size_t dims, size_t count, size_t start,
                                    const RunControl& control) {
+  Team team;
   std::vector<uint32_t> selected{static_cast<uint32_t>(start)};
   selected.reserve(count);
   std::vector<double> mind2;
-  Best best = initialPass(X, rows, dims, start, mind2);
+  Best best = initialPass(team, X, rows, dims, start, mind2);
   control.report(1, count);
   std::vector<Best> chunkBest((rows + kRowChunk - 1) / kRowChunk);
   while (selected.size() < count) {
@@ -354,7 +699,7 @@ std::vector<uint32_t> plainKCenter(const float* X, size_t rows, size_t dims, siz
     mind2[c] = kSelected;
     if (selected.size() < count) {
       const float* center = X + static_cast<size_t>(c) * dims;
-      parallelChunks(rows, kRowChunk, [&](size_t k, size_t begin, size_t end) {
+      team.run(rows, kRowChunk, [&](size_t k, size_t begin, size_t end) {
         chunkBest[k] = plainPass(X, dims, begin, end, center, mind2.data());
       });
       best = Best();
@@ -365,34 +710,72 @@ std::vector<uint32_t> plainKCenter(const float* X, size_t rows, size_t dims, siz
   return selected;
 }
 
-// Linear pass over rows [begin, end) for the new center c (group t): like plainPass, but a row is only measured when
-// its group may lose rows to c (gate) and the per-row bound allows it; no gate (nullptr) measures every row.
-// Returns the best row over all rows.
-IMIAD_CORESET_CLONES Best linearPass(const float* X, size_t dims, size_t begin, size_t end, const float* c,
-                                     const uint8_t* gate, const double* centerDist2, const PruneRule& rule,
-                                     double* mind2, uint32_t* assign, uint32_t t, Best& freshOut,
-                                     std::vector<uint32_t>& movedOut) {
+// Linear pass over rows [begin, end) (at most kRowChunk) for the new center c: like plainPass, but a row is only
+// measured when its group may lose rows to c (gate; nullptr: every group may) and the bounds allow it. Returns the
+// best row of the range. `previous`, when given, is the range's best row before this step: minimum distances only
+// shrink, so it stays the best unless it was selected or moved, and the range need not be scanned again.
+IMIAD_CORESET_CLONES Best linearPass(const Step& s, size_t begin, size_t end, const uint8_t* gate,
+                                     const double* centerLower2, double* mind2, double* reach, uint32_t* assign,
+                                     const Best* previous, Best& freshOut, std::vector<uint32_t>& movedOut) {
   // Local until the end: the per-chunk outputs sit next to each other, and writing them per row would make the
   // threads fight over their cache lines.
   Best best, fresh;
   std::vector<uint32_t> movedFrom;
   movedFrom.swap(movedOut);
   movedFrom.clear();
-  for (size_t i = begin; i < end; ++i) {
-    double m2 = mind2[i];
-    if (m2 < 0.0) continue;
-    const uint32_t a = assign[i];
-    if (m2 > 0.0 && (gate == nullptr || (gate[a] && !rule.cannotImprove(centerDist2[a], m2)))) {
-      const double d = laneDistance(X + i * dims, c, dims);
-      if (d < m2) {
-        m2 = d;
-        mind2[i] = d;
-        assign[i] = t;
-        movedFrom.push_back(a);
-        offer(fresh, d, static_cast<uint32_t>(i));
+  auto update = [&](size_t i, uint32_t a, double d) {
+    mind2[i] = d;
+    if (s.codes != nullptr) reach[i] = reachOf(s.rule, d, s.codes->err[i]);
+    assign[i] = s.t;
+    movedFrom.push_back(a);
+    offer(fresh, d, static_cast<uint32_t>(i));
+  };
+  if (s.codes == nullptr) {
+    for (size_t i = begin; i < end; ++i) {
+      double m2 = mind2[i];
+      if (m2 < 0.0) continue;
+      const uint32_t a = assign[i];
+      if (m2 > 0.0 && (gate == nullptr || (gate[a] && !s.rule.cannotImprove(centerLower2[a], m2)))) {
+        const double d = laneDistance(s.X + i * s.dims, s.c, s.dims);
+        if (d < m2) {
+          m2 = d;
+          update(i, a, d);
+        }
+      }
+      offer(best, m2, static_cast<uint32_t>(i));
+    }
+  } else {
+    // The codes admit a few rows in bulk; only those are looked at one by one.
+    uint64_t masks[kRowChunk / 64];
+    s.kernels.admit(s.codes->row(begin), end - begin, s.codes->stride, s.cCodes, reach + begin, s.errC,
+                    s.codes->inverse, masks);
+    bool rescan = previous == nullptr || (s.row >= begin && s.row < end);
+    uint32_t admitted[kRowChunk];
+    size_t n = 0;
+    for (size_t w = 0; w < (end - begin + 63) / 64; ++w) {
+      for (uint64_t bits = masks[w]; bits != 0; bits &= bits - 1) {
+        const size_t i = begin + w * 64 + static_cast<size_t>(__builtin_ctzll(bits));
+        // mind2[i] > 0: the codes never admit selected rows or rows at distance 0.
+        if (gate != nullptr && (!gate[assign[i]] || s.rule.cannotImprove(centerLower2[assign[i]], mind2[i]))) continue;
+        fetchRow(s, i);
+        admitted[n++] = static_cast<uint32_t>(i);
       }
     }
-    offer(best, m2, static_cast<uint32_t>(i));
+    for (size_t k = 0; k < n; ++k) {
+      const size_t i = admitted[k];
+      const double d = laneDistance(s.X + i * s.dims, s.c, s.dims);
+      if (d < mind2[i]) {
+        update(i, assign[i], d);
+        rescan = rescan || i == previous->row;
+      }
+    }
+    if (rescan) {
+      for (size_t i = begin; i < end; ++i) {
+        if (mind2[i] >= 0.0) offer(best, mind2[i], static_cast<uint32_t>(i));
+      }
+    } else {
+      best = *previous;
+    }
   }
   freshOut = fresh;
   movedOut.swap(movedFrom);
@@ -407,6 +790,7 @@ IMIAD_CORESET_CLONES Best linearPass(const float* X, size_t dims, size_t begin, 
 // only shrink); rebuildGroups() makes them exact again.
 std::vector<uint32_t> fastKCenter(const float* X, size_t rows, size_t dims, size_t count, size_t start,
                                   const RunControl& control) {
+  Team team;
   const PruneRule rule = pruneMargin(dims);
   std::vector<uint32_t> selected{static_cast<uint32_t>(start)};
   selected.reserve(count);
@@ -417,11 +801,21 @@ std::vector<uint32_t> fastKCenter(const float* X, size_t rows, size_t dims, size
   std::vector<std::vector<uint32_t>> members(count);
   std::vector<Best> groupBest(count);
   std::vector<uint32_t> groupSize(count, 0);
-  std::vector<double> centerDist2(count);
+  std::vector<double> centerLower2(count);
   std::vector<uint8_t> gate(count, 0);
   std::vector<PivotBounds> pivots(count);
 
-  Best next = initialPass(X, rows, dims, start, mind2);
+  Best next = initialPass(team, X, rows, dims, start, mind2);
+  // The codes and every row's reach (see codesAdmit), when the dims allow codes.
+  const Codes codes = buildCodes(team, X, rows, dims, control);
+  const bool useCodes = codes.stride > 0;
+  std::vector<double> reach(useCodes ? rows : 0);
+  if (useCodes) {
+    team.run(rows, kRowChunk, [&](size_t, size_t begin, size_t end) {
+      for (size_t i = begin; i < end; ++i) reach[i] = reachOf(rule, mind2[i], codes.err[i]);
+    });
+  }
+  const CodeKernels kernels = pickCodeKernels();
   groupBest[0] = next;
   groupSize[0] = static_cast<uint32_t>(rows - 1);
   members[0].reserve(rows - 1);
@@ -455,6 +849,7 @@ std::vector<uint32_t> fastKCenter(const float* X, size_t rows, size_t dims, size
   std::vector<ItemResult> results;
   const size_t rowChunks = (rows + kRowChunk - 1) / kRowChunk;
   std::vector<Best> chunkBest(rowChunks), chunkFresh(rowChunks);
+  bool chunkBestValid = false;  // chunkBest holds each chunk's best row (valid from one linear step to the next)
   std::vector<std::vector<uint32_t>> chunkMoved(rowChunks);
   for (size_t t = 1; t < count; ++t) {
     control.throwIfCancelled();
@@ -466,13 +861,16 @@ std::vector<uint32_t> fastKCenter(const float* X, size_t rows, size_t dims, size
     --groupSize[home];
     float* center = centers.data() + t * dims;
     std::memcpy(center, X + static_cast<size_t>(c) * dims, dims * sizeof(float));
+    if (useCodes) reach[c] = std::numeric_limits<double>::quiet_NaN();
     const size_t unselected = rows - t - 1;
+    Step step{X, dims, center, c, static_cast<uint32_t>(t), useCodes ? &codes : nullptr, kernels,
+              useCodes ? codes.row(c) : nullptr, useCodes ? codes.err[c] : 0.0, rule};
     auto chooseCandidates = [&]() {
       candidates.clear();
       size_t visitRows = 0;
       for (size_t a = 0; a < t; ++a) {
         // The home group always: c leaves it (and when its radius is 0, nothing else happens to it).
-        gate[a] = a == home || (centerDist2[a] >= 0.0 && !rule.cannotImprove(centerDist2[a], groupBest[a].value));
+        gate[a] = a == home || (centerLower2[a] >= 0.0 && !rule.cannotImprove(centerLower2[a], groupBest[a].value));
         if (gate[a]) {
           candidates.push_back(static_cast<uint32_t>(a));
           visitRows += groupSize[a];
@@ -495,11 +893,11 @@ std::vector<uint32_t> fastKCenter(const float* X, size_t rows, size_t dims, size
     const bool havePivots = t >= kPivots;
     if (!openAll) {
       auto pass = [&](size_t begin, size_t end) {
-        centerPass(centers.data(), dims, begin, end, center, groupBest.data(), havePivots ? pivots.data() : nullptr,
-                   &pivots[t], home, rule, centerDist2.data());
+        centerPass(step, centers.data(), selected.data(), begin, end, groupBest.data(),
+                   havePivots ? pivots.data() : nullptr, &pivots[t], home, centerLower2.data());
       };
       if (t >= kParallelCenters) {
-        parallelChunks(t, kCenterChunk, [&](size_t, size_t begin, size_t end) { pass(begin, end); });
+        team.run(t, kCenterChunk, [&](size_t, size_t begin, size_t end) { pass(begin, end); });
       } else {
         pass(0, t);
       }
@@ -513,13 +911,15 @@ std::vector<uint32_t> fastKCenter(const float* X, size_t rows, size_t dims, size
     }
 
     if (linear) {
-      parallelChunks(rows, kRowChunk, [&](size_t k, size_t begin, size_t end) {
+      team.run(rows, kRowChunk, [&](size_t k, size_t begin, size_t end) {
         chunkFresh[k] = Best();
         chunkMoved[k].clear();
-        chunkBest[k] = linearPass(X, dims, begin, end, center, openAll ? nullptr : gate.data(), centerDist2.data(),
-                                  rule, mind2.data(),
-                                  assign.data(), static_cast<uint32_t>(t), chunkFresh[k], chunkMoved[k]);
+        const Best previous = chunkBest[k];
+        chunkBest[k] = linearPass(step, begin, end, openAll ? nullptr : gate.data(), centerLower2.data(),
+                                  mind2.data(), reach.data(), assign.data(), chunkBestValid ? &previous : nullptr,
+                                  chunkFresh[k], chunkMoved[k]);
       });
+      chunkBestValid = true;
       next = Best();
       Best fresh;
       for (size_t k = 0; k < rowChunks; ++k) {
@@ -536,6 +936,7 @@ std::vector<uint32_t> fastKCenter(const float* X, size_t rows, size_t dims, size
       continue;
     }
 
+    chunkBestValid = false;
     items.clear();
     for (uint32_t a : candidates) {
       const size_t n = members[a].size();
@@ -548,11 +949,11 @@ std::vector<uint32_t> fastKCenter(const float* X, size_t rows, size_t dims, size
       r.removed = 0;
       r.moved.clear();
       const Item& it = items[k];
-      itemPass(X, dims, members[it.group].data(), it.begin, it.end, center, centerDist2[it.group], rule, mind2.data(),
-               assign.data(), static_cast<uint32_t>(t), r);
+      itemPass(step, members[it.group].data(), it.begin, it.end, centerLower2[it.group], mind2.data(), reach.data(),
+               assign.data(), r);
     };
     if (visitRows >= kParallelRows) {
-      parallelChunks(items.size(), 1, [&](size_t k, size_t, size_t) { visit(k); });
+      team.run(items.size(), 1, [&](size_t k, size_t, size_t) { visit(k); });
     } else {
       for (size_t k = 0; k < items.size(); ++k) visit(k);
     }
@@ -588,7 +989,6 @@ std::vector<uint32_t> fastKCenter(const float* X, size_t rows, size_t dims, size
   }
   return selected;
 }
-
 }  // namespace
 
 IMIAD_CORESET_CLONES double squaredDistance(const float* a, const float* b, size_t dims) {

@@ -5,9 +5,13 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <exception>
+#include <functional>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -64,5 +68,116 @@ void parallelChunks(size_t n, size_t chunk, Fn&& fn) {
   }
   if (error) std::rethrow_exception(error);
 }
+
+// A team of threads kept for many short fork-joins (a kernel that runs thousands of dependent steps, each too short
+// to start threads for). Chunk k of every run goes to member k % size(), so a member sees the same rows step after
+// step and keeps them in its cache; the chunks still depend only on the problem size, so results do not depend on
+// the team's size. Members spin briefly between runs, then sleep. Not reentrant: one run at a time, from the thread
+// that made the team.
+class Team {
+ public:
+  explicit Team(unsigned threads = threadCount()) : size_(threads == 0 ? 1 : threads) {
+    members_.reserve(size_ - 1);
+    for (unsigned m = 1; m < size_; ++m) members_.emplace_back([this, m] { serve(m); });
+  }
+  Team(const Team&) = delete;
+  Team& operator=(const Team&) = delete;
+  ~Team() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+      generation_.fetch_add(1, std::memory_order_release);
+    }
+    wake_.notify_all();
+    for (auto& t : members_) t.join();
+  }
+
+  unsigned size() const { return size_; }
+
+  // fn(chunkIndex, begin, end) over [0, n) in chunks of `chunk`; the first exception is rethrown here after all
+  // members are done (later chunks are skipped).
+  template <typename Fn>
+  void run(size_t n, size_t chunk, Fn&& fn) {
+    if (n == 0) return;
+    if (chunk == 0) chunk = 1;
+    const size_t chunks = (n + chunk - 1) / chunk;
+    if (size_ == 1 || chunks == 1) {
+      for (size_t k = 0; k < chunks; ++k) fn(k, k * chunk, std::min(n, k * chunk + chunk));
+      return;
+    }
+    failed_.store(false, std::memory_order_relaxed);
+    error_ = nullptr;
+    job_ = [&](unsigned m) {
+      for (size_t k = m; k < chunks; k += size_) {
+        if (failed_.load(std::memory_order_relaxed)) return;
+        fn(k, k * chunk, std::min(n, k * chunk + chunk));
+      }
+    };
+    pending_.store(size_ - 1, std::memory_order_relaxed);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      generation_.fetch_add(1, std::memory_order_release);
+      if (sleepers_ > 0) wake_.notify_all();
+    }
+    work(0);
+    while (pending_.load(std::memory_order_acquire) != 0) pause();
+    job_ = nullptr;
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  static void pause() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#else
+    std::this_thread::yield();
+#endif
+  }
+
+  void work(unsigned m) {
+    try {
+      job_(m);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(errorMutex_);
+      if (!error_) error_ = std::current_exception();
+      failed_.store(true, std::memory_order_relaxed);
+    }
+  }
+
+  void serve(unsigned m) {
+    uint64_t seen = 0;
+    for (;;) {
+      // Spin up to ~200 us for the next run, then sleep until woken.
+      const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(200);
+      for (unsigned spins = 0; generation_.load(std::memory_order_acquire) == seen; ++spins) {
+        pause();
+        if ((spins & 63) == 63 && std::chrono::steady_clock::now() > until) {
+          std::unique_lock<std::mutex> lock(mutex_);
+          ++sleepers_;
+          wake_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
+          --sleepers_;
+          break;
+        }
+      }
+      seen = generation_.load(std::memory_order_acquire);
+      if (stop_) return;
+      work(m);
+      pending_.fetch_sub(1, std::memory_order_acq_rel);
+    }
+  }
+
+  const unsigned size_;
+  std::vector<std::thread> members_;
+  std::function<void(unsigned)> job_;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<unsigned> pending_{0};
+  std::atomic<bool> failed_{false};
+  std::exception_ptr error_;
+  std::mutex errorMutex_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  unsigned sleepers_ = 0;
+  bool stop_ = false;
+};
 
 }  // namespace imiad
