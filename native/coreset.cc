@@ -44,12 +44,12 @@ namespace {
 constexpr double kSelected = -1.0;
 // Rows per chunk of a pass over rows; members per work item of a visited group; centers per chunk of the
 // center-to-center pass. Fixed by the problem, never by the thread count (determinism).
-constexpr size_t kRowChunk = 4096;
-constexpr size_t kItemRows = 2048;
-constexpr size_t kCenterChunk = 1024;
+constexpr size_t kRowChunk = 1024;
+constexpr size_t kItemRows = 256;
+constexpr size_t kCenterChunk = 256;
 // Below these amounts of work a pass runs on the calling thread (starting threads would cost more than it saves).
-constexpr size_t kParallelRows = 8192;
-constexpr size_t kParallelCenters = 4096;
+constexpr size_t kParallelRows = 512;
+constexpr size_t kParallelCenters = 1024;
 // Linear-mode steps after which the group lists and maxima are rebuilt exactly.
 constexpr size_t kRefreshSteps = 32;
 
@@ -109,17 +109,18 @@ IMIAD_CORESET_CLONES Best plainPass(const float* X, size_t dims, size_t begin, s
   return best;
 }
 
-// ---- Codes: a 7-bit copy of the rows that bounds distances from below, cheaply ----
+// ---- Codes: a byte per dimension that bounds distances from below, cheaply ----
 //
-// Every row x_i gets codes q_ij in [0, 127] with x̂_ij = o_j + s q_ij (o_j: the minimum of dimension j, s: one scale
-// for all dimensions, the largest range / 127), and err_i >= |x_i - x̂_i| (Euclidean, rounded up). Then for any rows
+// Every row x_i gets codes q_ij in [0, 254] with x̂_ij = o_j + s q_ij (o_j: the minimum of dimension j, s: one scale
+// for all dimensions, the largest range / 254), and err_i >= |x_i - x̂_i| (Euclidean, rounded up). Then for any rows
 // i, c: d(i, c) >= |x̂_i - x̂_c| - err_i - err_c = s sqrt(S) - err_i - err_c, where S = sum_j (q_ij - q_cj)^2 is an
 // integer computed exactly (so the same on every CPU and SIMD width). The kernels use that bound to skip a row
 // before its double-precision distance is taken: on any data most rows are far from a new center compared with
-// their current minimum, and a 7-bit row is a quarter of a float row (an eighth of the double work).
-constexpr size_t kCodeMax = 127;       // 7 bits: |q_i - q_c| fits a signed byte (see codeDistanceAvx512)
+// their current minimum, and a row of codes is a quarter of a float row (an eighth of the double work).
+// 254, not 255: then q = h + l with h = q >> 1 and l = q - h both <= 127, signed bytes (see codeDistanceAvx512).
+constexpr size_t kCodeMax = 254;
 constexpr size_t kCodeAlign = 64;      // row stride in bytes, zero padded (the padding adds 0 to S)
-constexpr size_t kCodeMaxDims = 131072;  // S <= dims * 127^2 < 2^32, and int32 SIMD lanes cannot overflow
+constexpr size_t kCodeMaxDims = 65536;  // S, |q|^2 <= dims * 254^2 < 2^32; int32 SIMD lanes cannot overflow
 
 struct Codes {
   size_t stride = 0;
@@ -127,6 +128,7 @@ struct Codes {
   double inverse = 1.0;      // 1 / scale (rounded; the margins below absorb it)
   std::vector<uint8_t> q;    // rows x stride
   std::vector<double> err;   // err_i, an upper bound of |x_i - x̂_i|
+  std::vector<uint32_t> norm;  // |q_i|^2
   const uint8_t* row(size_t i) const { return q.data() + i * stride; }
 };
 
@@ -149,13 +151,25 @@ uint32_t codeDistancePortable(const uint8_t* a, const uint8_t* b, size_t stride)
   return s;
 }
 
-// Admission of a block of n consecutive rows (codes `rows`, reaches `reach`) against center codes c: sets bit k % 64
-// of masks[k / 64] when row k must be measured (codesAdmit). masks must hold ceil(n / 64) words.
-void admitPortable(const uint8_t* rows, size_t n, size_t stride, const uint8_t* c, const double* reach, double errC,
-                   double inverse, uint64_t* masks) {
-  std::memset(masks, 0, (n + 63) / 64 * sizeof(uint64_t));
-  for (size_t k = 0; k < n; ++k) {
-    if (codesAdmit(codeDistancePortable(rows + k * stride, c, stride), reach[k], errC, inverse)) {
+// A block of n consecutive rows to admit against center codes c: their codes, squared code norms and reaches.
+struct AdmitBlock {
+  const uint8_t* rows;
+  const uint32_t* norms;
+  const double* reach;
+  size_t n;
+  size_t stride;
+  const uint8_t* c;
+  uint32_t cNorm;
+  double errC;
+  double inverse;
+};
+
+// Admission of a block: sets bit k % 64 of masks[k / 64] when row k must be measured (codesAdmit). masks must hold
+// ceil(n / 64) words.
+void admitPortable(const AdmitBlock& b, uint64_t* masks) {
+  std::memset(masks, 0, (b.n + 63) / 64 * sizeof(uint64_t));
+  for (size_t k = 0; k < b.n; ++k) {
+    if (codesAdmit(codeDistancePortable(b.rows + k * b.stride, b.c, b.stride), b.reach[k], b.errC, b.inverse)) {
       masks[k / 64] |= uint64_t(1) << (k % 64);
     }
   }
@@ -170,13 +184,17 @@ IMIAD_AVX512_CODES inline __m512i sumAcross4(__m512i v) {
   return _mm512_add_epi32(v, _mm512_shuffle_i32x4(v, v, _MM_SHUFFLE(2, 3, 0, 1)));
 }
 
-// |a - b| fits a signed byte (codes <= 127), so vpsubb is exact, vpabsb makes it non-negative, and vpdpbusd
-// (unsigned x signed bytes, four products summed into each int32 lane) squares and accumulates it.
+// vpdpbusd multiplies unsigned bytes by signed bytes (four products summed into each int32 lane). d = |a - b| <= 254
+// is unsigned; d^2 = d h + d l with h = d >> 1 and l = d - h, both <= 127.
 IMIAD_AVX512_CODES uint32_t codeDistanceAvx512(const uint8_t* a, const uint8_t* b, size_t stride) {
   __m512i acc = _mm512_setzero_si512();
+  const __m512i low7 = _mm512_set1_epi8(0x7F);
   for (size_t j = 0; j < stride; j += 64) {
-    const __m512i d = _mm512_abs_epi8(_mm512_sub_epi8(_mm512_loadu_si512(a + j), _mm512_loadu_si512(b + j)));
-    acc = _mm512_dpbusd_epi32(acc, d, d);
+    const __m512i va = _mm512_loadu_si512(a + j), vb = _mm512_loadu_si512(b + j);
+    const __m512i d = _mm512_sub_epi8(_mm512_max_epu8(va, vb), _mm512_min_epu8(va, vb));
+    const __m512i h = _mm512_and_si512(_mm512_srli_epi16(d, 1), low7);
+    acc = _mm512_dpbusd_epi32(acc, d, h);
+    acc = _mm512_dpbusd_epi32(acc, d, _mm512_sub_epi8(d, h));
   }
   __m512i v = sumAcross4(acc);
   __m128i s = _mm512_castsi512_si128(v);
@@ -185,19 +203,21 @@ IMIAD_AVX512_CODES uint32_t codeDistanceAvx512(const uint8_t* a, const uint8_t* 
   return static_cast<uint32_t>(_mm_cvtsi128_si32(s));
 }
 
-// Sixteen rows of B 64-byte blocks (stride 64 B, known at compile time so that the sixteen accumulators and the
-// center stay in registers), then a transpose-and-add tree that leaves row k's sum in lane k.
+// Dot products of sixteen rows of B 64-byte blocks with the center (stride 64 B, known at compile time so that the
+// sixteen accumulators and the center stay in registers). vpdpbusd takes the row as unsigned bytes and the center
+// as two signed halves ch = c >> 1, cl = c - ch (both <= 127). A transpose-and-add tree then leaves row k's dot
+// product in lane k.
 template <size_t B>
-IMIAD_AVX512_CODES inline __m512i sixteenDistances(const uint8_t* base, const __m512i* cv) {
+IMIAD_AVX512_CODES inline __m512i sixteenDots(const uint8_t* base, const __m512i* ch, const __m512i* cl) {
   __m512i acc[16];
   for (size_t k = 0; k < 16; ++k) {
     acc[k] = _mm512_setzero_si512();
     for (size_t j = 0; j < B; ++j) {
-      const __m512i d = _mm512_abs_epi8(_mm512_sub_epi8(_mm512_loadu_si512(base + (k * B + j) * 64), cv[j]));
-      acc[k] = _mm512_dpbusd_epi32(acc[k], d, d);
+      const __m512i row = _mm512_loadu_si512(base + (k * B + j) * 64);
+      acc[k] = _mm512_dpbusd_epi32(acc[k], row, ch[j]);
+      acc[k] = _mm512_dpbusd_epi32(acc[k], row, cl[j]);
     }
-  }
-  // Pairs: 32-bit interleave and add; quads: 64-bit interleave and add. Each 128-bit lane L of quad q then holds
+  }  // Pairs: 32-bit interleave and add; quads: 64-bit interleave and add. Each 128-bit lane L of quad q then holds
   // the lane-L partial sums of rows 4q .. 4q + 3.
   __m512i pair[8], quad[4];
   for (size_t k = 0; k < 8; ++k) {
@@ -231,50 +251,57 @@ IMIAD_AVX512_CODES inline uint32_t sixteenAdmit(__m512i S, const double* reach, 
   return bits;
 }
 
+// S = |q_i|^2 + |q_c|^2 - 2 q_i.q_c, exact: every term is an integer below 2^32, and the wrap-around of the int32
+// lanes cancels in the result (S itself is below 2^32 and read as unsigned).
 template <size_t B>
-IMIAD_AVX512_CODES void admitBlocks(const uint8_t* rows, size_t n, const uint8_t* c, const double* reach, double errC,
-                                    double inverse, uint64_t* masks) {
-  __m512i cv[B];
-  for (size_t j = 0; j < B; ++j) cv[j] = _mm512_loadu_si512(c + 64 * j);
-  size_t r = 0;
-  for (; r + 16 <= n; r += 16) {
-    const __m512i S = sixteenDistances<B>(rows + r * 64 * B, cv);
-    masks[r / 64] |= static_cast<uint64_t>(sixteenAdmit(S, reach + r, errC, inverse)) << (r % 64);
+IMIAD_AVX512_CODES void admitBlocks(const AdmitBlock& b, uint64_t* masks) {
+  __m512i ch[B], cl[B];
+  const __m512i low7 = _mm512_set1_epi8(0x7F);
+  for (size_t j = 0; j < B; ++j) {
+    const __m512i c = _mm512_loadu_si512(b.c + 64 * j);
+    ch[j] = _mm512_and_si512(_mm512_srli_epi16(c, 1), low7);
+    cl[j] = _mm512_sub_epi8(c, ch[j]);
   }
-  for (; r < n; ++r) {
-    if (codesAdmit(codeDistanceAvx512(rows + r * 64 * B, c, 64 * B), reach[r], errC, inverse)) {
+  const __m512i cNorm = _mm512_set1_epi32(static_cast<int32_t>(b.cNorm));
+  size_t r = 0;
+  for (; r + 16 <= b.n; r += 16) {
+    const __m512i dot = sixteenDots<B>(b.rows + r * 64 * B, ch, cl);
+    const __m512i norms = _mm512_loadu_si512(b.norms + r);
+    const __m512i S = _mm512_sub_epi32(_mm512_add_epi32(norms, cNorm), _mm512_add_epi32(dot, dot));
+    masks[r / 64] |= static_cast<uint64_t>(sixteenAdmit(S, b.reach + r, b.errC, b.inverse)) << (r % 64);
+  }
+  for (; r < b.n; ++r) {
+    if (codesAdmit(codeDistanceAvx512(b.rows + r * 64 * B, b.c, 64 * B), b.reach[r], b.errC, b.inverse)) {
       masks[r / 64] |= uint64_t(1) << (r % 64);
     }
   }
 }
 
 // Rows of up to 256 dims go sixteen at a time; longer rows one at a time (their reduction is cheap beside them).
-IMIAD_AVX512_CODES void admitAvx512(const uint8_t* rows, size_t n, size_t stride, const uint8_t* c,
-                                    const double* reach, double errC, double inverse, uint64_t* masks) {
-  std::memset(masks, 0, (n + 63) / 64 * sizeof(uint64_t));
-  switch (stride / 64) {
-    case 1: return admitBlocks<1>(rows, n, c, reach, errC, inverse, masks);
-    case 2: return admitBlocks<2>(rows, n, c, reach, errC, inverse, masks);
-    case 3: return admitBlocks<3>(rows, n, c, reach, errC, inverse, masks);
-    case 4: return admitBlocks<4>(rows, n, c, reach, errC, inverse, masks);
+IMIAD_AVX512_CODES void admitAvx512(const AdmitBlock& b, uint64_t* masks) {
+  std::memset(masks, 0, (b.n + 63) / 64 * sizeof(uint64_t));
+  switch (b.stride / 64) {
+    case 1: return admitBlocks<1>(b, masks);
+    case 2: return admitBlocks<2>(b, masks);
+    case 3: return admitBlocks<3>(b, masks);
+    case 4: return admitBlocks<4>(b, masks);
     default: break;
   }
-  for (size_t r = 0; r < n; ++r) {
-    if (codesAdmit(codeDistanceAvx512(rows + r * stride, c, stride), reach[r], errC, inverse)) {
+  for (size_t r = 0; r < b.n; ++r) {
+    if (codesAdmit(codeDistanceAvx512(b.rows + r * b.stride, b.c, b.stride), b.reach[r], b.errC, b.inverse)) {
       masks[r / 64] |= uint64_t(1) << (r % 64);
     }
   }
 }
 
-// AVX2: vpmaddubsw squares |a - b| into pairs of int16 (<= 2 * 127^2), vpmaddwd widens them to int32.
+// AVX2: the differences in 16 bits (|d| <= 254), squared and paired into int32 by vpmaddwd.
 __attribute__((target("avx2"))) uint32_t codeDistanceAvx2(const uint8_t* a, const uint8_t* b, size_t stride) {
   __m256i acc = _mm256_setzero_si256();
-  const __m256i ones = _mm256_set1_epi16(1);
-  for (size_t j = 0; j < stride; j += 32) {
-    const __m256i va = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + j));
-    const __m256i vb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + j));
-    const __m256i d = _mm256_abs_epi8(_mm256_sub_epi8(va, vb));
-    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(d, d), ones));
+  for (size_t j = 0; j < stride; j += 16) {
+    const __m256i va = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + j)));
+    const __m256i vb = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + j)));
+    const __m256i d = _mm256_sub_epi16(va, vb);
+    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(d, d));
   }
   __m128i s = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
   s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
@@ -282,11 +309,10 @@ __attribute__((target("avx2"))) uint32_t codeDistanceAvx2(const uint8_t* a, cons
   return static_cast<uint32_t>(_mm_cvtsi128_si32(s));
 }
 
-__attribute__((target("avx2"))) void admitAvx2(const uint8_t* rows, size_t n, size_t stride, const uint8_t* c,
-                                               const double* reach, double errC, double inverse, uint64_t* masks) {
-  std::memset(masks, 0, (n + 63) / 64 * sizeof(uint64_t));
-  for (size_t k = 0; k < n; ++k) {
-    if (codesAdmit(codeDistanceAvx2(rows + k * stride, c, stride), reach[k], errC, inverse)) {
+__attribute__((target("avx2"))) void admitAvx2(const AdmitBlock& b, uint64_t* masks) {
+  std::memset(masks, 0, (b.n + 63) / 64 * sizeof(uint64_t));
+  for (size_t k = 0; k < b.n; ++k) {
+    if (codesAdmit(codeDistanceAvx2(b.rows + k * b.stride, b.c, b.stride), b.reach[k], b.errC, b.inverse)) {
       masks[k / 64] |= uint64_t(1) << (k % 64);
     }
   }
@@ -296,7 +322,7 @@ __attribute__((target("avx2"))) void admitAvx2(const uint8_t* rows, size_t n, si
 // The code kernels of one instruction set; every form gives the same integers, hence the same admissions.
 struct CodeKernels {
   uint32_t (*distance)(const uint8_t*, const uint8_t*, size_t);
-  void (*admit)(const uint8_t*, size_t, size_t, const uint8_t*, const double*, double, double, uint64_t*);
+  void (*admit)(const AdmitBlock&, uint64_t*);
 };
 
 // The widest form this CPU runs (IMIAD_CORESET_ISA=portable or avx2 pins a narrower one, for tests).
@@ -312,6 +338,28 @@ CodeKernels pickCodeKernels() {
   if (!portable && __builtin_cpu_supports("avx2")) return {codeDistanceAvx2, admitAvx2};
 #endif
   return {codeDistancePortable, admitPortable};
+}
+
+// Codes and err of rows [begin, end) (see buildCodes).
+IMIAD_CORESET_CLONES void encodeRows(const float* X, size_t dims, size_t begin, size_t end, const double* offset,
+                                     Codes& codes, double relative, double absolute) {
+  for (size_t i = begin; i < end; ++i) {
+    const float* x = X + i * dims;
+    uint8_t* q = codes.q.data() + i * codes.stride;
+    double e2 = 0.0;
+    uint32_t n2 = 0;
+    for (size_t j = 0; j < dims; ++j) {
+      // Any integer code is valid (err accounts for it); the nearest one keeps err small.
+      const double v = (static_cast<double>(x[j]) - offset[j]) * codes.inverse;
+      const double r = std::floor(std::min(static_cast<double>(kCodeMax), std::max(0.0, v)) + 0.5);
+      q[j] = static_cast<uint8_t>(r);
+      n2 += q[j] * q[j];
+      const double e = static_cast<double>(x[j]) - (offset[j] + codes.scale * r);
+      e2 += e * e;
+    }
+    codes.err[i] = std::sqrt(e2) * relative + absolute;
+    codes.norm[i] = n2;
+  }
 }
 
 // Codes of X (see Codes), or an empty Codes (stride 0) when the dims are too many for exact int32 sums.
@@ -352,6 +400,7 @@ Codes buildCodes(Team& team, const float* X, size_t rows, size_t dims, const Run
   codes.stride = (dims + kCodeAlign - 1) / kCodeAlign * kCodeAlign;
   codes.q.assign(rows * codes.stride, 0);
   codes.err.resize(rows);
+  codes.norm.resize(rows);
   // Rounding of err: each computed e_j = x_j - (o_j + s q_j) is within 3u (|o_j| + 128 s) of the true one, and the
   // computed norm of the computed e within (dims + 2) u relatively (u = 2^-53); both are added, doubled.
   const double u = std::ldexp(1.0, -53);
@@ -360,20 +409,7 @@ Codes buildCodes(Team& team, const float* X, size_t rows, size_t dims, const Run
   const double relative = 1.0 + 2.0 * (static_cast<double>(dims) + 4.0) * u;
   team.run(rows, kCodeRows, [&](size_t, size_t begin, size_t end) {
     control.throwIfCancelled();
-    for (size_t i = begin; i < end; ++i) {
-      const float* x = X + i * dims;
-      uint8_t* q = codes.q.data() + i * codes.stride;
-      double e2 = 0.0;
-      for (size_t j = 0; j < dims; ++j) {
-        // Any integer code is valid (err accounts for it); the nearest one keeps err small.
-        const double v = (static_cast<double>(x[j]) - offset[j]) * codes.inverse;
-        const double r = std::floor(std::min(static_cast<double>(kCodeMax), std::max(0.0, v)) + 0.5);
-        q[j] = static_cast<uint8_t>(r);
-        const double e = static_cast<double>(x[j]) - (offset[j] + codes.scale * r);
-        e2 += e * e;
-      }
-      codes.err[i] = std::sqrt(e2) * relative + absolute;
-    }
+    encodeRows(X, dims, begin, end, offset.data(), codes, relative, absolute);
   });
   return codes;
 }
@@ -432,19 +468,36 @@ IMIAD_ALWAYS_INLINE double codesLower2(uint32_t S, const Codes& codes, double er
 // Then |d(a,p) - d(c,p)| <= d(a,c) bounds a center-to-center distance without touching the rows' dims.
 constexpr size_t kPivots = 8;
 
-struct PivotBounds {
-  double lo[kPivots];
-  double hi[kPivots];
+// Pivot bounds of every center, stored by pivot (lo[p * capacity + a]) so that one new center is compared with
+// all groups in vector form.
+struct PivotTable {
+  size_t capacity = 0;
+  std::vector<double> lo, hi;
+  explicit PivotTable(size_t count) : capacity(count), lo(kPivots * count), hi(kPivots * count) {}
+  void set(size_t a, const float* centers, size_t dims, const float* row, const PruneRule& rule) {
+    for (size_t p = 0; p < kPivots; ++p) {
+      const double d2 = laneDistance(centers + p * dims, row, dims);
+      lo[p * capacity + a] = std::sqrt(std::max(0.0, (d2 - rule.delta) / (1.0 + rule.eps)));
+      hi[p * capacity + a] = std::sqrt((d2 + rule.delta) / (1.0 - rule.eps));
+    }
+  }
 };
 
-PivotBounds pivotBounds(const float* centers, size_t dims, const float* row, const PruneRule& rule) {
-  PivotBounds b;
+// lower2[a] = the pivots' lower bound of d(a, c)^2 for the groups a in [begin, end), c being center t:
+// max over p of |d(a,p) - d(c,p)| from the intervals, less a slack for the rounding of the sqrt and the subtraction.
+IMIAD_CORESET_CLONES void pivotScreen(const PivotTable& table, size_t t, size_t begin, size_t end, double* lower2) {
+  for (size_t a = begin; a < end; ++a) lower2[a] = 0.0;
   for (size_t p = 0; p < kPivots; ++p) {
-    const double d2 = laneDistance(centers + p * dims, row, dims);
-    b.lo[p] = std::sqrt(std::max(0.0, (d2 - rule.delta) / (1.0 + rule.eps)));
-    b.hi[p] = std::sqrt((d2 + rule.delta) / (1.0 - rule.eps));
+    const double* lo = table.lo.data() + p * table.capacity;
+    const double* hi = table.hi.data() + p * table.capacity;
+    const double cLo = lo[t], cHi = hi[t];
+    for (size_t a = begin; a < end; ++a) {
+      const double x = lo[a] - cHi, y = cLo - hi[a];
+      const double g = (x > y ? x : y) - 1e-14 * (hi[a] + cHi);
+      lower2[a] = g > lower2[a] ? g : lower2[a];
+    }
   }
-  return b;
+  for (size_t a = begin; a < end; ++a) lower2[a] = lower2[a] * lower2[a] * (1.0 - 1e-11);
 }
 
 // The inputs of one step: the new center c (selection number t, row `row`) and what the passes read.
@@ -465,27 +518,19 @@ struct Step {
 // the group is ruled out (radius 0, or d(a, c) >= 2 * its radius, from the pivot bounds, the codes, or the computed
 // distance, in that order of cost).
 IMIAD_CORESET_CLONES void centerPass(const Step& s, const float* centers, const uint32_t* centerRows, size_t begin,
-                                     size_t end, const Best* groupBest, const PivotBounds* bounds,
-                                     const PivotBounds* cBounds, size_t home, double* centerLower2) {
+                                     size_t end, const Best* groupBest, const PivotTable* pivots, size_t home,
+                                     double* centerLower2) {
+  if (pivots != nullptr) {
+    pivotScreen(*pivots, s.t, begin, end, centerLower2);
+  } else {
+    for (size_t a = begin; a < end; ++a) centerLower2[a] = 0.0;
+  }
   for (size_t a = begin; a < end; ++a) {
     const double r2 = groupBest[a].value;
     if (a != home) {
-      if (r2 <= 0.0) {
+      if (r2 <= 0.0 || s.rule.cannotImprove(centerLower2[a], r2)) {
         centerLower2[a] = -1.0;
         continue;
-      }
-      if (bounds != nullptr) {
-        double gap = 0.0;
-        const PivotBounds& b = bounds[a];
-        for (size_t p = 0; p < kPivots; ++p) {
-          // The slack covers the rounding of the sqrt and of this subtraction.
-          const double slack = 1e-14 * (b.hi[p] + cBounds->hi[p]);
-          gap = std::max(gap, std::max(b.lo[p] - cBounds->hi[p], cBounds->lo[p] - b.hi[p]) - slack);
-        }
-        if (s.rule.cannotImprove(gap * gap * (1.0 - 1e-11), r2)) {
-          centerLower2[a] = -1.0;
-          continue;
-        }
       }
       if (s.codes != nullptr) {
         const uint32_t ra = centerRows[a];
@@ -747,8 +792,9 @@ IMIAD_CORESET_CLONES Best linearPass(const Step& s, size_t begin, size_t end, co
   } else {
     // The codes admit a few rows in bulk; only those are looked at one by one.
     uint64_t masks[kRowChunk / 64];
-    s.kernels.admit(s.codes->row(begin), end - begin, s.codes->stride, s.cCodes, reach + begin, s.errC,
-                    s.codes->inverse, masks);
+    const AdmitBlock block{s.codes->row(begin), s.codes->norm.data() + begin, reach + begin, end - begin,
+                           s.codes->stride, s.cCodes, s.codes->norm[s.row], s.errC, s.codes->inverse};
+    s.kernels.admit(block, masks);
     bool rescan = previous == nullptr || (s.row >= begin && s.row < end);
     uint32_t admitted[kRowChunk];
     size_t n = 0;
@@ -803,7 +849,7 @@ std::vector<uint32_t> fastKCenter(const float* X, size_t rows, size_t dims, size
   std::vector<uint32_t> groupSize(count, 0);
   std::vector<double> centerLower2(count);
   std::vector<uint8_t> gate(count, 0);
-  std::vector<PivotBounds> pivots(count);
+  PivotTable pivots(count);
 
   Best next = initialPass(team, X, rows, dims, start, mind2);
   // The codes and every row's reach (see codesAdmit), when the dims allow codes.
@@ -886,15 +932,15 @@ std::vector<uint32_t> fastKCenter(const float* X, size_t rows, size_t dims, size
     size_t visitRows = unselected;
     // Pivot bounds of the new center (of all centers so far, once the last pivot is selected).
     if (t + 1 == kPivots) {
-      for (size_t a = 0; a <= t; ++a) pivots[a] = pivotBounds(centers.data(), dims, centers.data() + a * dims, rule);
+      for (size_t a = 0; a <= t; ++a) pivots.set(a, centers.data(), dims, centers.data() + a * dims, rule);
     } else if (t >= kPivots) {
-      pivots[t] = pivotBounds(centers.data(), dims, center, rule);
+      pivots.set(t, centers.data(), dims, center, rule);
     }
     const bool havePivots = t >= kPivots;
     if (!openAll) {
       auto pass = [&](size_t begin, size_t end) {
-        centerPass(step, centers.data(), selected.data(), begin, end, groupBest.data(),
-                   havePivots ? pivots.data() : nullptr, &pivots[t], home, centerLower2.data());
+        centerPass(step, centers.data(), selected.data(), begin, end, groupBest.data(), havePivots ? &pivots : nullptr,
+                   home, centerLower2.data());
       };
       if (t >= kParallelCenters) {
         team.run(t, kCenterChunk, [&](size_t, size_t begin, size_t end) { pass(begin, end); });
@@ -993,6 +1039,28 @@ std::vector<uint32_t> fastKCenter(const float* X, size_t rows, size_t dims, size
 
 IMIAD_CORESET_CLONES double squaredDistance(const float* a, const float* b, size_t dims) {
   return laneDistance(a, b, dims);
+}
+
+detail::CodesProbe detail::probeCodes(const float* X, size_t rows, size_t dims, size_t c,
+                                      const std::vector<double>& reach) {
+  RunControl control;
+  Team team;
+  const Codes codes = buildCodes(team, X, rows, dims, control);
+  const CodeKernels kernels = pickCodeKernels();
+  CodesProbe probe;
+  probe.scale = codes.scale;
+  probe.err = codes.err;
+  for (size_t i = 0; i < rows; ++i) probe.S.push_back(kernels.distance(codes.row(i), codes.row(c), codes.stride));
+  probe.admitted.assign(rows, 0);
+  for (size_t begin = 0; begin < rows; begin += kRowChunk) {
+    const size_t n = std::min(kRowChunk, rows - begin);
+    uint64_t masks[kRowChunk / 64];
+    const AdmitBlock block{codes.row(begin), codes.norm.data() + begin, reach.data() + begin, n, codes.stride,
+                           codes.row(c), codes.norm[c], codes.err[c], codes.inverse};
+    kernels.admit(block, masks);
+    for (size_t k = 0; k < n; ++k) probe.admitted[begin + k] = (masks[k / 64] >> (k % 64)) & 1;
+  }
+  return probe;
 }
 
 uint64_t splitmix64(uint64_t& state) {

@@ -197,9 +197,70 @@ void badArguments() {
   check(message == "Expected integer between 1 and 2 for count but received 3", "count > rows rejected: " + message);
 }
 
+// The codes' bound (coreset.cc, Codes): exact integers, the same in every instruction set; block admission equal to
+// its formula; a true lower bound of the distance; and tight enough to be worth computing.
+void codesBound() {
+  const char* isas[] = {"", "avx2", "portable"};
+  const size_t rows = 1000;  // not a multiple of 16 or 64: partial blocks
+  uint64_t seed = 900;
+  for (size_t dims : {1u, 5u, 64u, 65u, 128u, 200u, 256u, 300u}) {
+    for (int kind = 0; kind < 2; ++kind) {
+      const auto x = kind == 0 ? uniformData(rows, dims, ++seed) : clusteredData(rows, dims, ++seed);
+      const std::string what = std::string(kind == 0 ? "uniform" : "clustered") + " dims=" + std::to_string(dims);
+      const size_t c = 17;
+      const std::vector<double> never(rows, std::nan(""));
+      const auto base = imiad::detail::probeCodes(x.data(), rows, dims, c, never);
+      // Reaches scattered around each row's threshold, some NaN, so that admission goes both ways.
+      std::vector<double> reach(rows);
+      Rng rng(seed);
+      for (size_t i = 0; i < rows; ++i) {
+        const double edge = base.scale * std::sqrt(static_cast<double>(base.S[i])) - base.err[c];
+        reach[i] = i % 97 == 0 ? std::nan("") : std::max(0.0, edge * (0.9 + 0.2 * rng.uniform()));
+      }
+      size_t admittedCount = 0;
+      double gapSum = 0.0;
+      for (const char* isa : isas) {
+        if (*isa) setenv("IMIAD_CORESET_ISA", isa, 1);
+        const auto p = imiad::detail::probeCodes(x.data(), rows, dims, c, reach);
+        unsetenv("IMIAD_CORESET_ISA");
+        check(p.S == base.S, what + ": S differs with IMIAD_CORESET_ISA=" + isa);
+        const double inverse = 1.0 / p.scale;
+        bool formula = true, lower = true;
+        admittedCount = 0;
+        gapSum = 0.0;
+        for (size_t i = 0; i < rows; ++i) {
+          const double t = (reach[i] + p.err[c]) * inverse;
+          const bool expect = static_cast<double>(p.S[i]) < t * t * (1.0 + 1e-11);
+          formula = formula && (p.admitted[i] != 0) == expect;
+          admittedCount += p.admitted[i];
+          long double d2 = 0.0L;
+          for (size_t j = 0; j < dims; ++j) {
+            const long double d = static_cast<long double>(x[i * dims + j]) - x[c * dims + j];
+            d2 += d * d;
+          }
+          const double exact = static_cast<double>(std::sqrt(d2));
+          const double bound = p.scale * std::sqrt(static_cast<double>(p.S[i])) - p.err[i] - p.err[c];
+          lower = lower && bound <= exact * (1.0 + 1e-12);
+          gapSum += exact - bound;
+        }
+        check(formula, what + ": block admission differs from its formula with IMIAD_CORESET_ISA=" + isa);
+        check(lower, what + ": the codes' bound exceeds a distance with IMIAD_CORESET_ISA=" + isa);
+      }
+      check(admittedCount > rows / 20 && admittedCount < rows - rows / 20, what + ": admission goes both ways");
+      // Uniform data in [-0.5, 0.5): err is about sqrt(dims / 12) * scale / 2 per row, far below the distances.
+      if (kind == 0 && dims >= 64) {
+        const double meanGap = gapSum / rows;
+        const double typical = std::sqrt(dims / 6.0);
+        check(meanGap < 0.03 * typical, what + ": the codes' bound is loose (mean gap " + std::to_string(meanGap) + ")");
+      }
+    }
+  }
+}
+
 }  // namespace
 
 int main() {
+  codesBound();
   handMade();
   distanceDefinition();
   projection();
@@ -272,6 +333,33 @@ int main() {
     unsetenv("IMIAD_THREADS");
     check(one == three, "thread count does not change the selection");
     compare(x, 8, o, "large clustered");
+  }
+  {
+    // Every instruction set of the codes selects the same rows; constant data (codes scale 0); one dimension with a
+    // range far beyond the others (coarse codes); rows of 200 and 300 dims (block and one-row code kernels).
+    const auto clustered = clusteredData(5000, 40, ++seed);
+    std::vector<float> constant(700 * 9, 2.5f);
+    auto outlier = uniformData(3000, 32, ++seed);
+    for (size_t i = 0; i < 3000; ++i) outlier[i * 32 + 5] *= 1e4f;
+    for (const char* isa : {"portable", "avx2", ""}) {
+      if (*isa) setenv("IMIAD_CORESET_ISA", isa, 1);
+      o = imiad::CoresetOptions();
+      o.count = 500;
+      o.startIndex = 3;
+      compare(clustered, 40, o, (std::string("clustered, ISA ") + isa).c_str());
+      o.count = 80;
+      compare(constant, 9, o, "constant");
+      o.count = 700;
+      compare(constant, 9, o, "constant, count = rows");
+      o.count = 400;
+      compare(outlier, 32, o, "one wide dimension");
+      for (size_t dims : {200u, 300u}) {
+        o.count = 150;
+        compare(uniformData(1500, dims, ++seed), dims, o, "uniform, wide rows");
+        compare(clusteredData(1500, dims, ++seed), dims, o, "clustered, wide rows");
+      }
+      unsetenv("IMIAD_CORESET_ISA");
+    }
   }
   if (failures == 0) std::printf("test_coreset: all checks passed\n");
   return failures == 0 ? 0 : 1;
