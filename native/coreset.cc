@@ -129,6 +129,7 @@ struct Codes {
   std::vector<uint8_t> q;    // rows x stride
   std::vector<double> err;   // err_i, an upper bound of |x_i - x̂_i|
   std::vector<uint32_t> norm;  // |q_i|^2
+  double errMax = 0.0;         // the largest err_i
   const uint8_t* row(size_t i) const { return q.data() + i * stride; }
 };
 
@@ -151,25 +152,33 @@ uint32_t codeDistancePortable(const uint8_t* a, const uint8_t* b, size_t stride)
   return s;
 }
 
-// A block of n consecutive rows to admit against center codes c: their codes, squared code norms and reaches.
+// The block form of codesAdmit: one integer threshold per row, good for every center, by putting the largest err
+// of all rows in place of err_c: admitted when S < limit_i = ceil(((reach_i + errMax) / s)^2 (1 + 1e-11)); 0 for a
+// NaN reach (never admitted), 2^32 - 1 when larger (above every S: kCodeMaxDims keeps S below it).
+IMIAD_ALWAYS_INLINE uint32_t limitOf(double reach, double errMax, double inverse) {
+  if (!(reach >= 0.0)) return 0;
+  const double t = (reach + errMax) * inverse;
+  const double limit = std::ceil(t * t * (1.0 + 1e-11));
+  return limit >= 4294967295.0 ? std::numeric_limits<uint32_t>::max() : static_cast<uint32_t>(limit);
+}
+
+// A block of n consecutive rows to admit against center codes c: their codes, squared code norms and limits.
 struct AdmitBlock {
   const uint8_t* rows;
   const uint32_t* norms;
-  const double* reach;
+  const uint32_t* limit;
   size_t n;
   size_t stride;
   const uint8_t* c;
   uint32_t cNorm;
-  double errC;
-  double inverse;
 };
 
-// Admission of a block: sets bit k % 64 of masks[k / 64] when row k must be measured (codesAdmit). masks must hold
+// Admission of a block: sets bit k % 64 of masks[k / 64] when row k must be measured (S < limit). masks must hold
 // ceil(n / 64) words.
 void admitPortable(const AdmitBlock& b, uint64_t* masks) {
   std::memset(masks, 0, (b.n + 63) / 64 * sizeof(uint64_t));
   for (size_t k = 0; k < b.n; ++k) {
-    if (codesAdmit(codeDistancePortable(b.rows + k * b.stride, b.c, b.stride), b.reach[k], b.errC, b.inverse)) {
+    if (codeDistancePortable(b.rows + k * b.stride, b.c, b.stride) < b.limit[k]) {
       masks[k / 64] |= uint64_t(1) << (k % 64);
     }
   }
@@ -237,20 +246,6 @@ IMIAD_AVX512_CODES inline __m512i sixteenDots(const uint8_t* base, const __m512i
                           _mm512_shuffle_i32x4(h0, h1, _MM_SHUFFLE(3, 1, 3, 1)));
 }
 
-// The threshold test of codesAdmit on sixteen lanes (same arithmetic, no fused multiply-add): a 16-bit mask.
-IMIAD_AVX512_CODES inline uint32_t sixteenAdmit(__m512i S, const double* reach, double errC, double inverse) {
-  const __m512d vErr = _mm512_set1_pd(errC), vInv = _mm512_set1_pd(inverse), vUp = _mm512_set1_pd(1.0 + 1e-11);
-  uint32_t bits = 0;
-  for (int half = 0; half < 2; ++half) {
-    const __m256i s8 = half == 0 ? _mm512_castsi512_si256(S) : _mm512_extracti64x4_epi64(S, 1);
-    const __m512d sd = _mm512_cvtepu32_pd(s8);
-    const __m512d t = _mm512_mul_pd(_mm512_add_pd(_mm512_loadu_pd(reach + 8 * half), vErr), vInv);
-    const __m512d limit = _mm512_mul_pd(_mm512_mul_pd(t, t), vUp);
-    bits |= static_cast<uint32_t>(_mm512_cmp_pd_mask(sd, limit, _CMP_LT_OQ)) << (8 * half);
-  }
-  return bits;
-}
-
 // S = |q_i|^2 + |q_c|^2 - 2 q_i.q_c, exact: every term is an integer below 2^32, and the wrap-around of the int32
 // lanes cancels in the result (S itself is below 2^32 and read as unsigned).
 template <size_t B>
@@ -268,10 +263,11 @@ IMIAD_AVX512_CODES void admitBlocks(const AdmitBlock& b, uint64_t* masks) {
     const __m512i dot = sixteenDots<B>(b.rows + r * 64 * B, ch, cl);
     const __m512i norms = _mm512_loadu_si512(b.norms + r);
     const __m512i S = _mm512_sub_epi32(_mm512_add_epi32(norms, cNorm), _mm512_add_epi32(dot, dot));
-    masks[r / 64] |= static_cast<uint64_t>(sixteenAdmit(S, b.reach + r, b.errC, b.inverse)) << (r % 64);
+    const __mmask16 admitted = _mm512_cmplt_epu32_mask(S, _mm512_loadu_si512(b.limit + r));
+    masks[r / 64] |= static_cast<uint64_t>(admitted) << (r % 64);
   }
   for (; r < b.n; ++r) {
-    if (codesAdmit(codeDistanceAvx512(b.rows + r * 64 * B, b.c, 64 * B), b.reach[r], b.errC, b.inverse)) {
+    if (codeDistanceAvx512(b.rows + r * 64 * B, b.c, 64 * B) < b.limit[r]) {
       masks[r / 64] |= uint64_t(1) << (r % 64);
     }
   }
@@ -288,7 +284,7 @@ IMIAD_AVX512_CODES void admitAvx512(const AdmitBlock& b, uint64_t* masks) {
     default: break;
   }
   for (size_t r = 0; r < b.n; ++r) {
-    if (codesAdmit(codeDistanceAvx512(b.rows + r * b.stride, b.c, b.stride), b.reach[r], b.errC, b.inverse)) {
+    if (codeDistanceAvx512(b.rows + r * b.stride, b.c, b.stride) < b.limit[r]) {
       masks[r / 64] |= uint64_t(1) << (r % 64);
     }
   }
@@ -312,7 +308,7 @@ __attribute__((target("avx2"))) uint32_t codeDistanceAvx2(const uint8_t* a, cons
 __attribute__((target("avx2"))) void admitAvx2(const AdmitBlock& b, uint64_t* masks) {
   std::memset(masks, 0, (b.n + 63) / 64 * sizeof(uint64_t));
   for (size_t k = 0; k < b.n; ++k) {
-    if (codesAdmit(codeDistanceAvx2(b.rows + k * b.stride, b.c, b.stride), b.reach[k], b.errC, b.inverse)) {
+    if (codeDistanceAvx2(b.rows + k * b.stride, b.c, b.stride) < b.limit[k]) {
       masks[k / 64] |= uint64_t(1) << (k % 64);
     }
   }
@@ -384,7 +380,7 @@ Codes buildCodes(Team& team, const float* X, size_t rows, size_t dims, const Run
     }
   });
   std::vector<double> offset(dims);
-  double range = 0.0, reach = 0.0;
+  double range = 0.0, farthest = 0.0;
   for (size_t j = 0; j < dims; ++j) {
     float l = lo[j], h = hi[j];
     for (size_t k = 1; k < chunks; ++k) {
@@ -393,7 +389,7 @@ Codes buildCodes(Team& team, const float* X, size_t rows, size_t dims, const Run
     }
     offset[j] = l;
     range = std::max(range, static_cast<double>(h) - static_cast<double>(l));
-    reach = std::max(reach, std::fabs(static_cast<double>(l)));
+    farthest = std::max(farthest, std::fabs(static_cast<double>(l)));
   }
   codes.scale = range > 0.0 ? range / static_cast<double>(kCodeMax) : 1.0;
   codes.inverse = 1.0 / codes.scale;
@@ -404,13 +400,14 @@ Codes buildCodes(Team& team, const float* X, size_t rows, size_t dims, const Run
   // Rounding of err: each computed e_j = x_j - (o_j + s q_j) is within 3u (|o_j| + 128 s) of the true one, and the
   // computed norm of the computed e within (dims + 2) u relatively (u = 2^-53); both are added, doubled.
   const double u = std::ldexp(1.0, -53);
-  const double perCoordinate = 6.0 * u * (reach + 128.0 * codes.scale);
+  const double perCoordinate = 6.0 * u * (farthest + 128.0 * codes.scale);
   const double absolute = std::sqrt(static_cast<double>(dims)) * perCoordinate;
   const double relative = 1.0 + 2.0 * (static_cast<double>(dims) + 4.0) * u;
   team.run(rows, kCodeRows, [&](size_t, size_t begin, size_t end) {
     control.throwIfCancelled();
     encodeRows(X, dims, begin, end, offset.data(), codes, relative, absolute);
   });
+  for (const double e : codes.err) codes.errMax = std::max(codes.errMax, e);
   return codes;
 }
 
@@ -451,6 +448,16 @@ PruneRule pruneMargin(size_t dims) {
   rule.keepFactor = 1.0 / (1.0 - rule.eps);
   return rule;
 }
+
+// Per row, for the codes: its reach (codesAdmit) and limit (limitOf).
+struct Reaches {
+  std::vector<double> reach;
+  std::vector<uint32_t> limit;
+  void set(size_t i, double r, const Codes& codes) {
+    reach[i] = r;
+    limit[i] = limitOf(r, codes.errMax, codes.inverse);
+  }
+};
 
 IMIAD_ALWAYS_INLINE double reachOf(const PruneRule& rule, double m2, double err) {
   return m2 > 0.0 ? rule.keepRadius(m2) + err : std::numeric_limits<double>::quiet_NaN();
@@ -547,10 +554,11 @@ IMIAD_CORESET_CLONES void centerPass(const Step& s, const float* centers, const 
 
 // True when row i (computed minimum m2 > 0, in a group whose center is at squared distance >= lower2 from c) may
 // get closer to c: neither the group's bound nor the codes rule it out.
-IMIAD_ALWAYS_INLINE bool mayImprove(const Step& s, uint32_t i, double m2, double lower2, const double* reach) {
+IMIAD_ALWAYS_INLINE bool mayImprove(const Step& s, uint32_t i, double m2, double lower2, const Reaches& reaches) {
   if (s.rule.cannotImprove(lower2, m2)) return false;
   return s.codes == nullptr ||
-         codesAdmit(s.kernels.distance(s.codes->row(i), s.cCodes, s.codes->stride), reach[i], s.errC, s.codes->inverse);
+         codesAdmit(s.kernels.distance(s.codes->row(i), s.cCodes, s.codes->stride), reaches.reach[i], s.errC,
+                    s.codes->inverse);
 }
 
 // Starts fetching the float row of a row about to be measured.
@@ -573,7 +581,7 @@ struct ItemResult {
 // Visits members [begin, end) of group a for the new center c: first the bounds, then the exact distance of the
 // rows they admit (few, scattered: their rows are fetched together).
 IMIAD_CORESET_CLONES void itemPass(const Step& s, const uint32_t* members, size_t begin, size_t end, double lower2,
-                                   double* mind2, double* reach, uint32_t* assign, ItemResult& out) {
+                                   double* mind2, Reaches& reaches, uint32_t* assign, ItemResult& out) {
   // Work on a local copy: the results of neighbouring items share cache lines (see linearPass).
   ItemResult result;
   result.moved.swap(out.moved);
@@ -594,7 +602,7 @@ IMIAD_CORESET_CLONES void itemPass(const Step& s, const uint32_t* members, size_
       ++result.removed;
       continue;
     }
-    if (m2 > 0.0 && mayImprove(s, i, m2, lower2, reach)) {
+    if (m2 > 0.0 && mayImprove(s, i, m2, lower2, reaches)) {
       fetchRow(s, i);
       admitted.push_back(i);
       continue;
@@ -607,7 +615,7 @@ IMIAD_CORESET_CLONES void itemPass(const Step& s, const uint32_t* members, size_
     const double d = laneDistance(s.X + static_cast<size_t>(i) * s.dims, s.c, s.dims);
     if (d < m2) {
       mind2[i] = d;
-      if (s.codes != nullptr) reach[i] = reachOf(s.rule, d, s.codes->err[i]);
+      if (s.codes != nullptr) reaches.set(i, reachOf(s.rule, d, s.codes->err[i]), *s.codes);
       assign[i] = s.t;
       admitted[movedCount++] = i;
       ++result.removed;
@@ -760,7 +768,7 @@ std::vector<uint32_t> plainKCenter(const float* X, size_t rows, size_t dims, siz
 // best row of the range. `previous`, when given, is the range's best row before this step: minimum distances only
 // shrink, so it stays the best unless it was selected or moved, and the range need not be scanned again.
 IMIAD_CORESET_CLONES Best linearPass(const Step& s, size_t begin, size_t end, const uint8_t* gate,
-                                     const double* centerLower2, double* mind2, double* reach, uint32_t* assign,
+                                     const double* centerLower2, double* mind2, Reaches& reaches, uint32_t* assign,
                                      const Best* previous, Best& freshOut, std::vector<uint32_t>& movedOut) {
   // Local until the end: the per-chunk outputs sit next to each other, and writing them per row would make the
   // threads fight over their cache lines.
@@ -770,7 +778,7 @@ IMIAD_CORESET_CLONES Best linearPass(const Step& s, size_t begin, size_t end, co
   movedFrom.clear();
   auto update = [&](size_t i, uint32_t a, double d) {
     mind2[i] = d;
-    if (s.codes != nullptr) reach[i] = reachOf(s.rule, d, s.codes->err[i]);
+    if (s.codes != nullptr) reaches.set(i, reachOf(s.rule, d, s.codes->err[i]), *s.codes);
     assign[i] = s.t;
     movedFrom.push_back(a);
     offer(fresh, d, static_cast<uint32_t>(i));
@@ -792,8 +800,8 @@ IMIAD_CORESET_CLONES Best linearPass(const Step& s, size_t begin, size_t end, co
   } else {
     // The codes admit a few rows in bulk; only those are looked at one by one.
     uint64_t masks[kRowChunk / 64];
-    const AdmitBlock block{s.codes->row(begin), s.codes->norm.data() + begin, reach + begin, end - begin,
-                           s.codes->stride, s.cCodes, s.codes->norm[s.row], s.errC, s.codes->inverse};
+    const AdmitBlock block{s.codes->row(begin), s.codes->norm.data() + begin, reaches.limit.data() + begin,
+                           end - begin, s.codes->stride, s.cCodes, s.codes->norm[s.row]};
     s.kernels.admit(block, masks);
     bool rescan = previous == nullptr || (s.row >= begin && s.row < end);
     uint32_t admitted[kRowChunk];
@@ -855,10 +863,12 @@ std::vector<uint32_t> fastKCenter(const float* X, size_t rows, size_t dims, size
   // The codes and every row's reach (see codesAdmit), when the dims allow codes.
   const Codes codes = buildCodes(team, X, rows, dims, control);
   const bool useCodes = codes.stride > 0;
-  std::vector<double> reach(useCodes ? rows : 0);
+  Reaches reaches;
   if (useCodes) {
+    reaches.reach.resize(rows);
+    reaches.limit.resize(rows);
     team.run(rows, kRowChunk, [&](size_t, size_t begin, size_t end) {
-      for (size_t i = begin; i < end; ++i) reach[i] = reachOf(rule, mind2[i], codes.err[i]);
+      for (size_t i = begin; i < end; ++i) reaches.set(i, reachOf(rule, mind2[i], codes.err[i]), codes);
     });
   }
   const CodeKernels kernels = pickCodeKernels();
@@ -907,7 +917,7 @@ std::vector<uint32_t> fastKCenter(const float* X, size_t rows, size_t dims, size
     --groupSize[home];
     float* center = centers.data() + t * dims;
     std::memcpy(center, X + static_cast<size_t>(c) * dims, dims * sizeof(float));
-    if (useCodes) reach[c] = std::numeric_limits<double>::quiet_NaN();
+    if (useCodes) reaches.set(c, std::numeric_limits<double>::quiet_NaN(), codes);
     const size_t unselected = rows - t - 1;
     Step step{X, dims, center, c, static_cast<uint32_t>(t), useCodes ? &codes : nullptr, kernels,
               useCodes ? codes.row(c) : nullptr, useCodes ? codes.err[c] : 0.0, rule};
@@ -962,7 +972,7 @@ std::vector<uint32_t> fastKCenter(const float* X, size_t rows, size_t dims, size
         chunkMoved[k].clear();
         const Best previous = chunkBest[k];
         chunkBest[k] = linearPass(step, begin, end, openAll ? nullptr : gate.data(), centerLower2.data(),
-                                  mind2.data(), reach.data(), assign.data(), chunkBestValid ? &previous : nullptr,
+                                  mind2.data(), reaches, assign.data(), chunkBestValid ? &previous : nullptr,
                                   chunkFresh[k], chunkMoved[k]);
       });
       chunkBestValid = true;
@@ -995,7 +1005,7 @@ std::vector<uint32_t> fastKCenter(const float* X, size_t rows, size_t dims, size
       r.removed = 0;
       r.moved.clear();
       const Item& it = items[k];
-      itemPass(step, members[it.group].data(), it.begin, it.end, centerLower2[it.group], mind2.data(), reach.data(),
+      itemPass(step, members[it.group].data(), it.begin, it.end, centerLower2[it.group], mind2.data(), reaches,
                assign.data(), r);
     };
     if (visitRows >= kParallelRows) {
@@ -1051,12 +1061,15 @@ detail::CodesProbe detail::probeCodes(const float* X, size_t rows, size_t dims, 
   probe.scale = codes.scale;
   probe.err = codes.err;
   for (size_t i = 0; i < rows; ++i) probe.S.push_back(kernels.distance(codes.row(i), codes.row(c), codes.stride));
+  probe.errMax = codes.errMax;
   probe.admitted.assign(rows, 0);
+  std::vector<uint32_t> limit(rows);
+  for (size_t i = 0; i < rows; ++i) limit[i] = limitOf(reach[i], codes.errMax, codes.inverse);
   for (size_t begin = 0; begin < rows; begin += kRowChunk) {
     const size_t n = std::min(kRowChunk, rows - begin);
     uint64_t masks[kRowChunk / 64];
-    const AdmitBlock block{codes.row(begin), codes.norm.data() + begin, reach.data() + begin, n, codes.stride,
-                           codes.row(c), codes.norm[c], codes.err[c], codes.inverse};
+    const AdmitBlock block{codes.row(begin), codes.norm.data() + begin, limit.data() + begin, n, codes.stride,
+                           codes.row(c), codes.norm[c]};
     kernels.admit(block, masks);
     for (size_t k = 0; k < n; ++k) probe.admitted[begin + k] = (masks[k / 64] >> (k % 64)) & 1;
   }

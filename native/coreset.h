@@ -56,11 +56,12 @@ void projectFeatures(const float* X, size_t rows, size_t dims, size_t outDims, u
 std::vector<float> projectionMatrix(size_t dims, size_t outDims, uint64_t seed);
 
 namespace detail {
-// For tests: the 7-bit codes of X (coreset.cc, Codes) seen from center row c, with the kernels of the instruction
-// set in use (IMIAD_CORESET_ISA can pin one). S[i] from the one-row kernel; admitted[i] from the block kernel,
-// given reach[i] (NaN: never).
+// For tests: the codes of X (coreset.cc, Codes) seen from center row c, with the kernels of the instruction set in
+// use (IMIAD_CORESET_ISA can pin one). S[i] from the one-row kernel; admitted[i] from the block kernel, given
+// reach[i] (NaN: never).
 struct CodesProbe {
   double scale = 0.0;
+  double errMax = 0.0;
   std::vector<double> err;
   std::vector<uint32_t> S;
   std::vector<uint8_t> admitted;

@@ -214,7 +214,7 @@ void codesBound() {
       std::vector<double> reach(rows);
       Rng rng(seed);
       for (size_t i = 0; i < rows; ++i) {
-        const double edge = base.scale * std::sqrt(static_cast<double>(base.S[i])) - base.err[c];
+        const double edge = base.scale * std::sqrt(static_cast<double>(base.S[i])) - base.errMax;
         reach[i] = i % 97 == 0 ? std::nan("") : std::max(0.0, edge * (0.9 + 0.2 * rng.uniform()));
       }
       size_t admittedCount = 0;
@@ -229,8 +229,9 @@ void codesBound() {
         admittedCount = 0;
         gapSum = 0.0;
         for (size_t i = 0; i < rows; ++i) {
-          const double t = (reach[i] + p.err[c]) * inverse;
-          const bool expect = static_cast<double>(p.S[i]) < t * t * (1.0 + 1e-11);
+          // admitted when S < ceil(((reach + errMax) / s)^2 (1 + 1e-11)), never for a NaN reach.
+          const double t = (reach[i] + p.errMax) * inverse;
+          const bool expect = !std::isnan(reach[i]) && static_cast<double>(p.S[i]) < std::ceil(t * t * (1.0 + 1e-11));
           formula = formula && (p.admitted[i] != 0) == expect;
           admittedCount += p.admitted[i];
           long double d2 = 0.0L;
