@@ -17,17 +17,28 @@ export function machineInfo(threads: number): MachineInfo {
   return { ...hostDescription(), threads };
 }
 
-/** Median wall time in milliseconds of `repeats` runs of fn after `warmup` runs. */
-export async function timeMs(fn: () => Promise<unknown> | unknown, repeats = 3, warmup = 1): Promise<number> {
-  for (let i = 0; i < warmup; i++) await fn();
+/** The median (the upper one of an even count). */
+export function median(values: number[]): number {
+  const v = values.slice().sort((a, b) => a - b);
+  return v[Math.floor(v.length / 2)];
+}
+
+/** fn's last result and its median wall time in milliseconds over `repeats` runs after `warmup` runs. */
+export async function timedMedian<T>(fn: () => Promise<T> | T, repeats = 3, warmup = 1): Promise<[T, number]> {
+  let result = undefined as T;
+  for (let i = 0; i < warmup; i++) result = await fn();
   const times: number[] = [];
-  for (let i = 0; i < repeats; i++) {
+  for (let i = 0; i < Math.max(1, repeats); i++) {
     const t0 = process.hrtime.bigint();
-    await fn();
+    result = await fn();
     times.push(Number(process.hrtime.bigint() - t0) / 1e6);
   }
-  times.sort((a, b) => a - b);
-  return times[Math.floor(times.length / 2)];
+  return [result, median(times)];
+}
+
+/** Median wall time in milliseconds of `repeats` runs of fn after `warmup` runs. */
+export async function timeMs(fn: () => Promise<unknown> | unknown, repeats = 3, warmup = 1): Promise<number> {
+  return (await timedMedian(fn, repeats, warmup))[1];
 }
 
 export type Row = Record<string, string | number | boolean | null>;

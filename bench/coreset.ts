@@ -1,6 +1,6 @@
 /**
  * `npm run bench -- coreset [--data patch,uniform] [--cases 40k,156k,exact] [--no-plain] [--no-peer] [--seed N]
- *  [--peer-threads N]`
+ *  [--peer-threads N] [--repeat N]`
  *
  * Greedy coreset, 10 % of the rows: 40,000 and 156,800 rows x 1024 dims projected to 128, and exact mode on
  * 20,000 x 128. Each case is timed for the fast kernel, the plain loop (same addon, same distance: the selections
@@ -9,7 +9,10 @@
  * peer's selection is compared with ours; in projected mode the peer projects with its own random matrix, so only
  * its speed compares. The peer runs with --peer-threads torch threads (default 1: on this shared 2-core machine torch's
  * OpenMP loop was slower with 2 threads, 43 vs 7 ms per step, 8 with OMP_WAIT_POLICY=PASSIVE, which is set here), and
- * the fast kernel is also timed with one thread (IMIAD_THREADS=1) for a like-for-like column.
+ * the fast kernel is also timed with one thread (IMIAD_THREADS=1) for a like-for-like column. Times are medians of
+ * --repeat runs (default 5 in exact mode, 1 in the long projected cases): the fast kernel after one untimed warm-up
+ * run, the torch loop over its repeats in one process; the plain loop runs once. This 2-core virtual machine's
+ * timings of one run wander by +-20 %.
  *
  * Two kinds of data, because the triangle inequality prunes according to the data's structure:
  *  - patch: "patch-like" features, 32 clusters in a random 16-dim subspace plus small noise (x = A z + e): like CNN
@@ -23,7 +26,7 @@ import * as path from 'path';
 
 import { defaultStartIndex, greedyCoreset, greedyCoresetPlain } from '../bindings/coreset';
 import { cpuAddon } from '../bindings/load';
-import { flag, machineInfo, peerAvailable, printTable, randomFloats, runPeer, writeJson, type Row } from './common';
+import { flag, machineInfo, peerAvailable, printTable, randomFloats, runPeer, timedMedian, writeJson, type Row } from './common';
 
 interface Case {
   name: string;
@@ -81,12 +84,6 @@ function same(a: ArrayLike<number>, b: ArrayLike<number>): boolean {
   return firstDifference(a, b) < 0;
 }
 
-async function timed<T>(fn: () => Promise<T>): Promise<[T, number]> {
-  const t0 = process.hrtime.bigint();
-  const r = await fn();
-  return [r, Number(process.hrtime.bigint() - t0) / 1e6];
-}
-
 export async function main(args: string[]): Promise<void> {
   const kinds = (flag(args, 'data', 'patch,uniform') ?? '').split(',').filter(Boolean);
   const wanted = (flag(args, 'cases', CASES.map((c) => c.name).join(',')) ?? '').split(',');
@@ -106,12 +103,14 @@ export async function main(args: string[]): Promise<void> {
       const x = kind === 'patch' ? patchLike(c.rows, c.dims, seed) : randomFloats(c.rows * c.dims, seed);
       const startIndex = defaultStartIndex(seed, c.rows);
       const opts = { dims: c.dims, count: c.count, projectionDims: c.projectionDims, seed, startIndex };
-      const [fast, fastMs] = await timed(() => greedyCoreset(x, opts));
+      const repeat = Number(flag(args, 'repeat', c.projectionDims === 0 ? '5' : '1'));
+      const warmup = repeat > 1 ? 1 : 0;
+      const [fast, fastMs] = await timedMedian(() => greedyCoreset(x, opts), repeat, warmup);
       process.stdout.write(`  fast ${fastMs.toFixed(0)} ms\n`);
       // The kernels read IMIAD_THREADS on every call.
       const savedThreads = process.env.IMIAD_THREADS;
       process.env.IMIAD_THREADS = '1';
-      const [fast1, fast1Ms] = await timed(() => greedyCoreset(x, opts));
+      const [fast1, fast1Ms] = await timedMedian(() => greedyCoreset(x, opts), repeat, warmup);
       if (savedThreads === undefined) delete process.env.IMIAD_THREADS;
       else process.env.IMIAD_THREADS = savedThreads;
       if (!same(fast, fast1)) throw new Error('the selection changed with the thread count');
@@ -119,7 +118,7 @@ export async function main(args: string[]): Promise<void> {
       let plainMs: number | null = null;
       let samePlain: boolean | null = null;
       if (withPlain) {
-        const [plain, ms] = await timed(() => greedyCoresetPlain(x, opts));
+        const [plain, ms] = await timedMedian(() => greedyCoresetPlain(x, opts), 1, 0);
         plainMs = ms;
         samePlain = same(fast, plain);
         process.stdout.write(`  plain ${ms.toFixed(0)} ms, same: ${samePlain}\n`);
@@ -137,7 +136,7 @@ export async function main(args: string[]): Promise<void> {
             const r = runPeer<PeerResult>('coreset_torch.py', [
               '--file', file, '--rows', String(c.rows), '--dims', String(c.dims), '--count', String(c.count),
               '--start', String(startIndex), '--proj', String(c.projectionDims), '--seed', String(seed),
-              '--threads', String(peerThreads), '--distance', form,
+              '--threads', String(peerThreads), '--distance', form, '--repeat', String(form === 'expansion' ? repeat : 1),
             ]);
             peers[form] = {
               ms: r.ms,

@@ -18,7 +18,7 @@ import * as path from 'path';
 import type { KnnAddon } from '../bindings/knn';
 import { cpuAddon } from '../bindings/load';
 import { KnnIndex, type KnnResult } from '../lib/index';
-import { flag, machineInfo, peerAvailable, PEER_PYTHON, printTable, randomFloats, writeJson, type Row } from './common';
+import { flag, machineInfo, median, peerAvailable, PEER_PYTHON, printTable, randomFloats, writeJson, type Row } from './common';
 
 interface FaissRun {
   faiss: string;
@@ -56,7 +56,6 @@ async function timeWallAndCpu(fn: () => Promise<unknown>, repeats: number): Prom
     const c = process.cpuUsage(c0);
     cpu.push((c.user + c.system) / 1e3);
   }
-  const median = (v: number[]): number => v.sort((a, b) => a - b)[Math.floor(v.length / 2)];
   return { ms: median(wall), cpuMs: median(cpu) };
 }
 

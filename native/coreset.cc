@@ -953,7 +953,7 @@ std::vector<uint32_t> fastKCenter(const float* X, size_t rows, size_t dims, size
                    home, centerLower2.data());
       };
       if (t >= kParallelCenters) {
-        team.run(t, kCenterChunk, [&](size_t, size_t begin, size_t end) { pass(begin, end); });
+        team.run(t, kCenterChunk, [&](size_t, size_t begin, size_t end) { pass(begin, end); }, true);
       } else {
         pass(0, t);
       }
@@ -1009,7 +1009,7 @@ std::vector<uint32_t> fastKCenter(const float* X, size_t rows, size_t dims, size
                assign.data(), r);
     };
     if (visitRows >= kParallelRows) {
-      team.run(items.size(), 1, [&](size_t k, size_t, size_t) { visit(k); });
+      team.run(items.size(), 1, [&](size_t k, size_t, size_t) { visit(k); }, true);
     } else {
       for (size_t k = 0; k < items.size(); ++k) visit(k);
     }

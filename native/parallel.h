@@ -95,9 +95,10 @@ class Team {
   unsigned size() const { return size_; }
 
   // fn(chunkIndex, begin, end) over [0, n) in chunks of `chunk`; the first exception is rethrown here after all
-  // members are done (later chunks are skipped).
+  // members are done (later chunks are skipped). Chunk k runs on member k % size(), or, with `balance`, on whichever
+  // member is free first (for chunks of uneven cost, when cache affinity does not matter).
   template <typename Fn>
-  void run(size_t n, size_t chunk, Fn&& fn) {
+  void run(size_t n, size_t chunk, Fn&& fn, bool balance = false) {
     if (n == 0) return;
     if (chunk == 0) chunk = 1;
     const size_t chunks = (n + chunk - 1) / chunk;
@@ -107,8 +108,10 @@ class Team {
     }
     failed_.store(false, std::memory_order_relaxed);
     error_ = nullptr;
+    next_.store(0, std::memory_order_relaxed);
     job_ = [&](unsigned m) {
-      for (size_t k = m; k < chunks; k += size_) {
+      for (size_t k = balance ? next_.fetch_add(1, std::memory_order_relaxed) : m; k < chunks;
+           k = balance ? next_.fetch_add(1, std::memory_order_relaxed) : k + size_) {
         if (failed_.load(std::memory_order_relaxed)) return;
         fn(k, k * chunk, std::min(n, k * chunk + chunk));
       }
@@ -147,8 +150,8 @@ class Team {
   void serve(unsigned m) {
     uint64_t seen = 0;
     for (;;) {
-      // Spin up to ~200 us for the next run, then sleep until woken.
-      const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(200);
+      // Spin up to ~1 ms for the next run, then sleep until woken.
+      const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(1000);
       for (unsigned spins = 0; generation_.load(std::memory_order_acquire) == seen; ++spins) {
         pause();
         if ((spins & 63) == 63 && std::chrono::steady_clock::now() > until) {
@@ -171,6 +174,7 @@ class Team {
   std::function<void(unsigned)> job_;
   std::atomic<uint64_t> generation_{0};
   std::atomic<unsigned> pending_{0};
+  std::atomic<size_t> next_{0};
   std::atomic<bool> failed_{false};
   std::exception_ptr error_;
   std::mutex errorMutex_;

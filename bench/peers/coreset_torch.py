@@ -6,7 +6,8 @@ selection computes the distances of all rows to the selected row and keeps the r
 "expansion" is the reference's (|a|^2 - 2ab + |b|^2, clamped, sqrt; row norms computed once here, the reference
 recomputes them per step), "difference" is ((X - x_c)^2).sum(1) in float64, slower but free of cancellation and
 rounding trouble: the exact greedy selection, used to check that imiad's float32 kernel selects the same rows. The first row is --start (as in imiad), selected rows are excluded from the argmax, and ties
-go to the first index (torch.argmax). Prints JSON on its last line.
+go to the first index (torch.argmax). With --repeat N the whole (projection and loop) runs N times and the median
+times are reported. Prints JSON on its last line.
 """
 import argparse
 import json
@@ -16,22 +17,8 @@ import numpy as np
 import torch
 
 
-def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--file", required=True)  # raw float32, row-major [rows, dims]
-    p.add_argument("--rows", type=int, required=True)
-    p.add_argument("--dims", type=int, required=True)
-    p.add_argument("--count", type=int, required=True)
-    p.add_argument("--start", type=int, required=True)
-    p.add_argument("--proj", type=int, default=0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--distance", choices=["expansion", "difference"], default="expansion")
-    a = p.parse_args()
-    if a.threads > 0:
-        torch.set_num_threads(a.threads)
-    x = torch.from_numpy(np.fromfile(a.file, dtype=np.float32).reshape(a.rows, a.dims))
-
+def select(a, x):
+    """One projection and greedy loop: (projection seconds, loop seconds, selected rows)."""
     with torch.no_grad():
         t0 = time.perf_counter()
         if a.proj > 0:
@@ -62,11 +49,36 @@ def main():
             min_d = torch.minimum(min_d, dist(i))
             min_d[i] = -1.0
         t2 = time.perf_counter()
+    return t1 - t0, t2 - t1, selected
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--file", required=True)  # raw float32, row-major [rows, dims]
+    p.add_argument("--rows", type=int, required=True)
+    p.add_argument("--dims", type=int, required=True)
+    p.add_argument("--count", type=int, required=True)
+    p.add_argument("--start", type=int, required=True)
+    p.add_argument("--proj", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--distance", choices=["expansion", "difference"], default="expansion")
+    p.add_argument("--repeat", type=int, default=1)
+    a = p.parse_args()
+    if a.threads > 0:
+        torch.set_num_threads(a.threads)
+    x = torch.from_numpy(np.fromfile(a.file, dtype=np.float32).reshape(a.rows, a.dims))
+
+    runs = [select(a, x) for _ in range(max(1, a.repeat))]
+    runs.sort(key=lambda r: r[0] + r[1])
+    project_s, select_s, selected = runs[len(runs) // 2]
+    t0, t1, t2 = 0.0, project_s, project_s + select_s
 
     print(json.dumps({
         "projectMs": (t1 - t0) * 1e3,
         "selectMs": (t2 - t1) * 1e3,
         "ms": (t2 - t0) * 1e3,
+        "runsMs": [(r[0] + r[1]) * 1e3 for r in runs],
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "selected": selected,
