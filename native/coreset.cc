@@ -27,8 +27,11 @@
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 // No "fma" in any clone: the distance and the projection are defined without fused multiply-add (coreset.h).
 #define IMIAD_CORESET_CLONES __attribute__((target_clones("avx512f", "avx2", "default"), optimize("fp-contract=off")))
+// Where the rounding of the order of operations does not matter (the bound covers any order), no optimize().
+#define IMIAD_CORESET_CLONES_ANY __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define IMIAD_CORESET_CLONES
+#define IMIAD_CORESET_CLONES_ANY
 #endif
 
 #if defined(__GNUC__)
@@ -337,24 +340,58 @@ CodeKernels pickCodeKernels() {
 }
 
 // Codes and err of rows [begin, end) (see buildCodes).
-IMIAD_CORESET_CLONES void encodeRows(const float* X, size_t dims, size_t begin, size_t end, const double* offset,
-                                     Codes& codes, double relative, double absolute) {
+IMIAD_CORESET_CLONES_ANY void encodeRows(const float* __restrict X, size_t dims, size_t begin, size_t end,
+                                     const double* __restrict offset, const float* __restrict offsetF, Codes& codes,
+                                     double relative, double absolute) noexcept {
+  const double scale = codes.scale;
+  const float inverseF = static_cast<float>(codes.inverse);
+  const size_t stride = codes.stride;
+  uint8_t* __restrict out = codes.q.data();
   for (size_t i = begin; i < end; ++i) {
-    const float* x = X + i * dims;
-    uint8_t* q = codes.q.data() + i * codes.stride;
-    double e2 = 0.0;
+    const float* __restrict x = X + i * dims;
+    uint8_t* __restrict q = out + i * stride;
     uint32_t n2 = 0;
     for (size_t j = 0; j < dims; ++j) {
-      // Any integer code is valid (err accounts for it); the nearest one keeps err small.
-      const double v = (static_cast<double>(x[j]) - offset[j]) * codes.inverse;
-      const double r = std::floor(std::min(static_cast<double>(kCodeMax), std::max(0.0, v)) + 0.5);
-      q[j] = static_cast<uint8_t>(r);
-      n2 += q[j] * q[j];
-      const double e = static_cast<double>(x[j]) - (offset[j] + codes.scale * r);
-      e2 += e * e;
+      // Any integer code is valid (err accounts for it); about the nearest one, in float, keeps err small.
+      // x >= its dimension's minimum, so v >= 0 (v + 0.5 truncates to its rounding); the clamp is in integers (a
+      // float comparison would keep the compiler from vectorizing the loop).
+      const float v = (x[j] - offsetF[j]) * inverseF;
+      const int32_t k = std::min(static_cast<int32_t>(kCodeMax), std::max(0, static_cast<int32_t>(v + 0.5f)));
+      q[j] = static_cast<uint8_t>(k);
+      n2 += static_cast<uint32_t>(k * k);
     }
-    codes.err[i] = std::sqrt(e2) * relative + absolute;
+    // Sixteen partial sums (any order of non-negative additions keeps buildCodes' rounding bound).
+    constexpr size_t L = 16;
+    double e2[L] = {};
+    size_t j = 0;
+    for (; j + L <= dims; j += L) {
+      for (size_t l = 0; l < L; ++l) {
+        const double e = static_cast<double>(x[j + l]) - (offset[j + l] + scale * static_cast<double>(q[j + l]));
+        e2[l] += e * e;
+      }
+    }
+    for (size_t l = 0; j + l < dims; ++l) {
+      const double e = static_cast<double>(x[j + l]) - (offset[j + l] + scale * static_cast<double>(q[j + l]));
+      e2[l] += e * e;
+    }
+    double e = 0.0;
+    for (size_t l = 0; l < L; ++l) e += e2[l];
+    codes.err[i] = std::sqrt(e) * relative + absolute;
     codes.norm[i] = n2;
+  }
+}
+
+// Per-dimension minimum and maximum of rows [begin, end) (at least one row).
+IMIAD_CORESET_CLONES_ANY void rangeRows(const float* __restrict X, size_t dims, size_t begin, size_t end,
+                                    float* __restrict lo, float* __restrict hi) noexcept {
+  std::memcpy(lo, X + begin * dims, dims * sizeof(float));
+  std::memcpy(hi, X + begin * dims, dims * sizeof(float));
+  for (size_t i = begin + 1; i < end; ++i) {
+    const float* __restrict x = X + i * dims;
+    for (size_t j = 0; j < dims; ++j) {
+      lo[j] = x[j] < lo[j] ? x[j] : lo[j];
+      hi[j] = x[j] > hi[j] ? x[j] : hi[j];
+    }
   }
 }
 
@@ -367,19 +404,10 @@ Codes buildCodes(Team& team, const float* X, size_t rows, size_t dims, const Run
   std::vector<float> lo(chunks * dims), hi(chunks * dims);
   team.run(rows, kCodeRows, [&](size_t k, size_t begin, size_t end) {
     control.throwIfCancelled();
-    float* l = lo.data() + k * dims;
-    float* h = hi.data() + k * dims;
-    std::memcpy(l, X + begin * dims, dims * sizeof(float));
-    std::memcpy(h, X + begin * dims, dims * sizeof(float));
-    for (size_t i = begin + 1; i < end; ++i) {
-      const float* x = X + i * dims;
-      for (size_t j = 0; j < dims; ++j) {
-        l[j] = std::min(l[j], x[j]);
-        h[j] = std::max(h[j], x[j]);
-      }
-    }
+    rangeRows(X, dims, begin, end, lo.data() + k * dims, hi.data() + k * dims);
   });
   std::vector<double> offset(dims);
+  std::vector<float> offsetF(dims);
   double range = 0.0, farthest = 0.0;
   for (size_t j = 0; j < dims; ++j) {
     float l = lo[j], h = hi[j];
@@ -388,6 +416,7 @@ Codes buildCodes(Team& team, const float* X, size_t rows, size_t dims, const Run
       h = std::max(h, hi[k * dims + j]);
     }
     offset[j] = l;
+    offsetF[j] = l;
     range = std::max(range, static_cast<double>(h) - static_cast<double>(l));
     farthest = std::max(farthest, std::fabs(static_cast<double>(l)));
   }
@@ -397,15 +426,15 @@ Codes buildCodes(Team& team, const float* X, size_t rows, size_t dims, const Run
   codes.q.assign(rows * codes.stride, 0);
   codes.err.resize(rows);
   codes.norm.resize(rows);
-  // Rounding of err: each computed e_j = x_j - (o_j + s q_j) is within 3u (|o_j| + 128 s) of the true one, and the
-  // computed norm of the computed e within (dims + 2) u relatively (u = 2^-53); both are added, doubled.
+  // Rounding of err: each computed e_j = x_j - (o_j + s q_j) is within 3u (|o_j| + (kCodeMax + 1) s) of the true
+  // one, and the computed norm of the computed e within (dims + 2) u relatively (u = 2^-53); both are added, doubled.
   const double u = std::ldexp(1.0, -53);
-  const double perCoordinate = 6.0 * u * (farthest + 128.0 * codes.scale);
+  const double perCoordinate = 6.0 * u * (farthest + static_cast<double>(kCodeMax + 1) * codes.scale);
   const double absolute = std::sqrt(static_cast<double>(dims)) * perCoordinate;
   const double relative = 1.0 + 2.0 * (static_cast<double>(dims) + 4.0) * u;
   team.run(rows, kCodeRows, [&](size_t, size_t begin, size_t end) {
     control.throwIfCancelled();
-    encodeRows(X, dims, begin, end, offset.data(), codes, relative, absolute);
+    encodeRows(X, dims, begin, end, offset.data(), offsetF.data(), codes, relative, absolute);
   });
   for (const double e : codes.err) codes.errMax = std::max(codes.errMax, e);
   return codes;
