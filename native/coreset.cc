@@ -53,8 +53,10 @@ constexpr size_t kCenterChunk = 256;
 // Below these amounts of work a pass runs on the calling thread (starting threads would cost more than it saves).
 constexpr size_t kParallelRows = 512;
 constexpr size_t kParallelCenters = 1024;
-// Linear-mode steps after which the group lists and maxima are rebuilt exactly.
+// Linear-mode steps after which the group lists and maxima are rebuilt exactly (and whether the data has become
+// structured enough for group mode is checked again); doubled, up to kRefreshMax, each time it has not.
 constexpr size_t kRefreshSteps = 32;
+constexpr size_t kRefreshMax = 1024;
 
 IMIAD_ALWAYS_INLINE double laneDistance(const float* a, const float* b, size_t dims) {
   double acc[kDistanceLanes] = {};
@@ -120,20 +122,28 @@ IMIAD_CORESET_CLONES Best plainPass(const float* X, size_t dims, size_t begin, s
 // integer computed exactly (so the same on every CPU and SIMD width). The kernels use that bound to skip a row
 // before its double-precision distance is taken: on any data most rows are far from a new center compared with
 // their current minimum, and a row of codes is a quarter of a float row (an eighth of the double work).
-// 254, not 255: then q = h + l with h = q >> 1 and l = q - h both <= 127, signed bytes (see codeDistanceAvx512).
+// Codes are stored shifted, q - 127, as signed bytes in [-127, 127] (254, not 255: see codeDistanceAvx512 and
+// admitBlocks for why the kernels need both forms to fit a signed byte).
 constexpr size_t kCodeMax = 254;
-constexpr size_t kCodeAlign = 64;      // row stride in bytes, zero padded (the padding adds 0 to S)
+constexpr int kCodeShift = 127;
+constexpr size_t kCodeAlign = 64;      // row stride in bytes, padded with code 0 (the padding adds 0 to S)
 constexpr size_t kCodeMaxDims = 65536;  // S, |q|^2 <= dims * 254^2 < 2^32; int32 SIMD lanes cannot overflow
 
 struct Codes {
   size_t stride = 0;
   double scale = 1.0;
   double inverse = 1.0;      // 1 / scale (rounded; the margins below absorb it)
-  std::vector<uint8_t> q;    // rows x stride
+  std::vector<int8_t> q;     // rows x stride, shifted codes q - 127
   std::vector<double> err;   // err_i, an upper bound of |x_i - x̂_i|
   std::vector<uint32_t> norm;  // |q_i|^2
   double errMax = 0.0;         // the largest err_i
-  const uint8_t* row(size_t i) const { return q.data() + i * stride; }
+  const int8_t* row(size_t i) const { return q.data() + i * stride; }
+  // The center term of the block kernel: |q_c|^2 - 2 * 127 * sum_j q_cj (mod 2^32; see admitBlocks).
+  uint32_t centerTerm(size_t c) const {
+    uint32_t sum = 0;
+    for (size_t j = 0; j < stride; ++j) sum += static_cast<uint32_t>(row(c)[j] + kCodeShift);
+    return norm[c] - 2u * static_cast<uint32_t>(kCodeShift) * sum;
+  }
 };
 
 // The codes' row test: row i (reach_i >= rho_i + err_i, see PruneRule) keeps its minimum against c when
@@ -146,7 +156,7 @@ inline bool codesAdmit(uint32_t S, double reach, double errC, double inverse) {
   return static_cast<double>(S) < limit * (1.0 + 1e-11);
 }
 
-uint32_t codeDistancePortable(const uint8_t* a, const uint8_t* b, size_t stride) {
+uint32_t codeDistancePortable(const int8_t* a, const int8_t* b, size_t stride) {
   uint32_t s = 0;
   for (size_t j = 0; j < stride; ++j) {
     const int d = static_cast<int>(a[j]) - static_cast<int>(b[j]);
@@ -167,13 +177,13 @@ IMIAD_ALWAYS_INLINE uint32_t limitOf(double reach, double errMax, double inverse
 
 // A block of n consecutive rows to admit against center codes c: their codes, squared code norms and limits.
 struct AdmitBlock {
-  const uint8_t* rows;
+  const int8_t* rows;
   const uint32_t* norms;
   const uint32_t* limit;
   size_t n;
   size_t stride;
-  const uint8_t* c;
-  uint32_t cNorm;
+  const int8_t* c;
+  uint32_t cTerm;  // Codes::centerTerm(c)
 };
 
 // Admission of a block: sets bit k % 64 of masks[k / 64] when row k must be measured (S < limit). masks must hold
@@ -197,13 +207,13 @@ IMIAD_AVX512_CODES inline __m512i sumAcross4(__m512i v) {
 }
 
 // vpdpbusd multiplies unsigned bytes by signed bytes (four products summed into each int32 lane). d = |a - b| <= 254
-// is unsigned; d^2 = d h + d l with h = d >> 1 and l = d - h, both <= 127.
-IMIAD_AVX512_CODES uint32_t codeDistanceAvx512(const uint8_t* a, const uint8_t* b, size_t stride) {
+// (the shift cancels) is unsigned; d^2 = d h + d l with h = d >> 1 and l = d - h, both <= 127.
+IMIAD_AVX512_CODES uint32_t codeDistanceAvx512(const int8_t* a, const int8_t* b, size_t stride) {
   __m512i acc = _mm512_setzero_si512();
   const __m512i low7 = _mm512_set1_epi8(0x7F);
   for (size_t j = 0; j < stride; j += 64) {
     const __m512i va = _mm512_loadu_si512(a + j), vb = _mm512_loadu_si512(b + j);
-    const __m512i d = _mm512_sub_epi8(_mm512_max_epu8(va, vb), _mm512_min_epu8(va, vb));
+    const __m512i d = _mm512_sub_epi8(_mm512_max_epi8(va, vb), _mm512_min_epi8(va, vb));
     const __m512i h = _mm512_and_si512(_mm512_srli_epi16(d, 1), low7);
     acc = _mm512_dpbusd_epi32(acc, d, h);
     acc = _mm512_dpbusd_epi32(acc, d, _mm512_sub_epi8(d, h));
@@ -215,21 +225,18 @@ IMIAD_AVX512_CODES uint32_t codeDistanceAvx512(const uint8_t* a, const uint8_t* 
   return static_cast<uint32_t>(_mm_cvtsi128_si32(s));
 }
 
-// Dot products of sixteen rows of B 64-byte blocks with the center (stride 64 B, known at compile time so that the
-// sixteen accumulators and the center stay in registers). vpdpbusd takes the row as unsigned bytes and the center
-// as two signed halves ch = c >> 1, cl = c - ch (both <= 127). A transpose-and-add tree then leaves row k's dot
-// product in lane k.
+// Dot products q_c . (q_i - 127) of sixteen rows of B 64-byte blocks (stride 64 B, known at compile time so that
+// the sixteen accumulators and the center stay in registers): vpdpbusd takes the center's codes as unsigned bytes
+// (<= 254) and the row's stored shifted codes, straight from memory, as signed bytes. A transpose-and-add tree then
+// leaves row k's dot product in lane k.
 template <size_t B>
-IMIAD_AVX512_CODES inline __m512i sixteenDots(const uint8_t* base, const __m512i* ch, const __m512i* cl) {
+IMIAD_AVX512_CODES IMIAD_ALWAYS_INLINE __m512i sixteenDots(const int8_t* base, const __m512i* cu) {
   __m512i acc[16];
   for (size_t k = 0; k < 16; ++k) {
     acc[k] = _mm512_setzero_si512();
-    for (size_t j = 0; j < B; ++j) {
-      const __m512i row = _mm512_loadu_si512(base + (k * B + j) * 64);
-      acc[k] = _mm512_dpbusd_epi32(acc[k], row, ch[j]);
-      acc[k] = _mm512_dpbusd_epi32(acc[k], row, cl[j]);
-    }
-  }  // Pairs: 32-bit interleave and add; quads: 64-bit interleave and add. Each 128-bit lane L of quad q then holds
+    for (size_t j = 0; j < B; ++j) acc[k] = _mm512_dpbusd_epi32(acc[k], cu[j], _mm512_loadu_si512(base + (k * B + j) * 64));
+  }
+  // Pairs: 32-bit interleave and add; quads: 64-bit interleave and add. Each 128-bit lane L of quad q then holds
   // the lane-L partial sums of rows 4q .. 4q + 3.
   __m512i pair[8], quad[4];
   for (size_t k = 0; k < 8; ++k) {
@@ -249,21 +256,18 @@ IMIAD_AVX512_CODES inline __m512i sixteenDots(const uint8_t* base, const __m512i
                           _mm512_shuffle_i32x4(h0, h1, _MM_SHUFFLE(3, 1, 3, 1)));
 }
 
-// S = |q_i|^2 + |q_c|^2 - 2 q_i.q_c, exact: every term is an integer below 2^32, and the wrap-around of the int32
-// lanes cancels in the result (S itself is below 2^32 and read as unsigned).
+// S = |q_i|^2 + |q_c|^2 - 2 q_c.q_i with q_c.q_i = q_c.(q_i - 127) + 127 sum_j q_cj, so S = |q_i|^2 + cTerm -
+// 2 q_c.(q_i - 127): exact, since the wrap-around of the int32 lanes cancels in the result (S itself is below 2^32
+// and read as unsigned).
 template <size_t B>
 IMIAD_AVX512_CODES void admitBlocks(const AdmitBlock& b, uint64_t* masks) {
-  __m512i ch[B], cl[B];
-  const __m512i low7 = _mm512_set1_epi8(0x7F);
-  for (size_t j = 0; j < B; ++j) {
-    const __m512i c = _mm512_loadu_si512(b.c + 64 * j);
-    ch[j] = _mm512_and_si512(_mm512_srli_epi16(c, 1), low7);
-    cl[j] = _mm512_sub_epi8(c, ch[j]);
-  }
-  const __m512i cNorm = _mm512_set1_epi32(static_cast<int32_t>(b.cNorm));
+  __m512i cu[B];
+  const __m512i shift = _mm512_set1_epi8(static_cast<char>(kCodeShift));
+  for (size_t j = 0; j < B; ++j) cu[j] = _mm512_add_epi8(_mm512_loadu_si512(b.c + 64 * j), shift);
+  const __m512i cNorm = _mm512_set1_epi32(static_cast<int32_t>(b.cTerm));
   size_t r = 0;
   for (; r + 16 <= b.n; r += 16) {
-    const __m512i dot = sixteenDots<B>(b.rows + r * 64 * B, ch, cl);
+    const __m512i dot = sixteenDots<B>(b.rows + r * 64 * B, cu);
     const __m512i norms = _mm512_loadu_si512(b.norms + r);
     const __m512i S = _mm512_sub_epi32(_mm512_add_epi32(norms, cNorm), _mm512_add_epi32(dot, dot));
     const __mmask16 admitted = _mm512_cmplt_epu32_mask(S, _mm512_loadu_si512(b.limit + r));
@@ -294,11 +298,11 @@ IMIAD_AVX512_CODES void admitAvx512(const AdmitBlock& b, uint64_t* masks) {
 }
 
 // AVX2: the differences in 16 bits (|d| <= 254), squared and paired into int32 by vpmaddwd.
-__attribute__((target("avx2"))) uint32_t codeDistanceAvx2(const uint8_t* a, const uint8_t* b, size_t stride) {
+__attribute__((target("avx2"))) uint32_t codeDistanceAvx2(const int8_t* a, const int8_t* b, size_t stride) {
   __m256i acc = _mm256_setzero_si256();
   for (size_t j = 0; j < stride; j += 16) {
-    const __m256i va = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + j)));
-    const __m256i vb = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + j)));
+    const __m256i va = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + j)));
+    const __m256i vb = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + j)));
     const __m256i d = _mm256_sub_epi16(va, vb);
     acc = _mm256_add_epi32(acc, _mm256_madd_epi16(d, d));
   }
@@ -320,7 +324,7 @@ __attribute__((target("avx2"))) void admitAvx2(const AdmitBlock& b, uint64_t* ma
 
 // The code kernels of one instruction set; every form gives the same integers, hence the same admissions.
 struct CodeKernels {
-  uint32_t (*distance)(const uint8_t*, const uint8_t*, size_t);
+  uint32_t (*distance)(const int8_t*, const int8_t*, size_t);
   void (*admit)(const AdmitBlock&, uint64_t*);
 };
 
@@ -346,10 +350,10 @@ IMIAD_CORESET_CLONES_ANY void encodeRows(const float* __restrict X, size_t dims,
   const double scale = codes.scale;
   const float inverseF = static_cast<float>(codes.inverse);
   const size_t stride = codes.stride;
-  uint8_t* __restrict out = codes.q.data();
+  int8_t* __restrict out = codes.q.data();
   for (size_t i = begin; i < end; ++i) {
     const float* __restrict x = X + i * dims;
-    uint8_t* __restrict q = out + i * stride;
+    int8_t* __restrict q = out + i * stride;
     uint32_t n2 = 0;
     for (size_t j = 0; j < dims; ++j) {
       // Any integer code is valid (err accounts for it); about the nearest one, in float, keeps err small.
@@ -357,7 +361,7 @@ IMIAD_CORESET_CLONES_ANY void encodeRows(const float* __restrict X, size_t dims,
       // float comparison would keep the compiler from vectorizing the loop).
       const float v = (x[j] - offsetF[j]) * inverseF;
       const int32_t k = std::min(static_cast<int32_t>(kCodeMax), std::max(0, static_cast<int32_t>(v + 0.5f)));
-      q[j] = static_cast<uint8_t>(k);
+      q[j] = static_cast<int8_t>(k - kCodeShift);
       n2 += static_cast<uint32_t>(k * k);
     }
     // Sixteen partial sums (any order of non-negative additions keeps buildCodes' rounding bound).
@@ -366,12 +370,12 @@ IMIAD_CORESET_CLONES_ANY void encodeRows(const float* __restrict X, size_t dims,
     size_t j = 0;
     for (; j + L <= dims; j += L) {
       for (size_t l = 0; l < L; ++l) {
-        const double e = static_cast<double>(x[j + l]) - (offset[j + l] + scale * static_cast<double>(q[j + l]));
+        const double e = static_cast<double>(x[j + l]) - (offset[j + l] + scale * (q[j + l] + kCodeShift));
         e2[l] += e * e;
       }
     }
     for (size_t l = 0; j + l < dims; ++l) {
-      const double e = static_cast<double>(x[j + l]) - (offset[j + l] + scale * static_cast<double>(q[j + l]));
+      const double e = static_cast<double>(x[j + l]) - (offset[j + l] + scale * (q[j + l] + kCodeShift));
       e2[l] += e * e;
     }
     double e = 0.0;
@@ -423,7 +427,7 @@ Codes buildCodes(Team& team, const float* X, size_t rows, size_t dims, const Run
   codes.scale = range > 0.0 ? range / static_cast<double>(kCodeMax) : 1.0;
   codes.inverse = 1.0 / codes.scale;
   codes.stride = (dims + kCodeAlign - 1) / kCodeAlign * kCodeAlign;
-  codes.q.assign(rows * codes.stride, 0);
+  codes.q.assign(rows * codes.stride, static_cast<int8_t>(-kCodeShift));
   codes.err.resize(rows);
   codes.norm.resize(rows);
   // Rounding of err: each computed e_j = x_j - (o_j + s q_j) is within 3u (|o_j| + (kCodeMax + 1) s) of the true
@@ -545,8 +549,9 @@ struct Step {
   uint32_t t;
   const Codes* codes;  // nullptr: no codes (too many dims)
   CodeKernels kernels;
-  const uint8_t* cCodes;
+  const int8_t* cCodes;
   double errC;
+  uint32_t cTerm;  // Codes::centerTerm(row)
   PruneRule rule;
 };
 
@@ -618,11 +623,12 @@ IMIAD_CORESET_CLONES void itemPass(const Step& s, const uint32_t* members, size_
   std::vector<uint32_t>& admitted = result.moved;  // admitted rows first; then the ones that moved
   // Members are scattered over the matrix: fetch their codes (or rows) a few members ahead.
   constexpr size_t kAhead = 6;
-  const uint8_t* base = s.codes != nullptr ? s.codes->q.data() : reinterpret_cast<const uint8_t*>(s.X);
+  const char* base = s.codes != nullptr ? reinterpret_cast<const char*>(s.codes->q.data())
+                                        : reinterpret_cast<const char*>(s.X);
   const size_t rowBytes = s.codes != nullptr ? s.codes->stride : s.dims * sizeof(float);
   for (size_t k = begin; k < end; ++k) {
     if (k + kAhead < end) {
-      const uint8_t* ahead = base + static_cast<size_t>(members[k + kAhead]) * rowBytes;
+      const char* ahead = base + static_cast<size_t>(members[k + kAhead]) * rowBytes;
       for (size_t off = 0; off < rowBytes; off += 64) __builtin_prefetch(ahead + off);
     }
     const uint32_t i = members[k];
@@ -830,7 +836,7 @@ IMIAD_CORESET_CLONES Best linearPass(const Step& s, size_t begin, size_t end, co
     // The codes admit a few rows in bulk; only those are looked at one by one.
     uint64_t masks[kRowChunk / 64];
     const AdmitBlock block{s.codes->row(begin), s.codes->norm.data() + begin, reaches.limit.data() + begin,
-                           end - begin, s.codes->stride, s.cCodes, s.codes->norm[s.row]};
+                           end - begin, s.codes->stride, s.cCodes, s.cTerm};
     s.kernels.admit(block, masks);
     bool rescan = previous == nullptr || (s.row >= begin && s.row < end);
     uint32_t admitted[kRowChunk];
@@ -910,6 +916,7 @@ std::vector<uint32_t> fastKCenter(const float* X, size_t rows, size_t dims, size
   bool groupsExact = true;
   bool unstructured = false;
   size_t staleSteps = 0;
+  size_t refreshSteps = kRefreshSteps;
   control.report(1, count);
 
   // Member lists (ascending rows) and exact maxima of groups [0, t) from assign/mind2: a counting sort.
@@ -949,7 +956,8 @@ std::vector<uint32_t> fastKCenter(const float* X, size_t rows, size_t dims, size
     if (useCodes) reaches.set(c, std::numeric_limits<double>::quiet_NaN(), codes);
     const size_t unselected = rows - t - 1;
     Step step{X, dims, center, c, static_cast<uint32_t>(t), useCodes ? &codes : nullptr, kernels,
-              useCodes ? codes.row(c) : nullptr, useCodes ? codes.err[c] : 0.0, rule};
+              useCodes ? codes.row(c) : nullptr, useCodes ? codes.err[c] : 0.0, useCodes ? codes.centerTerm(c) : 0u,
+              rule};
     auto chooseCandidates = [&]() {
       candidates.clear();
       size_t visitRows = 0;
@@ -987,7 +995,9 @@ std::vector<uint32_t> fastKCenter(const float* X, size_t rows, size_t dims, size
         pass(0, t);
       }
       visitRows = chooseCandidates();
+      const bool wasUnstructured = unstructured;
       unstructured = visitRows * 10 >= unselected * 9;
+      refreshSteps = unstructured && wasUnstructured ? std::min(kRefreshMax, 2 * refreshSteps) : kRefreshSteps;
     }
     bool linear = visitRows * 4 > unselected;
     if (!linear && !groupsExact) {
@@ -1016,7 +1026,7 @@ std::vector<uint32_t> fastKCenter(const float* X, size_t rows, size_t dims, size
       groupBest[t] = fresh;
       groupsExact = false;
       // Refresh the maxima now and then: stale (larger) radii let fewer groups be skipped.
-      if (++staleSteps >= kRefreshSteps && t + 1 < count) rebuildGroups(t + 1);
+      if (++staleSteps >= refreshSteps && t + 1 < count) rebuildGroups(t + 1);
       control.report(t + 1, count);
       continue;
     }
@@ -1098,7 +1108,7 @@ detail::CodesProbe detail::probeCodes(const float* X, size_t rows, size_t dims, 
     const size_t n = std::min(kRowChunk, rows - begin);
     uint64_t masks[kRowChunk / 64];
     const AdmitBlock block{codes.row(begin), codes.norm.data() + begin, limit.data() + begin, n, codes.stride,
-                           codes.row(c), codes.norm[c]};
+                           codes.row(c), codes.centerTerm(c)};
     kernels.admit(block, masks);
     for (size_t k = 0; k < n; ++k) probe.admitted[begin + k] = (masks[k / 64] >> (k % 64)) & 1;
   }
