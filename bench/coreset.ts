@@ -10,9 +10,9 @@
  * its speed compares. The peer runs with --peer-threads torch threads (default 1: on this shared 2-core machine torch's
  * OpenMP loop was slower with 2 threads, 43 vs 7 ms per step, 8 with OMP_WAIT_POLICY=PASSIVE, which is set here), and
  * the fast kernel is also timed with one thread (IMIAD_THREADS=1) for a like-for-like column. Times are medians of
- * --repeat runs (default 5 in exact mode, 1 in the long projected cases): the fast kernel after one untimed warm-up
- * run, the torch loop over its repeats in one process; the plain loop runs once. This 2-core virtual machine's
- * timings of one run wander by +-20 %.
+ * --repeat runs (default 5 in exact mode, 3 at 40,000 rows, 1 at 156,800 rows): the fast kernel after one untimed
+ * warm-up run, the torch loop over its repeats in one process; the plain loop runs once. This 2-core virtual
+ * machine's timings of one run wander by +-20 % (and a single run right after another process can be far off).
  *
  * Two kinds of data, because the triangle inequality prunes according to the data's structure:
  *  - patch: "patch-like" features, 32 clusters in a random 16-dim subspace plus small noise (x = A z + e): like CNN
@@ -103,7 +103,7 @@ export async function main(args: string[]): Promise<void> {
       const x = kind === 'patch' ? patchLike(c.rows, c.dims, seed) : randomFloats(c.rows * c.dims, seed);
       const startIndex = defaultStartIndex(seed, c.rows);
       const opts = { dims: c.dims, count: c.count, projectionDims: c.projectionDims, seed, startIndex };
-      const repeat = Number(flag(args, 'repeat', c.projectionDims === 0 ? '5' : '1'));
+      const repeat = Number(flag(args, 'repeat', c.name === 'exact' ? '5' : c.name === '40k' ? '3' : '1'));
       const warmup = repeat > 1 ? 1 : 0;
       const [fast, fastMs] = await timedMedian(() => greedyCoreset(x, opts), repeat, warmup);
       process.stdout.write(`  fast ${fastMs.toFixed(0)} ms\n`);

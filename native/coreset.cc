@@ -1,14 +1,22 @@
 // Greedy coreset (k-center greedy), PatchCore (Roth et al., CVPR 2022) Algorithm 1; the projected mode follows the
 // reference ApproximateGreedyCoresetSampler (amazon-science/patchcore-inspection, sampler.py). See coreset.h.
 //
-// The fast kernel selects exactly what the plain loop selects. The plain loop spends rows * count distance
-// evaluations; the fast one keeps every row assigned to its nearest selected row ("center") and groups rows by
-// center. When a new center c arrives, a row i of group a can only get closer to c than to a if
-// d(a, c) < 2 d(i, a) (triangle inequality), so a whole group is skipped when d(a, c) >= 2 * (its radius), and a row
-// of a visited group when d(a, c) >= 2 d(i, a). The comparisons carry a margin for float rounding (derived at
-// pruneMargin()) so that a skipped row is one whose computed distance could not have been smaller than its current
-// minimum: the decisions stay bit-identical to the plain loop's. Each group keeps its best row (largest minimum
-// distance, smallest index among ties), so the next selection is a scan over the groups, not over the rows.
+// The fast kernel selects exactly what the plain loop selects: it only ever skips a row when a bound proves that
+// the row's computed distance to the new center could not be below its current minimum (so the plain loop would
+// not have changed it either), and every row it does measure gets the plain loop's double-precision distance. Three
+// bounds, cheapest first:
+//  - Groups (triangle inequality): every row belongs to its nearest selected row ("center"). A row i of group a can
+//    only get closer to a new center c if d(a, c) < 2 d(i, a), so a whole group is skipped when d(a, c) >= 2 * (its
+//    radius), and a row of a visited group when d(a, c) >= 2 d(i, a). d(a, c) itself is bounded from below through
+//    8 pivots (|d(a, p) - d(c, p)|) and the codes before it is computed. Each group keeps its best row (largest
+//    minimum distance, smallest index among ties), so the next selection is a scan over the groups.
+//  - Codes: a byte per dimension (Codes) gives d(i, c) >= s sqrt(S) - err_i - err_c with S an exact integer, at a
+//    quarter of a float row's memory and a few SIMD instructions per 64 dims.
+//  - Modes: where the groups rule out little (unstructured data), the kernel sweeps all rows in memory order with
+//    the codes alone ("linear mode"), sixteen rows per block kernel call, and checks the groups again now and then.
+// All margins for float rounding are derived at PruneRule / pruneMargin() and buildCodes(). Work is split into
+// chunks fixed by the problem size and owned by fixed members of a thread team (native/parallel.h), so the result
+// does not depend on the thread count.
 #include "coreset.h"
 
 #include <algorithm>
@@ -757,6 +765,11 @@ const float* prepare(const float* features, size_t rows, size_t& dims, const Cor
   return storage.data();
 }
 
+// One member per row chunk at most: small inputs run on the calling thread alone.
+unsigned teamSize(size_t rows) {
+  return static_cast<unsigned>(std::min<size_t>(threadCount(), (rows + kRowChunk - 1) / kRowChunk));
+}
+
 // First pass of both kernels: every row's squared distance to the start row, and the best row.
 Best initialPass(Team& team, const float* X, size_t rows, size_t dims, size_t start, std::vector<double>& mind2) {
   mind2.assign(rows, std::numeric_limits<double>::infinity());
@@ -773,7 +786,7 @@ Best initialPass(Team& team, const float* X, size_t rows, size_t dims, size_t st
 
 std::vector<uint32_t> plainKCenter(const float* X, size_t rows, size_t dims, size_t count, size_t start,
                                    const RunControl& control) {
-  Team team;
+  Team team(teamSize(rows));
   std::vector<uint32_t> selected{static_cast<uint32_t>(start)};
   selected.reserve(count);
   std::vector<double> mind2;
@@ -879,7 +892,7 @@ IMIAD_CORESET_CLONES Best linearPass(const Step& s, size_t begin, size_t end, co
 // only shrink); rebuildGroups() makes them exact again.
 std::vector<uint32_t> fastKCenter(const float* X, size_t rows, size_t dims, size_t count, size_t start,
                                   const RunControl& control) {
-  Team team;
+  Team team(teamSize(rows));
   const PruneRule rule = pruneMargin(dims);
   std::vector<uint32_t> selected{static_cast<uint32_t>(start)};
   selected.reserve(count);
@@ -1093,7 +1106,7 @@ IMIAD_CORESET_CLONES double squaredDistance(const float* a, const float* b, size
 detail::CodesProbe detail::probeCodes(const float* X, size_t rows, size_t dims, size_t c,
                                       const std::vector<double>& reach) {
   RunControl control;
-  Team team;
+  Team team(teamSize(rows));
   const Codes codes = buildCodes(team, X, rows, dims, control);
   const CodeKernels kernels = pickCodeKernels();
   CodesProbe probe;

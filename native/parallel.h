@@ -123,7 +123,15 @@ class Team {
       if (sleepers_ > 0) wake_.notify_all();
     }
     work(0);
-    while (pending_.load(std::memory_order_acquire) != 0) pause();
+    // Spin briefly, then yield: when the machine has more runnable threads than cores, a member may be waiting
+    // for this very core, and pure spinning would stall both for a whole time slice.
+    for (unsigned spins = 0; pending_.load(std::memory_order_acquire) != 0; ++spins) {
+      if (spins < kSpins) {
+        pause();
+      } else {
+        std::this_thread::yield();
+      }
+    }
     job_ = nullptr;
     if (error_) std::rethrow_exception(error_);
   }
@@ -150,10 +158,14 @@ class Team {
   void serve(unsigned m) {
     uint64_t seen = 0;
     for (;;) {
-      // Spin up to ~1 ms for the next run, then sleep until woken.
+      // Wait for the next run: spin briefly, then yield (see run()) for up to ~1 ms, then sleep until woken.
       const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(1000);
       for (unsigned spins = 0; generation_.load(std::memory_order_acquire) == seen; ++spins) {
-        pause();
+        if (spins < kSpins) {
+          pause();
+        } else {
+          std::this_thread::yield();
+        }
         if ((spins & 63) == 63 && std::chrono::steady_clock::now() > until) {
           std::unique_lock<std::mutex> lock(mutex_);
           ++sleepers_;
@@ -169,6 +181,7 @@ class Team {
     }
   }
 
+  static constexpr unsigned kSpins = 2048;  // pause instructions before yielding (some microseconds)
   const unsigned size_;
   std::vector<std::thread> members_;
   std::function<void(unsigned)> job_;
