@@ -362,6 +362,15 @@ int main() {
       unsetenv("IMIAD_CORESET_ISA");
     }
   }
+  {
+    // Rows too long for exact int32 code sums (> 65,536 dims): the kernel runs without codes.
+    o = imiad::CoresetOptions();
+    o.count = 12;
+    o.startIndex = 2;
+    compare(uniformData(40, 70000, ++seed), 70000, o, "no codes (70,000 dims)");
+    o.count = 40;
+    compare(clusteredData(40, 70000, ++seed), 70000, o, "no codes (70,000 dims), count = rows");
+  }
   if (failures == 0) std::printf("test_coreset: all checks passed\n");
   return failures == 0 ? 0 : 1;
 }
