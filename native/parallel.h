@@ -73,7 +73,7 @@ void parallelChunks(size_t n, size_t chunk, Fn&& fn) {
 // to start threads for). Chunk k of every run goes to member k % size(), so a member sees the same rows step after
 // step and keeps them in its cache; the chunks still depend only on the problem size, so results do not depend on
 // the team's size. Members spin briefly between runs, then sleep. Not reentrant: one run at a time, from the thread
-// that made the team.
+// that made the team. Chunks never depend on who runs them, so none of this changes a result.
 class Team {
  public:
   explicit Team(unsigned threads = threadCount()) : size_(threads == 0 ? 1 : threads) {
@@ -102,7 +102,8 @@ class Team {
     if (n == 0) return;
     if (chunk == 0) chunk = 1;
     const size_t chunks = (n + chunk - 1) / chunk;
-    if (size_ == 1 || chunks == 1) {
+    if (size_ == 1 || chunks == 1 || solo_ > 0) {
+      if (solo_ > 0) --solo_;
       for (size_t k = 0; k < chunks; ++k) fn(k, k * chunk, std::min(n, k * chunk + chunk));
       return;
     }
@@ -122,7 +123,9 @@ class Team {
       generation_.fetch_add(1, std::memory_order_release);
       if (sleepers_ > 0) wake_.notify_all();
     }
+    const auto started = std::chrono::steady_clock::now();
     work(0);
+    const auto worked = std::chrono::steady_clock::now();
     // Spin briefly, then yield: when the machine has more runnable threads than cores, a member may be waiting
     // for this very core, and pure spinning would stall both for a whole time slice.
     for (unsigned spins = 0; pending_.load(std::memory_order_acquire) != 0; ++spins) {
@@ -133,6 +136,15 @@ class Team {
       }
     }
     job_ = nullptr;
+    // When the members keep this thread waiting longer than its own share took (they do not get their cores:
+    // another process is busy), the next kSoloRuns runs go on this thread alone, then the team is tried again.
+    const double own = std::chrono::duration<double>(worked - started).count();
+    const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - worked).count();
+    waitShare_ += (waited / (own + waited + 1e-9) - waitShare_) / 32.0;
+    if (waitShare_ > 0.5) {
+      solo_ = kSoloRuns;
+      waitShare_ = 0.0;
+    }
     if (error_) std::rethrow_exception(error_);
   }
 
@@ -181,7 +193,10 @@ class Team {
     }
   }
 
-  static constexpr unsigned kSpins = 2048;  // pause instructions before yielding (some microseconds)
+  static constexpr unsigned kSpins = 2048;     // pause instructions before yielding (some microseconds)
+  static constexpr unsigned kSoloRuns = 256;  // runs on the calling thread alone after the members fell behind
+  double waitShare_ = 0.0;                    // moving average of the share of a run spent waiting for members
+  unsigned solo_ = 0;
   const unsigned size_;
   std::vector<std::thread> members_;
   std::function<void(unsigned)> job_;
