@@ -155,13 +155,17 @@ struct Codes {
 };
 
 // The codes' row test: row i (reach_i >= rho_i + err_i, see PruneRule) keeps its minimum against c when
-// s sqrt(S) - err_i - err_c >= rho_i, i.e. S >= ((reach_i + err_c) / s)^2. True when the exact distance must be
-// taken. A NaN reach (selected rows, and rows at distance 0, which can never improve) always answers false. The
-// factor 1 + 1e-11 raises the threshold above the rounding of its own computation.
-inline bool codesAdmit(uint32_t S, double reach, double errC, double inverse) {
+// s sqrt(S) - err_i - err_c >= rho_i, i.e. S >= ((reach_i + err_c) / s)^2. limitOf(reach_i, err_c, 1 / s) is the
+// integer threshold: the exact distance must be taken when S < ceil(((reach_i + err_c) / s)^2 (1 + 1e-11)) (the
+// factor raises it above the rounding of its own computation); 0 for a NaN reach (selected rows, and rows at
+// distance 0, which can never improve: never taken), 2^32 - 1 when larger (above every S: kCodeMaxDims keeps S
+// below it). The block kernels use one limit per row for every center, with the largest err of all rows in place
+// of err_c.
+IMIAD_ALWAYS_INLINE uint32_t limitOf(double reach, double errC, double inverse) {
+  if (!(reach >= 0.0)) return 0;
   const double t = (reach + errC) * inverse;
-  const double limit = t * t;
-  return static_cast<double>(S) < limit * (1.0 + 1e-11);
+  const double limit = std::ceil(t * t * (1.0 + 1e-11));
+  return limit >= 4294967295.0 ? std::numeric_limits<uint32_t>::max() : static_cast<uint32_t>(limit);
 }
 
 uint32_t codeDistancePortable(const int8_t* a, const int8_t* b, size_t stride) {
@@ -171,16 +175,6 @@ uint32_t codeDistancePortable(const int8_t* a, const int8_t* b, size_t stride) {
     s += static_cast<uint32_t>(d * d);
   }
   return s;
-}
-
-// The block form of codesAdmit: one integer threshold per row, good for every center, by putting the largest err
-// of all rows in place of err_c: admitted when S < limit_i = ceil(((reach_i + errMax) / s)^2 (1 + 1e-11)); 0 for a
-// NaN reach (never admitted), 2^32 - 1 when larger (above every S: kCodeMaxDims keeps S below it).
-IMIAD_ALWAYS_INLINE uint32_t limitOf(double reach, double errMax, double inverse) {
-  if (!(reach >= 0.0)) return 0;
-  const double t = (reach + errMax) * inverse;
-  const double limit = std::ceil(t * t * (1.0 + 1e-11));
-  return limit >= 4294967295.0 ? std::numeric_limits<uint32_t>::max() : static_cast<uint32_t>(limit);
 }
 
 // A block of n consecutive rows to admit against center codes c: their codes, squared code norms and limits.
@@ -195,14 +189,17 @@ struct AdmitBlock {
 };
 
 // Admission of a block: sets bit k % 64 of masks[k / 64] when row k must be measured (S < limit). masks must hold
-// ceil(n / 64) words.
-void admitPortable(const AdmitBlock& b, uint64_t* masks) {
-  std::memset(masks, 0, (b.n + 63) / 64 * sizeof(uint64_t));
-  for (size_t k = 0; k < b.n; ++k) {
-    if (codeDistancePortable(b.rows + k * b.stride, b.c, b.stride) < b.limit[k]) {
-      masks[k / 64] |= uint64_t(1) << (k % 64);
-    }
+// ceil(n / 64) words, zeroed by the caller. This form: rows [from, n) one at a time, with a one-row kernel.
+template <uint32_t (*Distance)(const int8_t*, const int8_t*, size_t)>
+void admitFrom(const AdmitBlock& b, size_t from, uint64_t* masks) {
+  for (size_t k = from; k < b.n; ++k) {
+    if (Distance(b.rows + k * b.stride, b.c, b.stride) < b.limit[k]) masks[k / 64] |= uint64_t(1) << (k % 64);
   }
+}
+
+template <uint32_t (*Distance)(const int8_t*, const int8_t*, size_t)>
+void admitEach(const AdmitBlock& b, uint64_t* masks) {
+  admitFrom<Distance>(b, 0, masks);
 }
 
 #if defined(__GNUC__) && defined(__x86_64__)
@@ -242,7 +239,9 @@ IMIAD_AVX512_CODES IMIAD_ALWAYS_INLINE __m512i sixteenDots(const int8_t* base, c
   __m512i acc[16];
   for (size_t k = 0; k < 16; ++k) {
     acc[k] = _mm512_setzero_si512();
-    for (size_t j = 0; j < B; ++j) acc[k] = _mm512_dpbusd_epi32(acc[k], cu[j], _mm512_loadu_si512(base + (k * B + j) * 64));
+    for (size_t j = 0; j < B; ++j) {
+      acc[k] = _mm512_dpbusd_epi32(acc[k], cu[j], _mm512_loadu_si512(base + (k * B + j) * 64));
+    }
   }
   // Pairs: 32-bit interleave and add; quads: 64-bit interleave and add. Each 128-bit lane L of quad q then holds
   // the lane-L partial sums of rows 4q .. 4q + 3.
@@ -281,27 +280,17 @@ IMIAD_AVX512_CODES void admitBlocks(const AdmitBlock& b, uint64_t* masks) {
     const __mmask16 admitted = _mm512_cmplt_epu32_mask(S, _mm512_loadu_si512(b.limit + r));
     masks[r / 64] |= static_cast<uint64_t>(admitted) << (r % 64);
   }
-  for (; r < b.n; ++r) {
-    if (codeDistanceAvx512(b.rows + r * 64 * B, b.c, 64 * B) < b.limit[r]) {
-      masks[r / 64] |= uint64_t(1) << (r % 64);
-    }
-  }
+  admitFrom<codeDistanceAvx512>(b, r, masks);
 }
 
 // Rows of up to 256 dims go sixteen at a time; longer rows one at a time (their reduction is cheap beside them).
 IMIAD_AVX512_CODES void admitAvx512(const AdmitBlock& b, uint64_t* masks) {
-  std::memset(masks, 0, (b.n + 63) / 64 * sizeof(uint64_t));
   switch (b.stride / 64) {
     case 1: return admitBlocks<1>(b, masks);
     case 2: return admitBlocks<2>(b, masks);
     case 3: return admitBlocks<3>(b, masks);
     case 4: return admitBlocks<4>(b, masks);
-    default: break;
-  }
-  for (size_t r = 0; r < b.n; ++r) {
-    if (codeDistanceAvx512(b.rows + r * b.stride, b.c, b.stride) < b.limit[r]) {
-      masks[r / 64] |= uint64_t(1) << (r % 64);
-    }
+    default: return admitFrom<codeDistanceAvx512>(b, 0, masks);
   }
 }
 
@@ -318,15 +307,6 @@ __attribute__((target("avx2"))) uint32_t codeDistanceAvx2(const int8_t* a, const
   s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
   s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
   return static_cast<uint32_t>(_mm_cvtsi128_si32(s));
-}
-
-__attribute__((target("avx2"))) void admitAvx2(const AdmitBlock& b, uint64_t* masks) {
-  std::memset(masks, 0, (b.n + 63) / 64 * sizeof(uint64_t));
-  for (size_t k = 0; k < b.n; ++k) {
-    if (codeDistanceAvx2(b.rows + k * b.stride, b.c, b.stride) < b.limit[k]) {
-      masks[k / 64] |= uint64_t(1) << (k % 64);
-    }
-  }
 }
 #endif
 
@@ -346,9 +326,9 @@ CodeKernels pickCodeKernels() {
       __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni")) {
     return {codeDistanceAvx512, admitAvx512};
   }
-  if (!portable && __builtin_cpu_supports("avx2")) return {codeDistanceAvx2, admitAvx2};
+  if (!portable && __builtin_cpu_supports("avx2")) return {codeDistanceAvx2, admitEach<codeDistanceAvx2>};
 #endif
-  return {codeDistancePortable, admitPortable};
+  return {codeDistancePortable, admitEach<codeDistancePortable>};
 }
 
 // Codes and err of rows [begin, end) (see buildCodes).
@@ -490,7 +470,7 @@ PruneRule pruneMargin(size_t dims) {
   return rule;
 }
 
-// Per row, for the codes: its reach (codesAdmit) and limit (limitOf).
+// Per row, for the codes: its reach, and its limit for the block kernels (limitOf with the largest err).
 struct Reaches {
   std::vector<double> reach;
   std::vector<uint32_t> limit;
@@ -598,9 +578,8 @@ IMIAD_CORESET_CLONES void centerPass(const Step& s, const float* centers, const 
 // get closer to c: neither the group's bound nor the codes rule it out.
 IMIAD_ALWAYS_INLINE bool mayImprove(const Step& s, uint32_t i, double m2, double lower2, const Reaches& reaches) {
   if (s.rule.cannotImprove(lower2, m2)) return false;
-  return s.codes == nullptr ||
-         codesAdmit(s.kernels.distance(s.codes->row(i), s.cCodes, s.codes->stride), reaches.reach[i], s.errC,
-                    s.codes->inverse);
+  return s.codes == nullptr || s.kernels.distance(s.codes->row(i), s.cCodes, s.codes->stride) <
+                                   limitOf(reaches.reach[i], s.errC, s.codes->inverse);
 }
 
 // Starts fetching the float row of a row about to be measured.
@@ -847,7 +826,7 @@ IMIAD_CORESET_CLONES Best linearPass(const Step& s, size_t begin, size_t end, co
     }
   } else {
     // The codes admit a few rows in bulk; only those are looked at one by one.
-    uint64_t masks[kRowChunk / 64];
+    uint64_t masks[kRowChunk / 64] = {};
     const AdmitBlock block{s.codes->row(begin), s.codes->norm.data() + begin, reaches.limit.data() + begin,
                            end - begin, s.codes->stride, s.cCodes, s.cTerm};
     s.kernels.admit(block, masks);
@@ -858,7 +837,8 @@ IMIAD_CORESET_CLONES Best linearPass(const Step& s, size_t begin, size_t end, co
       for (uint64_t bits = masks[w]; bits != 0; bits &= bits - 1) {
         const size_t i = begin + w * 64 + static_cast<size_t>(__builtin_ctzll(bits));
         // mind2[i] > 0: the codes never admit selected rows or rows at distance 0.
-        if (gate != nullptr && (!gate[assign[i]] || s.rule.cannotImprove(centerLower2[assign[i]], mind2[i]))) continue;
+        const uint32_t a = assign[i];
+        if (gate != nullptr && (!gate[a] || s.rule.cannotImprove(centerLower2[a], mind2[i]))) continue;
         fetchRow(s, i);
         admitted[n++] = static_cast<uint32_t>(i);
       }
@@ -908,7 +888,7 @@ std::vector<uint32_t> fastKCenter(const float* X, size_t rows, size_t dims, size
   PivotTable pivots(count);
 
   Best next = initialPass(team, X, rows, dims, start, mind2);
-  // The codes and every row's reach (see codesAdmit), when the dims allow codes.
+  // The codes and every row's reach (see limitOf), when the dims allow codes.
   const Codes codes = buildCodes(team, X, rows, dims, control);
   const bool useCodes = codes.stride > 0;
   Reaches reaches;
@@ -1119,7 +1099,7 @@ detail::CodesProbe detail::probeCodes(const float* X, size_t rows, size_t dims, 
   for (size_t i = 0; i < rows; ++i) limit[i] = limitOf(reach[i], codes.errMax, codes.inverse);
   for (size_t begin = 0; begin < rows; begin += kRowChunk) {
     const size_t n = std::min(kRowChunk, rows - begin);
-    uint64_t masks[kRowChunk / 64];
+    uint64_t masks[kRowChunk / 64] = {};
     const AdmitBlock block{codes.row(begin), codes.norm.data() + begin, limit.data() + begin, n, codes.stride,
                            codes.row(c), codes.centerTerm(c)};
     kernels.admit(block, masks);
