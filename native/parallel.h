@@ -1,6 +1,8 @@
-// A minimal fork-join over std::thread. Work is split into fixed, contiguous chunks whose boundaries depend only on
-// the problem size, never on the thread count, so every kernel built on it gives bit-identical results whatever the
-// number of threads (STYLE.md rule 6). IMIAD_THREADS overrides the thread count (tests use it to prove that).
+// A minimal fork-join over std::thread: a team of threads (Team) for kernels of many short steps, and one-shot
+// parallelChunks() on a team made for the call. Work is split into fixed, contiguous chunks whose boundaries depend
+// only on the problem size, never on the thread count, so every kernel built on it gives bit-identical results
+// whatever the number of threads (STYLE.md rule 6). IMIAD_THREADS overrides the thread count (tests use it to prove
+// that).
 #pragma once
 
 #include <algorithm>
@@ -27,53 +29,11 @@ inline unsigned threadCount() {
   return hw == 0 ? 1 : hw;
 }
 
-// Runs fn(chunkIndex, begin, end) over [0, n) in chunks of `chunk` items, chunks claimed dynamically by up to
-// threadCount() threads. The first exception thrown by any chunk is rethrown on the caller's thread after all
-// threads have joined; remaining chunks are skipped once one has failed.
-template <typename Fn>
-void parallelChunks(size_t n, size_t chunk, Fn&& fn) {
-  if (n == 0) return;
-  if (chunk == 0) chunk = 1;
-  const size_t chunks = (n + chunk - 1) / chunk;
-  const unsigned threads = static_cast<unsigned>(std::min<size_t>(threadCount(), chunks));
-  std::atomic<size_t> next{0};
-  std::atomic<bool> failed{false};
-  std::exception_ptr error;
-  std::mutex errorMutex;
-  auto worker = [&]() {
-    for (;;) {
-      if (failed.load(std::memory_order_relaxed)) return;
-      const size_t c = next.fetch_add(1, std::memory_order_relaxed);
-      if (c >= chunks) return;
-      const size_t begin = c * chunk;
-      const size_t end = std::min(n, begin + chunk);
-      try {
-        fn(c, begin, end);
-      } catch (...) {
-        std::lock_guard<std::mutex> lock(errorMutex);
-        if (!error) error = std::current_exception();
-        failed.store(true, std::memory_order_relaxed);
-        return;
-      }
-    }
-  };
-  if (threads <= 1) {
-    worker();
-  } else {
-    std::vector<std::thread> pool;
-    pool.reserve(threads - 1);
-    for (unsigned t = 1; t < threads; ++t) pool.emplace_back(worker);
-    worker();
-    for (auto& th : pool) th.join();
-  }
-  if (error) std::rethrow_exception(error);
-}
-
 // A team of threads kept for many short fork-joins (a kernel that runs thousands of dependent steps, each too short
 // to start threads for). Chunk k of every run goes to member k % size(), so a member sees the same rows step after
 // step and keeps them in its cache; the chunks still depend only on the problem size, so results do not depend on
-// the team's size. Members spin briefly between runs, then sleep. Not reentrant: one run at a time, from the thread
-// that made the team. Chunks never depend on who runs them, so none of this changes a result.
+// the team's size. Members spin briefly between runs, then yield, then sleep. Not reentrant: one run at a time, from
+// the thread that made the team. Chunks never depend on who runs them, so none of this changes a result.
 class Team {
  public:
   explicit Team(unsigned threads = threadCount()) : size_(threads == 0 ? 1 : threads) {
@@ -126,15 +86,7 @@ class Team {
     const auto started = std::chrono::steady_clock::now();
     work(0);
     const auto worked = std::chrono::steady_clock::now();
-    // Spin briefly, then yield: when the machine has more runnable threads than cores, a member may be waiting
-    // for this very core, and pure spinning would stall both for a whole time slice.
-    for (unsigned spins = 0; pending_.load(std::memory_order_acquire) != 0; ++spins) {
-      if (spins < kSpins) {
-        pause();
-      } else {
-        std::this_thread::yield();
-      }
-    }
+    for (unsigned spins = 0; pending_.load(std::memory_order_acquire) != 0; ++spins) backOff(spins);
     job_ = nullptr;
     // When the members keep this thread waiting longer than its own share took (they do not get their cores:
     // another process is busy), the next kSoloRuns runs go on this thread alone, then the team is tried again.
@@ -149,12 +101,16 @@ class Team {
   }
 
  private:
-  static void pause() {
+  // One turn of a wait: spin briefly, then yield. When the machine has more runnable threads than cores, the thread
+  // waited for may need this very core, and pure spinning would stall both for a whole time slice.
+  static void backOff(unsigned spins) {
 #if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#else
-    std::this_thread::yield();
+    if (spins < kSpins) {
+      __builtin_ia32_pause();
+      return;
+    }
 #endif
+    std::this_thread::yield();
   }
 
   void work(unsigned m) {
@@ -170,14 +126,10 @@ class Team {
   void serve(unsigned m) {
     uint64_t seen = 0;
     for (;;) {
-      // Wait for the next run: spin briefly, then yield (see run()) for up to ~1 ms, then sleep until woken.
+      // Wait for the next run: back off (spin, then yield) for up to ~1 ms, then sleep until woken.
       const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(1000);
       for (unsigned spins = 0; generation_.load(std::memory_order_acquire) == seen; ++spins) {
-        if (spins < kSpins) {
-          pause();
-        } else {
-          std::this_thread::yield();
-        }
+        backOff(spins);
         if ((spins & 63) == 63 && std::chrono::steady_clock::now() > until) {
           std::unique_lock<std::mutex> lock(mutex_);
           ++sleepers_;
@@ -211,5 +163,16 @@ class Team {
   unsigned sleepers_ = 0;
   bool stop_ = false;
 };
+
+// Runs fn(chunkIndex, begin, end) over [0, n) in chunks of `chunk` items, once, on a team of up to threadCount()
+// threads made for the call, chunks claimed as threads become free. The first exception thrown by any chunk is
+// rethrown on the caller's thread after all threads are done; remaining chunks are skipped once one has failed.
+template <typename Fn>
+void parallelChunks(size_t n, size_t chunk, Fn&& fn) {
+  if (n == 0) return;
+  if (chunk == 0) chunk = 1;
+  Team team(static_cast<unsigned>(std::min<size_t>(threadCount(), (n + chunk - 1) / chunk)));
+  team.run(n, chunk, fn, true);
+}
 
 }  // namespace imiad
