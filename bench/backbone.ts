@@ -8,7 +8,7 @@ import * as os from 'os';
 
 import { loadBackbone } from '../lib/backbone/session';
 import type { BackboneShape } from '../lib/backbone/builder';
-import { flag, machineInfo, peerAvailable, printTable, randomFloats, runPeer, timeMs, writeJson, type Row } from './common';
+import { flag, intFlag, machineInfo, peerAvailable, printTable, randomFloats, runPeer, timeMs, writeJson, type Row } from './common';
 
 interface PeerResult {
   images_per_second: number;
@@ -17,10 +17,10 @@ interface PeerResult {
 }
 
 export async function main(args: string[]): Promise<void> {
-  const size = Number(flag(args, 'size', '224'));
-  const batch = Number(flag(args, 'batch', '8'));
-  const repeats = Number(flag(args, 'repeats', '5'));
-  const threads = Number(flag(args, 'threads', String(os.availableParallelism())));
+  const size = intFlag(args, 'size', 224);
+  const batch = intFlag(args, 'batch', 8);
+  const repeats = intFlag(args, 'repeats', 5);
+  const threads = intFlag(args, 'threads', os.availableParallelism());
   const file = flag(args, 'file');
   const layers = (flag(args, 'layers', 'layer2,layer3') ?? 'layer2,layer3').split(',');
   const input = randomFloats(batch * 3 * size * size, 11).map((v) => v * Math.sqrt(12));

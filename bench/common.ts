@@ -86,6 +86,16 @@ export function flag(args: string[], name: string, fallback?: string): string | 
   return i >= 0 && i + 1 < args.length ? args[i + 1] : fallback;
 }
 
+/** An integer `--name value` flag of at least `min`; anything else is an error that names the flag. */
+export function intFlag(args: string[], name: string, fallback: number, min = 1): number {
+  const raw = flag(args, name);
+  const value = raw === undefined ? fallback : Number(raw);
+  if (!Number.isSafeInteger(value) || value < min) {
+    throw new Error(`--${name}: expected an integer >= ${min} but received ${raw}`);
+  }
+  return value;
+}
+
 /**
  * xorshift32: uniform doubles in [0, 1) from a 32-bit state (a zero seed becomes 1). The generator of the benchmark
  * and test data; the library's own seeded choices use lib/prng.ts and lib/settings/random.ts.

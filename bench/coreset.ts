@@ -1,6 +1,6 @@
 /**
  * `npm run bench -- coreset [--data patch,uniform] [--cases 40k,156k,exact] [--no-plain] [--no-peer] [--seed N]
- *  [--peer-threads N] [--repeat N]`
+ *  [--peer-threads N] [--repeats N]`
  *
  * Greedy coreset, 10 % of the rows: 40,000 and 156,800 rows x 1024 dims projected to 128, and exact mode on
  * 20,000 x 128. Each case is timed for the fast kernel, the plain loop (same addon, same distance: the selections
@@ -10,7 +10,7 @@
  * its speed compares. The peer runs with --peer-threads torch threads (default 1: on this shared 2-core machine torch's
  * OpenMP loop was slower with 2 threads, 43 vs 7 ms per step, 8 with OMP_WAIT_POLICY=PASSIVE, which is set here), and
  * the fast kernel is also timed with one thread (IMIAD_THREADS=1) for a like-for-like column. Times are medians of
- * --repeat runs (default 5 in exact mode, 3 at 40,000 rows, 1 at 156,800 rows): the fast kernel after one untimed
+ * --repeats runs (default 5 in exact mode, 3 at 40,000 rows, 1 at 156,800 rows): the fast kernel after one untimed
  * warm-up run, the torch loop over its repeats in one process; the plain loop runs once. This 2-core virtual
  * machine's timings of one run wander by +-20 % (and a single run right after another process can be far off).
  *
@@ -26,7 +26,7 @@ import * as path from 'path';
 
 import { defaultStartIndex, greedyCoreset, greedyCoresetPlain } from '../bindings/coreset';
 import { cpuAddon } from '../bindings/load';
-import { flag, machineInfo, peerAvailable, printTable, randomFloats, runPeer, timedMedian, writeJson, type Row } from './common';
+import { flag, intFlag, machineInfo, peerAvailable, printTable, randomFloats, runPeer, timedMedian, writeJson, type Row } from './common';
 
 interface Case {
   name: string;
@@ -87,11 +87,11 @@ function same(a: ArrayLike<number>, b: ArrayLike<number>): boolean {
 export async function main(args: string[]): Promise<void> {
   const kinds = (flag(args, 'data', 'patch,uniform') ?? '').split(',').filter(Boolean);
   const wanted = (flag(args, 'cases', CASES.map((c) => c.name).join(',')) ?? '').split(',');
-  const seed = Number(flag(args, 'seed', '1'));
+  const seed = intFlag(args, 'seed', 1, 0);
   const withPlain = !args.includes('--no-plain');
   const threads = cpuAddon<{ threadCount: () => number }>().threadCount();
   const withPeer = !args.includes('--no-peer') && peerAvailable(['torch', 'numpy']);
-  const peerThreads = Number(flag(args, 'peer-threads', '1'));
+  const peerThreads = intFlag(args, 'peer-threads', 1, 0);
   process.env.OMP_WAIT_POLICY ??= 'PASSIVE';
   if (!withPeer) process.stdout.write('torch peer not run (Debian python3-torch missing or --no-peer)\n');
 
@@ -103,14 +103,14 @@ export async function main(args: string[]): Promise<void> {
       const x = kind === 'patch' ? patchLike(c.rows, c.dims, seed) : randomFloats(c.rows * c.dims, seed);
       const startIndex = defaultStartIndex(seed, c.rows);
       const opts = { dims: c.dims, count: c.count, projectionDims: c.projectionDims, seed, startIndex };
-      const repeat = Number(flag(args, 'repeat', c.name === 'exact' ? '5' : c.name === '40k' ? '3' : '1'));
-      const warmup = repeat > 1 ? 1 : 0;
-      const [fast, fastMs] = await timedMedian(() => greedyCoreset(x, opts), repeat, warmup);
+      const repeats = intFlag(args, 'repeats', c.name === 'exact' ? 5 : c.name === '40k' ? 3 : 1);
+      const warmup = repeats > 1 ? 1 : 0;
+      const [fast, fastMs] = await timedMedian(() => greedyCoreset(x, opts), repeats, warmup);
       process.stdout.write(`  fast ${fastMs.toFixed(0)} ms\n`);
       // The kernels read IMIAD_THREADS on every call.
       const savedThreads = process.env.IMIAD_THREADS;
       process.env.IMIAD_THREADS = '1';
-      const [fast1, fast1Ms] = await timedMedian(() => greedyCoreset(x, opts), repeat, warmup);
+      const [fast1, fast1Ms] = await timedMedian(() => greedyCoreset(x, opts), repeats, warmup);
       if (savedThreads === undefined) delete process.env.IMIAD_THREADS;
       else process.env.IMIAD_THREADS = savedThreads;
       if (!same(fast, fast1)) throw new Error('the selection changed with the thread count');
@@ -136,7 +136,7 @@ export async function main(args: string[]): Promise<void> {
             const r = runPeer<PeerResult>('coreset_torch.py', [
               '--file', file, '--rows', String(c.rows), '--dims', String(c.dims), '--count', String(c.count),
               '--start', String(startIndex), '--proj', String(c.projectionDims), '--seed', String(seed),
-              '--threads', String(peerThreads), '--distance', form, '--repeat', String(form === 'expansion' ? repeat : 1),
+              '--threads', String(peerThreads), '--distance', form, '--repeats', String(form === 'expansion' ? repeats : 1),
             ]);
             peers[form] = {
               ms: r.ms,

@@ -13,7 +13,7 @@ import { writeReport } from '../lib/report';
 import { parseGridConfig } from '../lib/runner/config';
 import { expandGrid, runGrid } from '../lib/runner/grid';
 import { ResultsStore } from '../lib/runner/store';
-import { flag, machineInfo, printTable, writeJson } from './common';
+import { flag, intFlag, machineInfo, printTable, writeJson } from './common';
 
 function category(name: string): Category {
   const root = `/bench/${name}`;
@@ -30,8 +30,8 @@ function category(name: string): Category {
 }
 
 export async function main(args: string[]): Promise<void> {
-  const count = Number(flag(args, 'categories', '15'));
-  const seeds = Number(flag(args, 'seeds', '2'));
+  const count = intFlag(args, 'categories', 15);
+  const seeds = intFlag(args, 'seeds', 2);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'imiad-bench-grid-'));
   try {
     const categories = Array.from({ length: count }, (_, i) => category(`c${i}`));

@@ -13,7 +13,7 @@ import sharp from 'sharp';
 import { categoryStyle, drawDefect, renderScene, toBytes, type SceneKind } from '../lib/datasets/synth/render';
 import { batches, prepareImage } from '../lib/image/pipeline';
 import { Random } from '../lib/prng';
-import { flag, machineInfo, peerAvailable, printTable, runPeer, writeJson, type Row } from './common';
+import { flag, intFlag, machineInfo, peerAvailable, printTable, runPeer, writeJson, type Row } from './common';
 
 async function makeImages(dir: string, count: number, size: number): Promise<string[]> {
   fs.mkdirSync(dir, { recursive: true });
@@ -45,9 +45,9 @@ async function timeIt(fn: () => Promise<void>, repeats: number): Promise<number>
 }
 
 export async function main(args: string[]): Promise<void> {
-  const count = Number(flag(args, 'count', '32'));
-  const size = Number(flag(args, 'size', '1024'));
-  const repeats = Number(flag(args, 'repeats', '3'));
+  const count = intFlag(args, 'count', 32);
+  const size = intFlag(args, 'size', 1024);
+  const repeats = intFlag(args, 'repeats', 3);
   const dir = path.join(os.tmpdir(), `imiad-bench-images-${size}`);
   const files = await makeImages(dir, count, size);
   const geometry = { imageSize: 256, cropSize: 224 };

@@ -18,7 +18,7 @@ import * as path from 'path';
 import type { KnnAddon } from '../bindings/knn';
 import { cpuAddon } from '../bindings/load';
 import { KnnIndex, type KnnResult } from '../lib/index';
-import { flag, machineInfo, median, peerAvailable, PEER_PYTHON, printTable, randomFloats, writeJson, type Row } from './common';
+import { flag, intFlag, machineInfo, median, peerAvailable, PEER_PYTHON, printTable, randomFloats, writeJson, type Row } from './common';
 
 interface FaissRun {
   faiss: string;
@@ -97,11 +97,11 @@ export async function main(args: string[]): Promise<void> {
   if (device === 'cuda') return (await import('./knn_cuda')).main(args.filter((a, i) => a !== '--device' && args[i - 1] !== '--device'));
   if (device !== 'cpu') throw new Error(`--device ${device}: expected --device cpu or --device cuda`);
   const rowsList = list(flag(args, 'rows', '16384,65536') as string);
-  const nq = Number(flag(args, 'queries', '784'));
-  const dims = Number(flag(args, 'dims', '1024'));
+  const nq = intFlag(args, 'queries', 784);
+  const dims = intFlag(args, 'dims', 1024);
   const ks = list(flag(args, 'k', '1,9') as string);
-  const plainQueries = Math.min(nq, Number(flag(args, 'plain-queries', '16')));
-  const repeats = Number(flag(args, 'repeats', '3'));
+  const plainQueries = Math.min(nq, intFlag(args, 'plain-queries', 16, 0));
+  const repeats = intFlag(args, 'repeats', 3);
   const maxRows = Math.max(...rowsList);
   const addon = cpuAddon<KnnAddon & { threadCount: () => number }>();
 

@@ -11,7 +11,7 @@
  */
 import { probeCuda } from '../bindings/device';
 import { KnnIndex, type KnnResult } from '../lib/index';
-import { flag, machineInfo, printTable, randomFloats, writeJson, type Row } from './common';
+import { flag, intFlag, machineInfo, printTable, randomFloats, writeJson, type Row } from './common';
 
 const list = (s: string): number[] => s.split(',').map((v) => Number(v));
 
@@ -41,12 +41,12 @@ export async function main(args: string[]): Promise<void> {
     return;
   }
   const device = probe.device!;
-  const rows = Number(flag(args, 'rows', '1000000'));
-  const dims = Number(flag(args, 'dims', '1024'));
+  const rows = intFlag(args, 'rows', 1000000);
+  const dims = intFlag(args, 'dims', 1024);
   const queryCounts = list(flag(args, 'queries', '784,100352')!);
   const ks = list(flag(args, 'k', '1,9')!);
-  const cpuQueries = Number(flag(args, 'cpu-queries', '784'));
-  const repeats = Number(flag(args, 'repeats', '1'));
+  const cpuQueries = intFlag(args, 'cpu-queries', 784, 0);
+  const repeats = intFlag(args, 'repeats', 1);
   const peak = Number(flag(args, 'peak-tflops', String(knownPeakTflops(device.name) ?? NaN)));
 
   process.stdout.write(`knn_cuda: ${device.name} (compute ${device.computeCapability}, ${device.multiprocessors} SMs); `);

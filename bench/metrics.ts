@@ -9,7 +9,7 @@ import * as os from 'os';
 import * as path from 'path';
 
 import { PixelAccumulator, type MaskedAnomalyMap } from '../lib/metrics';
-import { flag, machineInfo, peerAvailable, printTable, type Row, runPeer, timeMs, writeJson, xorshift32 } from './common';
+import { flag, intFlag, machineInfo, peerAvailable, printTable, type Row, runPeer, timeMs, writeJson, xorshift32 } from './common';
 import { cpuAddon } from '../bindings/load';
 
 interface PeerResult {
@@ -47,8 +47,8 @@ function makeData(count: number, size: number): MaskedAnomalyMap[] {
 }
 
 export async function main(args: string[]): Promise<void> {
-  const count = Number(flag(args, 'images', '40'));
-  const size = Number(flag(args, 'size', '1024'));
+  const count = intFlag(args, 'images', 40);
+  const size = intFlag(args, 'size', 1024);
   const limit = Number(flag(args, 'limit', '0.3'));
   const threads = cpuAddon<{ threadCount: () => number }>().threadCount();
   process.stdout.write(`metrics: ${count} maps of ${size} x ${size} (${((count * size * size) / 1e6).toFixed(1)} M pixels), AU-PRO limit ${limit}, ${threads} threads\n`);

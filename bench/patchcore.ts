@@ -19,7 +19,7 @@ import { decodeModel, TensorDataType, type TensorProto } from '../lib/backbone/o
 import { loadDataset } from '../lib/datasets';
 import { synthesize } from '../lib/datasets/synth';
 import { PatchCore, type PatchCoreBreakdown } from '../lib/methods/patchcore';
-import { flag, machineInfo, peerAvailable, printTable, runPeer, writeJson, type Row } from './common';
+import { flag, intFlag, machineInfo, peerAvailable, printTable, runPeer, writeJson, type Row } from './common';
 
 interface PeerResult {
   scores: number[];
@@ -112,9 +112,9 @@ function exportGraph(file: string, dir: string): { graph: string; weights: strin
 
 export async function main(args: string[]): Promise<void> {
   const shapes = (flag(args, 'shapes', 'resnet18,wide_resnet50_2') as string).split(',') as BackboneShape[];
-  const size = Number(flag(args, 'size', '256'));
-  const trainCount = Number(flag(args, 'train', '20'));
-  const testCount = Number(flag(args, 'test', '20'));
+  const size = intFlag(args, 'size', 256);
+  const trainCount = intFlag(args, 'train', 20);
+  const testCount = intFlag(args, 'test', 20);
   const threads = os.availableParallelism();
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'imiad-bench-patchcore-'));
   try {

@@ -20,7 +20,7 @@ import { loadDataset } from '../lib/datasets';
 import { synthesize } from '../lib/datasets/synth';
 import { batches } from '../lib/image/pipeline';
 import { Random } from '../lib/prng';
-import { flag, machineInfo, peerAvailable, printTable, type Row, runPeer, writeJson } from './common';
+import { flag, intFlag, machineInfo, peerAvailable, printTable, type Row, runPeer, writeJson } from './common';
 
 const LAYERS = ['layer1', 'layer2', 'layer3'];
 const BATCH = 8;
@@ -70,11 +70,11 @@ function slice(f: Features, idx: number[], size: number, withImages: boolean): {
 }
 
 export async function main(args: string[]): Promise<void> {
-  const epochs = Number(flag(args, 'epochs', '1'));
-  const nTrain = Number(flag(args, 'train', '16'));
-  const nTest = Number(flag(args, 'test', '16'));
-  const size = Number(flag(args, 'size', '256'));
-  const threads = Number(flag(args, 'threads', String(os.availableParallelism())));
+  const epochs = intFlag(args, 'epochs', 1);
+  const nTrain = intFlag(args, 'train', 16);
+  const nTest = intFlag(args, 'test', 16);
+  const size = intFlag(args, 'size', 256);
+  const threads = intFlag(args, 'threads', os.availableParallelism());
   const methods = (flag(args, 'methods', 'stpm,rd4ad') as string).split(',') as ('stpm' | 'rd4ad')[];
   if (!trainingAvailable()) {
     process.stderr.write(`bench train: the training addon is not built (${trainAddonPath()}); run npm run build:train\n`);

@@ -6,7 +6,7 @@ selection computes the distances of all rows to the selected row and keeps the r
 "expansion" is the reference's (|a|^2 - 2ab + |b|^2, clamped, sqrt; row norms computed once here, the reference
 recomputes them per step), "difference" is ((X - x_c)^2).sum(1) in float64, slower but free of cancellation and
 rounding trouble: the exact greedy selection, used to check that imiad's float32 kernel selects the same rows. The first row is --start (as in imiad), selected rows are excluded from the argmax, and ties
-go to the first index (torch.argmax). With --repeat N the whole (projection and loop) runs N times and the median
+go to the first index (torch.argmax). With --repeats N the whole (projection and loop) runs N times and the median
 times are reported. Prints JSON on its last line.
 """
 import argparse
@@ -63,13 +63,13 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--distance", choices=["expansion", "difference"], default="expansion")
-    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=1)
     a = p.parse_args()
     if a.threads > 0:
         torch.set_num_threads(a.threads)
     x = torch.from_numpy(np.fromfile(a.file, dtype=np.float32).reshape(a.rows, a.dims))
 
-    runs = [select(a, x) for _ in range(max(1, a.repeat))]
+    runs = [select(a, x) for _ in range(max(1, a.repeats))]
     runs.sort(key=lambda r: r[0] + r[1])
     project_s, select_s, selected = runs[len(runs) // 2]
     t0, t1, t2 = 0.0, project_s, project_s + select_s
