@@ -24,6 +24,11 @@ export * from './metrics';
 export {
   createDetector,
   METHOD_NAMES,
+  METHODS,
+  findMethod,
+  type MethodEntry,
+  type ContinualMode,
+  type InputNormalisation,
   PatchCore,
   PatchCoreScorer,
   reweightFactor,

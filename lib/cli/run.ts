@@ -12,7 +12,7 @@ import { imiadError, invalidType } from '../../bindings/errors';
 import { BACKBONE_SHAPES, type BackboneShape } from '../backbone/builder';
 import { loadDataset, requireDatasetName } from '../datasets';
 import type { Category, DatasetName, FolderLayout } from '../datasets/types';
-import { METHOD_NAMES, TRAINED_METHODS } from '../methods';
+import { findMethod, METHOD_NAMES, METHODS } from '../methods';
 import { settingLabel } from '../settings';
 import { gridConfig } from '../runner/config';
 import { createExecutor } from '../runner/executor';
@@ -85,27 +85,24 @@ export function runParams(opts: RunCommandOptions): Record<string, unknown> {
   const crop = parseNumber(opts.crop, '--crop', (v) => int(v) && v >= 1 && v <= (imageSize ?? 256), `integer between 1 and the image size (${imageSize ?? 256})`);
   if (crop !== undefined) params.cropSize = crop;
   else if (imageSize !== undefined && imageSize < 224) params.cropSize = imageSize;
-  const coreset = parseNumber(opts.coreset, '--coreset', (v) => v > 0 && v <= 1, 'number in (0, 1]');
-  if (coreset !== undefined) {
-    if (opts.method !== 'patchcore') throw imiadError('TypeError', 'ERR_IMIAD_ARGUMENT', `--coreset applies to --method patchcore, not ${opts.method}`);
-    params.coreset = coreset;
-  }
-  const reweight = parseNumber(opts.reweight, '--reweight', (v) => int(v) && v >= 1 && v <= 1024, 'integer between 1 and 1024');
-  if (reweight !== undefined) {
-    if (opts.method !== 'patchcore') throw imiadError('TypeError', 'ERR_IMIAD_ARGUMENT', `--reweight applies to --method patchcore, not ${opts.method}`);
-    params.reweight = reweight;
-  }
-  const trained = (TRAINED_METHODS as readonly string[]).includes(opts.method);
-  const epochs = parseNumber(opts.epochs, '--epochs', (v) => int(v) && v >= 1 && v <= 1_000_000, 'integer between 1 and 1000000');
-  if (epochs !== undefined) {
-    if (!trained) throw imiadError('TypeError', 'ERR_IMIAD_ARGUMENT', `--epochs applies to the trained methods (${TRAINED_METHODS.join(', ')}), not ${opts.method}`);
-    params.epochs = epochs;
-  }
-  const lr = parseNumber(opts.lr, '--lr', (v) => v > 0, 'positive number');
-  if (lr !== undefined) {
-    if (!trained) throw imiadError('TypeError', 'ERR_IMIAD_ARGUMENT', `--lr applies to the trained methods (${TRAINED_METHODS.join(', ')}), not ${opts.method}`);
-    params.lr = lr;
-  }
+  // Method-specific options (the registry's `options`): refused, naming the methods that take them, elsewhere.
+  const methodOption = (flag: string, value: number | undefined): void => {
+    if (value === undefined) return;
+    const option = findMethod(opts.method)?.options.find((o) => o.flag === flag);
+    if (option === undefined) {
+      const takers = METHODS.filter((m) => m.options.some((o) => o.flag === flag));
+      const names = takers.map((m) => m.name);
+      const whom = takers.every((m) => m.trained) && takers.length === METHODS.filter((m) => m.trained).length
+        ? `the trained methods (${names.join(', ')})`
+        : `--method ${names.join('|')}`;
+      throw imiadError('TypeError', 'ERR_IMIAD_ARGUMENT', `--${flag} applies to ${whom}, not ${opts.method}`);
+    }
+    params[option.param] = value;
+  };
+  methodOption('coreset', parseNumber(opts.coreset, '--coreset', (v) => v > 0 && v <= 1, 'number in (0, 1]'));
+  methodOption('reweight', parseNumber(opts.reweight, '--reweight', (v) => int(v) && v >= 1 && v <= 1024, 'integer between 1 and 1024'));
+  methodOption('epochs', parseNumber(opts.epochs, '--epochs', (v) => int(v) && v >= 1 && v <= 1_000_000, 'integer between 1 and 1000000'));
+  methodOption('lr', parseNumber(opts.lr, '--lr', (v) => v > 0, 'positive number'));
   const batchSize = parseNumber(opts.batchSize, '--batch-size', (v) => int(v) && v >= 1 && v <= 4096, 'integer between 1 and 4096');
   if (batchSize !== undefined) params.batchSize = batchSize;
   return params;
@@ -300,7 +297,7 @@ export function registerRun(program: Command): void {
     .description('Fit a detector on each category and evaluate it at the original resolution (vanilla, or --setting S)')
     .requiredOption('--dataset <name>', 'dataset layout: mvtec|mpdd|loco|btad|mtd|visa|dagm|folder')
     .requiredOption('--root <dir>', 'the dataset root')
-    .requiredOption('--method <name>', `detector: ${METHOD_NAMES.join('|')}`)
+    .requiredOption('--method <name>', `detector: ${METHOD_NAMES.join('|')} (trained: ${METHODS.filter((m) => m.trained).map((m) => m.name).join(', ')})`)
     .option('--categories <list>', 'comma-separated categories (default: all)')
     .option('--backbone <file>', 'an ONNX backbone (default: imiad\'s seeded ResNet-18-shaped backbone)')
     .option('--backbone-shape <shape>', `shape of the default backbone: ${BACKBONE_SHAPES.join('|')}`)
@@ -318,9 +315,9 @@ export function registerRun(program: Command): void {
     .option('--anomaly <dir>', 'folder layout: anomalous images (sub-folders = defect types)')
     .option('--masks <dir>', 'folder layout: masks, named like the anomalous images (optionally with _mask)')
     .option('--test-normal <dir>', 'folder layout: normal test images (default: a seeded split of --normal)')
-    .option('--epochs <n>', 'trained methods: epochs (default: STPM 100, RD4AD 200, as IM-IAD Table V)')
+    .option('--epochs <n>', `trained methods (${METHODS.filter((m) => m.trained).map((m) => m.name).join(', ')}): epochs (default per method, as IM-IAD Table V)`)
     .option('--batch-size <n>', 'images per training / feature batch (default 8)')
-    .option('--lr <x>', 'trained methods: learning rate (default: STPM 0.4, RD4AD 0.005)')
+    .option('--lr <x>', 'trained methods: learning rate (default per method: STPM 0.4, RD4AD 0.005, ...)')
     .option('--save <file>', 'write the fitted detector (weights, memory bank or statistics) to a checkpoint (FILE.<category>.imiad when several)')
     .option('--load <file>', 'restore the fitted detector from a checkpoint instead of fitting');
   addSettingOptions(cmd);

@@ -1,17 +1,14 @@
 /** lib/methods: the detectors and their registry. */
 import { imiadError } from '../../bindings/errors';
-import { Dne, type DneParams } from './dne';
-import { Padim, type PadimParams } from './padim';
-import { PatchCore, type PatchCoreParams } from './patchcore';
-import { Spade, type SpadeParams } from './spade';
-import { Rd4ad, type Rd4adParams, Stpm, type StpmParams } from './teacher-student';
+import type { DneParams } from './dne';
+import type { PadimParams } from './padim';
+import type { PatchCoreParams } from './patchcore';
+import { findMethod, METHODS } from './registry';
+import type { SpadeParams } from './spade';
+import type { Rd4adParams, StpmParams } from './teacher-student';
 import type { Detector } from './types';
 
-export const METHOD_NAMES = ['patchcore', 'padim', 'spade', 'dne', 'stpm', 'rd4ad'] as const;
-/** Methods that learn weights by gradient descent (they need the libtorch training addon). */
-export const TRAINED_METHODS: readonly MethodName[] = ['stpm', 'rd4ad'];
-export type MethodName = (typeof METHOD_NAMES)[number];
-
+/** Each registered method's parameters (the typed overload of createDetector). */
 export interface MethodParams {
   patchcore: PatchCoreParams;
   padim: PadimParams;
@@ -20,33 +17,29 @@ export interface MethodParams {
   stpm: StpmParams;
   rd4ad: Rd4adParams;
 }
+export type MethodName = keyof MethodParams;
+
+/** The registered method names, in the paper's table order (lib/methods/registry.ts). */
+export const METHOD_NAMES: readonly MethodName[] = METHODS.map((m) => m.name as MethodName);
+/** Methods that learn weights by gradient descent (they need the libtorch training addon). */
+export const TRAINED_METHODS: readonly MethodName[] = METHODS.filter((m) => m.trained).map((m) => m.name as MethodName);
 
 /** A new, unfitted detector by name. */
 export function createDetector<M extends MethodName>(name: M, params?: MethodParams[M]): Detector;
 export function createDetector(name: string, params?: Record<string, unknown>): Detector;
 export function createDetector(name: string, params: Record<string, unknown> = {}): Detector {
-  switch (name) {
-    case 'patchcore':
-      return new PatchCore(params as PatchCoreParams);
-    case 'padim':
-      return new Padim(params as PadimParams);
-    case 'spade':
-      return new Spade(params as SpadeParams);
-    case 'dne':
-      return new Dne(params as DneParams);
-    case 'stpm':
-      return new Stpm(params as StpmParams);
-    case 'rd4ad':
-      return new Rd4ad(params as Rd4adParams);
-    default:
-      throw imiadError(
-        'TypeError',
-        'ERR_IMIAD_ARGUMENT',
-        `Expected one of ${METHOD_NAMES.map((m) => `'${m}'`).join(', ')} for method but received ${String(name)} of type ${typeof name}`,
-      );
+  const entry = findMethod(name);
+  if (entry === undefined) {
+    throw imiadError(
+      'TypeError',
+      'ERR_IMIAD_ARGUMENT',
+      `Expected one of ${METHODS.map((m) => `'${m.name}'`).join(', ')} for method but received ${String(name)} of type ${typeof name}`,
+    );
   }
+  return entry.create(params);
 }
 
+export { METHODS, findMethod, methodNames, type MethodEntry, type MethodOption, type ContinualMode, type InputNormalisation } from './registry';
 export { PatchCore, PatchCoreScorer, reweightFactor, type PatchCoreParams, type PatchCoreBreakdown, type PatchScores } from './patchcore';
 export { Padim, padimChannelCount, padimChannelSubset, type PadimParams } from './padim';
 export { Spade, type SpadeParams } from './spade';

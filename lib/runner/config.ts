@@ -10,6 +10,7 @@ import YAML from 'yaml';
 
 import { imiadError } from '../../bindings/errors';
 import { DATASET_NAMES, type DatasetName } from '../datasets/types';
+import { findMethod, methodNames } from '../methods/registry';
 import { requireSettingName, settingSpec, type SettingOptions } from '../settings';
 import type { SettingSpec } from '../settings/types';
 import { DEFAULT_STORE } from './store';
@@ -107,6 +108,7 @@ export function gridConfig(raw: unknown, base: string = process.cwd(), file = '<
     if (!isObject(params)) throw configError(file, `methods[${i}].params must be an object`);
     if (!isObject(grid) || Object.values(grid).some((v) => !Array.isArray(v))) throw configError(file, `methods[${i}].grid must map parameter names to lists of values`);
     return { name: m.name, params: params as { [key: string]: JsonValue }, grid: grid as { [key: string]: JsonValue[] } };
+
   });
   const settings = list('settings').flatMap((s, i) => expandSetting(file, s, i));
   const seeds = raw.seeds === undefined ? [0] : raw.seeds;
@@ -126,7 +128,18 @@ export function readGridConfig(file: string): GridConfig {
   } catch (err) {
     throw imiadError('Error', 'ERR_IMIAD_FILE', `Cannot read grid file ${file}: ${(err as Error).message}`);
   }
-  return parseGridConfig(text, file);
+  return requireRegisteredMethods(parseGridConfig(text, file), file);
+}
+
+/**
+ * The grid's methods must be registered detectors (lib/methods/registry.ts). The file readers check it; the grid
+ * itself takes any name, since a caller may run it with an executor of its own.
+ */
+export function requireRegisteredMethods(config: GridConfig, file: string): GridConfig {
+  config.methods.forEach((m, i) => {
+    if (findMethod(m.name) === undefined) throw configError(file, `methods[${i}] is '${m.name}', expected one of ${methodNames().join(', ')}`);
+  });
+  return config;
 }
 
 /** A method's parameter combinations: `params` merged with each combination of `grid`. */

@@ -12,7 +12,7 @@ import * as path from 'path';
 
 import { loadDataset } from '../datasets';
 import type { Category, Sample } from '../datasets/types';
-import { createDetector } from '../methods';
+import { createDetector, findMethod } from '../methods';
 import type { AnomalyMap, Detector } from '../methods/types';
 import type { CategorySplit } from '../settings/types';
 import { runExperiment, type ExperimentResult as RunResult } from './experiment';
@@ -106,7 +106,7 @@ export function createExecutor(opts: ExecutorOptions = {}): ExperimentExecutor {
     const detector = createDetector(config.method, { seed: config.seed, ...config.params });
     try {
       const test = testSamples(split);
-      const wanted = opts.heatmaps === false || config.method === 'dne' ? [] : selectHeatmapSamples(test);
+      const wanted = opts.heatmaps === false || !findMethod(config.method)?.hasMaps ? [] : selectHeatmapSamples(test);
       const kept = new Map<Sample, AnomalyMap>();
       const r = await runExperiment({
         dataset: config.dataset,

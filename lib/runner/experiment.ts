@@ -15,7 +15,7 @@ import { loadDataset } from '../datasets';
 import type { Category, DatasetName, Sample } from '../datasets/types';
 import { evaluateCategory, evaluateLocoCategory, type Prediction as EvalPrediction } from '../metrics/evaluate';
 import { encodeTiff } from '../metrics/maps';
-import { createDetector } from '../methods';
+import { createDetector, findMethod } from '../methods';
 import { readCheckpoint, writeCheckpoint } from '../methods/checkpoint';
 import type { AnomalyMap, Detector } from '../methods/types';
 
@@ -252,7 +252,7 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
         }
       }
     };
-    const hasMaps = opts.method !== 'dne';
+    const hasMaps = findMethod(opts.method)?.hasMaps ?? true;
     const pixelEvaluable = hasMaps && test.every((s) => s.label === 'normal' || s.maskPaths.length > 0) && test.some((s) => s.label === 'anomaly');
     const consumers = pixelEvaluable ? (isLoco ? 2 : 1) : 1;
     const preds = new ChunkedPredictions(detector, test, opts.chunkSize ?? 16, consumers, onChunk, {

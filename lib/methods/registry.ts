@@ -1,0 +1,159 @@
+/**
+ * The one list of detectors (DESIGN.md, "Trained detectors"): adding a detector is one file plus one entry here.
+ * `createDetector`, `imiad run --method` (its checks and `--help`), the grid, the demo and the reports read the
+ * list from this table; nothing else names the methods.
+ */
+import { Dne } from './dne';
+import { Padim } from './padim';
+import { PatchCore } from './patchcore';
+import { Spade } from './spade';
+import { Rd4ad, Stpm } from './teacher-student';
+import type { Detector } from './types';
+
+/** How the image pipeline normalises a detector's input: ImageNet statistics, or plain [0, 1] pixels. */
+export type InputNormalisation = 'imagenet' | 'unit';
+
+/**
+ * How a detector learns in the continual setting (paper III-A): `accumulate` (its memory bank or Gaussians grow
+ * with each task), `statistics` (running sums of its per-position Gaussian, equal to a refit on the union),
+ * `sequential` (one model trained task after task, each fit continuing from the last).
+ */
+export type ContinualMode = 'accumulate' | 'statistics' | 'sequential';
+
+/** A command-line option that sets one detector parameter (`imiad run`), e.g. `--coreset` for PatchCore. */
+export interface MethodOption {
+  /** The flag, as commander names it (`coreset` for `--coreset <x>`). */
+  flag: string;
+  /** The detector parameter it sets. */
+  param: string;
+}
+
+export interface MethodEntry {
+  /** The name on the command line, in configs and in the results store. */
+  name: string;
+  /** The name the paper's tables print. */
+  label: string;
+  /** A new, unfitted detector; the constructor checks the parameters and throws a TypeError/RangeError. */
+  create(params: Record<string, unknown>): Detector;
+  /** Learns weights by gradient descent: needs the libtorch training addon; takes --epochs and --lr. */
+  trained: boolean;
+  /** Uses the labelled anomalies of the supervised setting (others train on the normal images only). */
+  usesLabelledAnomalies: boolean;
+  /** Whether it produces anomaly maps (pixel metrics, heatmaps); DNE scores images only. */
+  hasMaps: boolean;
+  /** The default resize side and centre crop (Table V). */
+  imageSize: number;
+  cropSize: number;
+  normalisation: InputNormalisation;
+  continual: ContinualMode;
+  /** The method-specific `imiad run` options it takes, beyond the common backbone and image options. */
+  options: readonly MethodOption[];
+  /** A one-line description for `--help` and the docs. */
+  summary: string;
+}
+
+const TRAINED_OPTIONS: readonly MethodOption[] = [
+  { flag: 'epochs', param: 'epochs' },
+  { flag: 'lr', param: 'lr' },
+];
+
+/** The detectors, in the paper's table order. */
+export const METHODS: readonly MethodEntry[] = [
+  {
+    name: 'patchcore',
+    label: 'PatchCore',
+    create: (p) => new PatchCore(p),
+    trained: false,
+    usesLabelledAnomalies: false,
+    hasMaps: true,
+    imageSize: 256,
+    cropSize: 224,
+    normalisation: 'imagenet',
+    continual: 'accumulate',
+    options: [
+      { flag: 'coreset', param: 'coreset' },
+      { flag: 'reweight', param: 'reweight' },
+    ],
+    summary: 'memory bank of locally aware patch features, greedy coreset, nearest-neighbour score',
+  },
+  {
+    name: 'padim',
+    label: 'PaDiM',
+    create: (p) => new Padim(p),
+    trained: false,
+    usesLabelledAnomalies: false,
+    hasMaps: true,
+    imageSize: 256,
+    cropSize: 224,
+    normalisation: 'imagenet',
+    continual: 'statistics',
+    options: [],
+    summary: 'a Gaussian per patch position, Mahalanobis distance',
+  },
+  {
+    name: 'spade',
+    label: 'SPADE',
+    create: (p) => new Spade(p),
+    trained: false,
+    usesLabelledAnomalies: false,
+    hasMaps: true,
+    imageSize: 256,
+    cropSize: 224,
+    normalisation: 'imagenet',
+    continual: 'accumulate',
+    options: [],
+    summary: 'k nearest training images, then pixel-level nearest neighbours among them',
+  },
+  {
+    name: 'dne',
+    label: 'DNE',
+    create: (p) => new Dne(p),
+    trained: false,
+    usesLabelledAnomalies: false,
+    hasMaps: false,
+    imageSize: 256,
+    cropSize: 224,
+    normalisation: 'imagenet',
+    continual: 'accumulate',
+    options: [],
+    summary: 'a Gaussian of pooled image features per task, image scores only',
+  },
+  {
+    name: 'stpm',
+    label: 'STPM',
+    create: (p) => new Stpm(p),
+    trained: true,
+    usesLabelledAnomalies: false,
+    hasMaps: true,
+    imageSize: 256,
+    cropSize: 256,
+    normalisation: 'imagenet',
+    continual: 'sequential',
+    options: TRAINED_OPTIONS,
+    summary: 'student network regressing a frozen teacher’s features (libtorch)',
+  },
+  {
+    name: 'rd4ad',
+    label: 'RD4AD',
+    create: (p) => new Rd4ad(p),
+    trained: true,
+    usesLabelledAnomalies: false,
+    hasMaps: true,
+    imageSize: 256,
+    cropSize: 256,
+    normalisation: 'imagenet',
+    continual: 'sequential',
+    options: TRAINED_OPTIONS,
+    summary: 'reverse distillation: one-class bottleneck and decoder (libtorch)',
+  },
+];
+
+/** The entry of a method name, or undefined. */
+export function findMethod(name: unknown): MethodEntry | undefined {
+  return METHODS.find((m) => m.name === name);
+}
+
+/** The registered names, e.g. for `--help` and error messages. */
+export function methodNames(): string[] {
+  return METHODS.map((m) => m.name);
+}

@@ -1,0 +1,52 @@
+/** The one registry of detectors: what createDetector, `imiad run` and the grid read. */
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
+import { readGridConfig } from '../lib/runner/config';
+import { runParams } from '../lib/cli/run';
+import { createDetector, findMethod, METHOD_NAMES, METHODS, methodNames, TRAINED_METHODS } from '../lib/methods';
+
+describe('registry', () => {
+  test('lists every detector once, in the paper’s order, with its facts', () => {
+    expect(methodNames()).toEqual(['patchcore', 'padim', 'spade', 'dne', 'stpm', 'rd4ad']);
+    expect([...METHOD_NAMES]).toEqual(methodNames());
+    expect([...TRAINED_METHODS]).toEqual(['stpm', 'rd4ad']);
+    expect(new Set(methodNames()).size).toBe(METHODS.length);
+    expect(findMethod('dne')).toMatchObject({ hasMaps: false, trained: false, continual: 'accumulate' });
+    expect(findMethod('padim')).toMatchObject({ continual: 'statistics', imageSize: 256, cropSize: 224, normalisation: 'imagenet' });
+    expect(findMethod('stpm')).toMatchObject({ trained: true, continual: 'sequential', cropSize: 256 });
+    expect(findMethod('cflow')).toBeUndefined();
+    for (const m of METHODS) expect(m.usesLabelledAnomalies).toBe(false);
+  });
+
+  test('createDetector builds the entry’s detector; the detector agrees with its entry', () => {
+    for (const m of METHODS.filter((e) => !e.trained)) {
+      const d = createDetector(m.name, { imageSize: 64, cropSize: 64 });
+      expect(d.name).toBe(m.name);
+      expect(d.usesLabelledAnomalies).toBe(m.usesLabelledAnomalies);
+    }
+  });
+
+  test('method-specific options are refused for other methods, naming the methods that take them', () => {
+    const base = { dataset: 'mvtec', root: '.', method: 'padim' };
+    expect(() => runParams({ ...base, coreset: '0.5' })).toThrow('--coreset applies to --method patchcore, not padim');
+    expect(() => runParams({ ...base, reweight: '3' })).toThrow('--reweight applies to --method patchcore, not padim');
+    expect(() => runParams({ ...base, epochs: '3' })).toThrow('--epochs applies to the trained methods (stpm, rd4ad), not padim');
+    expect(runParams({ ...base, method: 'patchcore', coreset: '0.5', reweight: '3' })).toEqual({ coreset: 0.5, reweight: 3 });
+    expect(runParams({ ...base, method: 'stpm', epochs: '3', lr: '0.1' })).toEqual({ epochs: 3, lr: 0.1 });
+  });
+
+  test('the grid refuses a method the registry does not hold', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'imiad-registry-'));
+    try {
+      const file = path.join(dir, 'g.yaml');
+      fs.writeFileSync(file, 'datasets: [{ name: mvtec, root: /tmp }]\nmethods: [patchcore, cflowx]\nsettings: [vanilla]\n');
+      expect(() => readGridConfig(file)).toThrow(`Grid file ${file}: methods[1] is 'cflowx', expected one of patchcore, padim, spade, dne, stpm, rd4ad`);
+      fs.writeFileSync(file, 'datasets: [{ name: mvtec, root: /tmp }]\nmethods: [patchcore, { name: stpm }]\nsettings: [vanilla]\n');
+      expect(readGridConfig(file).methods.map((m) => m.name)).toEqual(['patchcore', 'stpm']);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
