@@ -29,7 +29,8 @@ export function formatResultsTable(results: ResultJson[]): string {
     // A detector restored with --load was not fitted.
     ['fit s', (r) => (e(r).fitMs !== undefined ? (e(r).fitMs! / 1000).toFixed(1) : e(r).loadMs !== undefined ? 'loaded' : '-'), 'right'],
     ['backbone ms p50', (r) => ms(e(r).backboneMsPerImage), 'right'],
-    ['method ms p50/p95', (r) => `${ms(e(r).methodMsPerImage)}/${ms(e(r).methodMsPerImageP95)}`, 'right'],
+    // Continual results average the medians of every evaluation: no 95th percentile.
+    ['method ms p50/p95', (r) => (e(r).methodMsPerImageP95 === undefined ? ms(e(r).methodMsPerImage) : `${ms(e(r).methodMsPerImage)}/${ms(e(r).methodMsPerImageP95)}`), 'right'],
     ['state MB', (r) => (e(r).memoryBytes / 1e6).toFixed(1), 'right'],
   );
   if (results.some((r) => r.efficiency?.trainImagesPerSecond !== undefined)) {
