@@ -3,6 +3,7 @@
  * of the five settings without fitting, every option that does not apply (or contradicts a loaded checkpoint) is
  * refused before anything runs, and run, grid and evaluate write one JSON schema (`--json [FILE]`).
  */
+import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -120,6 +121,29 @@ withAddon("STPM: the issue's two commands give identical metrics, the second tra
   const other = await runCli([...common, '--load', path.join(dir, 'm.imiad'), '--epochs', '3']);
   expect(other.code).toBe(2);
   expect(other.stderr).toBe(`imiad: Checkpoint ${path.join(dir, 'm.imiad')} was fitted with epochs 1 but the command sets --epochs 3\n`);
+});
+
+withAddon('Ctrl-C stops the training cleanly: exit 130, "interrupted", nothing half-written', async () => {
+  const save = path.join(tmp, 'interrupted', 'm.imiad');
+  const cli = path.join(__dirname, '..', 'dist', 'lib', 'cli.js');
+  const proc = spawn(process.execPath, [cli, ...base, '--method', 'stpm', '--categories', 'disc', '--epochs', '100000', '--save', save], {
+    env: { ...process.env, IMIAD_PROGRESS: '1' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  proc.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+  const training = new Promise<void>((resolve) => proc.stderr!.on('data', (d: Buffer) => {
+    stderr += d.toString();
+    if (/disc fit \[/.test(stderr)) resolve();
+  }));
+  const exit = new Promise<number | null>((resolve) => proc.on('close', (code) => resolve(code)));
+  await training;
+  proc.kill('SIGINT');
+  expect(await exit).toBe(130);
+  expect(stderr.endsWith('\nimiad: interrupted\n')).toBe(true);
+  expect(stdout).toBe('');
+  expect(fs.existsSync(path.dirname(save)) ? fs.readdirSync(path.dirname(save)) : []).toEqual([]);
 });
 
 describe('nothing silently ignored: refused before anything runs', () => {
