@@ -130,7 +130,7 @@ describe('imiad demo', () => {
     fs.writeFileSync(grid, `store: grid.db\ndatasets:\n  - { name: mvtec, root: ${JSON.stringify(data)}, categories: [disc] }\nmethods:\n  - { name: patchcore, params: { imageSize: 64 } }\n  - { name: dne, params: { imageSize: 64 } }\nsettings: [vanilla]\n`);
     const r = await cli(['grid', grid, '--json']);
     expect(r.code).toBe(0);
-    expect(JSON.parse(r.stdout)).toMatchObject({ done: 2, skipped: 0, failed: [] });
+    expect(JSON.parse(r.stdout).summary).toMatchObject({ done: 2, skipped: 0, failed: [] });
     const store = new ResultsStore(path.join(tmp, 'grid.db'), { readonly: true });
     const rows = store.rows();
     store.close();
@@ -140,7 +140,9 @@ describe('imiad demo', () => {
     expect(dne.heatmaps).toEqual([]);
     expect(rows.find((x) => x.config.method === 'patchcore')!.metrics.pixelAUROC).toBeGreaterThan(0.5);
     const again = await cli(['grid', grid, '--json']);
-    expect(JSON.parse(again.stdout)).toMatchObject({ done: 0, skipped: 2 });
+    expect(JSON.parse(again.stdout).summary).toMatchObject({ done: 0, skipped: 2 });
+    // The stored rows are the results either way.
+    expect(JSON.parse(again.stdout).results).toEqual(JSON.parse(r.stdout).results);
   }, 300000);
 
   it('imiad run --setting supervised notes that the detector ignores the labelled anomalies', async () => {
@@ -148,10 +150,12 @@ describe('imiad demo', () => {
     const json = path.join(tmp, 'supervised.json');
     const r = await cli(['run', '--dataset', 'mvtec', '--root', data, '--method', 'spade', '--image-size', '64', '--setting', 'supervised', '--anomalies', '1', '--categories', 'disc', '--json', json]);
     expect(r.code).toBe(0);
-    const out2 = JSON.parse(fs.readFileSync(json, 'utf8'));
-    expect(out2.disc.setting).toEqual({ name: 'supervised', anomalies: 1 });
-    expect(out2.disc.notes).toEqual([NOTE_IGNORES_LABELLED_ANOMALIES]);
-    expect(out2.disc.metrics.imageAUROC).toBeGreaterThanOrEqual(0);
+    const [disc] = JSON.parse(fs.readFileSync(json, 'utf8')).results;
+    expect(disc.category).toBe('disc');
+    expect(disc.setting).toEqual({ name: 'supervised', anomalies: 1 });
+    expect(disc.notes).toEqual([NOTE_IGNORES_LABELLED_ANOMALIES]);
+    expect(disc.metrics.imageAUROC).toBeGreaterThanOrEqual(0);
+    expect(r.stdout).toContain(`note: disc supervised-1: ${NOTE_IGNORES_LABELLED_ANOMALIES}`);
   }, 300000);
 });
 

@@ -1,15 +1,16 @@
-/** `imiad datasets inspect --dataset NAME --root DIR [--json]`: counts and sizes per category. */
+/** `imiad datasets inspect --dataset NAME --root DIR [--json [FILE]]`: counts and sizes per category. */
 import type { Command } from 'commander';
 
 import { loadDataset, requireDatasetName, DATASET_NAMES, type FolderLayout } from '../datasets';
 import { formatStats, inspectDataset } from '../datasets/inspect';
 import { action } from './action';
+import { addJsonOption, jsonToStdout, writeJsonOutput, type JsonFlag } from './json-output';
 import { progress } from './progress';
 
 interface InspectFlags {
   dataset: string;
   root: string;
-  json?: boolean;
+  json?: JsonFlag;
   categories?: string;
   seed?: string;
   splitFile?: string;
@@ -21,7 +22,7 @@ interface InspectFlags {
 
 export function registerDatasets(program: Command): void {
   const datasets = program.command('datasets').description('Dataset layouts: inspect a dataset on disk');
-  datasets
+  const inspect = datasets
     .command('inspect')
     .description('Per category: train/validation/test counts of normal and anomalous images, defect types, min and max image size')
     .requiredOption('--dataset <name>', `dataset layout: ${DATASET_NAMES.join(', ')}`)
@@ -32,9 +33,9 @@ export function registerDatasets(program: Command): void {
     .option('--normal <dir>', 'folder layout: normal images')
     .option('--anomaly <dir>', 'folder layout: anomalous images (sub-folders = defect types)')
     .option('--masks <dir>', 'folder layout: masks, named like the anomalous images (optionally with _mask)')
-    .option('--test-normal <dir>', 'folder layout: normal test images (default: a seeded split of --normal)')
-    .option('--json', 'print JSON')
-    .action(
+    .option('--test-normal <dir>', 'folder layout: normal test images (default: a seeded split of --normal)');
+  addJsonOption(inspect, 'the statistics');
+  inspect.action(
       action(async (flags: InspectFlags) => {
         const name = requireDatasetName(flags.dataset);
         let folder: FolderLayout | undefined;
@@ -56,7 +57,9 @@ export function registerDatasets(program: Command): void {
         const bar = progress('inspect', total);
         const stats = await inspectDataset(categories, () => bar.tick());
         bar.done();
-        process.stdout.write(flags.json ? `${JSON.stringify(stats, null, 2)}\n` : formatStats(stats));
+        if (!jsonToStdout(flags.json)) process.stdout.write(formatStats(stats));
+        const written = writeJsonOutput(flags.json, `${JSON.stringify(stats, null, 2)}\n`);
+        if (written) process.stdout.write(`JSON written to ${written}\n`);
       }),
-    );
+  );
 }

@@ -1,8 +1,8 @@
 /** The setting flags shared by `imiad splits` and `imiad run`: --setting and its options, --seed. */
 import type { Command } from 'commander';
 
-import { invalidType } from '../../bindings/errors';
-import { settingSpec, SETTING_NAMES, AUGMENT_KINDS, type SettingSpec } from '../settings';
+import { imiadError, invalidType } from '../../bindings/errors';
+import { requireSettingName, settingSpec, SETTING_NAMES, AUGMENT_KINDS, type SettingSpec } from '../settings';
 
 export interface SettingFlags {
   setting?: string;
@@ -36,7 +36,30 @@ function numberFlag(value: string | undefined, name: string, integer: boolean): 
   return n;
 }
 
+/** Which setting each setting option belongs to (the flag as typed, the SettingFlags field, the setting). */
+const SETTING_FLAGS: readonly { flag: string; field: keyof SettingFlags; setting: string }[] = [
+  { flag: '--anomalies', field: 'anomalies', setting: 'supervised' },
+  { flag: '--shots', field: 'shots', setting: 'fewshot' },
+  { flag: '--augment', field: 'augment', setting: 'fewshot' },
+  { flag: '--augment-count', field: 'augmentCount', setting: 'fewshot' },
+  { flag: '--noise', field: 'noise', setting: 'noisy' },
+  { flag: '--order', field: 'order', setting: 'continual' },
+];
+
+/**
+ * The setting and seed the flags ask for. An option of another setting than the chosen one is an error naming it
+ * (nothing is silently ignored), as is --augment-count without --augment.
+ */
 export function settingFromFlags(flags: SettingFlags): { spec: SettingSpec; seed: number } {
+  const chosen = requireSettingName(flags.setting ?? 'vanilla');
+  for (const { flag, field, setting } of SETTING_FLAGS) {
+    if (flags[field] !== undefined && chosen !== setting) {
+      throw imiadError('TypeError', 'ERR_IMIAD_ARGUMENT', `${flag} applies to --setting ${setting}, not ${chosen}`);
+    }
+  }
+  if (flags.augmentCount !== undefined && flags.augment === undefined) {
+    throw imiadError('TypeError', 'ERR_IMIAD_ARGUMENT', '--augment-count applies with --augment (the number of augmented copies per shot)');
+  }
   const spec = settingSpec(flags.setting ?? 'vanilla', {
     anomalies: numberFlag(flags.anomalies, 'anomalies', true),
     shots: numberFlag(flags.shots, 'shots', true),

@@ -7,15 +7,20 @@
  * PatchCore keeps one memory bank that each fit extends (`accumulate: true`); DNE adds one Gaussian per fit. PaDiM
  * and SPADE have no incremental form: after task l they are refitted on the training images of tasks 0..l (joint
  * training, the upper bound of replay), which for SPADE's memory bank means it holds every task's images.
+ *
+ * Every `imiad run` goes through this executor too (with or without --setting): `files` gives each experiment the
+ * checkpoint to save or load and the scores and maps to write (lib/runner/files.ts names them; continual: per task).
  */
 import * as path from 'path';
 
 import { loadDataset } from '../datasets';
 import type { Category, Sample } from '../datasets/types';
 import { createDetector, findMethod } from '../methods';
+import type { CheckpointRun } from '../methods/checkpoint';
 import type { AnomalyMap, Detector } from '../methods/types';
 import type { CategorySplit } from '../settings/types';
 import { runExperiment, type ExperimentResult as RunResult } from './experiment';
+import { type ExperimentFiles, taskCheckpoint, taskMaps, taskScores } from './files';
 import type { CategoryLoader } from './grid';
 import { saveHeatmaps, selectHeatmapSamples } from './heatmaps';
 import { metricsFromEvaluation, metricsFromLocoEvaluation, PRO_LIMIT } from './metrics';
@@ -43,8 +48,22 @@ export interface ExecutorOptions {
    * loadDataset(name, root, { categories }).
    */
   loadCategories?: CategoryLoader;
-  /** Per-experiment stage progress, e.g. for a CLI line. */
-  onStage?: (experiment: Experiment, stage: string, done: number, total: number) => void;
+  /** Per-experiment stage progress, e.g. for a CLI line; `detail`: a trained detector's epoch, loss and images/s. */
+  onStage?: (experiment: Experiment, stage: string, done: number, total: number, detail?: string) => void;
+  /** The checkpoint, scores and maps files of each experiment (`imiad run`); default none. */
+  files?: (experiment: Experiment) => ExperimentFiles;
+}
+
+/** What a checkpoint saved by `experiment` records about it (continual: after learning task `task`). */
+export function checkpointRun(experiment: Experiment, task?: number): CheckpointRun {
+  const { config } = experiment;
+  return {
+    dataset: config.dataset,
+    category: config.category,
+    setting: config.setting,
+    seed: config.seed,
+    ...(task !== undefined && experiment.tasks ? { task: { index: task, count: experiment.tasks.length, category: experiment.tasks[task].category } } : {}),
+  };
 }
 
 /** runExperiment's snake_case metrics as the store's metric names (through the same mapping as `imiad evaluate`). */
@@ -56,6 +75,7 @@ export function storeMetrics(m: RunResult['metrics'], loco: boolean): Metrics {
     pixel_auroc: m.pixel_auroc ?? Number.NaN,
     pixel_ap: m.pixel_ap ?? Number.NaN,
     aupro: { [PRO_LIMIT]: m.aupro ?? Number.NaN },
+    ...(m.pixel_f1_max !== undefined ? { details: { pixel_f1_max: m.pixel_f1_max } } : {}),
   };
   if (!loco) return metricsFromEvaluation(overall);
   return metricsFromLocoEvaluation(
@@ -72,11 +92,17 @@ export function storeMetrics(m: RunResult['metrics'], loco: boolean): Metrics {
 }
 
 export function storeEfficiency(e: RunResult['efficiency']): Efficiency {
+  const loaded = e.load_seconds !== undefined;
   return {
     inferenceMsPerImage: e.backbone_ms_per_image.p50 + e.method_ms_per_image.p50,
     backboneMsPerImage: e.backbone_ms_per_image.p50,
     methodMsPerImage: e.method_ms_per_image.p50,
-    fitMs: e.fit_seconds * 1000,
+    backboneMsPerImageP95: e.backbone_ms_per_image.p95,
+    methodMsPerImageP95: e.method_ms_per_image.p95,
+    // A loaded detector was not fitted: no fit time (its load time apart).
+    ...(loaded ? { loadMs: e.load_seconds! * 1000 } : { fitMs: e.fit_seconds * 1000 }),
+    ...(e.train_seconds !== undefined ? { trainMs: e.train_seconds * 1000 } : {}),
+    ...(e.train_images_per_second !== undefined ? { trainImagesPerSecond: e.train_images_per_second } : {}),
     memoryBytes: e.state_bytes,
     peakRssBytes: e.peak_rss_bytes,
     device: 'cpu',
@@ -103,6 +129,7 @@ export function createExecutor(opts: ExecutorOptions = {}): ExperimentExecutor {
 
   const single = async (experiment: Experiment, split: CategorySplit, signal: AbortSignal): Promise<ExperimentResult> => {
     const { config } = experiment;
+    const files = opts.files?.(experiment) ?? {};
     const detector = createDetector(config.method, { seed: config.seed, ...config.params });
     try {
       const test = testSamples(split);
@@ -113,12 +140,18 @@ export function createExecutor(opts: ExecutorOptions = {}): ExperimentExecutor {
         root: experiment.root,
         category: await category(experiment, split.category),
         method: config.method,
+        params: config.params,
         detector,
         seed: config.seed,
         trainSamples: await trainingSamples(split, augmentDir(experiment)),
         testSamples: test,
         signal,
-        onProgress: (stage, done, total) => opts.onStage?.(experiment, stage, done, total),
+        loadCheckpoint: files.load,
+        saveCheckpoint: files.save,
+        saveRun: checkpointRun(experiment),
+        mapsDir: files.maps,
+        scoresCsv: files.scores,
+        onProgress: (stage, done, total, detail) => opts.onStage?.(experiment, stage, done, total, detail),
         onPrediction: (_i, sample, _score, map) => {
           if (map && wanted.includes(sample)) kept.set(sample, map);
         },
@@ -141,6 +174,8 @@ export function createExecutor(opts: ExecutorOptions = {}): ExperimentExecutor {
     const detector: Detector = createDetector(config.method, { seed: config.seed, ...params });
     const loco = config.dataset === 'loco';
     const rows: Metrics[][] = [];
+    const files = opts.files?.(experiment) ?? {};
+    let loadMs = 0;
     let fitMs = 0;
     const inference: Efficiency[] = [];
     let last: RunResult['efficiency'] | null = null;
@@ -163,9 +198,15 @@ export function createExecutor(opts: ExecutorOptions = {}): ExperimentExecutor {
             testSamples: testSamples(tasks[j]),
             seed: config.seed,
             signal,
-            onProgress: (stage, done, total) => opts.onStage?.(experiment, `task ${l + 1}/${tasks.length} ${tasks[j].category} ${stage}`, done, total),
+            // The detector after task l: saved to / loaded from its own checkpoint; scores and maps per task seen.
+            ...(files.load && j === l ? { loadCheckpoint: taskCheckpoint(files.load, l) } : {}),
+            ...(files.save && j === l ? { saveCheckpoint: taskCheckpoint(files.save, l), saveRun: checkpointRun(experiment, l), params: config.params } : {}),
+            ...(files.scores ? { scoresCsv: taskScores(files.scores, l, tasks[j].category) } : {}),
+            ...(files.maps ? { mapsDir: taskMaps(files.maps, l) } : {}),
+            onProgress: (stage, done, total, detail) => opts.onStage?.(experiment, `task ${l + 1}/${tasks.length} ${tasks[j].category} ${stage}`, done, total, detail),
           });
           if (j === l) fitMs += r.efficiency.fit_seconds * 1000;
+          if (j === l) loadMs += (r.efficiency.load_seconds ?? 0) * 1000;
           inference.push(storeEfficiency(r.efficiency));
           last = r.efficiency;
           row[j] = storeMetrics(r.metrics, loco);
@@ -190,7 +231,7 @@ export function createExecutor(opts: ExecutorOptions = {}): ExperimentExecutor {
         inferenceMsPerImage: mean((e) => e.inferenceMsPerImage),
         backboneMsPerImage: mean((e) => e.backboneMsPerImage),
         methodMsPerImage: mean((e) => e.methodMsPerImage),
-        fitMs,
+        ...(files.load ? { loadMs } : { fitMs }),
         memoryBytes: last?.state_bytes ?? 0,
         peakRssBytes: last?.peak_rss_bytes,
         device: 'cpu',

@@ -57,12 +57,20 @@ export type MetricName = (typeof METRIC_NAMES)[number];
 export type Metrics = { [name: string]: number | null };
 
 export interface Efficiency {
-  /** Mean inference time per test image (backbone + method), milliseconds. */
+  /** Inference time per test image (backbone + method, each the median after a warm-up image), milliseconds. */
   inferenceMsPerImage: number;
   backboneMsPerImage?: number;
   methodMsPerImage?: number;
-  /** Wall time of fit, milliseconds. */
+  /** The 95th percentiles of the same per-image times. */
+  backboneMsPerImageP95?: number;
+  methodMsPerImageP95?: number;
+  /** Wall time of fit, milliseconds; absent when the detector was loaded from a checkpoint (nothing was fitted). */
   fitMs?: number;
+  /** Loaded from a checkpoint (`imiad run --load`): the time to read it and restore the detector, milliseconds. */
+  loadMs?: number;
+  /** Trained detectors that trained in this experiment: the training's wall time and throughput. */
+  trainMs?: number;
+  trainImagesPerSecond?: number;
   /** Bytes of the fitted state (Detector.stateBytes()), the circle size of Fig. 2. */
   memoryBytes: number;
   /** Peak resident set size of the process during the experiment, when measured. */
