@@ -5,9 +5,14 @@
  */
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
+import Database from 'better-sqlite3';
 
 import { binaryClassificationMetrics } from '../bindings/metrics';
 import { Random } from '../lib/prng';
+import { ResultsStore } from '../lib/runner/store';
 import {
   averageRanksOf,
   bootstrapAuroc,
@@ -22,6 +27,7 @@ import {
   studentizedRangeQuantile,
   wilcoxonSignedRank,
 } from '../lib/stats';
+import { makeRow } from './helpers/rows';
 
 /*
  * Demsar (2006), Table 6: AUC of C4.5 with m = 0 and cf = 0.25, with m tuned, with cf tuned, and both, on 14 UCI
@@ -355,5 +361,53 @@ describe('CD diagram', () => {
     expect(svg).toContain('CD = 1.12 (α = 0.1)');
     expect(svg).toContain('C4.5+m+cf (1.96)');
     expect(svg.startsWith('<svg ')).toBe(true);
+  });
+});
+
+describe('results store: bootstrap intervals beside the metrics', () => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'imiad-stats-'));
+  afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+  const interval = { estimate: 0.9, low: 0.8, high: 0.97, level: 0.95, resamples: 1000, seed: 0, standardError: 0.04 };
+
+  test('rows round-trip their intervals; rows without them read as null', () => {
+    const store = new ResultsStore(path.join(tmp, 'new', 'results.db'));
+    const withInterval = makeRow({ method: 'patchcore', metrics: { imageAUROC: 0.9 } });
+    withInterval.intervals = { imageAUROC: interval };
+    const without = makeRow({ method: 'padim', metrics: { imageAUROC: 0.8 } });
+    store.insert(withInterval);
+    store.insert(without);
+    const rows = store.rows();
+    expect(rows[0].intervals).toEqual({ imageAUROC: interval });
+    expect(rows[1].intervals).toBeNull();
+    store.close();
+  });
+
+  test('a store written before the intervals column is read as it is, and gains the column when opened for writing', () => {
+    const file = path.join(tmp, 'old', 'results.db');
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    const old = makeRow({ method: 'spade', metrics: { imageAUROC: 0.7 } });
+    // The schema of version 1, as earlier releases wrote it.
+    const db = new Database(file);
+    db.exec(`CREATE TABLE experiments (key TEXT PRIMARY KEY, code_version TEXT NOT NULL, dataset TEXT NOT NULL, category TEXT NOT NULL,
+      method TEXT NOT NULL, setting TEXT NOT NULL, seed INTEGER NOT NULL, config TEXT NOT NULL, metrics TEXT NOT NULL, efficiency TEXT NOT NULL,
+      manifest TEXT NOT NULL, continual TEXT, heatmaps TEXT NOT NULL, notes TEXT NOT NULL, machine TEXT NOT NULL, started_at TEXT NOT NULL,
+      finished_at TEXT NOT NULL); PRAGMA user_version = 1;`);
+    db.prepare('INSERT INTO experiments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)').run(
+      old.key, old.codeVersion, 'mvtec', 'bottle', 'spade', 'vanilla', 0, JSON.stringify(old.config), JSON.stringify(old.metrics),
+      JSON.stringify(old.efficiency), JSON.stringify(old.manifest), null, '[]', '[]', JSON.stringify(old.machine), old.startedAt, old.finishedAt,
+    );
+    db.close();
+    const reader = new ResultsStore(file, { readonly: true });
+    expect(reader.rows().map((r) => [r.config.method, r.metrics.imageAUROC, r.intervals])).toEqual([['spade', 0.7, null]]);
+    reader.close();
+    const writer = new ResultsStore(file);
+    const fresh = makeRow({ method: 'patchcore', metrics: { imageAUROC: 0.9 } });
+    fresh.intervals = { imageAUROC: interval };
+    expect(writer.insert(fresh)).toBe(true);
+    expect(writer.rows().map((r) => r.intervals)).toEqual([null, { imageAUROC: interval }]);
+    writer.close();
+    const check = new Database(file, { readonly: true });
+    expect(check.pragma('user_version', { simple: true })).toBe(2);
+    check.close();
   });
 });

@@ -9,7 +9,7 @@
 interface JStatDistributions {
   chisquare: { cdf(x: number, dof: number): number };
   centralF: { cdf(x: number, df1: number, df2: number): number };
-  normal: { cdf(x: number, mean: number, sd: number): number };
+  normal: { cdf(x: number, mean: number, sd: number): number; inv(p: number, mean: number, sd: number): number };
   tukey: { cdf(q: number, nmeans: number, df: number): number; inv(p: number, nmeans: number, df: number): number };
 }
 
@@ -33,6 +33,11 @@ export function fSurvival(x: number, df1: number, df2: number): number {
 /** P(Z >= z) for a standard normal Z, from the lower tail of -z (no cancellation for large z). */
 export function normalSurvival(z: number): number {
   return jStat.normal.cdf(-z, 0, 1);
+}
+
+/** The standard normal quantile z with P(Z <= z) = p. */
+export function normalQuantile(p: number): number {
+  return jStat.normal.inv(p, 0, 1);
 }
 
 /** P(Q <= q) for the studentized range of `groups` means with `df` degrees of freedom (Infinity: the normal case). */

@@ -9,4 +9,4 @@ export { nemenyiQ, nemenyiCriticalDifference, nemenyiGroups } from './nemenyi';
 export { wilcoxonSignedRank, holmAdjust, compareWithControl, type WilcoxonResult, type ControlComparison, type ZeroMethod } from './wilcoxon';
 export { bootstrapAuroc, type BootstrapInterval, type BootstrapOptions } from './bootstrap';
 export { cdDiagramSvg, type CdDiagramInput } from './cd-diagram';
-export { chiSquareSurvival, fSurvival, normalSurvival, studentizedRangeCdf, studentizedRangeQuantile } from './distributions';
+export { chiSquareSurvival, fSurvival, normalSurvival, normalQuantile, studentizedRangeCdf, studentizedRangeQuantile } from './distributions';
