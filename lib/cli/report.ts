@@ -4,7 +4,7 @@ import * as path from 'path';
 import type { Command } from 'commander';
 
 import { invalidType } from '../../bindings/errors';
-import { formatP, methodLabels, toMarkdown, writeReport, type MetricComparison } from '../report';
+import { comparisonLine, methodLabels, toMarkdown, writeReport } from '../report';
 import { DEFAULT_STORE, ResultsStore } from '../runner/store';
 import { action } from './action';
 
@@ -15,16 +15,6 @@ interface ReportFlags {
   ci?: boolean;
   control?: string;
   json?: boolean;
-}
-
-/** One line per statistical comparison, for the terminal. */
-function statisticsLines(comparisons: MetricComparison[]): string[] {
-  return comparisons.map((c) => {
-    const f = c.friedman;
-    const ranks = c.methods.map((m, i) => [m, f.averageRanks[i]] as const).sort((a, b) => a[1] - b[1]).map(([m, r]) => `${m} ${r.toFixed(2)}`).join(', ');
-    const control = c.control ? `; vs ${c.control.method} (Wilcoxon, Holm): ${c.control.results.map((r) => `${r.method} p=${formatP(r.pHolm)}`).join(', ')}` : '';
-    return `${c.setting} ${c.metric}: ranks ${ranks} over ${c.blocks.length} blocks; Friedman p=${formatP(f.chiSquareP)}, Iman-Davenport p=${formatP(f.imanDavenportP)}; CD(0.05)=${c.cd[0].value.toFixed(2)}${control}`;
-  });
 }
 
 export function registerReport(program: Command): void {
@@ -59,8 +49,7 @@ export function registerReport(program: Command): void {
         }
         const main = report.tables.find((t) => t.id === 'VI') ?? report.tables[0];
         if (main) process.stdout.write(`${toMarkdown(main, { ci: flags.ci })}\n`);
-        const lines = statisticsLines(report.statistics);
-        if (lines.length) process.stdout.write(`Statistical comparison (Friedman, Nemenyi):\n${lines.map((l) => `  ${l}`).join('\n')}\n`);
+        if (report.statistics.length) process.stdout.write(`Statistical comparison (Friedman, Nemenyi):\n${report.statistics.map((c) => `  ${comparisonLine(c)}`).join('\n')}\n`);
         process.stdout.write(`${rows.length} experiments, ${report.tables.length} tables, ${report.figures.length} figures\nReport: ${report.html}\n`);
       }),
     );

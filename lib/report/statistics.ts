@@ -177,6 +177,18 @@ function cdFigure(setting: string, c: MetricComparison): Figure {
   };
 }
 
+/** One comparison on one line, for the terminal: ranks best first, the p-values, the CD and the control's tests. */
+export function comparisonLine(c: MetricComparison): string {
+  const f = c.friedman;
+  const ranks = c.methods
+    .map((m, i) => [m, f.averageRanks[i]] as const)
+    .sort((a, b) => a[1] - b[1])
+    .map(([m, r]) => `${m} ${r.toFixed(2)}`)
+    .join(', ');
+  const control = c.control ? `; against ${c.control.method} (Wilcoxon, Holm): ${c.control.results.map((r) => `${r.method} p = ${formatP(r.pHolm)}`).join(', ')}` : '';
+  return `${c.setting} ${c.metric}: average ranks ${ranks} over ${c.blocks.length} blocks; Friedman p = ${formatP(f.chiSquareP)}, Iman-Davenport p = ${formatP(f.imanDavenportP)}; CD(0.05) = ${fmt(c.cd[0].value, 2)}${control}`;
+}
+
 /** Every comparison the store allows, with one table per setting and one CD diagram per table. */
 export function statisticalComparisons(data: ReportData, opts: StatisticsOptions = {}): { comparisons: MetricComparison[]; tables: ReportTable[]; figures: Figure[] } {
   const comparisons: MetricComparison[] = [];
