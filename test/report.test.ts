@@ -6,6 +6,8 @@ import sharp from 'sharp';
 
 import { continualMatrices, reportData, statisticalComparisons, tableIX, tableVI, tableVII, tableX, tableXI, tableXIII, toCsv, toHtml, toLatex, toMarkdown, writeReport, tableVIII } from '../lib/report';
 import { aggregate, metric } from '../lib/report/data';
+import { ResultsStore } from '../lib/runner/store';
+import { runCli } from './helpers/cli';
 import { makeRow, storeRows } from './helpers/rows';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'imiad-report-'));
@@ -150,7 +152,7 @@ describe('statistical comparison (Friedman, Nemenyi, Wilcoxon-Holm)', () => {
     expect(md).toContain('| Image AUC | 3 | 3.00 | **1.00** | <u>2.00</u> | 6.00 | 0.0498 | ∞ | < 0.0001 | 1.91 | 1.68 |');
     expect(md).toContain('**Table Statistics, vanilla.** Average ranks (1 = best)');
     expect(tables[0].notes).toContain('Image AUC: significant Nemenyi differences at 0.05: patchcore > padim; at 0.1: patchcore > padim.');
-    expect(tables[0].notes).toContain('Image AUC, Wilcoxon signed-ranks against patchcore (mean difference, p, Holm-adjusted p): padim -0.103 (p = 0.2500, Holm 0.5000); spade -0.053 (p = 0.2500, Holm 0.5000).');
+    expect(tables[0].notes).toContain('Image AUC, Wilcoxon signed-ranks against patchcore (mean difference, p, Holm-adjusted p): padim -0.103 (p = 0.2500, Holm = 0.5000); spade -0.053 (p = 0.2500, Holm = 0.5000).');
     expect(figures[0].svg).toContain('Friedman χ² = 6.00 (p = 0.0498)');
   });
 });
@@ -186,5 +188,31 @@ describe('--ci: spreads in the tables', () => {
     expect(toMarkdown(t, { ci: true })).toContain('| MVTec AD | Image AUC | **0.800 [0.751, 0.849]** | <u>0.600 [0.550, 0.640]</u> |');
     // Metrics without intervals show the value alone.
     expect(aggregate(rows, metric('imageAP')).spread).toBeUndefined();
+  });
+});
+
+describe('imiad report --ci --control', () => {
+  test('prints the statistical comparisons; an unknown control is an argument error naming the stored methods', async () => {
+    const file = path.join(tmp, 'cli-store', 'results.db');
+    const store = new ResultsStore(file);
+    for (const r of storeRows()) store.insert(r);
+    store.close();
+    const out = path.join(tmp, 'cli-report');
+    const ok = await runCli(['report', '--store', file, '--out', out, '--no-png', '--ci', '--control', 'patchcore']);
+    expect(ok.stderr).toBe('');
+    expect(ok.code).toBe(0);
+    expect(ok.stdout).toContain('Statistical comparison (Friedman, Nemenyi):');
+    expect(ok.stdout).toContain(
+      '  vanilla imageAUROC: average ranks patchcore 1.00, spade 2.00, padim 3.00 over 3 blocks; Friedman p = 0.0498, Iman-Davenport p < 0.0001; CD(0.05) = 1.91; against patchcore (Wilcoxon, Holm): padim p = 0.5000, spade p = 0.5000',
+    );
+    expect(fs.existsSync(path.join(out, 'figures', 'fig-cd-vanilla.svg'))).toBe(true);
+    expect(fs.existsSync(path.join(out, 'figures', 'fig-cd-vanilla.png'))).toBe(false);
+    const json = await runCli(['report', '--store', file, '--out', out, '--no-png', '--json']);
+    const parsed = JSON.parse(json.stdout);
+    expect(parsed.statistics[0]).toMatchObject({ setting: 'vanilla', metric: 'imageAUROC', methods: ['padim', 'patchcore', 'spade'] });
+    expect(parsed.statistics[0].friedman.imanDavenportF).toBeNull();
+    const bad = await runCli(['report', '--store', file, '--out', out, '--control', 'nope']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toBe('imiad: Expected one of the stored methods (padim, patchcore, spade) for --control but received nope of type string\n');
   });
 });

@@ -105,6 +105,11 @@ export function formatP(p: number): string {
   return p < 1e-4 ? '< 0.0001' : p.toFixed(4);
 }
 
+/** 'p = 0.0498' or 'p < 0.0001', for prose. */
+function pText(p: number, name = 'p'): string {
+  return p < 1e-4 ? `${name} < 0.0001` : `${name} = ${p.toFixed(4)}`;
+}
+
 function statisticsTable(setting: string, comparisons: MetricComparison[]): ReportTable {
   const methods = [...new Set(comparisons.flatMap((c) => c.methods))].sort();
   const t: ReportTable = {
@@ -150,7 +155,7 @@ function statisticsTable(setting: string, comparisons: MetricComparison[]): Repo
     const incomplete = c.incompleteBlocks ? ` (${c.incompleteBlocks} incomplete block${c.incompleteBlocks > 1 ? 's' : ''} left out)` : '';
     notes.push(`${METRIC_TITLES[c.metric] ?? c.metric}${incomplete}: significant Nemenyi differences ${sig}.`);
     if (c.control) {
-      const parts = c.control.results.map((r) => `${r.method} ${r.meanDifference >= 0 ? '+' : ''}${r.meanDifference.toFixed(3)} (p = ${formatP(r.p)}, Holm ${formatP(r.pHolm)})`);
+      const parts = c.control.results.map((r) => `${r.method} ${r.meanDifference >= 0 ? '+' : ''}${r.meanDifference.toFixed(3)} (${pText(r.p)}, ${pText(r.pHolm, 'Holm')})`);
       notes.push(`${METRIC_TITLES[c.metric] ?? c.metric}, Wilcoxon signed-ranks against ${c.control.method} (mean difference, p, Holm-adjusted p): ${parts.join('; ')}.`);
     }
   }
@@ -171,7 +176,7 @@ function cdFigure(setting: string, c: MetricComparison): Figure {
       cd: c.cd[0].value,
       alpha: c.cd[0].alpha,
       heading: `${setting}: ${metric}, ${c.methods.length} methods over ${c.blocks.length} blocks`,
-      footer: `Friedman χ² = ${fmt(f.chiSquare, 2)} (p = ${formatP(f.chiSquareP)}), Iman-Davenport F = ${fmt(f.imanDavenportF, 2)} (p = ${formatP(f.imanDavenportP)}); CD at α = 0.10: ${fmt(c.cd[1].value, 2)}`,
+      footer: `Friedman χ² = ${fmt(f.chiSquare, 2)} (${pText(f.chiSquareP)}), Iman-Davenport F = ${fmt(f.imanDavenportF, 2)} (${pText(f.imanDavenportP)}); CD at α = 0.10: ${fmt(c.cd[1].value, 2)}`,
       title,
     }),
   };
@@ -185,8 +190,8 @@ export function comparisonLine(c: MetricComparison): string {
     .sort((a, b) => a[1] - b[1])
     .map(([m, r]) => `${m} ${r.toFixed(2)}`)
     .join(', ');
-  const control = c.control ? `; against ${c.control.method} (Wilcoxon, Holm): ${c.control.results.map((r) => `${r.method} p = ${formatP(r.pHolm)}`).join(', ')}` : '';
-  return `${c.setting} ${c.metric}: average ranks ${ranks} over ${c.blocks.length} blocks; Friedman p = ${formatP(f.chiSquareP)}, Iman-Davenport p = ${formatP(f.imanDavenportP)}; CD(0.05) = ${fmt(c.cd[0].value, 2)}${control}`;
+  const control = c.control ? `; against ${c.control.method} (Wilcoxon, Holm): ${c.control.results.map((r) => `${r.method} ${pText(r.pHolm)}`).join(', ')}` : '';
+  return `${c.setting} ${c.metric}: average ranks ${ranks} over ${c.blocks.length} blocks; Friedman ${pText(f.chiSquareP)}, Iman-Davenport ${pText(f.imanDavenportP)}; CD(0.05) = ${fmt(c.cd[0].value, 2)}${control}`;
 }
 
 /** Every comparison the store allows, with one table per setting and one CD diagram per table. */
