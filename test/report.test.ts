@@ -186,6 +186,11 @@ describe('--ci: spreads in the tables', () => {
     const t = tableVI(data)!;
     // a: 0.8 +- 1.959964 * sqrt(0.03^2 + 0.04^2) / 2 = 0.8 +- 0.049; b: its own interval [0.55, 0.64].
     expect(toMarkdown(t, { ci: true })).toContain('| MVTec AD | Image AUC | **0.800 [0.751, 0.849]** | <u>0.600 [0.550, 0.640]</u> |');
+    // Near 1 the normal interval is clipped to the AUROC's range.
+    const high = [makeRow({ method: 'a', category: 'bottle', metrics: { imageAUROC: 0.99 } }), makeRow({ method: 'a', category: 'cable', metrics: { imageAUROC: 0.97 } })];
+    high[0].intervals = { imageAUROC: interval(0.99, 0.03) };
+    high[1].intervals = { imageAUROC: interval(0.97, 0.04) };
+    expect(aggregate(high, metric('imageAUROC')).spread).toEqual({ kind: 'interval', low: 0.98 - 1.959963984540054 * 0.025, high: 1, level: 0.95 });
     // Metrics without intervals show the value alone.
     expect(aggregate(rows, metric('imageAP')).spread).toBeUndefined();
   });

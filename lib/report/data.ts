@@ -85,7 +85,7 @@ export type RowReader = ((r: ResultRow) => number | null | undefined) & { metric
  *   seeds of the cell's value computed per seed;
  * - otherwise, a metric whose every row carries a bootstrap interval: that interval for one row; for one row per
  *   category over several categories (independent test sets), value +- z * sqrt(sum SE_c^2) / C, the normal
- *   interval of the mean at the stored level.
+ *   interval of the mean at the stored level, clipped to [0, 1] (the range of the AUROC).
  */
 export function aggregate(rows: ResultRow[], read: RowReader): Cellish {
   const byCategory = new Map<string, ResultRow[]>();
@@ -116,7 +116,8 @@ export function aggregate(rows: ResultRow[], read: RowReader): Cellish {
   } else if (intervals.every((i) => i!.level === level)) {
     const se = Math.sqrt(intervals.reduce((a, i) => a + i!.standardError ** 2, 0)) / intervals.length;
     const z = normalQuantile((1 + level) / 2);
-    cell.spread = { kind: 'interval', low: cell.value - z * se, high: cell.value + z * se, level };
+    // The metrics with intervals (AUROC) lie in [0, 1]; so does their interval.
+    cell.spread = { kind: 'interval', low: Math.max(0, cell.value - z * se), high: Math.min(1, cell.value + z * se), level };
   }
   return cell;
 }
