@@ -16,7 +16,7 @@ import { nemenyiCriticalDifference, nemenyiGroups } from '../stats/nemenyi';
 import { compareWithControl } from '../stats/wilcoxon';
 import { DATASET_TITLES, mean, METRIC_TITLES, methodsOf, type ReportData } from './data';
 import type { Figure } from './figures';
-import { label, markRow, value, type ReportTable, type ValueCell } from './table';
+import { label, markRow, value, type Cell, type ReportTable, type ValueCell } from './table';
 
 /** The metrics compared, in table order (each only where stored). Higher is better for all of them. */
 export const COMPARED_METRICS = ['imageAUROC', 'imageAP', 'pixelAUROC', 'pixelAP', 'pixelPRO', 'sPRO'];
@@ -127,16 +127,19 @@ function statisticsTable(setting: string, comparisons: MetricComparison[]): Repo
       return value(i >= 0 ? c.friedman.averageRanks[i] : null, 2);
     });
     const f = c.friedman;
+    // Numbers stay value cells (plain numbers in CSV); an infinite F and p-values below 1e-4 are printed as text.
+    const number = (v: number, digits: number): Cell => (Number.isFinite(v) ? value(v, digits) : label(fmt(v, digits)));
+    const pCell = (p: number): Cell => (p < 1e-4 ? label(formatP(p)) : value(p, 4));
     t.rows.push([
       label(METRIC_TITLES[c.metric] ?? c.metric),
-      label(String(c.blocks.length)),
+      value(c.blocks.length, 0),
       ...ranks,
-      label(fmt(f.chiSquare, 2)),
-      label(formatP(f.chiSquareP)),
-      label(fmt(f.imanDavenportF, 2)),
-      label(formatP(f.imanDavenportP)),
-      label(fmt(c.cd[0].value, 2)),
-      label(fmt(c.cd[1].value, 2)),
+      number(f.chiSquare, 2),
+      pCell(f.chiSquareP),
+      number(f.imanDavenportF, 2),
+      pCell(f.imanDavenportP),
+      value(c.cd[0].value, 2),
+      value(c.cd[1].value, 2),
     ]);
     markRow(t, t.rows.length - 1, methods.map((_, i) => i + 2), 'lower');
   }

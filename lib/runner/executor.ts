@@ -128,7 +128,7 @@ export function createExecutor(opts: ExecutorOptions = {}): ExperimentExecutor {
       if (split.info.capped) notes.push(...(split.info.notes ?? []));
       const items = wanted.filter((s) => kept.has(s)).map((sample) => ({ sample, map: kept.get(sample)! }));
       const heatmaps = items.length ? await saveHeatmaps(experiment.heatmapDir, storeDir(experiment), items) : [];
-      const intervals = r.intervals.image_auroc ? { intervals: { imageAUROC: r.intervals.image_auroc } } : {};
+      const intervals = r.intervals?.image_auroc ? { intervals: { imageAUROC: r.intervals.image_auroc } } : {};
       return { metrics: storeMetrics(r.metrics, config.dataset === 'loco'), ...intervals, efficiency: storeEfficiency(r.efficiency), heatmaps, notes };
     } finally {
       await detector.dispose?.();

@@ -100,7 +100,7 @@ export interface ExperimentResult {
   category: string;
   metrics: ExperimentMetrics;
   /** The bootstrap interval of the image AUROC; null when skipped or when the test set lacks a class. */
-  intervals: { image_auroc: BootstrapInterval | null };
+  intervals?: { image_auroc: BootstrapInterval | null };
   efficiency: ExperimentEfficiency;
 }
 
