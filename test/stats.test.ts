@@ -343,6 +343,11 @@ describe('bootstrap interval of the image AUROC', () => {
     expect(await bootstrapAuroc([0.1, 0.2, 0.9, 0.8], [0, 0, 1, 1])).toMatchObject({ estimate: 1, low: 1, high: 1, standardError: 0 });
     expect(await bootstrapAuroc([0.1, 0.2], [0, 0])).toBeNull();
   });
+  test('an aborted signal stops it with the project AbortError', async () => {
+    const controller = new AbortController();
+    controller.abort();
+    await expect(bootstrapAuroc(scores, labels, { signal: controller.signal })).rejects.toMatchObject({ name: 'AbortError', code: 'ABORT_ERR' });
+  });
   test('bad input: exact messages', async () => {
     await expect(bootstrapAuroc([0.1, NaN], [0, 1])).rejects.toThrow('Expected a finite number for scores[1] but received NaN of type number');
     await expect(bootstrapAuroc([0.1, 0.2], [0, 2])).rejects.toThrow('Expected 0 or 1 for labels[1] but received 2 of type number');

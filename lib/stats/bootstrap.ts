@@ -10,6 +10,7 @@
  * pass over the groups (AUROC = P(score+ > score-) + 0.5 P(tie), the trapezoid area with ties merged), so 1,000
  * resamples cost O(1000 (n + groups)) with no sorting, and the work yields to the event loop between batches.
  */
+import { abortError } from '../../bindings/call';
 import { invalidRange, invalidType } from '../../bindings/errors';
 import { Random } from '../prng';
 
@@ -93,6 +94,7 @@ const BATCH_WORK = 200_000;
  */
 export async function bootstrapAuroc(scores: ArrayLike<number>, labels: ArrayLike<number>, opts: BootstrapOptions = {}): Promise<BootstrapInterval | null> {
   const { resamples, level, seed } = validate(scores, labels, opts);
+  if (opts.signal?.aborted) throw abortError();
   const { groupOf, groups } = scoreGroups(scores);
   const positives: number[] = [];
   const negatives: number[] = [];
@@ -114,7 +116,7 @@ export async function bootstrapAuroc(scores: ArrayLike<number>, labels: ArrayLik
   for (let b = 0; b < resamples; b++) {
     if (b > 0 && b % perBatch === 0) {
       await new Promise<void>((resolve) => setImmediate(resolve));
-      if (opts.signal?.aborted) throw opts.signal.reason instanceof Error ? opts.signal.reason : new Error('aborted');
+      if (opts.signal?.aborted) throw abortError();
     }
     pos.fill(0);
     neg.fill(0);
