@@ -66,11 +66,15 @@ function compareSetting(data: ReportData, setting: string, rows: ResultRow[], op
   if (methods.length < 2) return [];
   const blockOf = (r: ResultRow): string => `${r.config.dataset}/${r.config.category}`;
   const blockNames = [...new Set(rows.map(blockOf))].sort();
+  const byCell = new Map<string, ResultRow[]>();
+  for (const r of rows) {
+    const id = `${blockOf(r)}\0${data.label.get(r)}`;
+    byCell.set(id, [...(byCell.get(id) ?? []), r]);
+  }
   const out: MetricComparison[] = [];
   for (const metric of COMPARED_METRICS) {
     // Mean over seeds per (block, method).
-    const cell = (block: string, method: string): number | null =>
-      mean(rows.filter((r) => blockOf(r) === block && data.label.get(r) === method).map((r) => r.metrics[metric]));
+    const cell = (block: string, method: string): number | null => mean((byCell.get(`${block}\0${method}`) ?? []).map((r) => r.metrics[metric]));
     const present = blockNames.filter((b) => methods.some((m) => cell(b, m) !== null));
     const complete = present.filter((b) => methods.every((m) => cell(b, m) !== null));
     if (complete.length < 2) continue;
