@@ -83,3 +83,4 @@ export {
   type PatchEmbeddingOptions,
 } from '../bindings/filters';
 export { gaussianFit, gaussianStateBytes, mahalanobisDistances, type GaussianState, type GaussianFitOptions } from '../bindings/gaussian';
+export * from './stats';

@@ -52,6 +52,11 @@ describe('imiad demo', () => {
       }
       expect(r.efficiency.inferenceMsPerImage).toBeGreaterThan(0);
       expect(r.efficiency.memoryBytes).toBeGreaterThan(0);
+      // The image AUROC's bootstrap interval over the test images (seeded by the experiment's seed) contains it.
+      const interval = r.intervals!.imageAUROC;
+      expect(interval).toMatchObject({ estimate: r.metrics.imageAUROC, resamples: 1000, level: 0.95, seed: 0 });
+      expect(interval.low).toBeLessThanOrEqual(r.metrics.imageAUROC!);
+      expect(interval.high).toBeGreaterThanOrEqual(r.metrics.imageAUROC!);
       expect(r.heatmaps.length).toBeGreaterThan(0);
       for (const h of r.heatmaps) expect(fs.existsSync(path.join(out, h.overlay))).toBe(true);
       const manifest = r.manifest as Record<string, { train: { label: string; trueLabel?: string; augment?: unknown }[] }>;
@@ -75,6 +80,13 @@ describe('imiad demo', () => {
     for (const t of ['Table VI', 'Table IX', 'Table X', 'Fig. 2', 'Fig. 3', 'Fig. 4']) expect(page).toContain(t);
     expect(page).toContain('<svg');
     expect(fs.existsSync(path.join(out, 'report-small', 'tables', 'table-VI.csv'))).toBe(true);
+    // Two categories are two blocks: a statistics table and a CD diagram per setting.
+    for (const setting of ['vanilla', 'fewshot-1', 'noisy-0.1']) {
+      expect(page).toContain(`<table id="table-stats-${setting}"`);
+      expect(page).toContain(`<figure id="fig-cd-${setting}">`);
+      expect(fs.existsSync(path.join(out, 'report-small', 'figures', `fig-cd-${setting}.png`))).toBe(true);
+    }
+    expect(first.stdout).toMatch(/^vanilla imageAUROC: average ranks .+ over 2 blocks; Friedman p = /m);
     expect(first.stdout).toContain('**Table VI.**');
     expect(first.stdout).toContain('| Dataset | Metric | padim | patchcore | spade |');
     expect(first.stdout).toMatch(/^patchcore +\d\.\d{3} \/ \d\.\d{3}/m);

@@ -12,7 +12,7 @@ import type { Command } from 'commander';
 import { defaultBackboneFile } from '../backbone/builder';
 import { loadDataset } from '../datasets';
 import { synthesize } from '../datasets/synth';
-import { toMarkdown, writeReport, type ReportFiles } from '../report';
+import { comparisonLine, toMarkdown, writeReport, type ReportFiles } from '../report';
 import { gridConfig } from '../runner/config';
 import { createExecutor } from '../runner/executor';
 import { describeExperiment, expandGrid, runGrid, type GridSummary } from '../runner/grid';
@@ -143,6 +143,9 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
       'Image / pixel AUROC by setting (mean over categories):',
       '',
       settingSummary(rows),
+      '',
+      // The statistical comparison over the categories (Friedman, Nemenyi; the report draws the CD diagrams).
+      ...report.statistics.filter((c) => c.metric === 'imageAUROC').map(comparisonLine),
       '',
       `${rows.length} experiments in ${store.file} (${summary.done} run now, ${summary.skipped} already stored)`,
       `Report: ${report.html}`,

@@ -13,7 +13,7 @@ import {
   select,
   type ReportData,
 } from './data';
-import { label, markColumn, markRow, value, type Cell, type ReportTable, type ValueCell } from './table';
+import { label, markColumn, markRow, value, valueOf, type Cell, type ReportTable, type ValueCell } from './table';
 
 const VANILLA_METRICS = ['imageAUROC', 'imageAP', 'pixelAUROC', 'pixelAP', 'pixelPRO'];
 const LOCO_METRICS = ['imageAUROC', 'imageAP', 'pixelAUROC', 'pixelAP', 'sPRO'];
@@ -31,7 +31,7 @@ export function tableVI(data: ReportData): ReportTable | null {
   for (const d of datasetsOf(rows)) {
     const dr = rows.filter((r) => r.config.dataset === d);
     for (const m of d === 'loco' ? LOCO_METRICS : VANILLA_METRICS) {
-      const cells = methods.map((meth) => value(aggregate(byMethod(data, dr, meth), metric(m)).value));
+      const cells = methods.map((meth) => valueOf(aggregate(byMethod(data, dr, meth), metric(m))));
       if (!hasValue(cells)) continue;
       t.rows.push([label(title(d)), label(METRIC_TITLES[m]), ...cells]);
       markRow(t, t.rows.length - 1, methods.map((_, i) => i + 2), 'higher');
@@ -88,7 +88,7 @@ export function tableVIII(data: ReportData): ReportTable[] {
       for (const m of ['imageAUROC', 'pixelAUROC', 'pixelAP', 'pixelPRO']) {
         for (const meth of methods) {
           const mr = byMethod(data, nr, meth);
-          const cells = cats.map((c) => value(aggregate(mr.filter((r) => r.config.category === c), metric(m)).value));
+          const cells = cats.map((c) => valueOf(aggregate(mr.filter((r) => r.config.category === c), metric(m))));
           if (!hasValue(cells)) continue;
           cells.push(value(mean(cells.map((c) => c.value))));
           t.rows.push([label(meth), label(METRIC_TITLES[m]), ...cells]);
@@ -129,7 +129,7 @@ export function tableIX(data: ReportData): ReportTable[] {
       const idx: number[] = [];
       for (const meth of methodsOf(data, kr)) {
         const mr = byMethod(data, kr, meth);
-        const cells = columns.map((a) => value(aggregate(mr.filter((r) => spec(r).augment === a), metric('imageAUROC')).value));
+        const cells = columns.map((a) => valueOf(aggregate(mr.filter((r) => spec(r).augment === a), metric('imageAUROC'))));
         if (!hasValue(cells)) continue;
         t.rows.push([label(String(k)), label(meth), ...cells]);
         idx.push(t.rows.length - 1);
@@ -159,7 +159,7 @@ export function tableX(data: ReportData): ReportTable | null {
   };
   for (const meth of methodsOf(data, rows)) {
     const mr = byMethod(data, rows, meth);
-    const cells = columns.map((c) => value(aggregate(mr.filter((r) => r.config.dataset === c.d && noise(r) === c.r), metric('imageAUROC')).value));
+    const cells = columns.map((c) => valueOf(aggregate(mr.filter((r) => r.config.dataset === c.d && noise(r) === c.r), metric('imageAUROC'))));
     if (hasValue(cells)) t.rows.push([label(meth), ...cells]);
   }
   for (let c = 1; c < t.header.length; c++) markColumn(t, c, t.rows.map((_, i) => i), 'higher');
@@ -197,7 +197,7 @@ export function tableXI(data: ReportData): ReportTable | null {
     const cells: ValueCell[] = [];
     for (const c of columns) {
       const cr = mr.filter((r) => r.config.dataset === c.d);
-      cells.push(value(aggregate(cr, metric(c.m)).value), value(aggregate(cr, (r) => r.continual!.forgetting[c.m]).value));
+      cells.push(valueOf(aggregate(cr, metric(c.m))), valueOf(aggregate(cr, (r) => r.continual!.forgetting[c.m])));
     }
     if (hasValue(cells)) t.rows.push([label(meth), ...cells]);
   }
@@ -237,7 +237,7 @@ export function continualMatrices(data: ReportData): ReportTable[] {
         const last = cell(K - 1, j);
         return value(last !== null && best > -Infinity ? best - last : null);
       });
-      t.rows.push([label('FM'), ...fm, value(aggregate(same, (r) => r.continual!.forgetting.imageAUROC).value)]);
+      t.rows.push([label('FM'), ...fm, valueOf(aggregate(same, (r) => r.continual!.forgetting.imageAUROC))]);
       out.push(t);
     }
   }
@@ -272,7 +272,7 @@ export function tableXIII(data: ReportData): ReportTable[] {
     for (const m of ['imageAUROC', 'pixelAP']) {
       const idx: number[] = [];
       for (const meth of methodsOf(data, dr)) {
-        const cells = rowsOf.map((cr) => value(aggregate(byMethod(data, cr, meth), metric(m)).value));
+        const cells = rowsOf.map((cr) => valueOf(aggregate(byMethod(data, cr, meth), metric(m))));
         if (!hasValue(cells)) continue;
         cells.push(value(mean(cells.map((c) => c.value))));
         t.rows.push([label(`${METRIC_TITLES[m]} ↑`), label(meth), ...cells]);

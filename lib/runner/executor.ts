@@ -161,7 +161,8 @@ export function createExecutor(opts: ExecutorOptions = {}): ExperimentExecutor {
       if (split.info.capped) notes.push(...(split.info.notes ?? []));
       const items = wanted.filter((s) => kept.has(s)).map((sample) => ({ sample, map: kept.get(sample)! }));
       const heatmaps = items.length ? await saveHeatmaps(experiment.heatmapDir, storeDir(experiment), items) : [];
-      return { metrics: storeMetrics(r.metrics, config.dataset === 'loco'), efficiency: storeEfficiency(r.efficiency), heatmaps, notes };
+      const intervals = r.intervals?.image_auroc ? { intervals: { imageAUROC: r.intervals.image_auroc } } : {};
+      return { metrics: storeMetrics(r.metrics, config.dataset === 'loco'), ...intervals, efficiency: storeEfficiency(r.efficiency), heatmaps, notes };
     } finally {
       await detector.dispose?.();
     }
@@ -194,6 +195,8 @@ export function createExecutor(opts: ExecutorOptions = {}): ExperimentExecutor {
             method: config.method,
             detector,
             fit: j === l,
+            // The stored continual result is the matrix; no per-task interval is kept.
+            bootstrap: false,
             trainSamples: incremental ? train : seen.slice(),
             testSamples: testSamples(tasks[j]),
             seed: config.seed,

@@ -18,6 +18,7 @@ import { encodeTiff } from '../metrics/maps';
 import { createDetector, findMethod } from '../methods';
 import { type CheckpointRun, readCheckpoint, writeCheckpoint } from '../methods/checkpoint';
 import type { AnomalyMap, Detector } from '../methods/types';
+import { bootstrapAuroc, type BootstrapInterval } from '../stats/bootstrap';
 
 export type ExperimentStage = 'fit' | 'predict' | 'evaluate';
 
@@ -57,6 +58,11 @@ export interface ExperimentOptions {
   fit?: boolean;
   /** Sees every test prediction in test order while the maps are alive (the grid keeps Fig. 3's heatmaps). */
   onPrediction?: (index: number, sample: Sample, score: number, map: AnomalyMap | undefined) => void;
+  /**
+   * The bootstrap interval of the image AUROC over the test images (lib/stats/bootstrap.ts), seeded with `seed`:
+   * default 1,000 resamples at 95 %; false skips it.
+   */
+  bootstrap?: { resamples?: number; level?: number } | false;
 }
 
 export interface Percentiles {
@@ -100,6 +106,8 @@ export interface ExperimentMetrics {
 export interface ExperimentResult {
   category: string;
   metrics: ExperimentMetrics;
+  /** The bootstrap interval of the image AUROC; null when skipped or when the test set lacks a class. */
+  intervals?: { image_auroc: BootstrapInterval | null };
   efficiency: ExperimentEfficiency;
 }
 
@@ -274,6 +282,7 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
       return { anomalyMap: map.data, width: map.width, height: map.height, imageScore: score };
     };
 
+    const labels = Uint8Array.from(test, (s) => (s.label === 'anomaly' ? 1 : 0));
     const metrics: ExperimentMetrics = { image_auroc: NaN, image_ap: NaN, image_f1_max: NaN, pixel_auroc: null, pixel_ap: null, aupro: null };
     const testCategory: Category = { ...category, samples: test };
     if (pixelEvaluable) {
@@ -296,7 +305,6 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
       }
     } else {
       await preds.all();
-      const labels = Uint8Array.from(test.map((s) => (s.label === 'anomaly' ? 1 : 0)));
       const image = await binaryClassificationMetrics(preds.scores, labels, { signal: opts.signal });
       metrics.image_auroc = image.auroc;
       metrics.image_ap = image.ap;
@@ -315,6 +323,9 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
         }
       }
     }
+    // A detector's non-finite score leaves the AUROC itself to lib/metrics' rules; the interval is then not defined.
+    const bootstrappable = opts.bootstrap !== false && preds.scores.every(Number.isFinite);
+    const imageInterval = !bootstrappable ? null : await bootstrapAuroc(preds.scores, labels, { ...opts.bootstrap, seed, signal: opts.signal });
     if (opts.scoresCsv) {
       await fs.promises.mkdir(path.dirname(path.resolve(opts.scoresCsv)), { recursive: true });
       await fs.promises.writeFile(opts.scoresCsv, `image,label,score\n${rows.join('\n')}\n`);
@@ -322,6 +333,7 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
     return {
       category: category.name,
       metrics,
+      intervals: { image_auroc: imageInterval },
       efficiency: {
         // Loading is not fitting: its time is reported apart (a loaded detector's fit time is 0).
         fit_seconds: checkpoint ? 0 : fitSeconds,

@@ -4,6 +4,7 @@
  */
 import type { DatasetName } from '../datasets/types';
 import type { CategorySplit, SettingManifest, SettingSpec } from '../settings/types';
+import type { BootstrapInterval } from '../stats/bootstrap';
 
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
 
@@ -101,9 +102,14 @@ export interface ContinualResult {
 export const NOTE_IGNORES_LABELLED_ANOMALIES = 'ignores the labelled anomalies (trains on the normal images only)';
 export const NOTE_MEMORY_BANK_ACCUMULATES = 'memory bank accumulated over the tasks';
 
+/** Metric name -> its bootstrap interval over the test images (imageAUROC; lib/stats/bootstrap.ts). */
+export type MetricIntervals = { [metric: string]: BootstrapInterval };
+
 export interface ExperimentResult {
   /** Non-continual: the metrics of the category. Continual: filled by the runner from `continual` (final average). */
   metrics: Metrics;
+  /** Bootstrap intervals of metrics over the test images, where the executor computed them. */
+  intervals?: MetricIntervals;
   efficiency: Efficiency;
   continual?: ContinualResult;
   heatmaps?: HeatmapRecord[];
@@ -122,6 +128,8 @@ export interface ResultRow {
   codeVersion: string;
   config: ExperimentConfig;
   metrics: Metrics;
+  /** Bootstrap intervals (null: none computed, and every row of a store written before they existed). */
+  intervals?: MetricIntervals | null;
   efficiency: Efficiency;
   manifest: SettingManifest | SettingManifest[];
   continual: (ContinualResult & { forgetting: { [metric: string]: number | null } }) | null;
