@@ -3,9 +3,11 @@
  * (PatchCore, SPADE) and statistics (PaDiM, DNE) alike.
  *
  * Layout (little-endian): magic `IMIADCKP` (8 bytes), format version (u32), header length (u32), the header as
- * UTF-8 JSON { method, params, config, arrays: [{ name, dtype, length, offset }] }, zero padding to 8 bytes, the
+ * UTF-8 JSON { method, params, config, arrays: [{ name, dtype, length, offset }], decision? }, zero padding to 8 bytes, the
  * arrays (each at its offset from the payload start, 8-byte aligned), then the SHA-256 of everything before it.
  * Files are written to a temporary name and renamed, so a crash never leaves a half-written checkpoint behind.
+ * `decision` (optional, lib/metrics/threshold.ts) is the decision threshold `imiad predict` applies; checkpoints
+ * written before it existed load without one.
  */
 import { createHash } from 'crypto';
 import * as fs from 'fs';
@@ -13,6 +15,7 @@ import * as path from 'path';
 
 import { imiadError, type ImiadError } from '../../bindings/errors';
 import type { GaussianState } from '../../bindings/gaussian';
+import type { DecisionThreshold } from '../metrics/threshold';
 import type { DetectorState, StateArray } from './types';
 
 export const CHECKPOINT_MAGIC = 'IMIADCKP';
@@ -32,6 +35,7 @@ interface Header {
   params: Record<string, unknown>;
   config: Record<string, unknown>;
   arrays: ArrayEntry[];
+  decision?: DecisionThreshold;
 }
 
 export interface Checkpoint {
@@ -39,6 +43,8 @@ export interface Checkpoint {
   /** The detector's constructor parameters (JSON). */
   params: Record<string, unknown>;
   state: DetectorState;
+  /** The decision threshold chosen when the detector was saved (lib/metrics/threshold.ts). */
+  decision?: DecisionThreshold;
 }
 
 function checkpointError(file: string, reason: string): ImiadError {
@@ -62,7 +68,7 @@ export function encodeCheckpoint(c: Checkpoint): Buffer {
     entries.push({ name, dtype: dtypeOf(a), length: a.length, offset });
     offset = align8(offset + a.byteLength);
   }
-  const header: Header = { method: c.method, params: c.params, config: c.state.config, arrays: entries };
+  const header: Header = { method: c.method, params: c.params, config: c.state.config, arrays: entries, ...(c.decision ? { decision: c.decision } : {}) };
   const json = Buffer.from(JSON.stringify(header), 'utf8');
   const payloadStart = align8(16 + json.length);
   const buf = Buffer.alloc(payloadStart + offset + 32);
@@ -97,6 +103,10 @@ export function decodeCheckpoint(buf: Uint8Array, file: string): Checkpoint {
   if (typeof header.method !== 'string' || typeof header.params !== 'object' || typeof header.config !== 'object' || !Array.isArray(header.arrays)) {
     throw checkpointError(file, 'incomplete header');
   }
+  const decision = header.decision;
+  if (decision !== undefined && (typeof decision !== 'object' || decision === null || !Number.isFinite(decision.threshold) || typeof decision.source !== 'string')) {
+    throw checkpointError(file, 'bad decision threshold');
+  }
   const payloadStart = align8(16 + jsonLength);
   const payloadEnd = b.length - 32;
   const arrays: Record<string, StateArray> = {};
@@ -112,7 +122,7 @@ export function decodeCheckpoint(buf: Uint8Array, file: string): Checkpoint {
     bytes.set(b.subarray(start, start + e.length * size));
     arrays[e.name] = e.dtype === 'float32' ? new Float32Array(bytes.buffer) : e.dtype === 'float64' ? new Float64Array(bytes.buffer) : new Int32Array(bytes.buffer);
   }
-  return { method: header.method, params: header.params, state: { config: header.config, arrays } };
+  return { method: header.method, params: header.params, state: { config: header.config, arrays }, ...(decision ? { decision } : {}) };
 }
 
 /** Writes a checkpoint atomically (temporary file in the same folder, then rename). */

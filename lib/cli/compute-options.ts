@@ -1,0 +1,32 @@
+/**
+ * `--device` and `--quiet`, the same on every command that computes (run, evaluate, predict, grid, demo, synth):
+ * --device sets the device of every kernel call that names none (auto | cpu | cuda; cuda without a usable GPU is an
+ * error naming the reason); --quiet prints no progress bars, no CPU fallback notice and no informational lines, only
+ * results and errors.
+ */
+import type { Command } from 'commander';
+
+import { silenceDeviceNotice } from '../../bindings/device';
+import { setDefaultDevice } from '../../bindings/validate';
+import type { Device } from '../../bindings/validate';
+import { setQuiet } from './progress';
+
+export interface ComputeFlags {
+  device?: string;
+  quiet?: boolean;
+}
+
+export function addComputeOptions(cmd: Command): Command {
+  return cmd
+    .option('--device <device>', 'where the k-NN and coreset kernels run: auto|cpu|cuda (default auto)')
+    .option('--quiet', 'no progress bars or notices; only results and errors');
+}
+
+/** Applies the flags for this process; call first in the command's action (a bad --device throws). */
+export function applyComputeOptions(opts: ComputeFlags): void {
+  if (opts.device !== undefined) setDefaultDevice(opts.device as Device);
+  if (opts.quiet) {
+    setQuiet(true);
+    silenceDeviceNotice();
+  }
+}
