@@ -16,14 +16,16 @@ export interface ComputeFlags {
   quiet?: boolean;
 }
 
+export const DEVICE_HELP = 'where the k-NN and coreset kernels run: auto|cpu|cuda (default auto)';
+export const QUIET_HELP = 'no progress bars or notices; only results and errors';
+
 export function addComputeOptions(cmd: Command): Command {
-  return cmd
-    .option('--device <device>', 'where the k-NN and coreset kernels run: auto|cpu|cuda (default auto)')
-    .option('--quiet', 'no progress bars or notices; only results and errors');
+  return cmd.option('--device <device>', DEVICE_HELP).option('--quiet', QUIET_HELP);
 }
 
 /** Applies the flags for this process; call first in the command's action (a bad --device throws). */
-export function applyComputeOptions(opts: ComputeFlags): void {
+export function applyComputeOptions(flags: object): void {
+  const opts = flags as ComputeFlags;
   if (opts.device !== undefined) setDefaultDevice(opts.device as Device);
   if (opts.quiet) {
     setQuiet(true);

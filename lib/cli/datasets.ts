@@ -2,11 +2,13 @@
 import type { Command } from 'commander';
 
 import { loadDataset, requireDatasetName, DATASET_NAMES, type FolderLayout } from '../datasets';
-import { formatStats, inspectDataset } from '../datasets/inspect';
+import { imiadError } from '../../bindings/errors';
+import { formatStats, inspectDataset, validateCategory } from '../datasets/inspect';
 import { action } from './action';
+import { addComputeOptions, applyComputeOptions, type ComputeFlags } from './compute-options';
 import { progress } from './progress';
 
-interface InspectFlags {
+interface InspectFlags extends ComputeFlags {
   dataset: string;
   root: string;
   json?: boolean;
@@ -21,7 +23,7 @@ interface InspectFlags {
 
 export function registerDatasets(program: Command): void {
   const datasets = program.command('datasets').description('Dataset layouts: inspect a dataset on disk');
-  datasets
+  const inspect = datasets
     .command('inspect')
     .description('Per category: train/validation/test counts of normal and anomalous images, defect types, min and max image size')
     .requiredOption('--dataset <name>', `dataset layout: ${DATASET_NAMES.join(', ')}`)
@@ -33,9 +35,10 @@ export function registerDatasets(program: Command): void {
     .option('--anomaly <dir>', 'folder layout: anomalous images (sub-folders = defect types)')
     .option('--masks <dir>', 'folder layout: masks, named like the anomalous images (optionally with _mask)')
     .option('--test-normal <dir>', 'folder layout: normal test images (default: a seeded split of --normal)')
-    .option('--json', 'print JSON')
-    .action(
+    .option('--json', 'print JSON');
+  addComputeOptions(inspect).action(
       action(async (flags: InspectFlags) => {
+        applyComputeOptions(flags);
         const name = requireDatasetName(flags.dataset);
         let folder: FolderLayout | undefined;
         if (name === 'folder') {
@@ -53,10 +56,16 @@ export function registerDatasets(program: Command): void {
           folder,
         });
         const total = categories.reduce((n, c) => n + c.samples.length, 0);
-        const bar = progress('inspect', total);
+        const bar = progress('inspect', 2 * total);
         const stats = await inspectDataset(categories, () => bar.tick());
+        // Everything imiad run would reject: undecodable images and masks, mask sizes, empty splits.
+        const problems: string[] = [];
+        for (const c of categories) problems.push(...(await validateCategory(c, () => bar.tick())));
         bar.done();
         process.stdout.write(flags.json ? `${JSON.stringify(stats, null, 2)}\n` : formatStats(stats));
+        if (problems.length > 0) {
+          throw imiadError('Error', 'ERR_IMIAD_LAYOUT', `${problems.length} problem${problems.length === 1 ? '' : 's'} that imiad run would reject:\n${problems.map((p) => `  ${p}`).join('\n')}`);
+        }
       }),
     );
 }

@@ -14,6 +14,7 @@ import { evaluateCategory, evaluateLocoCategory, type CategoryMetrics, type Loco
 import { findMapFile, readAnomalyMap } from '../metrics/maps';
 import { limitKey } from '../metrics/pro';
 import { action } from './action';
+import { applyComputeOptions, DEVICE_HELP, QUIET_HELP } from './compute-options';
 import { progress } from './progress';
 
 export const EVALUATE_DATASETS = ['mvtec', 'loco', 'mpdd', 'btad', 'visa', 'mtd', 'dagm'] as const;
@@ -129,8 +130,11 @@ export function registerEvaluate(program: Command): void {
     .option('--categories <list>', 'comma-separated categories (default: every category with a test folder)')
     .option('--pro-limit <x>', 'FPR integration limit of AU-PRO, in (0, 1] (LOCO always reports 0.01, 0.05, 0.1, 0.3, 1.0)', '0.3')
     .option('--json <file>', 'also write the results as JSON to this file')
+    .option('--device <device>', DEVICE_HELP)
+    .option('--quiet', QUIET_HELP)
     .action(
       action(async (opts: EvaluateCommandOptions) => {
+        applyComputeOptions(opts);
         const results = await runEvaluate(opts);
         process.stdout.write(`${formatResults(results, opts.dataset, parseLimit(opts.proLimit))}\n`);
         if (opts.json) {

@@ -15,6 +15,7 @@ import { abortOnInterrupt } from '../runner/interrupt';
 import { ResultsStore } from '../runner/store';
 import type { ExperimentExecutor } from '../runner/types';
 import { action } from './action';
+import { applyComputeOptions, DEVICE_HELP, QUIET_HELP } from './compute-options';
 import { progress } from './progress';
 
 interface GridFlags {
@@ -33,8 +34,11 @@ export function registerGrid(program: Command, executor?: ExperimentExecutor): v
     .option('--concurrency <n>', 'experiments at a time (default: the file\'s "concurrency", else 1)')
     .option('--dry-run', 'list the experiments and whether each is stored, run nothing')
     .option('--json', 'print the summary as JSON')
+    .option('--device <device>', DEVICE_HELP)
+    .option('--quiet', QUIET_HELP)
     .action(
       action(async (file: string, flags: GridFlags) => {
+        applyComputeOptions(flags);
         const config = readGridConfig(file);
         if (flags.store) config.store = path.resolve(flags.store);
         if (flags.concurrency !== undefined) {

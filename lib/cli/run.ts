@@ -22,6 +22,7 @@ import { abortOnInterrupt } from '../runner/interrupt';
 import { machineDescription, ResultsStore } from '../runner/store';
 import type { ResultRow } from '../runner/types';
 import { action } from './action';
+import { addComputeOptions, applyComputeOptions } from './compute-options';
 import { progress, type Progress } from './progress';
 import { addSettingOptions, settingFromFlags, type SettingFlags } from './setting-options';
 
@@ -324,8 +325,10 @@ export function registerRun(program: Command): void {
     .option('--save <file>', 'write the fitted detector (weights, memory bank or statistics) to a checkpoint (FILE.<category>.imiad when several)')
     .option('--load <file>', 'restore the fitted detector from a checkpoint instead of fitting');
   addSettingOptions(cmd);
+  addComputeOptions(cmd);
   cmd.action(
       action(async (opts: RunCommandOptions) => {
+        applyComputeOptions(opts);
         if (opts.setting !== undefined || opts.store !== undefined) {
           const rows = await runSetting(opts);
           process.stdout.write(`${formatSettingRows(rows)}\n`);

@@ -4,6 +4,7 @@ import type { Command } from 'commander';
 import { formatStats } from '../datasets/inspect';
 import { synthesize, SYNTH_LAYOUTS, type SynthLayout } from '../datasets/synth';
 import { action } from './action';
+import { applyComputeOptions, DEVICE_HELP, QUIET_HELP } from './compute-options';
 import { progress } from './progress';
 
 interface SynthFlags {
@@ -38,8 +39,11 @@ export function registerSynth(program: Command): void {
     .option('--train <n>', 'normal training images per category (default 10)')
     .option('--test <n>', 'test images per category, half normal (default 8)')
     .option('--json', 'print what was written as JSON (the shape of datasets inspect --json)')
+    .option('--device <device>', DEVICE_HELP)
+    .option('--quiet', QUIET_HELP)
     .action(
       action(async (flags: SynthFlags) => {
+        applyComputeOptions(flags);
         if (!(SYNTH_LAYOUTS as readonly string[]).includes(flags.layout)) {
           throw Object.assign(new TypeError(`Expected one of ${SYNTH_LAYOUTS.join(', ')} for --layout but received ${flags.layout} of type string`), {
             code: 'ERR_IMIAD_ARGUMENT',

@@ -233,6 +233,9 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
   if (test.length === 0) throw imiadError('RangeError', 'ERR_IMIAD_EMPTY', `Expected test samples in category ${category.name} but found none`);
   if (opts.fit === false && !opts.detector) throw imiadError('TypeError', 'ERR_IMIAD_ARGUMENT', 'Expected a fitted detector with fit: false but received none');
   const checkpoint = opts.loadCheckpoint ? await readCheckpoint(opts.loadCheckpoint) : null;
+  if (!checkpoint && opts.fit !== false && !train.some((s) => s.label === 'normal')) {
+    throw imiadError('RangeError', 'ERR_IMIAD_EMPTY', `Expected normal training images in category ${category.name} (${category.root}) but found none`);
+  }
   if (checkpoint && checkpoint.method !== opts.method) {
     throw imiadError('Error', 'ERR_IMIAD_CHECKPOINT', `Checkpoint ${opts.loadCheckpoint}: it holds a ${checkpoint.method} detector, not ${opts.method}`);
   }
