@@ -133,9 +133,11 @@ export function probeCudaUncached(addonPath = cudaAddonPath()): CudaProbe {
 let cachedProbe: CudaProbe | undefined;
 let noticeShown = false;
 
-/** --quiet: the CPU fallback notice is not printed. */
-export function silenceDeviceNotice(): void {
-  noticeShown = true;
+let noticeSilenced = false;
+
+/** --quiet: the CPU fallback notice is not printed (true), or printed again once (false). */
+export function silenceDeviceNotice(silenced = true): void {
+  noticeSilenced = silenced;
 }
 let cachedAddon: unknown;
 
@@ -161,7 +163,7 @@ export function resolveDevice(device: Device): 'cpu' | 'cuda' {
   const probe = probeCuda();
   if (probe.usable) return 'cuda';
   if (device === 'cuda') throw cudaUnavailableError(probe.reason);
-  if (!noticeShown) {
+  if (!noticeShown && !noticeSilenced) {
     noticeShown = true;
     process.stderr.write(cpuFallbackNotice(probe.reason));
   }

@@ -26,9 +26,7 @@ export function addComputeOptions(cmd: Command): Command {
 /** Applies the flags for this process; call first in the command's action (a bad --device throws). */
 export function applyComputeOptions(flags: object): void {
   const opts = flags as ComputeFlags;
-  if (opts.device !== undefined) setDefaultDevice(opts.device as Device);
-  if (opts.quiet) {
-    setQuiet(true);
-    silenceDeviceNotice();
-  }
+  setDefaultDevice((opts.device ?? 'auto') as Device);
+  setQuiet(opts.quiet === true);
+  silenceDeviceNotice(opts.quiet === true);
 }

@@ -202,7 +202,7 @@ class ChunkedPredictions {
  * The decision threshold saved with a checkpoint (lib/metrics/threshold.ts): F1-optimal on the labelled test
  * scores, or, when the test images are of one kind only, the NORMAL_QUANTILE of the training-normal images' scores.
  */
-async function decisionFor(detector: Detector, test: Sample[], testScores: Float64Array, train: Sample[], signal?: AbortSignal): Promise<DecisionThreshold> {
+export async function decisionFor(detector: Detector, test: Sample[], testScores: Float64Array, train: Sample[], signal?: AbortSignal): Promise<DecisionThreshold> {
   const labels = test.map((s) => (s.label === 'anomaly' ? 1 : 0));
   const anomalies = labels.reduce((a: number, b) => a + b, 0);
   if (anomalies > 0 && anomalies < labels.length) return f1OptimalThreshold(testScores, labels);
