@@ -16,8 +16,7 @@ import { byCodePoint, isDirectory, isFile, isImageFile, listDirs, listImages } f
 import { encodeTiff } from '../metrics/maps';
 import { type ImagePrediction, loadDetector, type LoadedDetector } from '../methods/load';
 import { overlayPng } from '../runner/heatmaps';
-import { abortOnInterrupt } from '../runner/interrupt';
-import { action } from './action';
+import { action, interruptible } from './action';
 import { addComputeOptions, applyComputeOptions, type ComputeFlags } from './compute-options';
 import { info, progress } from './progress';
 
@@ -155,18 +154,8 @@ export function registerPredict(program: Command): void {
   cmd.action(
     action(async (opts: PredictCommandOptions) => {
       applyComputeOptions(opts);
-      const interrupt = abortOnInterrupt();
-      let summary: PredictSummary;
-      try {
-        summary = await runPredict(opts, interrupt.signal);
-      } catch (err) {
-        if (!interrupt.signal.aborted) throw err;
-        process.stderr.write('\nimiad: interrupted\n');
-        process.exitCode = 130;
-        return;
-      } finally {
-        interrupt.dispose();
-      }
+      const summary = await interruptible((signal) => runPredict(opts, signal));
+      if (!summary) return;
       const json = `${JSON.stringify(summary, null, 2)}\n`;
       if (opts.out) {
         await writeAtomic(path.join(opts.out, 'predictions.csv'), predictionsCsv(summary));

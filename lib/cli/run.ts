@@ -21,7 +21,7 @@ import { describeExperiment, expandGrid, resultRow, runGrid } from '../runner/gr
 import { abortOnInterrupt } from '../runner/interrupt';
 import { machineDescription, ResultsStore } from '../runner/store';
 import type { ResultRow } from '../runner/types';
-import { action } from './action';
+import { action, interruptible } from './action';
 import { addComputeOptions, applyComputeOptions } from './compute-options';
 import { progress, type Progress } from './progress';
 import { addSettingOptions, settingFromFlags, type SettingFlags } from './setting-options';
@@ -342,18 +342,8 @@ export function registerRun(program: Command): void {
           return;
         }
         // Ctrl-C stops training (between steps) and prediction cleanly; a second one exits at once.
-        const interrupt = abortOnInterrupt();
-        let results: RunResults;
-        try {
-          results = await runRun(opts, interrupt.signal);
-        } catch (err) {
-          if (!interrupt.signal.aborted) throw err;
-          process.stderr.write('\nimiad: interrupted\n');
-          process.exitCode = 130;
-          return;
-        } finally {
-          interrupt.dispose();
-        }
+        const results = await interruptible((signal) => runRun(opts, signal));
+        if (!results) return;
         process.stdout.write(`${formatRunResults(results)}\n`);
         if (opts.json) {
           fs.mkdirSync(path.dirname(path.resolve(opts.json)), { recursive: true });
