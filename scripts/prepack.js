@@ -26,12 +26,14 @@ if (prebuildIsStale(root)) run('npm', ['run', 'prebuild']);
 
 const sqlite = packageDir('better-sqlite3');
 const binary = sqlite && path.join(sqlite, 'build', 'Release', 'better_sqlite3.node');
-if (binary && fs.existsSync(binary)) {
+// Only a binary this Node loads: its ABI is the one the tarball's name promises.
+const loads = (file) => spawnSync(process.execPath, ['-e', `require(${JSON.stringify(file)})`], { stdio: 'ignore' }).status === 0;
+if (binary && fs.existsSync(binary) && loads(binary)) {
   const { version } = JSON.parse(fs.readFileSync(path.join(sqlite, 'package.json'), 'utf8'));
   fs.mkdirSync(target, { recursive: true });
   for (const old of fs.readdirSync(target)) if (old.startsWith('better-sqlite3-')) fs.rmSync(path.join(target, old));
   // The layout prebuild-install unpacks into the package folder: build/Release/better_sqlite3.node.
   run('tar', ['-czf', path.join(target, sqlitePrebuildName(version)), '-C', sqlite, 'build/Release/better_sqlite3.node']);
 } else {
-  process.stderr.write('imiad prepack: better-sqlite3 has no build/Release/better_sqlite3.node; the package will not carry its prebuild\n');
+  process.stderr.write(`imiad prepack: no better-sqlite3 binary that Node ${process.version} loads; the package will not carry its prebuild\n`);
 }
