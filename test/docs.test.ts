@@ -115,6 +115,16 @@ describe.each(pages)('%s', (page) => {
   });
 });
 
+describe('README.md for users', () => {
+  it('stays short and its links to docs/ resolve', () => {
+    const text = fs.readFileSync(path.join(root, 'README.md'), 'utf8');
+    expect(text.split('\n').length).toBeLessThanOrEqual(250);
+    const links = [...text.matchAll(/\]\((docs\/[^)#]+)(?:#[^)]*)?\)/g)].map((m) => m[1]);
+    expect(links.length).toBeGreaterThan(5);
+    for (const l of links) expect(fs.existsSync(path.join(root, l))).toBe(true);
+  });
+});
+
 describe('README.md: the Node example', () => {
   it('runs, and runs again', () => {
     const example = blocks('README.md').find((b) => b.lang === 'ts' && b.code.includes("from 'imiad'"));
