@@ -112,7 +112,7 @@ describe.each(pages)('%s', (page) => {
       const r = spawnSync('bash', ['-e', '-c', script], { cwd: dir, env, encoding: 'utf8', timeout: 300_000 });
       if (r.status !== 0) throw new Error(`${b.file}:${b.line} failed (exit ${r.status})\n${script}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`);
     }
-  });
+  }, 600_000);
 });
 
 describe('README.md for users', () => {
@@ -148,5 +148,5 @@ describe('README.md: the Node example', () => {
       expect(out[0]).toMatch(/^1 [\d.]+ \{ p50: [\d.]+, p95: [\d.]+ \}$/);
       expect(out[1]).toMatch(/^[\d.]+ normal \{/);
     }
-  });
+  }, 600_000);
 });
