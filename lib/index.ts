@@ -84,3 +84,5 @@ export {
 } from '../bindings/filters';
 export { gaussianFit, gaussianStateBytes, mahalanobisDistances, type GaussianState, type GaussianFitOptions } from '../bindings/gaussian';
 export * from './stats';
+export { loadDetector, type LoadedDetector, type ImagePrediction, type PredictOptions, type Decision } from './methods/load';
+export { f1OptimalThreshold, quantileThreshold, NORMAL_QUANTILE, type DecisionThreshold, type ThresholdSource } from './metrics/threshold';

@@ -2,12 +2,14 @@
 import type { Command } from 'commander';
 
 import { loadDataset, requireDatasetName, DATASET_NAMES, type FolderLayout } from '../datasets';
-import { formatStats, inspectDataset } from '../datasets/inspect';
+import { imiadError } from '../../bindings/errors';
+import { formatStats, inspectDataset, validateCategory } from '../datasets/inspect';
 import { action } from './action';
 import { addJsonOption, jsonToStdout, writeJsonOutput, type JsonFlag } from './json-output';
+import { addComputeOptions, applyComputeOptions, type ComputeFlags } from './compute-options';
 import { progress } from './progress';
 
-interface InspectFlags {
+interface InspectFlags extends ComputeFlags {
   dataset: string;
   root: string;
   json?: JsonFlag;
@@ -35,8 +37,9 @@ export function registerDatasets(program: Command): void {
     .option('--masks <dir>', 'folder layout: masks, named like the anomalous images (optionally with _mask)')
     .option('--test-normal <dir>', 'folder layout: normal test images (default: a seeded split of --normal)');
   addJsonOption(inspect, 'the statistics');
-  inspect.action(
+  addComputeOptions(inspect).action(
       action(async (flags: InspectFlags) => {
+        applyComputeOptions(flags);
         const name = requireDatasetName(flags.dataset);
         let folder: FolderLayout | undefined;
         if (name === 'folder') {
@@ -54,12 +57,18 @@ export function registerDatasets(program: Command): void {
           folder,
         });
         const total = categories.reduce((n, c) => n + c.samples.length, 0);
-        const bar = progress('inspect', total);
+        const bar = progress('inspect', 2 * total);
         const stats = await inspectDataset(categories, () => bar.tick());
+        // Everything imiad run would reject: undecodable images and masks, mask sizes, empty splits.
+        const problems: string[] = [];
+        for (const c of categories) problems.push(...(await validateCategory(c, () => bar.tick())));
         bar.done();
         if (!jsonToStdout(flags.json)) process.stdout.write(formatStats(stats));
         const written = writeJsonOutput(flags.json, `${JSON.stringify(stats, null, 2)}\n`);
         if (written) process.stdout.write(`JSON written to ${written}\n`);
+        if (problems.length > 0) {
+          throw imiadError('Error', 'ERR_IMIAD_LAYOUT', `${problems.length} problem${problems.length === 1 ? '' : 's'} that imiad run would reject:\n${problems.map((p) => `  ${p}`).join('\n')}`);
+        }
       }),
   );
 }

@@ -21,6 +21,7 @@ import { ResultsStore } from '../runner/store';
 import type { ResultRow } from '../runner/types';
 import { settingLabel } from '../settings';
 import { action } from './action';
+import { applyComputeOptions, DEVICE_HELP, QUIET_HELP } from './compute-options';
 import { progress } from './progress';
 
 /** Sizes chosen so that `npm run demo` stays well under 3 minutes on the shared 2-core machine (README, "Demo"). */
@@ -162,8 +163,11 @@ export function registerDemo(program: Command): void {
     .description('Run PatchCore, PaDiM and SPADE on a small synthetic dataset in the vanilla, few-shot and noisy settings and write the report')
     .option('--out <dir>', 'output folder: dataset, results store, heatmaps, report', 'imiad-demo')
     .option('--small', 'smaller images (for tests); the same grid')
+    .option('--device <device>', DEVICE_HELP)
+    .option('--quiet', QUIET_HELP)
     .action(
       action(async (flags: { out: string; small?: boolean }) => {
+        applyComputeOptions(flags);
         try {
           const r = await runDemo({ out: flags.out, small: flags.small });
           process.stdout.write(`${r.text}\n`);

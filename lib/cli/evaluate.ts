@@ -17,6 +17,7 @@ import { metricsFromEvaluation, metricsFromLocoEvaluation, PRO_LIMIT } from '../
 import { jsonText, resultFromMetrics, resultsDocument, type ResultJson } from '../runner/schema';
 import { action } from './action';
 import { addJsonOption, jsonToStdout, writeJsonOutput, type JsonFlag } from './json-output';
+import { applyComputeOptions, DEVICE_HELP, QUIET_HELP } from './compute-options';
 import { progress } from './progress';
 
 export const EVALUATE_DATASETS = ['mvtec', 'loco', 'mpdd', 'btad', 'visa', 'mtd', 'dagm'] as const;
@@ -144,10 +145,13 @@ export function registerEvaluate(program: Command): void {
     .requiredOption('--root <dir>', 'the dataset root (holding one folder per category)')
     .requiredOption('--maps <dir>', 'anomaly maps: MAPS/<category>/test/<defect>/<image stem>.tiff (or .tif, .npy, .png)')
     .option('--categories <list>', 'comma-separated categories (default: every category with a test folder)')
-    .option('--pro-limit <x>', 'FPR integration limit of AU-PRO, in (0, 1] (LOCO always reports 0.01, 0.05, 0.1, 0.3, 1.0)', '0.3');
+    .option('--pro-limit <x>', 'FPR integration limit of AU-PRO, in (0, 1] (LOCO always reports 0.01, 0.05, 0.1, 0.3, 1.0)', '0.3')
+    .option('--device <device>', DEVICE_HELP)
+    .option('--quiet', QUIET_HELP);
   addJsonOption(cmd, 'the results (docs/json-schema.md)');
   cmd.action(
     action(async (opts: EvaluateCommandOptions) => {
+      applyComputeOptions(opts);
       const { results, schema } = await evaluateAll(opts);
       if (!jsonToStdout(opts.json)) process.stdout.write(`${formatResults(results, opts.dataset, parseLimit(opts.proLimit))}\n`);
       const written = writeJsonOutput(opts.json, jsonText(resultsDocument('evaluate', schema)));

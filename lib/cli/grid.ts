@@ -18,6 +18,7 @@ import { ResultsStore } from '../runner/store';
 import type { ExperimentExecutor } from '../runner/types';
 import { action } from './action';
 import { addJsonOption, jsonToStdout, writeJsonOutput, type JsonFlag } from './json-output';
+import { applyComputeOptions, DEVICE_HELP, QUIET_HELP } from './compute-options';
 import { progress } from './progress';
 import { formatResultsTable } from './results-table';
 
@@ -35,11 +36,14 @@ export function registerGrid(program: Command, executor?: ExperimentExecutor): v
     .argument('<config>', 'grid file, JSON or YAML')
     .option('--store <file>', 'results store (default: the file\'s "store", else ./imiad-results/results.db)')
     .option('--concurrency <n>', 'experiments at a time (default: the file\'s "concurrency", else 1)')
-    .option('--dry-run', 'list the experiments and whether each is stored, run nothing');
+    .option('--dry-run', 'list the experiments and whether each is stored, run nothing')
+    .option('--device <device>', DEVICE_HELP)
+    .option('--quiet', QUIET_HELP);
   addJsonOption(cmd, 'the results (with --dry-run: the list)');
   cmd.addHelpText('after', '\nExample:\n  imiad grid grid.yaml --store results.db --json results.json\n');
   cmd.action(
       action(async (file: string, flags: GridFlags) => {
+        applyComputeOptions(flags);
         const config = readGridConfig(file);
         if (flags.store) config.store = path.resolve(flags.store);
         if (flags.concurrency !== undefined) {

@@ -31,6 +31,7 @@ import { machineDescription, ResultsStore } from '../runner/store';
 import type { Experiment, JsonValue, ResultRow } from '../runner/types';
 import { action } from './action';
 import { addJsonOption, jsonToStdout, writeJsonOutput, type JsonFlag } from './json-output';
+import { addComputeOptions, applyComputeOptions } from './compute-options';
 import { progress, type Progress } from './progress';
 import { formatResultsTable } from './results-table';
 import { addSettingOptions, settingFromFlags, type SettingFlags } from './setting-options';
@@ -385,8 +386,10 @@ export function registerRun(program: Command): void {
   addJsonOption(cmd, 'the results (docs/json-schema.md)');
   addSettingOptions(cmd);
   cmd.addHelpText('after', '\nExample:\n  imiad run --dataset mvtec --root ./mvtec --method stpm --setting supervised --epochs 3 --save m.imiad --json a.json\n  imiad run --dataset mvtec --root ./mvtec --method stpm --setting supervised --load m.imiad --json b.json\n');
+  addComputeOptions(cmd);
   cmd.action(
     action(async (opts: RunCommandOptions) => {
+      applyComputeOptions(opts);
       // Ctrl-C stops training (between steps) and prediction cleanly; a second one exits at once.
       const interrupt = abortOnInterrupt();
       let outcome: RunOutcome;

@@ -5,6 +5,7 @@ import { formatStats } from '../datasets/inspect';
 import { synthesize, SYNTH_LAYOUTS, type SynthLayout } from '../datasets/synth';
 import { action } from './action';
 import { addJsonOption, jsonToStdout, writeJsonOutput, type JsonFlag } from './json-output';
+import { applyComputeOptions, DEVICE_HELP, QUIET_HELP } from './compute-options';
 import { progress } from './progress';
 
 interface SynthFlags {
@@ -37,10 +38,13 @@ export function registerSynth(program: Command): void {
     .option('--categories <n>', 'number of categories (default 2; mtd has one)')
     .option('--size <px>', 'image height in pixels (default 128)')
     .option('--train <n>', 'normal training images per category (default 10)')
-    .option('--test <n>', 'test images per category, half normal (default 8)');
+    .option('--test <n>', 'test images per category, half normal (default 8)')
+    .option('--device <device>', DEVICE_HELP)
+    .option('--quiet', QUIET_HELP);
   addJsonOption(cmd, 'what was written (the shape of datasets inspect --json)');
   cmd.action(
       action(async (flags: SynthFlags) => {
+        applyComputeOptions(flags);
         if (!(SYNTH_LAYOUTS as readonly string[]).includes(flags.layout)) {
           throw Object.assign(new TypeError(`Expected one of ${SYNTH_LAYOUTS.join(', ')} for --layout but received ${flags.layout} of type string`), {
             code: 'ERR_IMIAD_ARGUMENT',

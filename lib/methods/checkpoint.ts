@@ -3,11 +3,13 @@
  * (PatchCore, SPADE) and statistics (PaDiM, DNE) alike.
  *
  * Layout (little-endian): magic `IMIADCKP` (8 bytes), format version (u32), header length (u32), the header as
- * UTF-8 JSON { method, params, config, arrays: [{ name, dtype, length, offset }], run? }, zero padding to 8 bytes, the
- * arrays (each at its offset from the payload start, 8-byte aligned), then the SHA-256 of everything before it.
- * Files are written to a temporary name and renamed, so a crash never leaves a half-written checkpoint behind.
+ * UTF-8 JSON { method, params, config, arrays: [{ name, dtype, length, offset }], run?, decision? }, zero padding to 8
+ * bytes, the arrays (each at its offset from the payload start, 8-byte aligned), then the SHA-256 of everything before
+ * it. Files are written to a temporary name and renamed, so a crash never leaves a half-written checkpoint behind.
  * `run` (optional) says which experiment fitted the detector (dataset, category, setting, seed, continual task):
  * `imiad run --load` checks it against the command; checkpoints without it are taken as vanilla runs.
+ * `decision` (optional, lib/metrics/threshold.ts) is the decision threshold `imiad predict` applies; checkpoints
+ * written before it existed load without one.
  */
 import { createHash } from 'crypto';
 import * as fs from 'fs';
@@ -15,6 +17,7 @@ import * as path from 'path';
 
 import { imiadError, type ImiadError } from '../../bindings/errors';
 import type { GaussianState } from '../../bindings/gaussian';
+import type { DecisionThreshold } from '../metrics/threshold';
 import type { DetectorState, StateArray } from './types';
 
 export const CHECKPOINT_MAGIC = 'IMIADCKP';
@@ -35,6 +38,7 @@ interface Header {
   config: Record<string, unknown>;
   arrays: ArrayEntry[];
   run?: CheckpointRun;
+  decision?: DecisionThreshold;
 }
 
 /** The experiment a checkpoint's detector was fitted in (written by the grid's executor, `imiad run --save`). */
@@ -55,6 +59,8 @@ export interface Checkpoint {
   params: Record<string, unknown>;
   state: DetectorState;
   run?: CheckpointRun;
+  /** The decision threshold chosen when the detector was saved (lib/metrics/threshold.ts). */
+  decision?: DecisionThreshold;
 }
 
 function checkpointError(file: string, reason: string): ImiadError {
@@ -78,7 +84,7 @@ export function encodeCheckpoint(c: Checkpoint): Buffer {
     entries.push({ name, dtype: dtypeOf(a), length: a.length, offset });
     offset = align8(offset + a.byteLength);
   }
-  const header: Header = { method: c.method, params: c.params, config: c.state.config, arrays: entries, ...(c.run ? { run: c.run } : {}) };
+  const header: Header = { method: c.method, params: c.params, config: c.state.config, arrays: entries, ...(c.run ? { run: c.run } : {}), ...(c.decision ? { decision: c.decision } : {}) };
   const json = Buffer.from(JSON.stringify(header), 'utf8');
   const payloadStart = align8(16 + json.length);
   const buf = Buffer.alloc(payloadStart + offset + 32);
@@ -121,6 +127,10 @@ function parseHeader(b: Buffer, size: number, file: string, json = true): Header
     typeof run.setting !== 'object' || run.setting === null || typeof run.setting.name !== 'string' || !Number.isInteger(run.seed))) {
     throw checkpointError(file, 'bad run description');
   }
+  const decision = header.decision;
+  if (decision !== undefined && (typeof decision !== 'object' || decision === null || !Number.isFinite(decision.threshold) || typeof decision.source !== 'string')) {
+    throw checkpointError(file, 'bad decision threshold');
+  }
   return header;
 }
 
@@ -148,7 +158,7 @@ export function decodeCheckpoint(buf: Uint8Array, file: string): Checkpoint {
     bytes.set(b.subarray(start, start + e.length * size));
     arrays[e.name] = e.dtype === 'float32' ? new Float32Array(bytes.buffer) : e.dtype === 'float64' ? new Float64Array(bytes.buffer) : new Int32Array(bytes.buffer);
   }
-  return { method: header.method, params: header.params, state: { config: header.config, arrays }, ...(header.run ? { run: header.run } : {}) };
+  return { method: header.method, params: header.params, state: { config: header.config, arrays }, ...(header.run ? { run: header.run } : {}), ...(header.decision ? { decision: header.decision } : {}) };
 }
 
 /** Writes a checkpoint atomically (temporary file in the same folder, then rename). */

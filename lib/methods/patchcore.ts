@@ -273,7 +273,7 @@ export class PatchCore implements Detector {
       const e = await this.embed(batch.features, batch.n, opts.signal);
       const embedMs = elapsedMs(t);
       if (this.grid && (e.height !== this.grid.height || e.width !== this.grid.width)) {
-        throw imiadError('RangeError', 'ERR_IMIAD_DIMS', `Expected a ${this.grid.height}x${this.grid.width} patch grid as in fit() but received ${e.height}x${e.width}`);
+        throw imiadError('RangeError', 'ERR_IMIAD_DIMS', `Expected a ${this.grid.height}x${this.grid.width} patch grid as in fit() but received ${e.height}x${e.width} (imageSize ${this.extractor.params.imageSize}, cropSize ${crop})`);
       }
       t = process.hrtime.bigint();
       const s = await scorer.score(e.embeddings, batch.n, e.height * e.width, { signal: opts.signal });

@@ -17,7 +17,8 @@ import { evaluateCategory, evaluateLocoCategory, type Prediction as EvalPredicti
 import { encodeTiff } from '../metrics/maps';
 import { createDetector, findMethod } from '../methods';
 import { type CheckpointRun, readCheckpoint, writeCheckpoint } from '../methods/checkpoint';
-import type { AnomalyMap, Detector } from '../methods/types';
+import type { AnomalyMap, Detector, DetectorState } from '../methods/types';
+import { f1OptimalThreshold, quantileThreshold, type DecisionThreshold } from '../metrics/threshold';
 import { bootstrapAuroc, type BootstrapInterval } from '../stats/bootstrap';
 
 export type ExperimentStage = 'fit' | 'predict' | 'evaluate';
@@ -212,6 +213,27 @@ class ChunkedPredictions {
   }
 }
 
+/**
+ * The decision threshold saved with a checkpoint (lib/metrics/threshold.ts): F1-optimal on the labelled test
+ * scores, or, when the test images are of one kind only, the NORMAL_QUANTILE of the training-normal images' scores.
+ */
+export async function decisionFor(detector: Detector, test: Sample[], testScores: Float64Array, train: Sample[], signal?: AbortSignal): Promise<DecisionThreshold> {
+  const labels = test.map((s) => (s.label === 'anomaly' ? 1 : 0));
+  const anomalies = labels.reduce((a: number, b) => a + b, 0);
+  if (anomalies > 0 && anomalies < labels.length) return f1OptimalThreshold(testScores, labels);
+  const normals = train.filter((s) => s.label === 'normal');
+  const { scores } = await detector.predict(normals, { signal });
+  return quantileThreshold(scores);
+}
+
+/** A detector restored from a checkpoint that meets differently preprocessed images: name the file and the options. */
+function namingCheckpoint(err: unknown, file: string | undefined): unknown {
+  if (file && hasCode(err, 'ERR_IMIAD_DIMS')) {
+    err.message = `Checkpoint ${file}: ${err.message} (the images must be prepared as when it was saved: --image-size and --crop as then)`;
+  }
+  return err;
+}
+
 export async function runExperiment(opts: ExperimentOptions): Promise<ExperimentResult> {
   const seed = opts.seed ?? 0;
   let category: Category;
@@ -228,6 +250,9 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
   const readStart = process.hrtime.bigint();
   const checkpoint = opts.loadCheckpoint ? await readCheckpoint(opts.loadCheckpoint) : null;
   const readSeconds = Number(process.hrtime.bigint() - readStart) / 1e9;
+  if (!checkpoint && opts.fit !== false && !train.some((s) => s.label === 'normal')) {
+    throw imiadError('RangeError', 'ERR_IMIAD_EMPTY', `Expected normal training images in category ${category.name} (${category.root}) but found none`);
+  }
   if (checkpoint && checkpoint.method !== opts.method) {
     throw imiadError('Error', 'ERR_IMIAD_CHECKPOINT', `Checkpoint ${opts.loadCheckpoint}: it holds a ${checkpoint.method} detector, not ${opts.method}`);
   }
@@ -249,9 +274,11 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
       await detector.fit(train, { signal: opts.signal, onProgress: (d, t, detail) => progress?.('fit', d, t, detail) });
     }
     const fitSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
+    // Captured now, written after the evaluation with the decision threshold the test scores give.
+    let saved: DetectorState | null = null;
     if (opts.saveCheckpoint) {
       if (!detector.saveState) throw imiadError('Error', 'ERR_IMIAD_CHECKPOINT', `${opts.method} cannot save checkpoints`);
-      await writeCheckpoint(opts.saveCheckpoint, { method: opts.method, params: detectorParams, state: detector.saveState(), ...(opts.saveRun ? { run: opts.saveRun } : {}) });
+      saved = detector.saveState();
     }
     const training = checkpoint ? null : (detector.trainingStats?.() ?? null);
 
@@ -326,6 +353,10 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
     // A detector's non-finite score leaves the AUROC itself to lib/metrics' rules; the interval is then not defined.
     const bootstrappable = opts.bootstrap !== false && preds.scores.every(Number.isFinite);
     const imageInterval = !bootstrappable ? null : await bootstrapAuroc(preds.scores, labels, { ...opts.bootstrap, seed, signal: opts.signal });
+    if (opts.saveCheckpoint && saved) {
+      const decision = await decisionFor(detector, test, preds.scores, train, opts.signal);
+      await writeCheckpoint(opts.saveCheckpoint, { method: opts.method, params: detectorParams, state: saved, decision, ...(opts.saveRun ? { run: opts.saveRun } : {}) });
+    }
     if (opts.scoresCsv) {
       await fs.promises.mkdir(path.dirname(path.resolve(opts.scoresCsv)), { recursive: true });
       await fs.promises.writeFile(opts.scoresCsv, `image,label,score\n${rows.join('\n')}\n`);
@@ -345,6 +376,8 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
         ...(training ? { train_seconds: training.trainSeconds, train_images_per_second: training.imagesPerSecond } : {}),
       },
     };
+  } catch (err) {
+    throw namingCheckpoint(err, opts.loadCheckpoint);
   } finally {
     if (!opts.detector) await detector.dispose?.();
   }
