@@ -146,8 +146,9 @@ describe('imiad run --save, then imiad predict', () => {
     expect(r.code).toBe(0);
     r = await runCli(['run', '--dataset', 'mvtec', '--root', root, '--method', 'patchcore', '--image-size', '48', '--load', defaults, '--quiet']);
     expect(r.code).toBe(2);
+    // imiad run compares the command with the checkpoint's header before reading any image (lib/cli/run.ts).
     expect(r.stderr).toBe(
-      `imiad: Checkpoint ${defaults}: Expected a 28x28 patch grid as in fit() but received 6x6 (imageSize 48, cropSize 48) (the images must be prepared as when it was saved: --image-size and --crop as then)\n`,
+      `imiad: Checkpoint ${defaults} was fitted with patchcore's default imageSize but the command sets --image-size 48; leave it out to use the checkpoint's\n`,
     );
   });
 });

@@ -61,7 +61,10 @@ describe('imiad run names the folder of a category without normal training image
     for (const f of fs.readdirSync(path.join(root, 'woven', 'train', 'good'))) fs.rmSync(path.join(root, 'woven', 'train', 'good', f));
     const r = await runCli(['run', '--dataset', 'mvtec', '--root', root, '--method', 'padim', '--image-size', '32', '--quiet']);
     expect(r.code).toBe(2);
-    expect(r.stderr).toBe(`imiad: Expected normal training images in category woven (${path.join(root, 'woven')}) but found none\n`);
+    // The setting's split sees it first, and names the experiment and the category's folder.
+    expect(r.stderr).toBe(
+      `imiad: mvtec/woven padim {"imageSize":32,"cropSize":32} vanilla seed 0: Category woven (${path.join(root, 'woven')}) has no normal training images\n`,
+    );
   });
 });
 
