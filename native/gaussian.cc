@@ -125,6 +125,38 @@ void factorPosition(double* a, size_t C, double divisor, double regularization, 
 // n images' divisor of the sample covariance (np.cov: n - 1; a single image: 1).
 double covarianceDivisor(size_t n) { return n > 1 ? static_cast<double>(n - 1) : 1.0; }
 
+// Runs body(begin, end) over blocks of positions on the thread team, checking cancellation and reporting progress
+// once per block.
+template <typename Body>
+void forEachPositionBlock(size_t positions, const RunControl& control, Body body) {
+  const size_t blocks = (positions + kPositionBlock - 1) / kPositionBlock;
+  std::atomic<size_t> done{0};
+  std::mutex progressMutex;
+  parallelChunks(positions, kPositionBlock, [&](size_t, size_t begin, size_t end) {
+    control.throwIfCancelled();
+    body(begin, end);
+    reportBlock(control, done, blocks, progressMutex);
+  });
+}
+
+// Calls perPosition(p, mu, a) for every position p with the mean mu of its n embeddings and the lower triangle of
+// their centred scatter in the row-major C x C matrix a (positionMoments); a may be overwritten.
+template <typename PerPosition>
+void forEachPositionMoments(const float* embeddings, size_t n, size_t C, size_t positions, const RunControl& control,
+                            PerPosition perPosition) {
+  forEachPositionBlock(positions, control, [&](size_t begin, size_t end) {
+    std::vector<double> x;
+    gather(embeddings, n, C, positions, begin, end - begin, x);
+    std::vector<double> a(C * C);
+    std::vector<double> xt;
+    std::vector<double> mu(C);
+    for (size_t q = 0; q < end - begin; ++q) {
+      positionMoments(x.data() + q * n * C, n, C, mu.data(), xt, a.data());
+      perPosition(begin + q, mu.data(), a.data());
+    }
+  });
+}
+
 }  // namespace
 
 void gaussianFit(const float* embeddings, size_t n, size_t channels, size_t positions, double regularization,
@@ -133,23 +165,9 @@ void gaussianFit(const float* embeddings, size_t n, size_t channels, size_t posi
   const size_t C = channels;
   const size_t tri = packedTriangleSize(C);
   const double divisor = covarianceDivisor(n);
-  const size_t blocks = (positions + kPositionBlock - 1) / kPositionBlock;
-  std::atomic<size_t> done{0};
-  std::mutex progressMutex;
-  parallelChunks(positions, kPositionBlock, [&](size_t, size_t begin, size_t end) {
-    control.throwIfCancelled();
-    std::vector<double> x;
-    gather(embeddings, n, C, positions, begin, end - begin, x);
-    std::vector<double> a(C * C);
-    std::vector<double> xt;
-    std::vector<double> mu(C);
-    for (size_t q = 0; q < end - begin; ++q) {
-      const size_t p = begin + q;
-      positionMoments(x.data() + q * n * C, n, C, mu.data(), xt, a.data());
-      for (size_t c = 0; c < C; ++c) mean[p * C + c] = static_cast<float>(mu[c]);
-      factorPosition(a.data(), C, divisor, regularization, p, cholesky + p * tri);
-    }
-    reportBlock(control, done, blocks, progressMutex);
+  forEachPositionMoments(embeddings, n, C, positions, control, [&](size_t p, const double* mu, double* a) {
+    for (size_t c = 0; c < C; ++c) mean[p * C + c] = static_cast<float>(mu[c]);
+    factorPosition(a, C, divisor, regularization, p, cholesky + p * tri);
   });
 }
 
@@ -161,30 +179,16 @@ void gaussianAccumulate(const float* embeddings, size_t n, size_t channels, size
   const double na = static_cast<double>(count), nb = static_cast<double>(n), total = na + nb;
   // count = 0: weight 0 and ratio 1 exactly, so the statistics become the new images' own, bit for bit.
   const double weight = na * nb / total, ratio = nb / total;
-  const size_t blocks = (positions + kPositionBlock - 1) / kPositionBlock;
-  std::atomic<size_t> done{0};
-  std::mutex progressMutex;
-  parallelChunks(positions, kPositionBlock, [&](size_t, size_t begin, size_t end) {
-    control.throwIfCancelled();
-    std::vector<double> x;
-    gather(embeddings, n, C, positions, begin, end - begin, x);
-    std::vector<double> a(C * C);
-    std::vector<double> xt;
-    std::vector<double> mu(C), d(C);
-    for (size_t q = 0; q < end - begin; ++q) {
-      const size_t p = begin + q;
-      positionMoments(x.data() + q * n * C, n, C, mu.data(), xt, a.data());
-      double* m = mean + p * C;
-      double* s = scatter + p * tri;
-      for (size_t c = 0; c < C; ++c) d[c] = mu[c] - m[c];
-      for (size_t r = 0; r < C; ++r) {
-        const double* row = a.data() + r * C;
-        double* out = s + r * (r + 1) / 2;
-        for (size_t c = 0; c <= r; ++c) out[c] += row[c] + d[r] * d[c] * weight;
-      }
-      for (size_t c = 0; c < C; ++c) m[c] += d[c] * ratio;
+  forEachPositionMoments(embeddings, n, C, positions, control, [&](size_t p, const double* mu, const double* a) {
+    double* m = mean + p * C;  // still the earlier images' mean until the last loop: d = mu - m below
+    double* s = scatter + p * tri;
+    for (size_t r = 0; r < C; ++r) {
+      const double* row = a + r * C;
+      double* out = s + r * (r + 1) / 2;
+      const double dr = mu[r] - m[r];
+      for (size_t c = 0; c <= r; ++c) out[c] += row[c] + dr * (mu[c] - m[c]) * weight;
     }
-    reportBlock(control, done, blocks, progressMutex);
+    for (size_t c = 0; c < C; ++c) m[c] += (mu[c] - m[c]) * ratio;
   });
 }
 
@@ -194,11 +198,7 @@ void gaussianFactor(size_t count, const double* mean, const double* scatter, siz
   const size_t C = channels;
   const size_t tri = packedTriangleSize(C);
   const double divisor = covarianceDivisor(count);
-  const size_t blocks = (positions + kPositionBlock - 1) / kPositionBlock;
-  std::atomic<size_t> done{0};
-  std::mutex progressMutex;
-  parallelChunks(positions, kPositionBlock, [&](size_t, size_t begin, size_t end) {
-    control.throwIfCancelled();
+  forEachPositionBlock(positions, control, [&](size_t begin, size_t end) {
     std::vector<double> a(C * C);
     for (size_t p = begin; p < end; ++p) {
       for (size_t c = 0; c < C; ++c) meanOut[p * C + c] = static_cast<float>(mean[p * C + c]);
@@ -208,7 +208,6 @@ void gaussianFactor(size_t count, const double* mean, const double* scatter, siz
       }
       factorPosition(a.data(), C, divisor, regularization, p, cholesky + p * tri);
     }
-    reportBlock(control, done, blocks, progressMutex);
   });
 }
 
@@ -216,11 +215,7 @@ void mahalanobisDistances(const float* embeddings, size_t m, size_t channels, si
                           const float* cholesky, float* out, const RunControl& control) {
   const size_t C = channels;
   const size_t tri = packedTriangleSize(C);
-  const size_t blocks = (positions + kPositionBlock - 1) / kPositionBlock;
-  std::atomic<size_t> done{0};
-  std::mutex progressMutex;
-  parallelChunks(positions, kPositionBlock, [&](size_t, size_t begin, size_t end) {
-    control.throwIfCancelled();
+  forEachPositionBlock(positions, control, [&](size_t begin, size_t end) {
     std::vector<double> v;
     gather(embeddings, m, C, positions, begin, end - begin, v);
     for (size_t q = 0; q < end - begin; ++q) {
@@ -245,7 +240,6 @@ void mahalanobisDistances(const float* embeddings, size_t m, size_t channels, si
         out[t * positions + p] = static_cast<float>(std::sqrt(dotDouble(z, z, C)));
       }
     }
-    reportBlock(control, done, blocks, progressMutex);
   });
 }
 

@@ -183,13 +183,7 @@ class TrainModel : public Napi::ObjectWrap<TrainModel> {
 
   // loadState(names, shapes, arrays)
   Napi::Value LoadState(const Napi::CallbackInfo& info) {
-    std::vector<train::NamedArray> state = NamedArraysFromJs(info);
-    try {
-      model_->LoadState(state);
-    } catch (const InvalidArgument& e) {
-      ThrowRange(info.Env(), e.code, e.what());
-    }
-    return info.Env().Undefined();
+    return LoadNamed(info, [this](const std::vector<train::NamedArray>& s) { model_->LoadState(s); });
   }
 
   // optimizerState() -> { names, shapes, arrays } (native/train/train.h: Model::OptimizerState)
@@ -197,9 +191,15 @@ class TrainModel : public Napi::ObjectWrap<TrainModel> {
 
   // loadOptimizerState(names, shapes, arrays)
   Napi::Value LoadOptimizerState(const Napi::CallbackInfo& info) {
+    return LoadNamed(info, [this](const std::vector<train::NamedArray>& s) { model_->LoadOptimizerState(s); });
+  }
+
+  // Converts (names, shapes, arrays) and hands them to `load`; a mismatch becomes a RangeError with its code.
+  template <typename Load>
+  static Napi::Value LoadNamed(const Napi::CallbackInfo& info, Load load) {
     std::vector<train::NamedArray> state = NamedArraysFromJs(info);
     try {
-      model_->LoadOptimizerState(state);
+      load(state);
     } catch (const InvalidArgument& e) {
       ThrowRange(info.Env(), e.code, e.what());
     }
