@@ -45,6 +45,7 @@ export {
   type Detector,
   type Prediction as DetectorPrediction,
   type RunOptions,
+  type FitOptions,
   type Timing,
 } from './methods';
 // Trained detectors (libtorch addon, optional) and checkpoints of every detector.
@@ -83,3 +84,4 @@ export {
   type PatchEmbeddingOptions,
 } from '../bindings/filters';
 export { gaussianFit, gaussianStateBytes, mahalanobisDistances, type GaussianState, type GaussianFitOptions } from '../bindings/gaussian';
+export { gaussianAccumulate, gaussianFactor, runningGaussian, runningGaussianBytes, type RunningGaussian } from '../bindings/gaussian';

@@ -27,6 +27,7 @@ import { gridConfig } from '../lib/runner/config';
 import { ResultsStore } from '../lib/runner/store';
 import { NOTE_CONTINUAL_JOINT, NOTE_CONTINUAL_SEQUENTIAL, NOTE_CONTINUAL_STATISTICS, NOTE_MEMORY_BANK_ACCUMULATES, type ResultRow } from '../lib/runner/types';
 import { settingLabel, settingSpec } from '../lib/settings';
+import { runCli } from './helpers/cli';
 import { makeRow } from './helpers/rows';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'imiad-continual-'));
@@ -220,6 +221,12 @@ describe('joint training is an explicit, separately keyed option', () => {
     expect(grid.settings).toEqual([{ name: 'continual', order: null, joint: false }, { name: 'continual', order: null, joint: true }]);
     expect(settingFromFlags({ setting: 'continual', joint: true }).spec).toEqual({ name: 'continual', order: null, joint: true });
     expect(() => settingFromFlags({ setting: 'vanilla', joint: true })).toThrow('Expected --setting continual with --joint for --setting but received vanilla of type string');
+  });
+
+  test('imiad run --joint without --setting continual is refused (exit code 2)', async () => {
+    const r = await runCli(['run', '--dataset', 'mvtec', '--root', root, '--method', 'padim', '--joint']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('Expected --setting continual with --joint for --setting but received vanilla of type string');
   });
 
   test("Table XI labels joint rows apart and its footnotes name each method's mode; Table XIII leaves joint out", () => {

@@ -323,7 +323,7 @@ export function registerRun(program: Command): void {
   addSettingOptions(cmd);
   cmd.action(
       action(async (opts: RunCommandOptions) => {
-        if (opts.setting !== undefined || opts.store !== undefined) {
+        if (opts.setting !== undefined || opts.store !== undefined || opts.joint) {
           const rows = await runSetting(opts);
           process.stdout.write(`${formatSettingRows(rows)}\n`);
           if (opts.store) process.stdout.write(`Store: ${path.resolve(opts.store)}\n`);
