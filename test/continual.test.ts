@@ -25,7 +25,14 @@ import { createExecutor } from '../lib/runner/executor';
 import { expandGrid, runGrid } from '../lib/runner/grid';
 import { gridConfig } from '../lib/runner/config';
 import { ResultsStore } from '../lib/runner/store';
-import { NOTE_CONTINUAL_JOINT, NOTE_CONTINUAL_SEQUENTIAL, NOTE_CONTINUAL_STATISTICS, NOTE_MEMORY_BANK_ACCUMULATES, type ResultRow } from '../lib/runner/types';
+import {
+  NOTE_CONTINUAL_JOINT,
+  NOTE_CONTINUAL_SEQUENTIAL,
+  NOTE_CONTINUAL_STATISTICS,
+  NOTE_MEMORY_BANK_ACCUMULATES,
+  NOTE_REFIT_ON_UNION,
+  type ResultRow,
+} from '../lib/runner/types';
 import { settingLabel, settingSpec } from '../lib/settings';
 import { runCli } from './helpers/cli';
 import { makeRow } from './helpers/rows';
@@ -238,14 +245,18 @@ describe('joint training is an explicit, separately keyed option', () => {
       row('stpm', true, 0.95, [NOTE_CONTINUAL_JOINT]),
       row('padim', false, 0.8, [NOTE_CONTINUAL_STATISTICS]),
       row('dne', false, 0.7, [NOTE_MEMORY_BANK_ACCUMULATES]),
+      // A row stored before the modes existed: SPADE refitted on the union is joint training.
+      row('spade', false, 0.6, [NOTE_MEMORY_BANK_ACCUMULATES, NOTE_REFIT_ON_UNION]),
+      row('patchcore', false, 0.5, []),
     ];
     const t = tableXI(reportData(rows))!;
-    expect(t.rows.map((r) => (r[0] as { text: string }).text)).toEqual(['dne', 'padim', 'stpm', 'stpm (joint)']);
+    expect(t.rows.map((r) => (r[0] as { text: string }).text)).toEqual(['dne', 'padim', 'patchcore', 'spade (joint)', 'stpm', 'stpm (joint)']);
     expect(t.notes).toEqual([
       "Sequential (one model learns the tasks in turn, each from the weights the previous task left, on that task's images only): stpm.",
       'Accumulating (the memory grows with each task: memory-bank rows, or one Gaussian per task): dne.',
       'Running statistics (Gaussians updated with each task, equal to a refit on the union of the tasks): padim.',
-      'Joint training on the union of the tasks so far after each task (an upper bound, not continual learning): stpm (joint).',
+      'Joint training on the union of the tasks so far after each task (an upper bound, not continual learning): spade (joint), stpm (joint).',
+      'Mode not recorded: patchcore.',
     ]);
     const [x] = tableXIII(reportData(rows));
     const stpm = x.rows.find((r) => (r[1] as { text: string }).text === 'stpm' && (r[0] as { text: string }).text.startsWith('Image AUC'))!;

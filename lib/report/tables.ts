@@ -1,6 +1,13 @@
 /** The paper's tables VI-XIII, built from whatever the store holds (a table without data is left out). */
-import { findMethod } from '../methods/registry';
-import { NOTE_CONTINUAL_JOINT, NOTE_IGNORES_LABELLED_ANOMALIES, NOTE_REFIT_ON_UNION, type ResultRow } from '../runner/types';
+import {
+  NOTE_CONTINUAL_JOINT,
+  NOTE_CONTINUAL_SEQUENTIAL,
+  NOTE_CONTINUAL_STATISTICS,
+  NOTE_IGNORES_LABELLED_ANOMALIES,
+  NOTE_MEMORY_BANK_ACCUMULATES,
+  NOTE_REFIT_ON_UNION,
+  type ResultRow,
+} from '../runner/types';
 import {
   aggregate,
   categoriesOf,
@@ -175,11 +182,18 @@ export function tableX(data: ReportData): ReportTable | null {
 
 const CONTINUAL_METRICS = ['imageAUROC', 'imageAP', 'pixelAUROC', 'pixelAP', 'pixelPRO'];
 
-/** How a continual row learnt the tasks: joint training (the setting's option, or a row stored before it), else the registry's mode. */
+/**
+ * How a continual row learnt the tasks, from the note the executor stored with it (what ran, even if the method's
+ * mode changes later): joint training (also the setting's option, and rows stored before the modes existed that were
+ * refitted on the union), sequential, accumulating, running statistics; 'unknown' for a row without such a note.
+ */
 function continualMode(r: ResultRow): 'joint' | 'sequential' | 'accumulate' | 'statistics' | 'unknown' {
   const s = r.config.setting;
   if ((s.name === 'continual' && s.joint === true) || r.notes.includes(NOTE_CONTINUAL_JOINT) || r.notes.includes(NOTE_REFIT_ON_UNION)) return 'joint';
-  return findMethod(r.config.method)?.continual ?? 'unknown';
+  if (r.notes.includes(NOTE_CONTINUAL_SEQUENTIAL)) return 'sequential';
+  if (r.notes.includes(NOTE_CONTINUAL_STATISTICS)) return 'statistics';
+  if (r.notes.includes(NOTE_MEMORY_BANK_ACCUMULATES)) return 'accumulate';
+  return 'unknown';
 }
 
 /** Joint and sequential rows of a method are different experiments: joint rows are labelled apart. */
