@@ -289,6 +289,41 @@ async function runStpmGrid(store: string, joint = false): Promise<ResultRow> {
   }
 }
 
+describe.each([['padim'], ['patchcore']])('%s: a continual grid aborted between tasks', (method) => {
+  test('resumes from the progress file to the same matrix, without learning task 1 again', async () => {
+    const config = (store: string): ReturnType<typeof gridConfig> =>
+      gridConfig({ store, datasets: [{ name: 'mvtec', root }], methods: [{ name: method, params: small }], settings: ['continual'], seeds: [1] });
+    const run = async (store: string, onStage?: (stage: string) => void, signal?: AbortSignal): Promise<{ rows: ResultRow[]; key: string; aborted: boolean }> => {
+      const c = config(store);
+      const results = new ResultsStore(c.store);
+      try {
+        const { experiments } = await expandGrid(c, (name, r, o) => loadDataset(name, r, o), (k) => results.heatmapDir(k));
+        const summary = await runGrid(experiments, results, createExecutor({ heatmaps: false, onStage: (_e, s) => onStage?.(s) }), { signal });
+        expect(summary.failed).toEqual([]);
+        return { rows: results.rows(), key: experiments[0].key, aborted: summary.aborted };
+      } finally {
+        results.close();
+      }
+    };
+    const reference = await run(path.join(tmp, `abort-${method}-ref`, 'results.db'));
+    const store = path.join(tmp, `abort-${method}`, 'results.db');
+    const controller = new AbortController();
+    const first = await run(store, (stage) => {
+      if (/^task 2\/3 \S+ fit$/.test(stage)) controller.abort();
+    }, controller.signal);
+    expect(first.aborted).toBe(true);
+    expect(first.rows).toEqual([]);
+    const progress = continualCheckpointFile(path.dirname(store), first.key);
+    expect(fs.existsSync(progress)).toBe(true);
+    const stages: string[] = [];
+    const second = await run(store, (stage) => stages.push(stage));
+    expect(stages.some((s) => s.startsWith('task 1/3'))).toBe(false);
+    expect(fs.existsSync(progress)).toBe(false);
+    expect(second.rows).toHaveLength(1);
+    expect(second.rows[0].continual!.matrix).toEqual(reference.rows[0].continual!.matrix);
+  }, 300000);
+});
+
 describe('STPM learns the tasks in turn (the sequential mode)', () => {
   withAddon('task l fits on task l\'s images only, from task l-1\'s weights and optimiser state; same seed, same matrix', async () => {
     const calls: { paths: string[]; opts: FitOptions | undefined; before: DetectorState | null; after: DetectorState; fitCount: number }[] = [];
