@@ -9,9 +9,8 @@ import * as path from 'path';
 import { runCli } from './helpers/cli';
 import { DEMO_DATA, DEMO_METHODS } from '../lib/cli/demo';
 import { forgettingMeasure, forgettingMeasureWithGaps } from '../lib/metrics';
-import { NOTE_REFIT_ON_UNION } from '../lib/runner/executor';
 import { ResultsStore } from '../lib/runner/store';
-import { NOTE_IGNORES_LABELLED_ANOMALIES, NOTE_MEMORY_BANK_ACCUMULATES } from '../lib/runner/types';
+import { NOTE_CONTINUAL_STATISTICS, NOTE_IGNORES_LABELLED_ANOMALIES, NOTE_MEMORY_BANK_ACCUMULATES } from '../lib/runner/types';
 import type { Category } from '../lib/datasets/types';
 import { fewshotSplit, settingLabel } from '../lib/settings';
 
@@ -127,7 +126,7 @@ describe('imiad demo', () => {
       expect(row.metrics.imageAUROC).toBeCloseTo(((T[1][0] as number) + (T[1][1] as number)) / 2, 12);
     }
     expect(rows.find((r) => r.config.method === 'patchcore')!.notes).toEqual([NOTE_MEMORY_BANK_ACCUMULATES]);
-    expect(rows.find((r) => r.config.method === 'padim')!.notes).toEqual([NOTE_REFIT_ON_UNION]);
+    expect(rows.find((r) => r.config.method === 'padim')!.notes).toEqual([NOTE_CONTINUAL_STATISTICS]);
     // The same command again runs nothing and shows the stored row.
     const again = await cli(['run', '--dataset', 'mvtec', '--root', data, '--method', 'patchcore', '--image-size', '64', '--setting', 'continual', '--store', db]);
     expect(again.code).toBe(0);

@@ -55,7 +55,10 @@ describe('tables', () => {
     // FM = base - (base - 0.3) = 0.3 for all: a three-way tie is all best. Final = (base - 0.3 + base) / 2.
     expect(toMarkdown(t)).toContain('| patchcore | **0.800** | **0.300** |');
     expect(toMarkdown(t)).toContain('| spade | <u>0.750</u> | **0.300** |');
-    expect(t.notes).toEqual(['Memory banks accumulate over the tasks: patchcore, spade.']);
+    expect(t.notes).toEqual([
+      'Accumulating (the memory grows with each task: memory-bank rows, or one Gaussian per task): patchcore, spade.',
+      'Running statistics (Gaussians updated with each task, equal to a refit on the union of the tasks): padim.',
+    ]);
     const matrix = continualMatrices(data).find((m) => m.slug === 'table-XI-matrix-mvtec-patchcore')!;
     expect(toMarkdown(matrix).split('\n').slice(2, 7)).toEqual([
       '| After task | bottle | cable | FM |',

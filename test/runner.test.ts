@@ -58,7 +58,7 @@ seeds: [0, 1]
     expect(grid.datasets[0].root).toBe('/cfg/data');
     expect(grid.settings).toHaveLength(1 + 8 + 2 + 1);
     expect(grid.settings[2]).toEqual({ name: 'fewshot', shots: 1, augment: 'rotation', augmentCount: 4 });
-    expect(grid.settings[11]).toEqual({ name: 'continual', order: ['screw', 'bottle'] });
+    expect(grid.settings[11]).toEqual({ name: 'continual', order: ['screw', 'bottle'], joint: false });
     const { experiments, invalid } = await expandGrid(grid, loader, (k) => `/h/${k}`);
     // 3 method variants x 2 seeds x (11 per-category settings x 2 categories + 1 continual).
     expect(experiments).toHaveLength(3 * 2 * (11 * 2 + 1));

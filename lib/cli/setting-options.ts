@@ -12,6 +12,7 @@ export interface SettingFlags {
   augmentCount?: string;
   noise?: string;
   order?: string;
+  joint?: boolean;
   seed?: string;
 }
 
@@ -24,6 +25,7 @@ export function addSettingOptions(cmd: Command): Command {
     .option('--augment-count <n>', 'fewshot: augmented copies per shot (default 4 with --augment)')
     .option('--noise <r>', 'noisy: ratio n/(m+n) of anomalies labelled normal in training (the paper: 0.05, 0.1, 0.15, 0.2)')
     .option('--order <a,b,...>', 'continual: task order (default: the dataset order)')
+    .option('--joint', 'continual: retrain on the union of the tasks so far after each task (joint training, an upper bound; default: learn the tasks in turn)')
     .option('--seed <n>', 'seed of every random choice (default 0)');
 }
 
@@ -60,6 +62,7 @@ export function settingFromFlags(flags: SettingFlags): { spec: SettingSpec; seed
   if (flags.augmentCount !== undefined && flags.augment === undefined) {
     throw imiadError('TypeError', 'ERR_IMIAD_ARGUMENT', '--augment-count applies with --augment (the number of augmented copies per shot)');
   }
+  if (flags.joint && flags.setting !== 'continual') throw invalidType('--setting continual with --joint', '--setting', flags.setting ?? 'vanilla');
   const spec = settingSpec(flags.setting ?? 'vanilla', {
     anomalies: numberFlag(flags.anomalies, 'anomalies', true),
     shots: numberFlag(flags.shots, 'shots', true),
@@ -67,6 +70,7 @@ export function settingFromFlags(flags: SettingFlags): { spec: SettingSpec; seed
     augmentCount: numberFlag(flags.augmentCount, 'augment-count', true),
     noise: numberFlag(flags.noise, 'noise', false),
     order: flags.order ? flags.order.split(',').map((s) => s.trim()).filter(Boolean) : null,
+    joint: flags.joint === true,
   });
   const seed = numberFlag(flags.seed, 'seed', true) ?? 0;
   return { spec, seed };

@@ -1,5 +1,13 @@
 /** The paper's tables VI-XIII, built from whatever the store holds (a table without data is left out). */
-import { NOTE_IGNORES_LABELLED_ANOMALIES, NOTE_MEMORY_BANK_ACCUMULATES, type ResultRow } from '../runner/types';
+import {
+  NOTE_CONTINUAL_JOINT,
+  NOTE_CONTINUAL_SEQUENTIAL,
+  NOTE_CONTINUAL_STATISTICS,
+  NOTE_IGNORES_LABELLED_ANOMALIES,
+  NOTE_MEMORY_BANK_ACCUMULATES,
+  NOTE_REFIT_ON_UNION,
+  type ResultRow,
+} from '../runner/types';
 import {
   aggregate,
   categoriesOf,
@@ -174,10 +182,48 @@ export function tableX(data: ReportData): ReportTable | null {
 
 const CONTINUAL_METRICS = ['imageAUROC', 'imageAP', 'pixelAUROC', 'pixelAP', 'pixelPRO'];
 
+/**
+ * How a continual row learnt the tasks, from the note the executor stored with it (what ran, even if the method's
+ * mode changes later): joint training (also the setting's option, and rows stored before the modes existed that were
+ * refitted on the union), sequential, accumulating, running statistics; 'unknown' for a row without such a note.
+ */
+function continualMode(r: ResultRow): 'joint' | 'sequential' | 'accumulate' | 'statistics' | 'unknown' {
+  const s = r.config.setting;
+  if ((s.name === 'continual' && s.joint === true) || r.notes.includes(NOTE_CONTINUAL_JOINT) || r.notes.includes(NOTE_REFIT_ON_UNION)) return 'joint';
+  if (r.notes.includes(NOTE_CONTINUAL_SEQUENTIAL)) return 'sequential';
+  if (r.notes.includes(NOTE_CONTINUAL_STATISTICS)) return 'statistics';
+  if (r.notes.includes(NOTE_MEMORY_BANK_ACCUMULATES)) return 'accumulate';
+  return 'unknown';
+}
+
+/** Joint and sequential rows of a method are different experiments: joint rows are labelled apart. */
+function continualLabels(data: ReportData, rows: ResultRow[]): ReportData {
+  return { rows, label: new Map(rows.map((r) => [r, `${data.label.get(r)!}${continualMode(r) === 'joint' ? ' (joint)' : ''}`])) };
+}
+
+const CONTINUAL_MODE_FOOTNOTES: [ReturnType<typeof continualMode>, string][] = [
+  ['sequential', 'Sequential (one model learns the tasks in turn, each from the weights the previous task left, on that task\'s images only)'],
+  ['accumulate', 'Accumulating (the memory grows with each task: memory-bank rows, or one Gaussian per task)'],
+  ['statistics', 'Running statistics (Gaussians updated with each task, equal to a refit on the union of the tasks)'],
+  ['joint', 'Joint training on the union of the tasks so far after each task (an upper bound, not continual learning)'],
+  ['unknown', 'Mode not recorded'],
+];
+
+/** Table XI's footnotes: which continual mode each method ran in. */
+function continualModeNotes(data: ReportData, rows: ResultRow[]): string[] {
+  const notes: string[] = [];
+  for (const [mode, text] of CONTINUAL_MODE_FOOTNOTES) {
+    const labels = methodsOf(data, rows.filter((r) => continualMode(r) === mode));
+    if (labels.length) notes.push(`${text}: ${labels.join(', ')}.`);
+  }
+  return notes;
+}
+
 /** Table XI: continual learning, the metric after the last task and its forgetting measure (FM, lower is better). */
-export function tableXI(data: ReportData): ReportTable | null {
-  const rows = select(data, (r) => r.config.setting.name === 'continual' && r.continual !== null);
+export function tableXI(stored: ReportData): ReportTable | null {
+  const rows = select(stored, (r) => r.config.setting.name === 'continual' && r.continual !== null);
   if (!rows.length) return null;
+  const data = continualLabels(stored, rows);
   const datasets = datasetsOf(rows);
   const columns: { d: string; m: string }[] = [];
   for (const d of datasets) {
@@ -203,8 +249,7 @@ export function tableXI(data: ReportData): ReportTable | null {
   }
   const all = t.rows.map((_, i) => i);
   for (let c = 1; c < t.header.length; c++) markColumn(t, c, all, c % 2 === 1 ? 'higher' : 'lower');
-  const memoryBank = [...new Set(rows.filter((r) => r.notes.includes(NOTE_MEMORY_BANK_ACCUMULATES)).map((r) => data.label.get(r)!))];
-  if (memoryBank.length) t.notes = [`Memory banks accumulate over the tasks: ${memoryBank.join(', ')}.`];
+  t.notes = continualModeNotes(data, rows);
   return t.rows.length ? t : null;
 }
 
@@ -212,8 +257,9 @@ export function tableXI(data: ReportData): ReportTable | null {
  * The stored continual result matrices behind Table XI: image AUROC on task j (columns) after learning task l (rows),
  * one table per dataset and method, mean over seeds; the last column is the task's forgetting after the last task.
  */
-export function continualMatrices(data: ReportData): ReportTable[] {
-  const rows = select(data, (r) => r.config.setting.name === 'continual' && r.continual !== null && r.continual.matrix.imageAUROC !== undefined);
+export function continualMatrices(stored: ReportData): ReportTable[] {
+  const rows = select(stored, (r) => r.config.setting.name === 'continual' && r.continual !== null && r.continual.matrix.imageAUROC !== undefined);
+  const data = continualLabels(stored, rows);
   const out: ReportTable[] = [];
   for (const d of datasetsOf(rows)) {
     const dr = rows.filter((r) => r.config.dataset === d);
@@ -259,7 +305,9 @@ export function tableXIII(data: ReportData): ReportTable[] {
     const columns: { name: string; filter: (r: ResultRow) => boolean }[] = [{ name: 'Vanilla', filter: (r) => r.config.setting.name === 'vanilla' }];
     if (ratio !== undefined) columns.push({ name: `Noisy-${ratio}`, filter: (r) => r.config.setting.name === 'noisy' && r.config.setting.noise === ratio });
     if (shots !== undefined) columns.push({ name: `Few-shot-${shots}`, filter: (r) => r.config.setting.name === 'fewshot' && r.config.setting.augment === null && r.config.setting.shots === shots });
-    if (dr.some((r) => r.config.setting.name === 'continual')) columns.push({ name: 'Continual', filter: (r) => r.config.setting.name === 'continual' });
+    // Joint training is an upper bound, not the continual setting's result.
+    const continual = (r: ResultRow): boolean => r.config.setting.name === 'continual' && continualMode(r) !== 'joint';
+    if (dr.some(continual)) columns.push({ name: 'Continual', filter: continual });
     if (columns.length < 2) continue;
     const t: ReportTable = {
       id: 'XIII',

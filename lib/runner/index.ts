@@ -11,3 +11,4 @@ export { metricsFromEvaluation, metricsFromLocoEvaluation, PRO_LIMIT, SPRO_LIMIT
 export { createExecutor, storeMetrics, storeEfficiency, checkpointRun, NOTE_REFIT_ON_UNION, type ExecutorOptions } from './executor';
 export { RESULTS_SCHEMA, resultFromRow, resultFromMetrics, resultsDocument, schemaMetrics, type ResultJson, type ResultsJson, type ResultsCommand } from './schema';
 export { experimentFiles, taskCheckpoint, taskScores, taskMaps, checkpointFiles, type ExperimentFiles } from './files';
+export { continualCheckpointFile, readContinualProgress, writeContinualProgress, type ContinualProgress } from './continual';

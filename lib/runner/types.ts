@@ -104,6 +104,15 @@ export const NOTE_MEMORY_BANK_ACCUMULATES = 'memory bank accumulated over the ta
 
 /** Metric name -> its bootstrap interval over the test images (imageAUROC; lib/stats/bootstrap.ts). */
 export type MetricIntervals = { [metric: string]: BootstrapInterval };
+/**
+ * Continual: how the row's detector learnt the tasks (one note per continual row; Table XI's footnote). The
+ * accumulate mode's note is NOTE_MEMORY_BANK_ACCUMULATES (PatchCore and SPADE's banks, DNE's per-task Gaussians).
+ */
+export const NOTE_CONTINUAL_SEQUENTIAL = 'learnt the tasks in turn: one model, each task trained on its own images from the weights the previous task left';
+export const NOTE_CONTINUAL_STATISTICS = 'Gaussian statistics updated with each task through running sums (equal to a refit on the union of the tasks)';
+export const NOTE_CONTINUAL_JOINT = 'joint training: refitted on the training images of every task so far after each task (an upper bound, not continual learning)';
+/** What rows stored before the continual modes existed say for a refit on the union (read as joint training). */
+export const NOTE_REFIT_ON_UNION = 'refitted on the training images of every task so far after each task (no incremental form)';
 
 export interface ExperimentResult {
   /** Non-continual: the metrics of the category. Continual: filled by the runner from `continual` (final average). */
@@ -113,7 +122,7 @@ export interface ExperimentResult {
   efficiency: Efficiency;
   continual?: ContinualResult;
   heatmaps?: HeatmapRecord[];
-  /** Things a reader must know; use NOTE_IGNORES_LABELLED_ANOMALIES and NOTE_MEMORY_BANK_ACCUMULATES where they apply. */
+  /** Things a reader must know; use the NOTE_ constants above where they apply. */
   notes?: string[];
 }
 
