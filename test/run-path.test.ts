@@ -78,7 +78,7 @@ describe('--save then --load in every setting', () => {
       expect(fs.readdirSync(dir).filter((f) => f.endsWith('.imiad')).sort()).toEqual(['m.task1.imiad', 'm.task2.imiad']);
       expect(scoreFiles).toEqual(['s.task1.disc.csv', 's.task2.disc.csv', 's.task2.woven.csv']);
       const c = await readCheckpoint(path.join(dir, 'm.task2.imiad'));
-      expect(c.run).toEqual({ dataset: 'mvtec', category: 'disc+woven', setting: { name: 'continual', order: null }, seed: 2, task: { index: 1, count: 2, category: 'woven' } });
+      expect(c.run).toEqual({ dataset: 'mvtec', category: 'disc+woven', setting: { name: 'continual', order: null, joint: false }, seed: 2, task: { index: 1, count: 2, category: 'woven' } });
       expect(fitted.results[0].files).toEqual({
         saved: ['m.task1.imiad', 'm.task2.imiad'].map((f) => path.join(dir, f)),
         scores: scoreFiles.map((f) => path.join(dir, 'fit', f)),
