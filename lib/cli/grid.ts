@@ -15,9 +15,10 @@ import { abortOnInterrupt } from '../runner/interrupt';
 import { ResultsStore } from '../runner/store';
 import type { ExperimentExecutor } from '../runner/types';
 import { action } from './action';
+import { coordinateGrid, queueRunOf, type QueueFlags } from './grid-queue';
 import { progress } from './progress';
 
-interface GridFlags {
+interface GridFlags extends QueueFlags {
   store?: string;
   concurrency?: string;
   dryRun?: boolean;
@@ -33,8 +34,12 @@ export function registerGrid(program: Command, executor?: ExperimentExecutor): v
     .option('--concurrency <n>', 'experiments at a time (default: the file\'s "concurrency", else 1)')
     .option('--dry-run', 'list the experiments and whether each is stored, run nothing')
     .option('--json', 'print the summary as JSON')
+    .option('--queue <url>', 'coordinate the grid on a BullMQ queue in Redis, redis://[:PASSWORD@]HOST:PORT[/DB]; `imiad worker`s run it')
+    .option('--queue-name <name>', 'with --queue: the queue (default imiad-grid)')
+    .option('--retries <n>', 'with --queue: retries of a failing experiment (default 2)')
     .action(
       action(async (file: string, flags: GridFlags) => {
+        const queued = queueRunOf(flags);
         const config = readGridConfig(file);
         if (flags.store) config.store = path.resolve(flags.store);
         if (flags.concurrency !== undefined) {
@@ -50,6 +55,12 @@ export function registerGrid(program: Command, executor?: ExperimentExecutor): v
             const stored = store.keys();
             const list = experiments.map((e) => ({ key: e.key, experiment: describeExperiment(e.config), stored: stored.has(e.key) }));
             process.stdout.write(flags.json ? `${JSON.stringify({ experiments: list, invalid }, null, 2)}\n` : `${list.map((l) => `${l.stored ? 'stored ' : 'to run  '} ${l.experiment}`).join('\n')}\n`);
+            return;
+          }
+          if (queued) {
+            const r = await coordinateGrid(experiments, store, queued);
+            if (r.failed || invalid.length) process.exitCode = 1;
+            if (r.aborted) process.exitCode = 130;
             return;
           }
           if (!executor) {
