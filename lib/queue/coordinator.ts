@@ -25,7 +25,13 @@ export const DEFAULT_RETRIES = 2;
  * How often the coordinator looks at the queue. Polling, not QueueEvents: workers never wait for the coordinator,
  * so this only delays when a result is stored, and QueueEvents cannot be closed while Redis is unreachable.
  */
-const POLL_MS = 500;
+const POLL_MS = 250;
+/**
+ * How often the coordinator queues its unfinished experiments again (a no-op for the jobs Redis holds) and drops
+ * those its store received from elsewhere (another coordinator on the same store): a job lost with a Redis that
+ * restarted without its data, or removed by another coordinator on the same queue, is queued anew.
+ */
+const RECONCILE_MS = 30_000;
 /** Jobs per addBulk call. */
 const ENQUEUE_CHUNK = 500;
 
@@ -207,7 +213,19 @@ export async function runQueuedGrid(experiments: Experiment[], store: ResultsSto
 
   try {
     let start = true;
+    let reconciled = Date.now();
     while (pending.size > 0 && !signal.aborted && !fatal) {
+      if (Date.now() - reconciled > RECONCILE_MS) {
+        reconciled = Date.now();
+        const nowStored = store.keys();
+        for (const key of [...pending.keys()]) {
+          if (nowStored.has(key)) {
+            pending.delete(key);
+            summary.skipped++;
+          }
+        }
+        enqueueAgain = true;
+      }
       try {
         if (start) {
           // Failed jobs of an earlier run are tried again, with their full number of attempts; then the rest is
