@@ -5,7 +5,7 @@
  */
 import { imiadError, invalidType } from '../../bindings/errors';
 import { DEFAULT_QUEUE_NAME, parseQueueUrl, type QueueAddress } from '../queue/connection';
-import { runQueuedGrid, type QueueGridState } from '../queue/coordinator';
+import type { QueueGridState } from '../queue/coordinator';
 import { describeExperiment } from '../runner/grid';
 import { abortOnInterrupt } from '../runner/interrupt';
 import type { ResultsStore } from '../runner/store';
@@ -61,6 +61,8 @@ export function queueDetail(s: QueueGridState): string {
 
 export async function coordinateGrid(experiments: Experiment[], store: ResultsStore, run: QueueRun): Promise<{ failed: number; aborted: boolean }> {
   const { address, retries } = run;
+  // BullMQ loads only for a queued grid (a few hundred ms that every other command would pay).
+  const { runQueuedGrid } = await import('../queue/coordinator');
   const log = (line: string): void => void process.stderr.write(`${line}\n`);
   log(`imiad grid: queueing on ${address.display} (queue ${address.name}); workers: imiad worker --queue URL${address.name === DEFAULT_QUEUE_NAME ? '' : ` --queue-name ${address.name}`}`);
   const interrupt = abortOnInterrupt(() => log('\nimiad grid: stopping; the queued experiments stay queued and running ones finish (run the same command again to collect them)'));

@@ -9,7 +9,6 @@ import type { Command } from 'commander';
 import { invalidType } from '../../bindings/errors';
 import { requireDevice } from '../../bindings/validate';
 import { parseQueueUrl } from '../queue/connection';
-import { startQueueWorker } from '../queue/worker';
 import { abortOnInterrupt } from '../runner/interrupt';
 import { action } from './action';
 
@@ -58,6 +57,8 @@ export function registerWorker(program: Command): void {
         const interrupt = abortOnInterrupt(() => log('imiad worker: stopping after the running experiments (Ctrl-C again to quit at once)'));
         const stop = new Promise<void>((resolve) => interrupt.signal.addEventListener('abort', () => resolve(), { once: true }));
         try {
+          // BullMQ loads only for this command (a few hundred ms that every other command would pay).
+          const { startQueueWorker } = await import('../queue/worker');
           const worker = await startQueueWorker(address, { concurrency, device, name: flags.name, workDir: flags.workDir, stalledAfterSeconds, log, signal: interrupt.signal });
           if (!worker) {
             log('imiad worker: stopped before Redis answered');

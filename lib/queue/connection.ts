@@ -4,7 +4,7 @@
  * message names the queue by `display`, and IMIAD_QUEUE_PASSWORD can carry the password instead of the URL (a
  * command line is visible to every user of the machine in `ps`).
  */
-import IORedis, { type RedisOptions } from 'ioredis';
+import type { RedisOptions } from 'ioredis';
 
 import { imiadError } from '../../bindings/errors';
 
@@ -102,6 +102,9 @@ export function isAuthError(err: unknown): boolean {
  */
 export async function waitForRedis(address: QueueAddress, opts: { signal?: AbortSignal; onLost?: (reason: string) => void } = {}): Promise<boolean> {
   if (opts.signal?.aborted) return false;
+  // Loaded here, not at the top: ioredis (and BullMQ) take a few hundred ms to load, which every other imiad command
+  // would pay.
+  const { default: IORedis } = await import('ioredis');
   const client = new IORedis(address.redis);
   let reported = false;
   client.on('error', (err: Error) => {

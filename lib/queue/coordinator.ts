@@ -128,7 +128,10 @@ export async function runQueuedGrid(experiments: Experiment[], store: ResultsSto
     enqueueAgain = true;
   };
   queue.on('error', onError);
+  // A Redis that shuts down cleanly closes the connection without an error.
   queue.on('ioredis:close', () => {
+    if (lost === null) opts.onConnection?.('lost', 'connection closed');
+    lost ??= 'connection closed';
     enqueueAgain = true;
   });
 

@@ -200,13 +200,19 @@ export async function startQueueWorker(address: QueueAddress, opts: QueueWorkerO
     worker.on('closed', () => resolve());
     refuse = reject;
   });
+  closed.catch(() => undefined); // a caller that never awaits it must not get an unhandled rejection
+  const lost = (reason: string): void => {
+    if (connected) log(`imiad worker ${name}: lost Redis at ${address.display} (${reason}); waiting for it to come back`);
+    connected = false;
+  };
+  // A Redis that shuts down cleanly closes the connection without an error: 'ioredis:close' says so.
+  worker.on('ioredis:close', () => lost('connection closed'));
   worker.on('error', (err) => {
     if (isAuthError(err)) {
       refuse(authError(address, err));
       void worker.close(true).catch(() => undefined);
     } else if (isConnectionError(err)) {
-      if (connected) log(`imiad worker ${name}: lost Redis at ${address.display} (${err.message}); waiting for it to come back`);
-      connected = false;
+      lost(err.message);
     } else {
       log(`imiad worker ${name}: ${err.message}`);
     }
