@@ -35,14 +35,14 @@ export function registerWorker(program: Command): void {
   program
     .command('worker')
     .description('Run the experiments of a grid queued by `imiad grid --queue` (one worker per machine or per GPU)')
-    .requiredOption('--queue <url>', 'Redis URL, redis://[:PASSWORD@]HOST:PORT[/DB] (or rediss:// for TLS); IMIAD_QUEUE_PASSWORD may carry the password')
+    .requiredOption('--queue <url>', 'Redis URL, redis://[:PASSWORD@]HOST:PORT[/DB] (or rediss:// for TLS); IMIAD_QUEUE_PASSWORD, when set, is the password')
     .option('--queue-name <name>', 'BullMQ queue (default imiad-grid; the coordinator\'s --queue-name)')
     .option('--concurrency <n>', 'experiments at a time in this worker (default 1)')
     .option('--device <device>', 'auto|cpu|cuda: cpu hides the GPU from this worker, cuda requires one (default auto)')
     .option('--name <name>', 'name shown on the coordinator\'s progress line (default HOSTNAME-PID)')
     .option('--work-dir <dir>', 'where the worker writes heatmaps while a job runs and few-shot copies (default ~/.cache/imiad/worker)')
     .option('--stalled-after <seconds>', 'a job whose worker went silent this long goes to another worker (default 30)')
-    .option('--quiet', 'print nothing but errors')
+    .option('--quiet', 'print only failures, rejections and connection problems')
     .addHelpText('after', '\nExample:\n  imiad worker --queue redis://gpu-head:6379/0 --concurrency 1 --device cuda --name box1-gpu0\n')
     .action(
       action(async (flags: WorkerFlags) => {
