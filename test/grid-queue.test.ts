@@ -15,6 +15,7 @@ import { Queue } from 'bullmq';
 import { runCli } from './helpers/cli';
 import { freePort, RedisServer, redisMissingReason } from './helpers/redis';
 import { synthesize } from '../lib/datasets/synth';
+import { queueDetail } from '../lib/cli/grid-queue';
 import { parseQueueUrl, redactQueueUrl } from '../lib/queue/connection';
 import { validateJob, validateOutcome } from '../lib/queue/jobs';
 import { gridConfig } from '../lib/runner/config';
@@ -187,6 +188,11 @@ describe('queue address, job and result checks', () => {
     expect(() => validateOutcome({ ...ok, result: { ...ok.result, metrics: { imageAUROC: '1' } } }, key)).toThrow('Malformed result from the worker: Expected an object of numbers for result.metrics but received Object of type object');
   });
 
+  test("the progress line's detail: running per worker, failed, waiting", () => {
+    expect(queueDetail({ done: 4, running: 3, failed: 1, waiting: 5, total: 13, workers: { 'box2-gpu0': 1, 'box1-gpu1': 2 } })).toBe('(3 running on box1-gpu1: 2, box2-gpu0: 1, 1 failed, 5 waiting)');
+    expect(queueDetail({ done: 0, running: 0, failed: 0, waiting: 9, total: 9, workers: {} })).toBe('(0 running, 0 failed, 9 waiting)');
+  });
+
   test('flags that do not apply are refused before anything runs', async () => {
     const file = writeGrid('flags');
     expect(await runCli(['grid', file, '--retries', '1'])).toMatchObject({ code: 2, stderr: 'imiad: --retries applies to a queued grid only (add --queue redis://HOST:PORT/DB)\n' });
@@ -208,7 +214,7 @@ withRedis('grid on a queue (real redis-server)', () => {
     const file = writeGrid('killed');
     const w1 = worker(redis.url, 'w1');
     const w2 = worker(redis.url, 'w2');
-    const coordinator = cli(['grid', file, '--queue', `${redis.url}/0`, '--json']);
+    const coordinator = cli(['grid', file, '--queue', `${redis.url}/0`, '--json'], { IMIAD_PROGRESS: '1' });
     const queue = inspect(redis);
     // Freeze w1 while it holds a job (it cannot finish it then), check that it still does, and kill it.
     const victim = { key: '', experiment: '' };
@@ -228,6 +234,8 @@ withRedis('grid on a queue (real redis-server)', () => {
     expect(await coordinator.exit).toBe(0);
     const summary = JSON.parse(coordinator.out());
     expect(summary).toEqual({ store: path.join(tmp, 'killed', 'results.db'), queue: `redis://127.0.0.1:${redis.port}/0`, queueName: 'imiad-grid', skipped: 0, done: 12, failed: [], notRun: 0, aborted: false });
+    // One progress line: done/total, running with the workers' names, failed, waiting.
+    expect(coordinator.err()).toMatch(/\rgrid \[[#.]{24}\] \d+\/12 \(\d running on w\d: 1(, w\d: 1)?, 0 failed, \d+ waiting\)/);
     const rows = rowsOf(path.join(tmp, 'killed', 'results.db'));
     expect(rows).toHaveLength(12);
     expect(new Set(rows.map((r) => r.key)).size).toBe(12);
