@@ -2,7 +2,7 @@
  * The runner's own overhead, without detectors: expanding a grid of hand-built categories, running it with an
  * executor that returns at once (so the time is splits + manifest JSON + one SQLite transaction per row), skipping
  * everything on a rerun, and writing the report from the full store. `npm run bench -- grid [--categories N]
- * [--seeds S]`.
+ * [--seeds S]`. With --queue: the grid on a BullMQ queue against the local grid (bench/grid-queue.ts).
  */
 import * as fs from 'fs';
 import * as os from 'os';
@@ -14,6 +14,7 @@ import { parseGridConfig } from '../lib/runner/config';
 import { expandGrid, runGrid } from '../lib/runner/grid';
 import { ResultsStore } from '../lib/runner/store';
 import { flag, intFlag, machineInfo, printTable, writeJson } from './common';
+import { main as queueBenchmark } from './grid-queue';
 
 function category(name: string): Category {
   const root = `/bench/${name}`;
@@ -30,6 +31,7 @@ function category(name: string): Category {
 }
 
 export async function main(args: string[]): Promise<void> {
+  if (args.includes('--queue')) return queueBenchmark(args.filter((a) => a !== '--queue'));
   const count = intFlag(args, 'categories', 15);
   const seeds = intFlag(args, 'seeds', 2);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'imiad-bench-grid-'));

@@ -11,6 +11,7 @@ import { registerReport } from './cli/report';
 import { registerRun } from './cli/run';
 import { registerDemo } from './cli/demo';
 import { registerPredict } from './cli/predict';
+import { registerWorker } from './cli/worker';
 import { createExecutor } from './runner/executor';
 import { version } from './version';
 
@@ -32,6 +33,7 @@ export function buildProgram(): Command {
   registerRun(program);
   registerDemo(program);
   registerPredict(program);
+  registerWorker(program);
   return program;
 }
 

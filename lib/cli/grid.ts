@@ -19,10 +19,11 @@ import type { ExperimentExecutor } from '../runner/types';
 import { action } from './action';
 import { addJsonOption, jsonToStdout, writeJsonOutput, type JsonFlag } from './json-output';
 import { applyComputeOptions, DEVICE_HELP, QUIET_HELP } from './compute-options';
+import { coordinateGrid, queueRunOf, type QueueFlags } from './grid-queue';
 import { progress } from './progress';
 import { formatResultsTable } from './results-table';
 
-interface GridFlags {
+interface GridFlags extends QueueFlags {
   store?: string;
   concurrency?: string;
   dryRun?: boolean;
@@ -38,12 +39,16 @@ export function registerGrid(program: Command, executor?: ExperimentExecutor): v
     .option('--concurrency <n>', 'experiments at a time (default: the file\'s "concurrency", else 1)')
     .option('--dry-run', 'list the experiments and whether each is stored, run nothing')
     .option('--device <device>', DEVICE_HELP)
-    .option('--quiet', QUIET_HELP);
+    .option('--quiet', QUIET_HELP)
+    .option('--queue <url>', 'coordinate the grid on a BullMQ queue in Redis, redis://[:PASSWORD@]HOST:PORT[/DB]; `imiad worker`s run it')
+    .option('--queue-name <name>', 'with --queue: the queue (default imiad-grid)')
+    .option('--retries <n>', 'with --queue: retries of a failing experiment (default 2)');
   addJsonOption(cmd, 'the results (with --dry-run: the list)');
-  cmd.addHelpText('after', '\nExample:\n  imiad grid grid.yaml --store results.db --json results.json\n');
+  cmd.addHelpText('after', '\nExample:\n  imiad grid grid.yaml --store results.db --json results.json\n  imiad grid grid.yaml --store results.db --queue redis://127.0.0.1:6379   # then imiad worker --queue ... on each machine\n');
   cmd.action(
       action(async (file: string, flags: GridFlags) => {
         applyComputeOptions(flags);
+        const queued = queueRunOf(flags);
         const config = readGridConfig(file);
         if (flags.store) config.store = path.resolve(flags.store);
         if (flags.concurrency !== undefined) {
@@ -63,6 +68,24 @@ export function registerGrid(program: Command, executor?: ExperimentExecutor): v
             if (written) process.stdout.write(`JSON written to ${written}\n`);
             return;
           }
+          // The grid's experiments the store holds, run now or before: one table, one JSON schema.
+          const printResults = (summary: object, line: string): void => {
+            const wanted = new Set(experiments.map((e) => e.key));
+            const results = store.rows().filter((r) => wanted.has(r.key)).map((r) => resultFromRow(r));
+            if (!jsonToStdout(flags.json)) {
+              if (results.length) process.stdout.write(`${formatResultsTable(results)}\n`);
+              process.stdout.write(`${line}; store ${store.file}\n`);
+            }
+            const written = writeJsonOutput(flags.json, jsonText(resultsDocument('grid', results, { store: store.file, summary })));
+            if (written) process.stdout.write(`JSON written to ${written}\n`);
+          };
+          if (queued) {
+            const r = await coordinateGrid(experiments, store, queued);
+            printResults(r.summary, r.text);
+            if (r.failed || invalid.length) process.exitCode = 1;
+            if (r.aborted) process.exitCode = 130;
+            return;
+          }
           if (!executor) {
             throw imiadError('Error', 'ERR_IMIAD_UNAVAILABLE', 'imiad grid: no experiment executor is registered in this build (registerGrid(program, executor) in lib/cli.ts); --dry-run works without one');
           }
@@ -79,15 +102,7 @@ export function registerGrid(program: Command, executor?: ExperimentExecutor): v
           });
           interrupt.dispose();
           bar?.done(`${summary.done} run, ${summary.skipped} already stored, ${summary.failed.length} failed${summary.aborted ? `, ${summary.notRun} not run (interrupted)` : ''}`);
-          // The grid's experiments the store holds, run now or before: one table, one JSON schema.
-          const wanted = new Set(experiments.map((e) => e.key));
-          const results = store.rows().filter((r) => wanted.has(r.key)).map((r) => resultFromRow(r));
-          if (!jsonToStdout(flags.json)) {
-            if (results.length) process.stdout.write(`${formatResultsTable(results)}\n`);
-            process.stdout.write(`${summary.done} experiments run, ${summary.skipped} already stored, ${summary.failed.length} failed${summary.aborted ? `, ${summary.notRun} not run (interrupted)` : ''}; store ${store.file}\n`);
-          }
-          const written = writeJsonOutput(flags.json, jsonText(resultsDocument('grid', results, { store: store.file, summary })));
-          if (written) process.stdout.write(`JSON written to ${written}\n`);
+          printResults(summary, `${summary.done} experiments run, ${summary.skipped} already stored, ${summary.failed.length} failed${summary.aborted ? `, ${summary.notRun} not run (interrupted)` : ''}`);
           if (summary.failed.length || invalid.length) process.exitCode = 1;
           if (summary.aborted) process.exitCode = 130;
         } finally {
