@@ -32,9 +32,6 @@ namespace {
 // libtorch's default CPU alignment (c10::gAlignment), kept for the small blocks; mapped blocks are page-aligned.
 constexpr size_t kAlignment = 64;
 constexpr size_t kPage = 4096;
-// Mapped blocks of at least this size ask for transparent huge pages (the kernel's "madvise" mode honours it):
-// fewer TLB misses on the large activations; the pages are faulted once and then reused from the cache.
-constexpr size_t kHugePageBytes = size_t{2} << 20;
 
 class BlockCache {
  public:
@@ -66,7 +63,6 @@ class BlockCache {
       p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
       if (p == MAP_FAILED) TORCH_CHECK(false, "imiad training allocator: out of memory mapping ", size, " bytes");
     }
-    if (size >= kHugePageBytes) madvise(p, size, MADV_HUGEPAGE);
     std::lock_guard<std::mutex> lock(mutex_);
     live_.emplace(p, size);
     liveBytes_ += size;

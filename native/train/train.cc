@@ -236,9 +236,10 @@ struct ThreadScope {
   }
 };
 
-// Gradients set to none instead of zeroed (as PyTorch 2's zero_grad() does by default): the next backward pass
-// stores each gradient instead of adding it to zeros, which skips two passes over every gradient and keeps no
-// gradient memory during the forward pass. The values are the same (0 + g == g).
+// Gradients set to none right after the optimiser step instead of zeroed before the next backward pass (PyTorch's
+// zero_grad() in the peer): the next backward pass stores each gradient instead of adding it to zeros, which skips
+// two passes over every gradient, and no gradient memory is held between steps or during the forward pass (the
+// forward pass reuses those blocks). The values are the same (0 + g == g).
 void ClearGradients(torch::optim::Optimizer& optimizer) {
   for (auto& group : optimizer.param_groups()) {
     for (auto& p : group.params()) p.mutable_grad().reset();
@@ -341,9 +342,9 @@ class Stpm : public ModelBase {
                  torch::nn::functional::normalize(ft, nn::functional::NormalizeFuncOptions().dim(1));
         loss = loss + (0.5 / hw) * d.pow(2).sum();
       }
-      ClearGradients(*optimizer_);
       loss.backward();
       optimizer_->step();
+      ClearGradients(*optimizer_);
       result = loss.item<double>();
     });
     return result;
@@ -413,9 +414,9 @@ class Rd4ad : public ModelBase {
         const int64_t n = t[i].size(0);
         loss = loss + (1 - torch::cosine_similarity(t[i].reshape({n, -1}), s[i].reshape({n, -1}), 1)).mean();
       }
-      ClearGradients(*optimizer_);
       loss.backward();
       optimizer_->step();
+      ClearGradients(*optimizer_);
       result = loss.item<double>();
     });
     return result;
