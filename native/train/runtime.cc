@@ -245,7 +245,8 @@ class TrainingThread {
       while (!ready()) {
         if (Cache().CachedBytes() > 0) {
           const int ms = idleReleaseMs_;
-          if (!wake_.wait_for(lock, std::chrono::milliseconds(ms), ready) && ms == idleReleaseMs_) {
+          const auto wakeUp = [&] { return ready() || idleReleaseMs_ != ms; };  // a task, or a new idle time
+          if (!wake_.wait_for(lock, std::chrono::milliseconds(ms), wakeUp)) {
             lock.unlock();
             Cache().ReleaseAll();
             lock.lock();
