@@ -5,6 +5,7 @@
  */
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 
 import { hostDescription, type HostDescription } from '../lib/runner/machine';
@@ -118,4 +119,100 @@ export function randomFloats(n: number, seed: number, halfWidth = 0.5): Float32A
   const next = xorshift32(seed);
   for (let i = 0; i < n; i++) out[i] = (next() - 0.5) * 2 * halfWidth;
   return out;
+}
+
+/** The median and the range of a set of measurements. */
+export interface Spread {
+  median: number;
+  min: number;
+  max: number;
+}
+
+export function spread(values: number[]): Spread {
+  return { median: median(values), min: Math.min(...values), max: Math.max(...values) };
+}
+
+/** `median [min-max]` with `digits` significant digits, for a table cell. */
+export function formatSpread(s: Spread, digits = 3): string {
+  const f = (v: number): string => v.toPrecision(digits);
+  return `${f(s.median)} [${f(s.min)}-${f(s.max)}]`;
+}
+
+/** One side of an interleaved comparison: a name and one measured run. */
+export interface Contender<T> {
+  name: string;
+  run: (repeat: number) => Promise<T> | T;
+  /** CPU seconds the run used (its own processes), to estimate what other processes used meanwhile. */
+  cpuSeconds?: (result: T) => number;
+}
+
+/** How busy the machine was around an interleaved comparison. */
+export interface LoadReport {
+  /** os.loadavg() (1, 5, 15 minutes) before the first run and after the last. */
+  start: number[];
+  end: number[];
+  /** Cores that processes other than the runs used on average while they ran (Linux /proc/stat; null elsewhere). */
+  otherCores: number | null;
+  /** A line to print when the machine was not quiet (load average >= 0.5 or others used >= 0.25 cores), else null. */
+  warning: string | null;
+}
+
+export interface Interleaved<T> {
+  /** Each contender's results, in repeat order. */
+  runs: Record<string, T[]>;
+  /** The order the contenders ran in, per repeat. */
+  order: string[][];
+  load: LoadReport;
+}
+
+/** Busy CPU seconds of the whole machine so far (user, nice, system, irq, softirq, steal), or null off Linux. */
+function machineBusySeconds(): number | null {
+  try {
+    const cpu = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+    const [user, nice, system, , , irq, softirq, steal] = cpu;
+    const ticks = user + nice + system + irq + softirq + (steal ?? 0);
+    return ticks / 100; // USER_HZ, 100 on every Linux architecture that Node supports
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Runs every contender `repeats` times, interleaved: repeat r runs them in the order rotated by r, so each goes first
+ * equally often and a drift in the machine's load hits every contender alike. Records the load average before and
+ * after and, where the contenders report their CPU seconds, how many cores other processes used during the runs;
+ * `load.warning` says when the machine was not quiet enough for the wall-clock ratios to mean much.
+ */
+export async function interleavedRepeats<T>(contenders: Contender<T>[], repeats: number): Promise<Interleaved<T>> {
+  const runs: Record<string, T[]> = Object.fromEntries(contenders.map((c) => [c.name, [] as T[]]));
+  const order: string[][] = [];
+  const start = os.loadavg();
+  const busy0 = machineBusySeconds();
+  const own0 = process.cpuUsage();
+  const t0 = process.hrtime.bigint();
+  let runCpu: number | null = 0;
+  for (let r = 0; r < repeats; r++) {
+    const turn = contenders.map((_, i) => contenders[(i + r) % contenders.length]);
+    order.push(turn.map((c) => c.name));
+    for (const c of turn) {
+      const result = await c.run(r);
+      runs[c.name].push(result);
+      runCpu = c.cpuSeconds && runCpu !== null ? runCpu + c.cpuSeconds(result) : null;
+    }
+  }
+  const wall = Number(process.hrtime.bigint() - t0) / 1e9;
+  const own = process.cpuUsage(own0);
+  const busy1 = machineBusySeconds();
+  const end = os.loadavg();
+  const otherCores =
+    busy0 === null || busy1 === null || runCpu === null || wall <= 0
+      ? null
+      : Math.max(0, (busy1 - busy0 - runCpu - (own.user + own.system) / 1e6) / wall);
+  const quiet = start[0] < 0.5 && (otherCores === null || otherCores < 0.25);
+  const fmt = (l: number[]): string => l.map((v) => v.toFixed(2)).join(' ');
+  const warning = quiet
+    ? null
+    : `WARNING: the machine was busy (load average ${fmt(start)} at the start, ${fmt(end)} at the end` +
+      `${otherCores === null ? '' : `; other processes used ${otherCores.toFixed(2)} cores on average during the runs`}): wall-clock ratios are noisy`;
+  return { runs, order, load: { start, end, otherCores, warning } };
 }

@@ -8,8 +8,11 @@ embedding + de_wide_resnet50_2 decoder, loss sum over layers of mean(1 - cos) of
 Reads a job JSON (argv[1]): shapes, file names, epochs, batch order per epoch, lr, threads, labels. Trains with the
 same batches, times each epoch (the training steps only: the teacher's features come from the files), then scores
 the test images: per-layer (1 - cos) maps upsampled to the image (STPM product, align_corners=False; RD4AD sum,
-align_corners=True), scipy gaussian_filter sigma 4, image score = max. Prints JSON on its last line."""
+align_corners=True), scipy gaussian_filter sigma 4, image score = max. Prints JSON on its last line, with the CPU
+seconds and page faults of the training loop and the process's peak resident memory (getrusage: the same counters
+that imiad's side reads with process.resourceUsage() in its own child process, bench/train.ts)."""
 import json
+import resource
 import sys
 import time
 
@@ -150,6 +153,7 @@ def main():
         opt = torch.optim.Adam(net.parameters(), lr=job["lr"], betas=(0.5, 0.999))
     images, teacher = load(job, "train")
     epoch_ms, losses = [], []
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
     for order in job["orders"]:
         net.train()
         t0 = time.perf_counter()
@@ -173,6 +177,7 @@ def main():
             steps += 1
         epoch_ms.append((time.perf_counter() - t0) * 1000)
         losses.append(total / steps)
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
     net.eval()
     images, teacher = load(job, "test")
     crop = job["crop"]
@@ -188,7 +193,12 @@ def main():
                 amap = amap * a if kind == "stpm" else amap + a
             scores.append(float(ndimage.gaussian_filter(amap[0, 0].numpy(), sigma=4).max()))
     auroc = float(roc_auc_score(job["labels"], scores))
-    print(json.dumps({"torch": torch.__version__, "epoch_ms": epoch_ms, "losses": losses, "auroc": auroc, "threads": torch.get_num_threads()}))
+    r2 = resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({
+        "torch": torch.__version__, "epoch_ms": epoch_ms, "losses": losses, "auroc": auroc, "threads": torch.get_num_threads(),
+        "train_cpu_s": (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime), "train_sys_s": r1.ru_stime - r0.ru_stime,
+        "train_minflt": r1.ru_minflt - r0.ru_minflt, "cpu_s": r2.ru_utime + r2.ru_stime, "max_rss_kb": r2.ru_maxrss,
+    }))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "../glue.h"
+#include "train/runtime.h"
 #include "train/train.h"
 
 namespace imiad {
@@ -255,8 +256,38 @@ class TrainModel : public Napi::ObjectWrap<TrainModel> {
 
 }  // namespace
 
+// runtimeStats() -> the training thread's and the tensor cache's counters (native/train/runtime.h).
+Napi::Value RuntimeStats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const train::runtime::Stats s = train::runtime::GetStats();
+  Napi::Object o = Napi::Object::New(env);
+  auto set = [&](const char* name, double v) { o.Set(name, Napi::Number::New(env, v)); };
+  set("tasks", static_cast<double>(s.tasks));
+  set("threadId", static_cast<double>(s.threadId));
+  set("lastThreads", s.lastThreads);
+  set("mappedBlocks", static_cast<double>(s.mapped));
+  set("reusedBlocks", static_cast<double>(s.reused));
+  set("unmappedBlocks", static_cast<double>(s.unmapped));
+  set("liveBytes", static_cast<double>(s.liveBytes));
+  set("cachedBytes", static_cast<double>(s.cachedBytes));
+  set("peakBytes", static_cast<double>(s.peakBytes));
+  set("idleReleaseMs", s.idleReleaseMs);
+  o.Set("allocatorInstalled", Napi::Boolean::New(env, s.installed));
+  return o;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  // libtorch's CPU allocator becomes the caching one before any tensor exists (runtime.h).
+  train::runtime::Install();
   exports.Set("TrainModel", TrainModel::Define(env));
+  exports.Set("runtimeStats", Napi::Function::New(env, RuntimeStats));
+  exports.Set("releaseCachedMemory", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+                return Napi::Number::New(info.Env(), static_cast<double>(train::runtime::ReleaseCache()));
+              }));
+  exports.Set("setIdleReleaseMs", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+                train::runtime::SetIdleReleaseMs(static_cast<int>(UInt32Arg(info, 0, "ms", 0, 3600000)));
+                return info.Env().Undefined();
+              }));
   exports.Set("torchVersion", Napi::String::New(env, train::TorchVersion()));
   exports.Set("selfCheck", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
                 return Napi::Number::New(info.Env(), train::SelfCheck());

@@ -32,6 +32,28 @@ interface NativeModel {
   parameterCount(): number;
 }
 
+/** Counters of the training thread and of the tensor cache (native/train/runtime.h, docs/training-speed.md). */
+export interface TrainRuntimeStats {
+  /** Calls run on the training thread so far. */
+  tasks: number;
+  /** The training thread's kernel thread id (0 before the first call). */
+  threadId: number;
+  /** libtorch's intra-op thread count inside the last call. */
+  lastThreads: number;
+  /** Tensor blocks mapped (cache misses), served from the cache, and unmapped. */
+  mappedBlocks: number;
+  reusedBlocks: number;
+  unmappedBlocks: number;
+  /** Bytes of cached-size blocks in use by tensors, kept for reuse, and the largest sum of the two so far. */
+  liveBytes: number;
+  cachedBytes: number;
+  peakBytes: number;
+  /** How long the training thread waits idle before it unmaps the cache. */
+  idleReleaseMs: number;
+  /** Whether the caching allocator is libtorch's CPU allocator. */
+  allocatorInstalled: boolean;
+}
+
 interface TrainAddon {
   TrainModel: new (
     kind: string,
@@ -46,6 +68,9 @@ interface TrainAddon {
   ) => NativeModel;
   torchVersion: string;
   selfCheck(): number;
+  runtimeStats(): TrainRuntimeStats;
+  releaseCachedMemory(): number;
+  setIdleReleaseMs(ms: number): void;
 }
 
 /** Where the training addon is looked for. */

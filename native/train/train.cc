@@ -18,6 +18,8 @@
 #include <torch/torch.h>
 
 #include <map>
+#include "runtime.h"
+
 #include <mutex>
 #include <sstream>
 
@@ -68,9 +70,9 @@ struct BasicBlockImpl : nn::Module {
     }
   }
   torch::Tensor forward(const torch::Tensor& x) {
-    auto out = torch::relu(bn1(conv1(x)));
+    auto out = bn1(conv1(x)).relu_();
     out = bn2(conv2(out));
-    return torch::relu(out + (downsample ? downsample->forward(x) : x));
+    return out.add_(downsample ? downsample->forward(x) : x).relu_();
   }
 };
 TORCH_MODULE(BasicBlock);
@@ -93,10 +95,10 @@ struct BottleneckImpl : nn::Module {
     }
   }
   torch::Tensor forward(const torch::Tensor& x) {
-    auto out = torch::relu(bn1(conv1(x)));
-    out = torch::relu(bn2(conv2(out)));
+    auto out = bn1(conv1(x)).relu_();
+    out = bn2(conv2(out)).relu_();
     out = bn3(conv3(out));
-    return torch::relu(out + (downsample ? downsample->forward(x) : x));
+    return out.add_(downsample ? downsample->forward(x) : x).relu_();
   }
 };
 TORCH_MODULE(Bottleneck);
@@ -121,10 +123,10 @@ struct DeBottleneckImpl : nn::Module {
     }
   }
   torch::Tensor forward(const torch::Tensor& x) {
-    auto out = torch::relu(bn1(conv1(x)));
-    out = torch::relu(bn2(deconv2 ? deconv2(out) : conv2(out)));
+    auto out = bn1(conv1(x)).relu_();
+    out = bn2(deconv2 ? deconv2(out) : conv2(out)).relu_();
     out = bn3(conv3(out));
-    return torch::relu(out + (upsample ? upsample->forward(x) : x));
+    return out.add_(upsample ? upsample->forward(x) : x).relu_();
   }
 };
 TORCH_MODULE(DeBottleneck);
@@ -146,7 +148,7 @@ struct StudentImpl : nn::Module {
     }
   }
   std::vector<torch::Tensor> forward(const torch::Tensor& x) {
-    auto h = torch::max_pool2d(torch::relu(bn1(conv1(x))), 3, 2, 1);
+    auto h = torch::max_pool2d(bn1(conv1(x)).relu_(), 3, 2, 1);
     std::vector<torch::Tensor> out;
     for (auto& layer : layers) {
       h = layer->forward(h);
@@ -188,8 +190,8 @@ struct ReverseImpl : nn::Module {
   }
   // Teacher layers 1..3 in; the decoder's reconstruction of layers 1..3 out.
   std::vector<torch::Tensor> forward(const std::vector<torch::Tensor>& t) {
-    auto l1 = torch::relu(bn2(conv2(torch::relu(bn1(conv1(t[0]))))));
-    auto l2 = torch::relu(bn3(conv3(t[1])));
+    auto l1 = bn2(conv2(bn1(conv1(t[0])).relu_())).relu_();
+    auto l2 = bn3(conv3(t[1])).relu_();
     auto e = bnLayer->forward(torch::cat({l1, l2, t[2]}, 1)).contiguous();
     auto a = de1->forward(e);
     auto b = de2->forward(a);
@@ -226,13 +228,24 @@ void CheckTeacher(const std::vector<View>& teacher, const std::vector<int64_t>& 
   }
 }
 
-// Pins the calling worker thread's intra-op thread count (OpenMP settings are per thread).
+// Sets the calling thread's intra-op thread count (OpenMP settings are per thread) for work on the JS thread: model
+// creation. Steps and maps run on the training thread (runtime.h), which sets the model's count there.
 struct ThreadScope {
   explicit ThreadScope(int threads) {
     at::init_num_threads();
     torch::set_num_threads(threads);
   }
 };
+
+// Gradients set to none right after the optimiser step instead of zeroed before the next backward pass (PyTorch's
+// zero_grad() in the peer): the next backward pass stores each gradient instead of adding it to zeros, which skips
+// two passes over every gradient, and no gradient memory is held between steps or during the forward pass (the
+// forward pass reuses those blocks). The values are the same (0 + g == g).
+void ClearGradients(torch::optim::Optimizer& optimizer) {
+  for (auto& group : optimizer.param_groups()) {
+    for (auto& p : group.params()) p.mutable_grad().reset();
+  }
+}
 
 class ModelBase : public Model {
  public:
@@ -349,6 +362,13 @@ class ModelBase : public Model {
   virtual void SaveParamState(const std::string& name, torch::optim::OptimizerParamState& state, std::vector<NamedArray>* out) = 0;
   virtual std::unique_ptr<torch::optim::OptimizerParamState> LoadParamState(
       const std::string& name, const torch::Tensor& param, const std::map<std::string, const NamedArray*>& byName, size_t* used) = 0;
+
+  // Runs fn on the training thread with the model's thread count, one call of this model at a time.
+  void OnTrainingThread(const std::function<void()>& fn) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    runtime::Run(config_.threads, fn);
+  }
+
   ModelConfig config_;
   std::mutex mutex_;
 };
@@ -368,49 +388,51 @@ class Stpm : public ModelBase {
   }
 
   double Step(const View& images, const std::vector<View>& teacher, const RunControl& control) override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    ThreadScope threads(config_.threads);
-    CheckTeacher(teacher, config_.teacherChannels);
-    CheckImages(images, teacher);
-    control.throwIfCancelled();
-    student_->train();
-    auto fs = student_->forward(Wrap(images));
-    torch::Tensor loss = torch::zeros({}, torch::kFloat32);
-    for (size_t i = 0; i < fs.size(); i++) {
-      auto ft = Wrap(teacher[i]);
-      if (fs[i].sizes() != ft.sizes()) throw InvalidArgument("ERR_IMIAD_DIMS", "The student's layer " + std::to_string(i + 1) + " does not match the teacher's size");
-      const double hw = static_cast<double>(ft.size(2) * ft.size(3));
-      auto d = torch::nn::functional::normalize(fs[i], nn::functional::NormalizeFuncOptions().dim(1)) -
-               torch::nn::functional::normalize(ft, nn::functional::NormalizeFuncOptions().dim(1));
-      loss = loss + (0.5 / hw) * d.pow(2).sum();
-    }
-    optimizer_->zero_grad();
-    loss.backward();
-    optimizer_->step();
-    return loss.item<double>();
+    double result = 0;
+    OnTrainingThread([&] {
+      CheckTeacher(teacher, config_.teacherChannels);
+      CheckImages(images, teacher);
+      control.throwIfCancelled();
+      student_->train();
+      auto fs = student_->forward(Wrap(images));
+      torch::Tensor loss = torch::zeros({}, torch::kFloat32);
+      for (size_t i = 0; i < fs.size(); i++) {
+        auto ft = Wrap(teacher[i]);
+        if (fs[i].sizes() != ft.sizes()) throw InvalidArgument("ERR_IMIAD_DIMS", "The student's layer " + std::to_string(i + 1) + " does not match the teacher's size");
+        const double hw = static_cast<double>(ft.size(2) * ft.size(3));
+        auto d = torch::nn::functional::normalize(fs[i], nn::functional::NormalizeFuncOptions().dim(1)) -
+                 torch::nn::functional::normalize(ft, nn::functional::NormalizeFuncOptions().dim(1));
+        loss = loss + (0.5 / hw) * d.pow(2).sum();
+      }
+      loss.backward();
+      optimizer_->step();
+      ClearGradients(*optimizer_);
+      result = loss.item<double>();
+    });
+    return result;
   }
 
   void Maps(const View& images, const std::vector<View>& teacher, int64_t outSize, float* out,
             const RunControl& control) override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    ThreadScope threads(config_.threads);
-    CheckTeacher(teacher, config_.teacherChannels);
-    CheckImages(images, teacher);
-    control.throwIfCancelled();
-    torch::NoGradGuard guard;
-    student_->eval();
-    auto fs = student_->forward(Wrap(images));
-    torch::Tensor map = torch::ones({images.n, 1, outSize, outSize});
-    for (size_t i = 0; i < fs.size(); i++) {
-      auto a = 1 - torch::cosine_similarity(fs[i], Wrap(teacher[i]), 1).unsqueeze(1);
-      a = nn::functional::interpolate(a, nn::functional::InterpolateFuncOptions()
-                                             .size(std::vector<int64_t>{outSize, outSize})
-                                             .mode(torch::kBilinear)
-                                             .align_corners(false));
-      map = map * a;
-    }
-    auto c = map.contiguous();
-    std::copy(c.data_ptr<float>(), c.data_ptr<float>() + c.numel(), out);
+    OnTrainingThread([&] {
+      CheckTeacher(teacher, config_.teacherChannels);
+      CheckImages(images, teacher);
+      control.throwIfCancelled();
+      c10::InferenceMode guard;  // no autograd records at all (cheaper than NoGradGuard)
+      student_->eval();
+      auto fs = student_->forward(Wrap(images));
+      torch::Tensor map = torch::ones({images.n, 1, outSize, outSize});
+      for (size_t i = 0; i < fs.size(); i++) {
+        auto a = 1 - torch::cosine_similarity(fs[i], Wrap(teacher[i]), 1).unsqueeze(1);
+        a = nn::functional::interpolate(a, nn::functional::InterpolateFuncOptions()
+                                               .size(std::vector<int64_t>{outSize, outSize})
+                                               .mode(torch::kBilinear)
+                                               .align_corners(false));
+        map = map * a;
+      }
+      auto c = map.contiguous();
+      std::copy(c.data_ptr<float>(), c.data_ptr<float>() + c.numel(), out);
+    });
   }
 
  protected:
@@ -455,46 +477,48 @@ class Rd4ad : public ModelBase {
   }
 
   double Step(const View&, const std::vector<View>& teacher, const RunControl& control) override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    ThreadScope threads(config_.threads);
-    CheckTeacher(teacher, config_.teacherChannels);
-    control.throwIfCancelled();
-    net_->train();
-    auto t = Wrapped(teacher);
-    auto s = net_->forward(t);
-    torch::Tensor loss = torch::zeros({}, torch::kFloat32);
-    for (size_t i = 0; i < s.size(); i++) {
-      if (s[i].sizes() != t[i].sizes()) throw InvalidArgument("ERR_IMIAD_DIMS", "The decoder's layer " + std::to_string(i + 1) + " does not match the teacher's size");
-      const int64_t n = t[i].size(0);
-      loss = loss + (1 - torch::cosine_similarity(t[i].reshape({n, -1}), s[i].reshape({n, -1}), 1)).mean();
-    }
-    optimizer_->zero_grad();
-    loss.backward();
-    optimizer_->step();
-    return loss.item<double>();
+    double result = 0;
+    OnTrainingThread([&] {
+      CheckTeacher(teacher, config_.teacherChannels);
+      control.throwIfCancelled();
+      net_->train();
+      auto t = Wrapped(teacher);
+      auto s = net_->forward(t);
+      torch::Tensor loss = torch::zeros({}, torch::kFloat32);
+      for (size_t i = 0; i < s.size(); i++) {
+        if (s[i].sizes() != t[i].sizes()) throw InvalidArgument("ERR_IMIAD_DIMS", "The decoder's layer " + std::to_string(i + 1) + " does not match the teacher's size");
+        const int64_t n = t[i].size(0);
+        loss = loss + (1 - torch::cosine_similarity(t[i].reshape({n, -1}), s[i].reshape({n, -1}), 1)).mean();
+      }
+      loss.backward();
+      optimizer_->step();
+      ClearGradients(*optimizer_);
+      result = loss.item<double>();
+    });
+    return result;
   }
 
   void Maps(const View&, const std::vector<View>& teacher, int64_t outSize, float* out,
             const RunControl& control) override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    ThreadScope threads(config_.threads);
-    CheckTeacher(teacher, config_.teacherChannels);
-    control.throwIfCancelled();
-    torch::NoGradGuard guard;
-    net_->eval();
-    auto t = Wrapped(teacher);
-    auto s = net_->forward(t);
-    torch::Tensor map = torch::zeros({teacher[0].n, 1, outSize, outSize});
-    for (size_t i = 0; i < s.size(); i++) {
-      auto a = 1 - torch::cosine_similarity(t[i], s[i], 1).unsqueeze(1);
-      a = nn::functional::interpolate(a, nn::functional::InterpolateFuncOptions()
-                                             .size(std::vector<int64_t>{outSize, outSize})
-                                             .mode(torch::kBilinear)
-                                             .align_corners(true));
-      map = map + a;
-    }
-    auto c = map.contiguous();
-    std::copy(c.data_ptr<float>(), c.data_ptr<float>() + c.numel(), out);
+    OnTrainingThread([&] {
+      CheckTeacher(teacher, config_.teacherChannels);
+      control.throwIfCancelled();
+      c10::InferenceMode guard;  // no autograd records at all (cheaper than NoGradGuard)
+      net_->eval();
+      auto t = Wrapped(teacher);
+      auto s = net_->forward(t);
+      torch::Tensor map = torch::zeros({teacher[0].n, 1, outSize, outSize});
+      for (size_t i = 0; i < s.size(); i++) {
+        auto a = 1 - torch::cosine_similarity(t[i], s[i], 1).unsqueeze(1);
+        a = nn::functional::interpolate(a, nn::functional::InterpolateFuncOptions()
+                                               .size(std::vector<int64_t>{outSize, outSize})
+                                               .mode(torch::kBilinear)
+                                               .align_corners(true));
+        map = map + a;
+      }
+      auto c = map.contiguous();
+      std::copy(c.data_ptr<float>(), c.data_ptr<float>() + c.numel(), out);
+    });
   }
 
  protected:
