@@ -66,7 +66,8 @@ export async function runEvaluate(opts: EvaluateCommandOptions, onCategory?: (na
     if (dataset === 'loco') {
       results[name] = await evaluateLocoCategory(category, provider, { onProgress });
     } else {
-      const r = await evaluateCategory(category, provider, { limits: [limit], onProgress });
+      // The provider only reads files: four samples are read ahead while earlier ones accumulate.
+      const r = await evaluateCategory(category, provider, { limits: [limit], onProgress, prefetch: 4 });
       results[name] = {
         image_auroc: r.image_auroc,
         image_ap: r.image_ap,
