@@ -123,7 +123,7 @@ export function ratioSpread(slow: Measured<unknown>, fast: Measured<unknown>): S
 /** "95.2 (90.1-110.3)": a median with its spread, for tables. */
 export function formatSpread(s: Spread, digits = 3): string {
   const f = (v: number): string => (Math.abs(v) >= 10 ** digits ? v.toFixed(0) : v.toPrecision(digits));
-  return s.runs.length > 1 ? `${f(s.median)} (${f(s.min)}-${f(s.max)})` : f(s.median);
+  return s.runs.length > 1 && s.min !== s.max ? `${f(s.median)} (${f(s.min)}-${f(s.max)})` : f(s.median);
 }
 
 // ---- Load of the machine during a benchmark ----
