@@ -187,7 +187,8 @@ export async function evaluateCategory(category: Category | Sample[], prediction
     // Awaited by the next flush or at the end; this only keeps an early failure from going unhandled meanwhile.
     accumulating.catch(() => undefined);
   };
-  // Reads in flight, samples i, i + 1, ... in order: never rejected (settled), so that an error surfaces when its sample is reached.
+  // Reads in flight, of samples i, i + 1, ... in order. They never reject (settled): an error surfaces when its
+  // sample is reached, as without prefetch.
   const ahead: Array<Promise<[Settled<Prediction>, Settled<Awaited<ReturnType<typeof truthOf>>>]>> = [];
   const read = (i: number) => {
     const sample = samples[i];
