@@ -982,7 +982,7 @@ std::vector<uint32_t> fastKCenter(const float* X, size_t rows, size_t dims, size
         centerPass(step, centers.data(), selected.data(), begin, end, groupBest.data(), havePivots ? &pivots : nullptr,
                    home, centerLower2.data());
       };
-      centerGate.run(team, static_cast<double>(t), t, kCenterChunk, [&](size_t, size_t begin, size_t end) {
+      centerGate.run(static_cast<double>(t), t, kCenterChunk, [&](size_t, size_t begin, size_t end) {
         pass(begin, end);
       }, true);
       visitRows = chooseCandidates();
@@ -997,7 +997,7 @@ std::vector<uint32_t> fastKCenter(const float* X, size_t rows, size_t dims, size
     }
 
     if (linear) {
-      linearGate.run(team, static_cast<double>(unselected), rows, kRowChunk, [&](size_t k, size_t begin, size_t end) {
+      linearGate.run(static_cast<double>(unselected), rows, kRowChunk, [&](size_t k, size_t begin, size_t end) {
         chunkFresh[k] = Best();
         chunkMoved[k].clear();
         const Best previous = chunkBest[k];
@@ -1038,7 +1038,7 @@ std::vector<uint32_t> fastKCenter(const float* X, size_t rows, size_t dims, size
       itemPass(step, members[it.group].data(), it.begin, it.end, centerLower2[it.group], mind2.data(), reaches,
                assign.data(), r);
     };
-    visitGate.run(team, static_cast<double>(visitRows), items.size(), 1, [&](size_t k, size_t, size_t) { visit(k); },
+    visitGate.run(static_cast<double>(visitRows), items.size(), 1, [&](size_t k, size_t, size_t) { visit(k); },
                   true);
 
     // Fold the items back into their groups (items of one group are consecutive), and build the new group.
