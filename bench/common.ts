@@ -42,6 +42,162 @@ export async function timeMs(fn: () => Promise<unknown> | unknown, repeats = 3, 
   return (await timedMedian(fn, repeats, warmup))[1];
 }
 
+// ---- Interleaved repeats ----
+//
+// On a shared machine the load changes within seconds, so imiad and its peer are not timed one after the other
+// (all of imiad's runs, then all of the peer's) but in rounds: round r runs every contender once, in turn, the order
+// reversed every other round so that no contender always follows the same neighbour. A ratio is then taken per round
+// (both sides of it saw about the same machine) and reported as the median with its min-max spread.
+
+/** One timed run: its wall time in milliseconds (as the contender measured it) and what it returned. */
+export interface Run<T = unknown> {
+  ms: number;
+  result: T;
+}
+
+/** A contender of an interleaved measurement: a name and one run (in-process: wrap with timed(); a peer: its own time). */
+export interface Contender<T = unknown> {
+  name: string;
+  run: () => Promise<Run<T>> | Run<T>;
+  /** Untimed runs before the first round (default 0). */
+  warmup?: number;
+}
+
+/** Median and min-max of repeated figures, with every figure in round order. */
+export interface Spread {
+  median: number;
+  min: number;
+  max: number;
+  runs: number[];
+}
+
+export interface Measured<T = unknown> {
+  name: string;
+  ms: Spread;
+  /** Results in round order. */
+  results: T[];
+}
+
+export function spreadOf(values: number[]): Spread {
+  return { median: median(values), min: Math.min(...values), max: Math.max(...values), runs: values };
+}
+
+/** The wall time of one in-process call, as a Run. */
+export async function timed<T>(fn: () => Promise<T> | T): Promise<Run<T>> {
+  const t0 = process.hrtime.bigint();
+  const result = await fn();
+  return { ms: Number(process.hrtime.bigint() - t0) / 1e6, result };
+}
+
+/**
+ * Runs the contenders in `repeats` interleaved rounds (see above) and returns each one's times and results, in the
+ * order given. `onRun` sees every timed run as it ends (for progress lines).
+ */
+export async function measureInterleaved<T>(
+  contenders: Array<Contender<T>>,
+  repeats: number,
+  onRun?: (name: string, run: Run<T>, round: number) => void,
+): Promise<Array<Measured<T>>> {
+  const times = contenders.map(() => [] as number[]);
+  const results = contenders.map(() => [] as T[]);
+  for (const c of contenders) for (let i = 0; i < (c.warmup ?? 0); i++) await c.run();
+  for (let round = 0; round < Math.max(1, repeats); round++) {
+    const order = contenders.map((_, i) => i);
+    if (round % 2 === 1) order.reverse();
+    for (const i of order) {
+      const r = await contenders[i].run();
+      times[i].push(r.ms);
+      results[i].push(r.result);
+      onRun?.(contenders[i].name, r, round);
+    }
+  }
+  return contenders.map((c, i) => ({ name: c.name, ms: spreadOf(times[i]), results: results[i] }));
+}
+
+/** slow / fast per round (how many times faster `fast` was), as a Spread; rounds missing on either side are skipped. */
+export function ratioSpread(slow: Measured<unknown>, fast: Measured<unknown>): Spread {
+  const n = Math.min(slow.ms.runs.length, fast.ms.runs.length);
+  return spreadOf(Array.from({ length: n }, (_, r) => slow.ms.runs[r] / fast.ms.runs[r]));
+}
+
+/** "95.2 (90.1-110.3)": a median with its spread, for tables. */
+export function formatSpread(s: Spread, digits = 3): string {
+  const f = (v: number): string => (Math.abs(v) >= 10 ** digits ? v.toFixed(0) : v.toPrecision(digits));
+  return s.runs.length > 1 && s.min !== s.max ? `${f(s.median)} (${f(s.min)}-${f(s.max)})` : f(s.median);
+}
+
+// ---- Load of the machine during a benchmark ----
+
+export interface LoadReport {
+  cores: number;
+  /** os.loadavg() (1, 5 and 15 minutes) when the benchmark started and ended. */
+  loadStart: number[];
+  loadEnd: number[];
+  /** CPU used by every other process (and taken by the hypervisor: steal) during the benchmark, in cores; null off Linux. */
+  otherCores: number | null;
+  seconds: number;
+  busy: boolean;
+}
+
+function procStatTicks(): { busy: number; total: number } | null {
+  try {
+    const cpu = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+    // user nice system idle iowait irq softirq steal: idle and iowait are not busy.
+    const total = cpu.slice(0, 8).reduce((a, b) => a + b, 0);
+    return { busy: total - cpu[3] - cpu[4], total };
+  } catch {
+    return null;
+  }
+}
+
+function ownTicks(): number | null {
+  try {
+    const stat = fs.readFileSync('/proc/self/stat', 'utf8');
+    // Fields after "(comm)": state is field 3, utime 14, stime 15, cutime 16, cstime 17 (waited-for children: peers).
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number);
+    return f[11] + f[12] + f[13] + f[14];
+  } catch {
+    return null;
+  }
+}
+
+const fmtLoad = (l: number[]): string => l.map((v) => v.toFixed(2)).join(' / ');
+
+/**
+ * Prints the load average now and returns finish(), which prints it again with the CPU time that other processes
+ * took meanwhile, and a warning line when the machine was busy (others used more than a tenth of its cores on
+ * average, or the 1-minute load average was above half the cores before the benchmark started): such figures are
+ * not quiet-machine figures.
+ */
+export function watchLoad(name: string): { finish: () => LoadReport } {
+  const cores = os.availableParallelism();
+  const loadStart = os.loadavg();
+  const stat0 = procStatTicks();
+  const own0 = ownTicks();
+  const t0 = process.hrtime.bigint();
+  process.stdout.write(`${name}: load average (1 / 5 / 15 min) at start ${fmtLoad(loadStart)} on ${cores} cores\n`);
+  return {
+    finish: () => {
+      const loadEnd = os.loadavg();
+      const stat1 = procStatTicks();
+      const own1 = ownTicks();
+      const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+      let otherCores: number | null = null;
+      if (stat0 && stat1 && own0 !== null && own1 !== null && stat1.total > stat0.total) {
+        // Ticks of all cores together: the wall time in ticks is total / cores.
+        const wallTicks = (stat1.total - stat0.total) / cores;
+        otherCores = Math.max(0, (stat1.busy - stat0.busy - (own1 - own0)) / wallTicks);
+      }
+      const busy = (otherCores !== null && otherCores > 0.1 * cores) || loadStart[0] > 0.5 * cores;
+      process.stdout.write(
+        `${name}: load average at end ${fmtLoad(loadEnd)}; other processes used ${otherCores === null ? 'an unknown number of' : otherCores.toFixed(2)} cores on average over ${seconds.toFixed(0)} s\n`,
+      );
+      if (busy) process.stdout.write(`WARNING: the machine was busy during this benchmark; its figures are not quiet-machine figures\n`);
+      return { cores, loadStart, loadEnd, otherCores, seconds, busy };
+    },
+  };
+}
+
 export type Row = Record<string, string | number | boolean | null>;
 
 export function printTable(title: string, rows: Row[]): void {
@@ -121,98 +277,3 @@ export function randomFloats(n: number, seed: number, halfWidth = 0.5): Float32A
   return out;
 }
 
-/** The median and the range of a set of measurements. */
-export interface Spread {
-  median: number;
-  min: number;
-  max: number;
-}
-
-export function spread(values: number[]): Spread {
-  return { median: median(values), min: Math.min(...values), max: Math.max(...values) };
-}
-
-/** `median [min-max]` with `digits` significant digits, for a table cell. */
-export function formatSpread(s: Spread, digits = 3): string {
-  const f = (v: number): string => v.toPrecision(digits);
-  return `${f(s.median)} [${f(s.min)}-${f(s.max)}]`;
-}
-
-/** One side of an interleaved comparison: a name and one measured run. */
-export interface Contender<T> {
-  name: string;
-  run: (repeat: number) => Promise<T> | T;
-  /** CPU seconds the run used (its own processes), to estimate what other processes used meanwhile. */
-  cpuSeconds?: (result: T) => number;
-}
-
-/** How busy the machine was around an interleaved comparison. */
-export interface LoadReport {
-  /** os.loadavg() (1, 5, 15 minutes) before the first run and after the last. */
-  start: number[];
-  end: number[];
-  /** Cores that processes other than the runs used on average while they ran (Linux /proc/stat; null elsewhere). */
-  otherCores: number | null;
-  /** A line to print when the machine was not quiet (load average >= 0.5 or others used >= 0.25 cores), else null. */
-  warning: string | null;
-}
-
-export interface Interleaved<T> {
-  /** Each contender's results, in repeat order. */
-  runs: Record<string, T[]>;
-  /** The order the contenders ran in, per repeat. */
-  order: string[][];
-  load: LoadReport;
-}
-
-/** Busy CPU seconds of the whole machine so far (user, nice, system, irq, softirq, steal), or null off Linux. */
-function machineBusySeconds(): number | null {
-  try {
-    const cpu = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
-    const [user, nice, system, , , irq, softirq, steal] = cpu;
-    const ticks = user + nice + system + irq + softirq + (steal ?? 0);
-    return ticks / 100; // USER_HZ, 100 on every Linux architecture that Node supports
-  } catch {
-    return null;
-  }
-}
-
-/**
- * Runs every contender `repeats` times, interleaved: repeat r runs them in the order rotated by r, so each goes first
- * equally often and a drift in the machine's load hits every contender alike. Records the load average before and
- * after and, where the contenders report their CPU seconds, how many cores other processes used during the runs;
- * `load.warning` says when the machine was not quiet enough for the wall-clock ratios to mean much.
- */
-export async function interleavedRepeats<T>(contenders: Contender<T>[], repeats: number): Promise<Interleaved<T>> {
-  const runs: Record<string, T[]> = Object.fromEntries(contenders.map((c) => [c.name, [] as T[]]));
-  const order: string[][] = [];
-  const start = os.loadavg();
-  const busy0 = machineBusySeconds();
-  const own0 = process.cpuUsage();
-  const t0 = process.hrtime.bigint();
-  let runCpu: number | null = 0;
-  for (let r = 0; r < repeats; r++) {
-    const turn = contenders.map((_, i) => contenders[(i + r) % contenders.length]);
-    order.push(turn.map((c) => c.name));
-    for (const c of turn) {
-      const result = await c.run(r);
-      runs[c.name].push(result);
-      runCpu = c.cpuSeconds && runCpu !== null ? runCpu + c.cpuSeconds(result) : null;
-    }
-  }
-  const wall = Number(process.hrtime.bigint() - t0) / 1e9;
-  const own = process.cpuUsage(own0);
-  const busy1 = machineBusySeconds();
-  const end = os.loadavg();
-  const otherCores =
-    busy0 === null || busy1 === null || runCpu === null || wall <= 0
-      ? null
-      : Math.max(0, (busy1 - busy0 - runCpu - (own.user + own.system) / 1e6) / wall);
-  const quiet = start[0] < 0.5 && (otherCores === null || otherCores < 0.25);
-  const fmt = (l: number[]): string => l.map((v) => v.toFixed(2)).join(' ');
-  const warning = quiet
-    ? null
-    : `WARNING: the machine was busy (load average ${fmt(start)} at the start, ${fmt(end)} at the end` +
-      `${otherCores === null ? '' : `; other processes used ${otherCores.toFixed(2)} cores on average during the runs`}): wall-clock ratios are noisy`;
-  return { runs, order, load: { start, end, otherCores, warning } };
-}

@@ -2,7 +2,7 @@
  * The runner's own overhead, without detectors: expanding a grid of hand-built categories, running it with an
  * executor that returns at once (so the time is splits + manifest JSON + one SQLite transaction per row), skipping
  * everything on a rerun, and writing the report from the full store. `npm run bench -- grid [--categories N]
- * [--seeds S]`. With --queue: the grid on a BullMQ queue against the local grid (bench/grid-queue.ts).
+ * [--seeds S] [--repeats 3]`. With --queue: the grid on a BullMQ queue against the local grid (bench/grid-queue.ts).
  */
 import * as fs from 'fs';
 import * as os from 'os';
@@ -13,7 +13,7 @@ import { writeReport } from '../lib/report';
 import { parseGridConfig } from '../lib/runner/config';
 import { expandGrid, runGrid } from '../lib/runner/grid';
 import { ResultsStore } from '../lib/runner/store';
-import { flag, intFlag, machineInfo, printTable, writeJson } from './common';
+import { formatSpread, intFlag, machineInfo, measureInterleaved, printTable, type Row, spreadOf, timed, watchLoad, writeJson } from './common';
 import { main as queueBenchmark } from './grid-queue';
 
 function category(name: string): Category {
@@ -30,10 +30,8 @@ function category(name: string): Category {
   };
 }
 
-export async function main(args: string[]): Promise<void> {
-  if (args.includes('--queue')) return queueBenchmark(args.filter((a) => a !== '--queue'));
-  const count = intFlag(args, 'categories', 15);
-  const seeds = intFlag(args, 'seeds', 2);
+/** One full pass in a fresh folder: expand, run, rerun (all skipped), report. */
+async function once(count: number, seeds: number): Promise<Record<string, number>> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'imiad-bench-grid-'));
   try {
     const categories = Array.from({ length: count }, (_, i) => category(`c${i}`));
@@ -81,9 +79,27 @@ export async function main(args: string[]): Promise<void> {
       storeBytes: fs.statSync(config.store).size,
       reportMs,
     };
-    printTable('grid runner overhead (no detector)', [result]);
-    writeJson('grid', { machine: machineInfo(1), result });
+    return result;
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
+}
+
+export async function main(args: string[]): Promise<void> {
+  if (args.includes('--queue')) return queueBenchmark(args.filter((a) => a !== '--queue'));
+  const count = intFlag(args, 'categories', 15);
+  const seeds = intFlag(args, 'seeds', 2);
+  const repeats = intFlag(args, 'repeats', 3);
+  const load = watchLoad('grid');
+  // No peer: the rounds only repeat the pass (a fresh store each time), for medians and their spread.
+  const [m] = await measureInterleaved([{ name: 'grid', run: () => timed(() => once(count, seeds)) }], repeats);
+  const figures = Object.keys(m.results[0]);
+  const row: Row = Object.fromEntries(figures.map((k) => [k, formatSpread(spreadOf(m.results.map((r) => r[k])))]));
+  printTable(`grid runner overhead (no detector): median (min-max) of ${repeats} runs`, [row]);
+  writeJson('grid', {
+    machine: machineInfo(1),
+    repeats,
+    load: load.finish(),
+    result: Object.fromEntries(figures.map((k) => [k, spreadOf(m.results.map((r) => r[k]))])),
+  });
 }

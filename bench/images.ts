@@ -1,8 +1,8 @@
 /**
- * `npm run bench -- images [--count N] [--size PX]`: images per second for decode + resize (bilinear) + centre crop +
+ * `npm run bench -- images [--count N] [--size PX] [--repeats 3]`: images per second for decode + resize (bilinear) + centre crop +
  * ImageNet normalisation of 1024 x 1024 PNGs to the default 256 -> 224 geometry, one image at a time (the naive
  * baseline) against the bounded prefetch of lib/image/pipeline.ts, and, when Debian's python3 has PIL and numpy,
- * the same work in PIL (bench/peers/images.py) in the same run.
+ * the same work in PIL (bench/peers/images.py, one process per round), in --repeats interleaved rounds.
  */
 import * as fs from 'fs';
 import * as os from 'os';
@@ -13,7 +13,10 @@ import sharp from 'sharp';
 import { categoryStyle, drawDefect, renderScene, toBytes, type SceneKind } from '../lib/datasets/synth/render';
 import { batches, prepareImage } from '../lib/image/pipeline';
 import { Random } from '../lib/prng';
-import { flag, intFlag, machineInfo, peerAvailable, printTable, runPeer, writeJson, type Row } from './common';
+import {
+  type Contender, formatSpread, intFlag, machineInfo, measureInterleaved, peerAvailable, printTable, ratioSpread, type Row, runPeer,
+  timed, watchLoad, writeJson,
+} from './common';
 
 async function makeImages(dir: string, count: number, size: number): Promise<string[]> {
   fs.mkdirSync(dir, { recursive: true });
@@ -32,18 +35,6 @@ async function makeImages(dir: string, count: number, size: number): Promise<str
   return files;
 }
 
-async function timeIt(fn: () => Promise<void>, repeats: number): Promise<number> {
-  await fn();
-  const times: number[] = [];
-  for (let r = 0; r < repeats; r++) {
-    const t0 = process.hrtime.bigint();
-    await fn();
-    times.push(Number(process.hrtime.bigint() - t0) / 1e9);
-  }
-  times.sort((a, b) => a - b);
-  return times[Math.floor(times.length / 2)];
-}
-
 export async function main(args: string[]): Promise<void> {
   const count = intFlag(args, 'count', 32);
   const size = intFlag(args, 'size', 1024);
@@ -51,29 +42,46 @@ export async function main(args: string[]): Promise<void> {
   const dir = path.join(os.tmpdir(), `imiad-bench-images-${size}`);
   const files = await makeImages(dir, count, size);
   const geometry = { imageSize: 256, cropSize: 224 };
-  const rows: Row[] = [];
-
-  const sequential = await timeIt(async () => {
-    for (const f of files) await prepareImage(f, geometry);
-  }, repeats);
-  rows.push({ pipeline: 'one at a time (baseline)', prefetch: 1, images_per_s: count / sequential, ratio: 1 });
-  for (const prefetch of [2, 4, 8]) {
-    const t = await timeIt(async () => {
-      for await (const b of batches(files, { ...geometry, batchSize: 8, prefetch })) void b;
-    }, repeats);
-    rows.push({ pipeline: 'batches (bounded prefetch)', prefetch, images_per_s: count / t, ratio: sequential / t });
-  }
+  const load = watchLoad('images');
+  const contenders: Contender[] = [
+    {
+      name: 'one at a time (baseline)',
+      warmup: 1,
+      run: () =>
+        timed(async () => {
+          for (const f of files) await prepareImage(f, geometry);
+        }),
+    },
+    ...[2, 4, 8].map((prefetch) => ({
+      name: `batches (bounded prefetch ${prefetch})`,
+      run: () =>
+        timed(async () => {
+          for await (const b of batches(files, { ...geometry, batchSize: 8, prefetch })) void b;
+        }),
+    })),
+  ];
   if (peerAvailable(['PIL', 'numpy'])) {
-    const peer = runPeer<{ seconds: number }>('images.py', [dir, String(count), String(repeats)]);
-    rows.push({ pipeline: 'PIL + numpy (peer, one process)', prefetch: 1, images_per_s: count / peer.seconds, ratio: sequential / peer.seconds });
+    contenders.push({
+      name: 'PIL + numpy (peer, one process)',
+      run: () => ({ ms: runPeer<{ seconds: number }>('images.py', [dir, String(count), '1']).seconds * 1000, result: null }),
+    });
   }
-  printTable(`decode + resize + crop + normalise, ${count} PNGs of ${size} x ${size} -> 3 x 224 x 224 (median of ${repeats})`, rows);
+  const measured = await measureInterleaved(contenders, repeats, (name, r) => process.stdout.write(`  ${name} ${r.ms.toFixed(0)} ms\n`));
+  const rows: Row[] = measured.map((m) => ({
+    pipeline: m.name,
+    ms: formatSpread(m.ms),
+    images_per_s: (count * 1000) / m.ms.median,
+    'x baseline': formatSpread(ratioSpread(measured[0], m)),
+  }));
+  printTable(`decode + resize + crop + normalise, ${count} PNGs of ${size} x ${size} -> 3 x 224 x 224 (median (min-max) of ${repeats} interleaved rounds)`, rows);
   writeJson('images', {
     machine: machineInfo(Number(process.env.UV_THREADPOOL_SIZE ?? 4)),
     sharpConcurrency: sharp.concurrency(),
     count,
     size,
     geometry,
+    repeats,
+    load: load.finish(),
     rows,
   });
 }

@@ -5,9 +5,10 @@
  * Exact k-NN (KnnIndex.search) against the plain reference loop (knnSearchPlain, timed on the first
  * --plain-queries queries and scaled linearly to all of them) and, when Debian's python3-faiss is installed,
  * faiss IndexFlatL2 in the same run, twice: with OpenBLAS's own CPU detection, and with OPENBLAS_CORETYPE=SkylakeX
- * (OpenBLAS 0.3.21 does not recognise every AVX-512 CPU and falls back to SSE3 kernels). For each bank size the
- * peers run right before imiad, and both wall and CPU time (all threads) are reported, since on a shared machine
- * CPU time is the steadier of the two. Every peer's indices are checked against imiad's. Prints a table and writes
+ * (OpenBLAS 0.3.21 does not recognise every AVX-512 CPU and falls back to SSE3 kernels). imiad and the peers are
+ * timed in --repeats interleaved rounds (bench/common.ts measureInterleaved; a peer runs as one process per round,
+ * one untimed search and one timed), and both wall and CPU time (all threads) are reported, since on a shared
+ * machine CPU time is the steadier of the two. Every peer's indices are checked against imiad's. Prints a table and writes
  * bench/results/knn.json.
  */
 import { spawnSync } from 'child_process';
@@ -18,7 +19,10 @@ import * as path from 'path';
 import type { KnnAddon } from '../bindings/knn';
 import { cpuAddon } from '../bindings/load';
 import { KnnIndex, type KnnResult } from '../lib/index';
-import { flag, intFlag, machineInfo, median, peerAvailable, PEER_PYTHON, printTable, randomFloats, writeJson, type Row } from './common';
+import {
+  type Contender, flag, formatSpread, intFlag, machineInfo, type Measured, measureInterleaved, peerAvailable, PEER_PYTHON,
+  printTable, randomFloats, ratioSpread, type Row, type Spread, spreadOf, timed, watchLoad, writeJson,
+} from './common';
 
 interface FaissRun {
   faiss: string;
@@ -41,22 +45,6 @@ function runFaiss(env: Record<string, string>, args: string[]): FaissRun {
   if (r.status !== 0) throw new Error(`peer knn_faiss.py failed (exit ${r.status}): ${r.stderr}`);
   const lines = r.stdout.trim().split('\n');
   return JSON.parse(lines[lines.length - 1]) as FaissRun;
-}
-
-/** Median wall and CPU milliseconds (CPU: this process, all threads) of `repeats` runs after one warm-up run. */
-async function timeWallAndCpu(fn: () => Promise<unknown>, repeats: number): Promise<{ ms: number; cpuMs: number }> {
-  await fn();
-  const wall: number[] = [];
-  const cpu: number[] = [];
-  for (let i = 0; i < repeats; i++) {
-    const c0 = process.cpuUsage();
-    const t0 = process.hrtime.bigint();
-    await fn();
-    wall.push(Number(process.hrtime.bigint() - t0) / 1e6);
-    const c = process.cpuUsage(c0);
-    cpu.push((c.user + c.system) / 1e3);
-  }
-  return { ms: median(wall), cpuMs: median(cpu) };
 }
 
 function exactDistance2(bank: Float32Array, queries: Float32Array, dims: number, q: number, row: number): number {
@@ -117,6 +105,7 @@ export async function main(args: string[]): Promise<void> {
   const rows: Row[] = [];
   const records: unknown[] = [];
   const peerInfo: Record<string, { faiss: string; threads: number; openblasCore: string }> = {};
+  const load = watchLoad('knn');
   try {
     if (withFaiss) {
       fs.writeFileSync(bankFile, Buffer.from(bank.buffer, bank.byteOffset, bank.byteLength));
@@ -124,58 +113,74 @@ export async function main(args: string[]): Promise<void> {
     }
     for (const bankRows of rowsList) {
       const bankView = bank.subarray(0, bankRows * dims);
-      // The peers first, right before imiad on the same bank size, so that all three see similar machine load.
-      const peerRuns: Array<{ label: string; run: FaissRun }> = [];
-      for (const [label, env] of withFaiss ? PEERS : []) {
-        process.stdout.write(`${label} (IndexFlatL2): ${nq} x ${bankRows} x ${dims}...\n`);
-        const out = fs.mkdtempSync(path.join(tmp, 'out-'));
-        const run = runFaiss(env, [bankFile, String(bankRows), String(dims), queriesFile, String(nq), ks.join(','), String(repeats), out]);
-        peerInfo[label] = { faiss: run.faiss, threads: run.threads, openblasCore: run.openblasCore };
-        peerRuns.push({ label, run });
-      }
-
       const index = new KnnIndex(bankView, { dims, device: 'cpu' });
       // The first search packs the bank (once per index); timed on one query.
       const t0 = process.hrtime.bigint();
       await index.search(queries.subarray(0, dims), 1);
       const prepareMs = Number(process.hrtime.bigint() - t0) / 1e6;
       for (const k of ks) {
-        process.stdout.write(`imiad: ${nq} x ${bankRows} x ${dims}, k = ${k}...\n`);
-        const { ms, cpuMs } = await timeWallAndCpu(() => index.search(queries, k), repeats);
-        const ours = await index.search(queries, k);
+        process.stdout.write(`${nq} x ${bankRows} x ${dims}, k = ${k}:\n`);
+        type Timing = { cpuMs: number; indices?: Int32Array | KnnResult };
+        const contenders: Array<Contender<Timing>> = [
+          {
+            name: 'imiad',
+            warmup: 1,
+            run: async () => {
+              const c0 = process.cpuUsage();
+              const r = await timed(() => index.search(queries, k));
+              const c = process.cpuUsage(c0);
+              return { ms: r.ms, result: { cpuMs: (c.user + c.system) / 1e3, indices: r.result } };
+            },
+          },
+          ...(withFaiss ? PEERS : []).map(([label, env]): Contender<Timing> => ({
+            name: label,
+            run: () => {
+              // One process per round: it searches once untimed, then once timed, and writes its indices.
+              const out = fs.mkdtempSync(path.join(tmp, 'out-'));
+              const run = runFaiss(env, [bankFile, String(bankRows), String(dims), queriesFile, String(nq), String(k), '1', out]);
+              peerInfo[label] = { faiss: run.faiss, threads: run.threads, openblasCore: run.openblasCore };
+              const r = run.results[0];
+              const buf = fs.readFileSync(r.indicesFile);
+              fs.rmSync(out, { recursive: true, force: true });
+              return { ms: r.ms, result: { cpuMs: r.cpuMs, indices: new Int32Array(buf.buffer, buf.byteOffset, buf.byteLength / 4) } };
+            },
+          })),
+        ];
+        const [ours, ...peers] = await measureInterleaved(contenders, repeats, (name, r) =>
+          process.stdout.write(`  ${name} ${r.ms.toFixed(1)} ms (cpu ${r.result.cpuMs.toFixed(1)} ms)\n`),
+        );
+        const oursResult = ours.results[0].indices as KnnResult;
+        const cpuOf = (m: Measured<Timing>): Spread => spreadOf(m.results.map((r) => r.cpuMs));
 
         const plainSubset = queries.subarray(0, plainQueries * dims);
         const p0 = process.hrtime.bigint();
         const plain = await addon.knnSearchPlain(bankView, plainSubset, dims, k, undefined);
         const plainSubsetMs = Number(process.hrtime.bigint() - p0) / 1e6;
         const plainMs = (plainSubsetMs * nq) / plainQueries;
-        const plainSame = plain.indices.every((v, i) => v === ours.indices[i]);
+        const plainSame = plain.indices.every((v, i) => v === oursResult.indices[i]);
 
         const row: Row = {
           'bank rows': bankRows,
           k,
-          'imiad ms': ms,
-          'imiad cpu ms': cpuMs,
+          'imiad ms': formatSpread(ours.ms),
+          'imiad cpu ms': formatSpread(cpuOf(ours)),
           [`plain ms (${plainQueries} q scaled)`]: plainMs,
-          'vs plain': plainMs / ms,
+          'vs plain': plainMs / ours.ms.median,
           'plain same': plainSame,
         };
         const peerRecords: unknown[] = [];
-        for (const { label, run } of peerRuns) {
-          const r = run.results.find((x) => x.rows === bankRows && x.k === k);
-          if (!r) continue;
-          const buf = fs.readFileSync(r.indicesFile);
-          const theirs = new Int32Array(buf.buffer, buf.byteOffset, buf.byteLength / 4);
-          const cmp = compareIndices(ours, theirs, bankView, queries, dims, k);
-          row[`${label} ms`] = r.ms;
-          row[`${label} cpu ms`] = r.cpuMs;
-          row[`imiad/${label}`] = ms / r.ms;
-          row[`imiad/${label} (cpu)`] = cpuMs / r.cpuMs;
-          row[`${label} same`] = cmp.differing === 0 ? 'yes' : `${cmp.differing} q differ (gap ${cmp.maxRelativeGap.toExponential(1)})`;
-          peerRecords.push({ peer: label, ms: r.ms, cpuMs: r.cpuMs, addMs: r.addMs, ratio: ms / r.ms, cpuRatio: cpuMs / r.cpuMs, ...cmp });
+        for (const peer of peers) {
+          const cmp = compareIndices(oursResult, peer.results[0].indices as Int32Array, bankView, queries, dims, k);
+          const ratio = ratioSpread(ours, peer);
+          const cpuRatio = spreadOf(ours.results.map((r, i) => r.cpuMs / peer.results[i].cpuMs));
+          row[`${peer.name} ms`] = formatSpread(peer.ms);
+          row[`imiad/${peer.name}`] = formatSpread(ratio);
+          row[`imiad/${peer.name} (cpu)`] = formatSpread(cpuRatio);
+          row[`${peer.name} same`] = cmp.differing === 0 ? 'yes' : `${cmp.differing} q differ (gap ${cmp.maxRelativeGap.toExponential(1)})`;
+          peerRecords.push({ peer: peer.name, ms: peer.ms, cpuMs: cpuOf(peer), ratio, cpuRatio, ...cmp });
         }
         rows.push(row);
-        records.push({ rows: bankRows, queries: nq, dims, k, ms, cpuMs, prepareMs, plainMs, plainQueries, plainSubsetMs, plainSame, peers: peerRecords });
+        records.push({ rows: bankRows, queries: nq, dims, k, ms: ours.ms, cpuMs: cpuOf(ours), prepareMs, plainMs, plainQueries, plainSubsetMs, plainSame, peers: peerRecords });
       }
     }
   } finally {
@@ -183,8 +188,8 @@ export async function main(args: string[]): Promise<void> {
   }
 
   printTable(
-    `Exact k-NN, ${nq} queries x ${dims} dims (${addon.knnKernel} kernel, ${addon.threadCount()} threads; median of ${repeats}; cpu = all threads)`,
+    `Exact k-NN, ${nq} queries x ${dims} dims (${addon.knnKernel} kernel, ${addon.threadCount()} threads; median (min-max) of ${repeats} interleaved rounds; imiad/peer < 1: imiad faster; cpu = all threads)`,
     rows,
   );
-  writeJson('knn', { machine: machineInfo(addon.threadCount()), device, kernel: addon.knnKernel, peers: peerInfo, results: records });
+  writeJson('knn', { machine: machineInfo(addon.threadCount()), device, kernel: addon.knnKernel, repeats, peers: peerInfo, load: load.finish(), results: records });
 }

@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- patchcore [--shapes resnet18,wide_resnet50_2] [--size 256] [--train 20] [--test 20]`
+ * `npm run bench -- patchcore [--shapes resnet18,wide_resnet50_2] [--size 256] [--train 20] [--test 20] [--repeats 3]`
  *
  * PatchCore's per-image latency on a synthetic MVTec-layout category (imiad synth), split into decode, backbone,
  * patch embedding, k-NN and map post-processing (upsampling, blur, inverse mapping), with the default
@@ -7,7 +7,9 @@
  * torchvision are installed, bench/peers/patchcore_torch.py runs the reference pipeline (patchcore-inspection's
  * _embed, faiss IndexFlatL2, scipy's gaussian_filter) in the same run on the same images, with the same ONNX
  * weights (exported here as JSON + float32) and the same memory bank, and the table reports the latency ratio and
- * the Spearman correlation of the image scores. Medians after one warm-up image. Writes bench/results/patchcore.json.
+ * the Spearman correlation of the image scores. imiad and the peer run in --repeats interleaved rounds (each round
+ * predicts every test image once; its figure is the median per-image latency; imiad after one warm-up round, the
+ * peer as one process per round). Writes bench/results/patchcore.json.
  */
 import * as fs from 'fs';
 import * as os from 'os';
@@ -19,7 +21,10 @@ import { decodeModel, TensorDataType, type TensorProto } from '../lib/backbone/o
 import { loadDataset } from '../lib/datasets';
 import { synthesize } from '../lib/datasets/synth';
 import { PatchCore, type PatchCoreBreakdown } from '../lib/methods/patchcore';
-import { flag, intFlag, machineInfo, peerAvailable, printTable, runPeer, writeJson, type Row } from './common';
+import {
+  type Contender, flag, formatSpread, intFlag, machineInfo, type Measured, measureInterleaved, median, peerAvailable, printTable,
+  ratioSpread, type Row, runPeer, watchLoad, writeJson,
+} from './common';
 
 interface PeerResult {
   scores: number[];
@@ -31,7 +36,8 @@ interface PeerResult {
 
 const STAGES = ['decode', 'backbone', 'embed', 'knn', 'post'] as const;
 
-function median(values: number[]): number {
+/** The median of per-image times after the first image (a warm-up). */
+function imageMedian(values: number[]): number {
   const v = (values.length > 1 ? values.slice(1) : values).slice().sort((a, b) => a - b);
   const mid = Math.floor(v.length / 2);
   return v.length % 2 ? v[mid] : (v[mid - 1] + v[mid]) / 2;
@@ -115,6 +121,8 @@ export async function main(args: string[]): Promise<void> {
   const size = intFlag(args, 'size', 256);
   const trainCount = intFlag(args, 'train', 20);
   const testCount = intFlag(args, 'test', 20);
+  const repeats = intFlag(args, 'repeats', 3);
+  const load = watchLoad('patchcore');
   const threads = os.availableParallelism();
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'imiad-bench-patchcore-'));
   try {
@@ -131,19 +139,24 @@ export async function main(args: string[]): Promise<void> {
       const t0 = process.hrtime.bigint();
       await detector.fit(train);
       const fitSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
-      const prediction = await detector.predict(test);
-      const bd: PatchCoreBreakdown = detector.lastBreakdown();
-      const imiad = {
-        decode: median(bd.decodeMs),
-        backbone: median(bd.backboneMs),
-        embed: median(bd.embedMs),
-        knn: median(bd.knnMs),
-        post: median(bd.postMs),
-      };
-      const imiadTotal = median(bd.decodeMs.map((d, i) => d + bd.backboneMs[i] + bd.embedMs[i] + bd.knnMs[i] + bd.postMs[i]));
       const bank = detector.memoryBank as { bank: Float32Array; rows: number; dims: number };
-      rows.push({ model: shape, impl: 'imiad', ...imiad, total: imiadTotal, ratio: null, spearman: null, bank_rows: bank.rows });
-      const entry: Record<string, unknown> = { fit_seconds: fitSeconds, bank_rows: bank.rows, imiad: { ...imiad, total: imiadTotal, scores: Array.from(prediction.scores) } };
+      type Round = { stages: Record<(typeof STAGES)[number], number>; scores: ArrayLike<number> };
+      // One round: every test image once; its figure is the median per-image latency of the round.
+      const contenders: Array<Contender<Round>> = [
+        {
+          name: 'imiad',
+          warmup: 1,
+          run: async () => {
+            const prediction = await detector.predict(test);
+            const bd: PatchCoreBreakdown = detector.lastBreakdown();
+            const times = { decode: bd.decodeMs, backbone: bd.backboneMs, embed: bd.embedMs, knn: bd.knnMs, post: bd.postMs };
+            const stages = Object.fromEntries(STAGES.map((st) => [st, imageMedian(times[st])])) as Round['stages'];
+            const total = imageMedian(bd.decodeMs.map((_, i) => STAGES.reduce((a, st) => a + times[st][i], 0)));
+            return { ms: total, result: { stages, scores: prediction.scores } };
+          },
+        },
+      ];
+      let peerInfo: { torch: string; faiss: string; threads: number } | null = null;
       if (withPeer) {
         const dir = path.join(tmp, shape);
         fs.mkdirSync(dir);
@@ -169,21 +182,39 @@ export async function main(args: string[]): Promise<void> {
         // OpenMP's default busy-waiting makes torch and faiss several times slower whenever the cores are shared
         // (the same reason imiad's ONNX Runtime sessions do not spin): both sides run without spinning.
         process.env.OMP_WAIT_POLICY ??= 'PASSIVE';
-        const peer = runPeer<PeerResult>('patchcore_torch.py', [job]);
-        const p = Object.fromEntries(STAGES.map((s) => [s, median(peer.times[s])])) as Record<(typeof STAGES)[number], number>;
-        const peerTotal = median(peer.times.decode.map((_, i) => STAGES.reduce((a, s) => a + peer.times[s][i], 0)));
-        const rho = spearman(prediction.scores, peer.scores);
-        rows.push({ model: shape, impl: `torch ${peer.torch} + faiss ${peer.faiss}`, ...p, total: peerTotal, ratio: imiadTotal / peerTotal, spearman: rho, bank_rows: bank.rows });
-        entry.peer = { ...p, total: peerTotal, scores: peer.scores, torch: peer.torch, faiss: peer.faiss, threads: peer.threads };
-        entry.ratio = imiadTotal / peerTotal;
+        contenders.push({
+          name: 'torch + faiss',
+          run: () => {
+            const peer = runPeer<PeerResult>('patchcore_torch.py', [job]);
+            peerInfo = { torch: peer.torch, faiss: peer.faiss, threads: peer.threads };
+            const stages = Object.fromEntries(STAGES.map((st) => [st, imageMedian(peer.times[st])])) as Round['stages'];
+            const total = imageMedian(peer.times.decode.map((_, i) => STAGES.reduce((a, st) => a + peer.times[st][i], 0)));
+            return { ms: total, result: { stages, scores: peer.scores } };
+          },
+        });
+      }
+      process.stdout.write(`${shape}:\n`);
+      const [ours, peer] = await measureInterleaved(contenders, repeats, (name, r) => process.stdout.write(`  ${name} ${r.ms.toFixed(1)} ms per image\n`));
+      const stagesOf = (m: Measured<Round>) => Object.fromEntries(STAGES.map((st) => [st, median(m.results.map((r) => r.stages[st]))]));
+      const imiad = stagesOf(ours);
+      rows.push({ model: shape, impl: 'imiad', ...imiad, total: formatSpread(ours.ms), ratio: null, spearman: null, bank_rows: bank.rows });
+      const entry: Record<string, unknown> = { fit_seconds: fitSeconds, bank_rows: bank.rows, imiad: { ...imiad, total: ours.ms, scores: Array.from(ours.results[0].scores) } };
+      if (peer && peerInfo) {
+        const info = peerInfo as { torch: string; faiss: string; threads: number };
+        const p = stagesOf(peer);
+        const ratio = ratioSpread(ours, peer);
+        const rho = spearman(ours.results[0].scores, peer.results[0].scores);
+        rows.push({ model: shape, impl: `torch ${info.torch} + faiss ${info.faiss}`, ...p, total: formatSpread(peer.ms), ratio: formatSpread(ratio), spearman: rho, bank_rows: bank.rows });
+        entry.peer = { ...p, total: peer.ms, scores: peer.results[0].scores, ...info };
+        entry.ratio = ratio;
         entry.spearman = rho;
       }
       results[shape] = entry;
       await detector.dispose();
     }
-    printTable(`PatchCore per-image latency, ms (median after a warm-up image; ${test.length} test images of ${size} px, crop 224; ${threads} threads)`, rows);
+    printTable(`PatchCore per-image latency, ms (per round the median over ${test.length} test images of ${size} px, crop 224; median (min-max) of ${repeats} interleaved rounds; ratio imiad/peer; ${threads} threads)`, rows);
     if (!withPeer) process.stdout.write('\n(peer skipped: Debian python3 with torch, faiss, torchvision, scipy and PIL not found)\n');
-    writeJson('patchcore', { machine: machineInfo(threads), size, train: train.length, test: test.length, results });
+    writeJson('patchcore', { machine: machineInfo(threads), size, train: train.length, test: test.length, repeats, load: load.finish(), results });
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
   }

@@ -5,7 +5,7 @@
  * Runtime and written to binary files; then, for each method and thread count, imiad (the libtorch addon, in a child
  * process of this script: `train --child <job>`) and, when Debian's python3-torch is installed, the PyTorch peer
  * (bench/peers/train_torch.py) train the same architectures on them with the same batches, `--repeats` times each,
- * interleaved (bench/common.ts interleavedRepeats), so the epoch times compare the training engines alone. Each run
+ * interleaved (bench/common.ts measureInterleaved), so the epoch times compare the training engines alone. Each run
  * is its own process, so each side's peak resident memory (getrusage's maxrss, read by the process itself) covers
  * the same work: load the features, train, score the test images (max of the smoothed map, for image AUROC).
  * Reported: medians over the repeats with the min-max range, the CPU seconds and page faults of the training loops,
@@ -27,7 +27,7 @@ import { loadDataset } from '../lib/datasets';
 import { synthesize } from '../lib/datasets/synth';
 import { batches } from '../lib/image/pipeline';
 import { Random } from '../lib/prng';
-import { flag, formatSpread, interleavedRepeats, intFlag, machineInfo, median, peerAvailable, printTable, type Row, runPeer, spread, writeJson } from './common';
+import { flag, formatSpread, intFlag, machineInfo, measureInterleaved, median, peerAvailable, printTable, type Row, runPeer, spreadOf, timed, watchLoad, writeJson } from './common';
 
 const LAYERS = ['layer1', 'layer2', 'layer3'];
 const BATCH = 8;
@@ -209,7 +209,6 @@ export async function main(args: string[]): Promise<void> {
     const orders = Array.from({ length: epochs }, () => rng.shuffle(Array.from({ length: train.length }, (_, i) => i)));
     const rows: Row[] = [];
     const results: Record<string, unknown> = {};
-    const loads: string[] = [];
     const warnings: string[] = [];
     for (const kind of methods) {
       const shape: BackboneShape = kind === 'stpm' ? 'resnet18' : 'wide_resnet50_2';
@@ -230,24 +229,20 @@ export async function main(args: string[]): Promise<void> {
         const job: Job = { kind, crop: size, batch: BATCH, lr, threads, shapes: trainF.shapes, orders, labels, ...files };
         const jobFile = path.join(dir, `${kind}.t${threads}.job.json`);
         fs.writeFileSync(jobFile, JSON.stringify(job));
-        const contenders = [{ name: 'imiad', run: () => runImiad(jobFile), cpuSeconds: (r: RunResult) => r.cpu_s }];
-        if (peer) contenders.push({ name: 'torch', run: () => runPeer<RunResult>('train_torch.py', [jobFile]), cpuSeconds: (r: RunResult) => r.cpu_s });
-        const done = await interleavedRepeats(contenders, repeats);
-        const l = done.load;
-        const fmt = (v: number[]): string => v.map((x) => x.toFixed(2)).join(' ');
-        loads.push(
-          `${kind}, ${threads} thread(s): load average ${fmt(l.start)} at the start, ${fmt(l.end)} at the end` +
-            `${l.otherCores === null ? '' : `; other processes used ${l.otherCores.toFixed(2)} cores on average`}`,
-        );
-        if (l.warning) warnings.push(`${kind}, ${threads} thread(s): ${l.warning}`);
-        const mine = done.runs.imiad;
-        const theirs = peer ? done.runs.torch : null;
+        const contenders = [{ name: 'imiad', run: () => timed(() => runImiad(jobFile)) }];
+        if (peer) contenders.push({ name: 'torch', run: () => timed(() => runPeer<RunResult>('train_torch.py', [jobFile])) });
+        const watch = watchLoad(`train ${kind}, ${threads} thread(s)`);
+        const done = await measureInterleaved(contenders, repeats);
+        const load = watch.finish();
+        if (load.busy) warnings.push(`${kind}, ${threads} thread(s): the machine was busy; these figures are not quiet-machine figures`);
+        const mine = done[0].results;
+        const theirs = peer ? done[1].results : null;
         // A run's epoch time is the median over its epochs; the table gives the median over the runs and their range.
         const epochS = (r: RunResult): number => median(r.epoch_ms) / 1000;
-        const imiadEpoch = spread(mine.map(epochS));
-        const peerEpoch = theirs ? spread(theirs.map(epochS)) : null;
+        const imiadEpoch = spreadOf(mine.map(epochS));
+        const peerEpoch = theirs ? spreadOf(theirs.map(epochS)) : null;
         // Ratios of the interleaved pairs (run r of imiad against run r of the peer): drift hits both alike.
-        const ratio = theirs ? spread(mine.map((r, i) => epochS(r) / epochS(theirs[i]))) : null;
+        const ratio = theirs ? spreadOf(mine.map((r, i) => epochS(r) / epochS(theirs[i]))) : null;
         const cpuRatio = theirs ? median(mine.map((r, i) => r.train_cpu_s / theirs[i].train_cpu_s)) : null;
         const rssMb = (r: RunResult): number => r.max_rss_kb / 1024;
         const imiadRss = median(mine.map(rssMb));
@@ -282,8 +277,7 @@ export async function main(args: string[]): Promise<void> {
           backbone: shape,
           imiad: mine,
           peer: theirs,
-          order: done.order,
-          load: done.load,
+          load,
           epoch_s: { imiad: imiadEpoch, peer: peerEpoch },
           ratio,
           cpu_ratio: cpuRatio,
@@ -295,11 +289,11 @@ export async function main(args: string[]): Promise<void> {
       }
     }
     printTable(
-      `Training: ${epochs} epoch(s) on ${nTrain} generated ${size} px images, batch ${BATCH}, median [min-max] of ${repeats} interleaved run(s)` +
+      `Training: ${epochs} epoch(s) on ${nTrain} generated ${size} px images, batch ${BATCH}, median (min-max) of ${repeats} interleaved run(s)` +
         `${peer ? '' : ' (no python3-torch peer)'}; CPU ratio = CPU seconds of the training loops; RSS = peak resident memory of each side's process`,
       rows,
     );
-    for (const line of [...loads, ...warnings]) process.stdout.write(`${line}\n`);
+    for (const line of warnings) process.stdout.write(`WARNING: ${line}\n`);
     writeJson('train', { machine: machineInfo(Math.max(...threadList)), size, batch: BATCH, epochs, train: nTrain, test: nTest, repeats, results });
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });

@@ -58,9 +58,6 @@ constexpr double kSelected = -1.0;
 constexpr size_t kRowChunk = 1024;
 constexpr size_t kItemRows = 256;
 constexpr size_t kCenterChunk = 256;
-// Below these amounts of work a pass runs on the calling thread (starting threads would cost more than it saves).
-constexpr size_t kParallelRows = 512;
-constexpr size_t kParallelCenters = 1024;
 // Linear-mode steps after which the group lists and maxima are rebuilt exactly (and whether the data has become
 // structured enough for group mode is checked again); doubled, up to kRefreshMax, each time it has not.
 constexpr size_t kRefreshSteps = 32;
@@ -873,6 +870,9 @@ IMIAD_CORESET_CLONES Best linearPass(const Step& s, size_t begin, size_t end, co
 std::vector<uint32_t> fastKCenter(const float* X, size_t rows, size_t dims, size_t count, size_t start,
                                   const RunControl& control) {
   Team team(teamSize(rows));
+  // Steps are short (microseconds at 20,000 rows): each kind of pass goes to the team only when the team is
+  // measured to be faster for its amount of work (WorkGate, native/parallel.h).
+  WorkGate centerGate(team), linearGate(team), visitGate(team);
   const PruneRule rule = pruneMargin(dims);
   std::vector<uint32_t> selected{static_cast<uint32_t>(start)};
   selected.reserve(count);
@@ -982,11 +982,9 @@ std::vector<uint32_t> fastKCenter(const float* X, size_t rows, size_t dims, size
         centerPass(step, centers.data(), selected.data(), begin, end, groupBest.data(), havePivots ? &pivots : nullptr,
                    home, centerLower2.data());
       };
-      if (t >= kParallelCenters) {
-        team.run(t, kCenterChunk, [&](size_t, size_t begin, size_t end) { pass(begin, end); }, true);
-      } else {
-        pass(0, t);
-      }
+      centerGate.run(static_cast<double>(t), t, kCenterChunk, [&](size_t, size_t begin, size_t end) {
+        pass(begin, end);
+      }, true);
       visitRows = chooseCandidates();
       const bool wasUnstructured = unstructured;
       unstructured = visitRows * 10 >= unselected * 9;
@@ -999,7 +997,7 @@ std::vector<uint32_t> fastKCenter(const float* X, size_t rows, size_t dims, size
     }
 
     if (linear) {
-      team.run(rows, kRowChunk, [&](size_t k, size_t begin, size_t end) {
+      linearGate.run(static_cast<double>(unselected), rows, kRowChunk, [&](size_t k, size_t begin, size_t end) {
         chunkFresh[k] = Best();
         chunkMoved[k].clear();
         const Best previous = chunkBest[k];
@@ -1040,11 +1038,8 @@ std::vector<uint32_t> fastKCenter(const float* X, size_t rows, size_t dims, size
       itemPass(step, members[it.group].data(), it.begin, it.end, centerLower2[it.group], mind2.data(), reaches,
                assign.data(), r);
     };
-    if (visitRows >= kParallelRows) {
-      team.run(items.size(), 1, [&](size_t k, size_t, size_t) { visit(k); }, true);
-    } else {
-      for (size_t k = 0; k < items.size(); ++k) visit(k);
-    }
+    visitGate.run(static_cast<double>(visitRows), items.size(), 1, [&](size_t k, size_t, size_t) { visit(k); },
+                  true);
 
     // Fold the items back into their groups (items of one group are consecutive), and build the new group.
     Best fresh;

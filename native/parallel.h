@@ -54,6 +54,15 @@ class Team {
 
   unsigned size() const { return size_; }
 
+  // What a run costs beyond its share of the work: the time the calling thread waits for the members after its own
+  // chunks (their wake-up, a member that waits for a core). A moving average over the runs on the team (the first
+  // samples averaged evenly); WorkGate reads it. `samples` is 0 until a run has been measured.
+  double handOff() const { return handOff_; }
+  uint64_t handOffSamples() const { return handOffSamples_; }
+  void noteHandOff(double seconds) {
+    handOff_ += (seconds - handOff_) * std::max(1.0 / 16.0, 1.0 / static_cast<double>(++handOffSamples_));
+  }
+
   // fn(chunkIndex, begin, end) over [0, n) in chunks of `chunk`; the first exception is rethrown here after all
   // members are done (later chunks are skipped). Chunk k runs on member k % size(), or, with `balance`, on whichever
   // member is free first (for chunks of uneven cost, when cache affinity does not matter).
@@ -92,6 +101,7 @@ class Team {
     // another process is busy), the next kSoloRuns runs go on this thread alone, then the team is tried again.
     const double own = std::chrono::duration<double>(worked - started).count();
     const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - worked).count();
+    noteHandOff(waited);
     waitShare_ += (waited / (own + waited + 1e-9) - waitShare_) / 32.0;
     if (waitShare_ > 0.5) {
       solo_ = kSoloRuns;
@@ -148,6 +158,8 @@ class Team {
   static constexpr unsigned kSpins = 2048;     // pause instructions before yielding (some microseconds)
   static constexpr unsigned kSoloRuns = 256;  // runs on the calling thread alone after the members fell behind
   double waitShare_ = 0.0;                    // moving average of the share of a run spent waiting for members
+  double handOff_ = 0.0;
+  uint64_t handOffSamples_ = 0;
   unsigned solo_ = 0;
   const unsigned size_;
   std::vector<std::thread> members_;
@@ -162,6 +174,67 @@ class Team {
   std::condition_variable wake_;
   unsigned sleepers_ = 0;
   bool stop_ = false;
+};
+
+// Chooses, pass by pass, whether a team runs a pass of a kernel or the calling thread runs it alone, from timings on
+// this machine: a team saves at most (1 - 1/size) of a pass's work but costs a hand-off (waking the members, waiting
+// for the last), which on a quiet machine is some microseconds and on a busy one, where a member waits for a core,
+// milliseconds. A kernel of thousands of short dependent steps (the greedy coreset: at 20,000 rows a step is a few
+// microseconds of work) would otherwise lose more to the hand-off than the second thread gains. The model: a pass of
+// `work` units (rows, say) takes rate * work alone and rate * work / size + handOff on the team. The rate is learnt
+// per gate from passes run alone (moving average); the hand-off is the team's own measure (Team::handOff, from
+// every run on the team, including the kernel's one-off passes). The team runs a pass when it is expected to be
+// faster; every kExplore-th pass near the break-even point takes the other choice, so that the estimates follow the
+// machine's load. Passes touch the same chunks either way, so the choice never changes a result. One gate per kind
+// of pass (their work units differ); used by the thread that owns the team.
+class WorkGate {
+ public:
+  explicit WorkGate(Team& team) : team_(team) {}
+
+  // fn(chunkIndex, begin, end) over [0, n) in chunks of `chunk`, on the team or on this thread alone (see above).
+  template <typename Fn>
+  void run(double work, size_t n, size_t chunk, Fn&& fn, bool balance = false) {
+    const bool onTeam = chooseTeam(work);
+    const auto t0 = std::chrono::steady_clock::now();
+    if (onTeam) {
+      team_.run(n, chunk, fn, balance);
+    } else {
+      if (chunk == 0) chunk = 1;
+      for (size_t k = 0, begin = 0; begin < n; ++k, begin += chunk) fn(k, begin, std::min(n, begin + chunk));
+      recordAlone(work, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+  }
+
+  // Whether the next pass of `work` units should run on the team.
+  bool chooseTeam(double work) {
+    if (team_.size() <= 1 || !(work > 0.0)) return false;
+    ++passes_;
+    if (rateCount_ < kLearn) return false;          // first learn the cost of work alone
+    if (team_.handOffSamples() == 0) return true;   // and the team's hand-off, when nothing has measured it yet
+    const double saved = rate_ * work * (1.0 - 1.0 / team_.size());
+    const double handOff = team_.handOff();
+    const bool better = saved > handOff;
+    if (passes_ % kExplore == 0 && saved * kExploreRange > handOff && saved < handOff * kExploreRange) return !better;
+    return better;
+  }
+
+  // A pass of `work` units run alone took `seconds` (the first samples are averaged evenly, later ones with weight
+  // kWeight).
+  void recordAlone(double work, double seconds) {
+    if (!(work > 0.0)) return;
+    rate_ += (seconds / work - rate_) * std::max(kWeight, 1.0 / static_cast<double>(++rateCount_));
+  }
+
+  double rate() const { return rate_; }
+
+ private:
+  static constexpr double kWeight = 1.0 / 16.0;  // of a new timing in the moving average
+  static constexpr uint64_t kLearn = 4;          // passes measured alone before the gate chooses
+  static constexpr uint64_t kExplore = 32;
+  static constexpr double kExploreRange = 16.0;
+  Team& team_;
+  uint64_t passes_ = 0, rateCount_ = 0;
+  double rate_ = 0.0;  // seconds per unit of work on one thread
 };
 
 // Runs fn(chunkIndex, begin, end) over [0, n) in chunks of `chunk` items, once, on a team of up to threadCount()

@@ -145,6 +145,41 @@ describe('imiad evaluate', () => {
     expect(r.details.regions).toBe(12);
   });
 
+  test('prefetch: the same numbers, at most `prefetch` provider calls at once, errors in sample order', async () => {
+    const [category] = await loadDataset('mvtec', path.join(tmp, 'data'), { categories: ['widget'] });
+    const { width, height, maps } = fixture.mvtec;
+    const byStem = (p: string): number => Number(path.basename(p, '.png'));
+    let running = 0;
+    let most = 0;
+    const provider = async (sample: { path: string }) => {
+      most = Math.max(most, ++running);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      running--;
+      return { anomalyMap: Float32Array.from(maps[byStem(sample.path)]), width, height };
+    };
+    const r = await evaluateCategory(category, provider, { prefetch: 4 });
+    expect(most).toBe(4);
+    expect(r.pixel_auroc).toBeCloseTo(MVTEC.pixel_auroc, 12);
+    expect(r.aupro['0.3']).toBeCloseTo(MVTEC.aupro, 12);
+    expect(r.image_auroc).toBeCloseTo(MVTEC.image_auroc, 12);
+    most = 0;
+    await evaluateCategory(category, provider);
+    expect(most).toBe(1);
+    // The second test sample fails late, the third at once: the error is the second's.
+    const failing = async (_: unknown, index: number) => {
+      if (index === 1) {
+        await new Promise((resolve) => setTimeout(resolve, 30));
+        throw new Error('sample 1 failed');
+      }
+      if (index === 2) throw new Error('sample 2 failed');
+      return { anomalyMap: new Float32Array(width * height), width, height };
+    };
+    await expect(evaluateCategory(category, failing, { prefetch: 4 })).rejects.toThrow('sample 1 failed');
+    await expect(evaluateCategory(category, provider, { prefetch: 0 })).rejects.toThrow(
+      'Expected integer between 1 and 64 for prefetch but received 0 of type number',
+    );
+  });
+
   test('MVTec LOCO AD layout: the official script\'s shape and numbers', async () => {
     const r = await runEvaluate({ dataset: 'loco', root: path.join(tmp, 'loco'), maps: path.join(tmp, 'loco-maps') });
     const box = r.box as { localization: Record<string, Record<string, number>>; classification: Record<string, number> };

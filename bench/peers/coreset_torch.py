@@ -2,12 +2,17 @@
 
 Follows amazon-science/patchcore-inspection, sampler.py (ApproximateGreedyCoresetSampler): an optional random linear
 map to `--proj` dims (torch.nn.Linear(dims, proj, bias=False), default init), then the greedy loop that after each
-selection computes the distances of all rows to the selected row and keeps the running minimum. Two distance forms:
-"expansion" is the reference's (|a|^2 - 2ab + |b|^2, clamped, sqrt; row norms computed once here, the reference
-recomputes them per step), "difference" is ((X - x_c)^2).sum(1) in float64, slower but free of cancellation and
-rounding trouble: the exact greedy selection, used to check that imiad's float32 kernel selects the same rows. The first row is --start (as in imiad), selected rows are excluded from the argmax, and ties
-go to the first index (torch.argmax). With --repeats N the whole (projection and loop) runs N times and the median
-times are reported. Prints JSON on its last line.
+selection computes the distances of all rows to the selected row and keeps the running minimum. Three distance forms:
+- "reference": the reference sampler's own step, as written there: _compute_batchwise_differences(features,
+  features[i:i+1]) (row norms recomputed every step by bmm, |a|^2 - 2ab + |b|^2 clamped, sqrt), then torch.cat of
+  the running minimum with the new column and torch.min over it. Selected rows are not masked (their distance is 0).
+- "expansion": the same formula with the row norms computed once and the minimum kept in place (the strong form).
+- "difference": ((X - x_c)^2).sum(1) in float64, slower but free of cancellation and rounding trouble: the exact
+  greedy selection, used to check that imiad's float32 kernel selects the same rows.
+The first row is --start (as in imiad; the reference starts from the mean distance to 10 random rows instead, which
+costs one step), selected rows are excluded from the argmax, and ties go to the first index (torch.argmax). With
+--repeats N the whole (projection and loop) runs N times and the median times are reported. Prints JSON on its last
+line.
 """
 import argparse
 import json
@@ -29,6 +34,23 @@ def select(a, x):
             f = x
         t1 = time.perf_counter()
 
+        if a.distance == "reference":
+            def batchwise(matrix_a, matrix_b):
+                # patchcore-inspection's GreedyCoresetSampler._compute_batchwise_differences, unchanged.
+                a_times_a = matrix_a.unsqueeze(1).bmm(matrix_a.unsqueeze(2)).reshape(-1, 1)
+                b_times_b = matrix_b.unsqueeze(1).bmm(matrix_b.unsqueeze(2)).reshape(1, -1)
+                a_times_b = matrix_a.mm(matrix_b.T)
+                return (-2 * a_times_b + a_times_a + b_times_b).clamp(0, None).sqrt()
+
+            selected = [a.start]
+            anchor = batchwise(f, f[a.start:a.start + 1])
+            for _ in range(a.count - 1):
+                i = int(torch.argmax(anchor))
+                selected.append(i)
+                step = batchwise(f, f[i:i + 1])
+                anchor = torch.min(torch.cat([anchor, step], dim=-1), dim=1).values.reshape(-1, 1)
+            t2 = time.perf_counter()
+            return t1 - t0, t2 - t1, selected
         if a.distance == "expansion":
             norms = (f * f).sum(1)
 
@@ -62,7 +84,7 @@ def main():
     p.add_argument("--proj", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--distance", choices=["expansion", "difference"], default="expansion")
+    p.add_argument("--distance", choices=["reference", "expansion", "difference"], default="expansion")
     p.add_argument("--repeats", type=int, default=1)
     a = p.parse_args()
     if a.threads > 0:

@@ -83,7 +83,8 @@ async function evaluateAll(
       results[name] = r;
       schema.push(resultFromMetrics(dataset, name, metricsFromLocoEvaluation(r), { maps: opts.maps }));
     } else {
-      const r = await evaluateCategory(category, provider, { limits, onProgress });
+      // The provider only reads files: four samples are read ahead while earlier ones accumulate.
+      const r = await evaluateCategory(category, provider, { limits, onProgress, prefetch: 4 });
       results[name] = {
         image_auroc: r.image_auroc,
         image_ap: r.image_ap,

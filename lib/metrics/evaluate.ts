@@ -7,6 +7,7 @@
 import { imiadError } from '../../bindings/errors';
 import { binaryClassificationMetrics, type KernelOptions, type MaskedAnomalyMap, PixelAccumulator, type ChannelAnomalyMap, requireLimits } from '../../bindings/metrics';
 import type { Category, Sample } from '../datasets/types';
+import { optionalInteger } from '../../bindings/validate';
 import { readImageSize } from '../image/decode';
 import { readMask } from '../image/mask';
 import { byLimit } from './pro';
@@ -68,6 +69,11 @@ export interface LocoCategoryMetrics {
 export interface EvaluateOptions extends KernelOptions {
   /** FPR integration limits of AU-PRO (default [0.3]); LOCO uses 0.01, 0.05, 0.1, 0.3 and 1.0 unless given. */
   limits?: number[];
+  /**
+   * MVTec-like categories: samples read ahead, 1..64 (default 1: a provider function is called for one sample at a
+   * time; with more it runs for up to `prefetch` samples at once, so it must allow that). `imiad evaluate` uses 4.
+   */
+  prefetch?: number;
 }
 
 function testSamples(category: Category | Sample[]): Sample[] {
@@ -128,38 +134,78 @@ async function groundTruth(sample: Sample): Promise<{ data: Uint8Array; width: n
   return { ...first, file: sample.maskPaths[0] };
 }
 
-const BATCH_PIXELS = 1 << 23;
+// Pixels per addImages call: small enough that the accumulation of one batch overlaps the reading of the next.
+const BATCH_PIXELS = 1 << 22;
+
+type Settled<T> = { value: T; error?: undefined } | { error: unknown };
+
+function settle<T>(fn: () => Promise<T> | T): Promise<Settled<T>> {
+  return Promise.resolve()
+    .then(fn)
+    .then(
+      (value) => ({ value }),
+      (error: unknown) => ({ error }),
+    );
+}
+
+function unwrap<T>(s: Settled<T>): T {
+  if ('value' in s) return s.value;
+  throw s.error;
+}
+
+/** The size of a normal sample's image, or an anomalous one's ground truth. */
+async function truthOf(sample: Sample): Promise<{ gt: Awaited<ReturnType<typeof groundTruth>>; size: { width: number; height: number } }> {
+  const gt = await groundTruth(sample);
+  return { gt, size: gt ?? (await readImageSize(sample.path)) };
+}
 
 /**
  * Evaluates one MVTec-like category (MVTec AD, MPDD, BTAD, VisA, MTD, DAGM): image AUROC / AP / F1-max from the
  * image scores, pixel AUROC / AP over all test pixels, AU-PRO per limit. Every anomalous test image needs a mask
- * (the official script fails without one too); normal images count as all-normal pixels.
+ * (the official script fails without one too); normal images count as all-normal pixels. With `prefetch` > 1 the
+ * predictions and ground truths of the next samples are read while earlier ones accumulate (errors still surface
+ * in sample order).
  */
 export async function evaluateCategory(category: Category | Sample[], predictions: PredictionSource, opts: EvaluateOptions = {}): Promise<CategoryEvaluation> {
   const limits = requireLimits(opts.limits ?? [0.3]);
+  const prefetch = optionalInteger(opts.prefetch, 'prefetch', 1, 64, 1);
   const samples = testSamples(category);
   const acc = new PixelAccumulator();
   const scores = new Float64Array(samples.length);
   const labels = new Uint8Array(samples.length);
   let batch: MaskedAnomalyMap[] = [];
   let batchPixels = 0;
+  // One batch accumulates natively while the next one is read.
+  let accumulating: Promise<void> | null = null;
   const flush = async (): Promise<void> => {
     if (batch.length === 0) return;
     const images = batch;
     batch = [];
     batchPixels = 0;
-    await acc.addImages(images, { signal: opts.signal });
+    if (accumulating) await accumulating;
+    accumulating = acc.addImages(images, { signal: opts.signal });
+    // Awaited by the next flush or at the end; this only keeps an early failure from going unhandled meanwhile.
+    accumulating.catch(() => undefined);
   };
-  for (let i = 0; i < samples.length; i++) {
+  // Reads in flight, of samples i, i + 1, ... in order. They never reject (settled): an error surfaces when its
+  // sample is reached, as without prefetch.
+  const ahead: Array<Promise<[Settled<Prediction>, Settled<Awaited<ReturnType<typeof truthOf>>>]>> = [];
+  const read = (i: number) => {
     const sample = samples[i];
-    const p = await predictionFor(predictions, sample, i, samples.length);
+    return Promise.all([settle(() => predictionFor(predictions, sample, i, samples.length)), settle(() => truthOf(sample))]);
+  };
+  let next = 0;
+  for (let i = 0; i < samples.length; i++) {
+    while (next < Math.min(samples.length, i + prefetch)) ahead.push(read(next++));
+    const sample = samples[i];
+    const [prediction, truth] = await (ahead.shift() as (typeof ahead)[number]);
+    const p = unwrap(prediction);
     checkPrediction(p, sample);
-    const gt = await groundTruth(sample);
+    const { gt, size } = unwrap(truth);
     if (gt) {
       if (gt.width !== p.width || gt.height !== p.height) throw sizeMismatch(p, sample, gt.width, gt.height, `mask ${gt.file}`);
-    } else {
-      const size = await readImageSize(sample.path);
-      if (size.width !== p.width || size.height !== p.height) throw sizeMismatch(p, sample, size.width, size.height, `image ${sample.path}`);
+    } else if (size.width !== p.width || size.height !== p.height) {
+      throw sizeMismatch(p, sample, size.width, size.height, `image ${sample.path}`);
     }
     if (i === 0) await acc.reserve(p.width * p.height * samples.length);
     scores[i] = p.imageScore ?? mapMaximum(p.anomalyMap);
@@ -170,6 +216,7 @@ export async function evaluateCategory(category: Category | Sample[], prediction
     opts.onProgress?.(i + 1, samples.length);
   }
   await flush();
+  if (accumulating) await accumulating;
   const image = await binaryClassificationMetrics(scores, labels, { signal: opts.signal });
   const pixel = await acc.compute({ limits, signal: opts.signal });
   if (pixel.positives === 0 || pixel.negatives === 0) {

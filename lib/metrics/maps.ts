@@ -22,13 +22,16 @@ function fileError(file: string, reason: string): Error {
   return imiadError('Error', 'ERR_IMIAD_FILE', `Cannot read anomaly map ${file}: ${reason}`);
 }
 
-function readBuffer(file: string): Buffer {
+/** Reads a whole file off the event loop (a map of 1024 x 1024 is 4 MB). */
+async function readBuffer(file: string): Promise<Buffer> {
   try {
-    return fs.readFileSync(file);
+    return await fs.promises.readFile(file);
   } catch (err) {
     throw imiadError('Error', 'ERR_IMIAD_FILE', `Cannot read ${file}: ${(err as Error).message}`);
   }
 }
+
+const HOST_LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 /** Converts `count` samples of a numeric type at `offset` to float32. */
 function samplesToFloat32(
@@ -43,6 +46,11 @@ function samplesToFloat32(
   file: string,
 ): void {
   if (offset < 0 || offset + count * bytes > buf.length) throw fileError(file, 'pixel data runs past the end of the file');
+  if (kind === 'float' && bytes === 4 && little === HOST_LITTLE_ENDIAN) {
+    // Stored as the host's own float32: one memcpy (the samples need not be 4-byte aligned in the file).
+    new Uint8Array(out.buffer, out.byteOffset + outOffset * 4, count * 4).set(buf.subarray(offset, offset + count * 4));
+    return;
+  }
   const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   for (let i = 0; i < count; i++) {
     const at = offset + i * bytes;
@@ -192,7 +200,7 @@ export async function decodePngMap(buf: Buffer, file: string): Promise<AnomalyMa
 /** Reads an anomaly map file by its extension. */
 export async function readAnomalyMap(file: string): Promise<AnomalyMap> {
   const ext = path.extname(file).toLowerCase();
-  const buf = readBuffer(file);
+  const buf = await readBuffer(file);
   if (ext === '.tif' || ext === '.tiff') return decodeTiff(buf, file);
   if (ext === '.npy') return decodeNpy(buf, file);
   if (ext === '.png') return decodePngMap(buf, file);

@@ -2,6 +2,7 @@
 // exceptions reach the caller and leave the team usable, members that fell asleep wake up, and a team whose
 // members keep the caller waiting hands the work to the caller alone. Run by test/native/run.sh under ASan/UBSan.
 #include <atomic>
+#include <cmath>
 #include <chrono>
 #include <cstdio>
 #include <stdexcept>
@@ -108,6 +109,60 @@ void soloWhenMembersLag() {
   check(soloRuns > 50, "passes move to the caller when the members lag (" + std::to_string(soloRuns) + " of 200)");
 }
 
+// WorkGate: a one-thread team never gets a pass; the gate first measures passes alone, then follows the cost model
+// (alone: rate * work; team: rate * work / size + the team's hand-off); run() covers every chunk once whichever it
+// picks. The team measures its hand-off on every run (here set by noteHandOff).
+void workGate() {
+  {
+    imiad::Team one(1);
+    imiad::WorkGate gate(one);
+    bool any = false;
+    for (int i = 0; i < 20; ++i) any = any || gate.chooseTeam(1e9);
+    check(!any, "work gate: a team of one never runs a pass");
+  }
+  imiad::Team team(2);
+  imiad::WorkGate gate(team);
+  // Four passes alone at 1 ns per unit; then, the hand-off never measured, the team.
+  int alone = 0;
+  for (int i = 0; i < 4; ++i) {
+    alone += gate.chooseTeam(1000) ? 0 : 1;
+    gate.recordAlone(1000, 1e-6);
+  }
+  check(alone == 4 && gate.chooseTeam(1000), "work gate: learns alone first (" + std::to_string(alone) +
+                                                 " of 4), then tries the team");
+  for (int i = 0; i < 4; ++i) team.noteHandOff(10e-6);
+  check(std::abs(gate.rate() - 1e-9) < 1e-15 && std::abs(team.handOff() - 10e-6) < 1e-12 && team.handOffSamples() == 4,
+        "work gate: rate 1 ns per unit and hand-off 10 us learnt (" + std::to_string(gate.rate()) + ", " +
+            std::to_string(team.handOff()) + ")");
+  // Break-even: 1e-9 * work / 2 = 1e-5, work = 20,000 units. Far from it (outside the exploration range), the model
+  // decides every pass.
+  bool big = true, small = false;
+  for (int i = 0; i < 100; ++i) {
+    big = big && gate.chooseTeam(2e7);
+    small = small || gate.chooseTeam(500);
+  }
+  check(big && !small, "work gate: the team for 20,000,000 units, alone for 500");
+  // Near break-even, the other choice now and then.
+  int teamNear = 0;
+  for (int i = 0; i < 320; ++i) teamNear += gate.chooseTeam(1e5) ? 1 : 0;
+  check(teamNear > 280 && teamNear < 320, "work gate: near break-even, mostly the team with some passes alone (" +
+                                              std::to_string(teamNear) + " of 320)");
+  // A run on the team measures the hand-off.
+  const uint64_t before = team.handOffSamples();
+  team.run(8, 1, [](size_t, size_t, size_t) {});
+  check(team.handOffSamples() == before + 1 && team.handOff() >= 0.0, "team: every run on the team measures its hand-off");
+  // run(): every chunk once, alone or on the team.
+  for (double work : {1.0, 1e9}) {
+    std::vector<std::atomic<int>> seen(10);
+    gate.run(work, 1000, 100, [&](size_t k, size_t begin, size_t end) {
+      if (begin == k * 100 && end == begin + 100) seen[k]++;
+    });
+    bool ok = true;
+    for (auto& v : seen) ok = ok && v == 1;
+    check(ok, "work gate: run() covers every chunk once for work " + std::to_string(work));
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -116,6 +171,7 @@ int main() {
   errors();
   sleepers();
   soloWhenMembersLag();
+  workGate();
   if (failures == 0) std::printf("test_parallel: all checks passed\n");
   return failures == 0 ? 0 : 1;
 }
