@@ -28,6 +28,7 @@ interface NativeModel {
   state(): TrainState;
   loadState(names: string[], shapes: number[][], arrays: Float32Array[]): void;
   parameterCount(): number;
+  calibrate(features: Float32Array[], shapes: number[][], reset: boolean, cancel: Int32Array): Promise<void>;
 }
 
 interface TrainAddon {
@@ -41,8 +42,11 @@ interface TrainAddon {
     weightDecay: number,
     beta1: number,
     beta2: number,
+    options?: { device: 'cpu' | 'cuda'; extra: Record<string, number[]> },
   ) => NativeModel;
   torchVersion: string;
+  /** Whether the linked libtorch has CUDA and sees a GPU. */
+  cudaAvailable: boolean;
   selfCheck(): number;
 }
 
@@ -91,8 +95,8 @@ export function trainingAvailable(): boolean {
 }
 
 export interface TrainModelConfig {
-  kind: 'stpm' | 'rd4ad';
-  /** Channels of the teacher's layers 1..3. */
+  kind: 'stpm' | 'rd4ad' | 'fastflow' | 'cflow';
+  /** Channels of the teacher's layers 1..3 (the flow heads: of the tapped levels). */
   channels: number[];
   seed: number;
   threads: number;
@@ -101,6 +105,10 @@ export interface TrainModelConfig {
   weightDecay?: number;
   beta1?: number;
   beta2?: number;
+  /** Where the network trains (bindings/train/device.ts resolves 'auto'); default 'cpu'. */
+  device?: 'cpu' | 'cuda';
+  /** Method-specific numbers (native/train/flows.cc). */
+  extra?: Record<string, number[]>;
 }
 
 /** One trainable network in libtorch. Calls run on worker threads, one at a time per model. */
@@ -110,7 +118,10 @@ export class TrainModel {
   constructor(readonly config: TrainModelConfig) {
     const addon = trainAddon();
     const c = config;
-    this.native = new addon.TrainModel(c.kind, c.channels, c.seed, c.threads, c.lr, c.momentum ?? 0.9, c.weightDecay ?? 1e-4, c.beta1 ?? 0.5, c.beta2 ?? 0.999);
+    this.native = new addon.TrainModel(c.kind, c.channels, c.seed, c.threads, c.lr, c.momentum ?? 0.9, c.weightDecay ?? 1e-4, c.beta1 ?? 0.5, c.beta2 ?? 0.999, {
+      device: c.device ?? 'cpu',
+      extra: c.extra ?? {},
+    });
   }
 
   get parameterCount(): number {
@@ -132,6 +143,15 @@ export class TrainModel {
       (cancel) => this.native.maps(images?.data ?? null, images?.shape ?? null, teacher.map((t) => t.data), teacher.map((t) => t.shape), cancel, outSize),
       opts,
       this.maps,
+    );
+  }
+
+  /** Feeds training features so that the model fixes its normalising constants (CFlow); `reset` starts over. */
+  calibrate(features: Nchw[], reset: boolean, opts: { signal?: AbortSignal } = {}): Promise<void> {
+    return callKernel(
+      (cancel) => this.native.calibrate(features.map((t) => t.data), features.map((t) => t.shape), reset, cancel),
+      opts,
+      this.calibrate,
     );
   }
 

@@ -6,6 +6,8 @@ import type { PatchCoreParams } from './patchcore';
 import { findMethod, METHODS } from './registry';
 import type { SpadeParams } from './spade';
 import type { Rd4adParams, StpmParams } from './teacher-student';
+import type { CFlowParams } from './cflow';
+import type { FastFlowParams } from './fastflow';
 import type { Detector } from './types';
 
 /** Each registered method's parameters (the typed overload of createDetector). */
@@ -16,6 +18,8 @@ export interface MethodParams {
   dne: DneParams;
   stpm: StpmParams;
   rd4ad: Rd4adParams;
+  cflow: CFlowParams;
+  fastflow: FastFlowParams;
 }
 export type MethodName = keyof MethodParams;
 
@@ -47,5 +51,8 @@ export { Dne, type DneParams } from './dne';
 export type { BackboneParams } from './features';
 export type { AnomalyMap, Detector, Prediction, RunOptions, Timing, TrainSample } from './types';
 export { Stpm, Rd4ad, type StpmParams, type Rd4adParams, type TeacherStudentParams } from './teacher-student';
+export { FastFlow, type FastFlowParams } from './fastflow';
+export { CFlow, type CFlowParams } from './cflow';
+export type { FrozenHeadParams } from './frozen-head';
 export { readCheckpoint, writeCheckpoint, encodeCheckpoint, decodeCheckpoint, type Checkpoint } from './checkpoint';
 export type { DetectorState, TrainingStats } from './types';

@@ -3,7 +3,9 @@
  * `createDetector`, `imiad run --method` (its checks and `--help`), the grid, the demo and the reports read the
  * list from this table; nothing else names the methods.
  */
+import { CFlow } from './cflow';
 import { Dne } from './dne';
+import { FastFlow } from './fastflow';
 import { Padim } from './padim';
 import { PatchCore } from './patchcore';
 import { Spade } from './spade';
@@ -145,6 +147,34 @@ export const METHODS: readonly MethodEntry[] = [
     continual: 'sequential',
     options: TRAINED_OPTIONS,
     summary: 'reverse distillation: one-class bottleneck and decoder (libtorch)',
+  },
+  {
+    name: 'cflow',
+    label: 'CFlow',
+    create: (p) => new CFlow(p),
+    trained: true,
+    usesLabelledAnomalies: false,
+    hasMaps: true,
+    imageSize: 256,
+    cropSize: 256,
+    normalisation: 'imagenet',
+    continual: 'sequential',
+    options: TRAINED_OPTIONS,
+    summary: 'conditional normalizing flow per level over position-encoded feature vectors (libtorch)',
+  },
+  {
+    name: 'fastflow',
+    label: 'FastFlow',
+    create: (p) => new FastFlow(p),
+    trained: true,
+    usesLabelledAnomalies: false,
+    hasMaps: true,
+    imageSize: 256,
+    cropSize: 256,
+    normalisation: 'imagenet',
+    continual: 'sequential',
+    options: TRAINED_OPTIONS,
+    summary: '2-D normalizing flow with conv subnets on each feature level (libtorch)',
   },
 ];
 

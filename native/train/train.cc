@@ -17,6 +17,8 @@
 
 #include <torch/torch.h>
 
+#include "flows.h"
+
 #include <mutex>
 #include <sstream>
 
@@ -441,6 +443,10 @@ std::unique_ptr<Model> CreateModel(const ModelConfig& config) {
   at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/false);
   if (config.kind == "stpm") return std::make_unique<Stpm>(config);
   if (config.kind == "rd4ad") return std::make_unique<Rd4ad>(config);
+  if (config.kind == "fastflow" || config.kind == "cflow") {
+    std::lock_guard<std::mutex> lock(SeedMutex());
+    return CreateFlowModel(config);
+  }
   throw InvalidArgument("ERR_IMIAD_ARGUMENT", "Unknown trained model kind " + config.kind);
 }
 
@@ -448,6 +454,8 @@ double SelfCheck() {
   auto g = torch::arange(16, torch::kFloat32).reshape({4, 4});
   return torch::matmul(g, g.t()).sum().item<double>();
 }
+
+bool CudaAvailable() { return torch::cuda::is_available(); }
 
 std::string TorchVersion() {
   std::ostringstream s;

@@ -1,0 +1,132 @@
+/**
+ * `npm run bench -- flows [--methods fastflow,cflow] [--steps 20] [--size 128] [--batch 8] [--threads N]`: fidelity
+ * and speed of the flow heads (native/train/flows.cc) against a PyTorch peer that follows the official code with
+ * FrEIA's old AllInOneBlock written out (bench/peers/flows_torch.py, Debian's python3-torch). imiad builds the head,
+ * exports its initial weights, and trains `steps` steps on seeded feature batches shaped like the default
+ * ResNet-18's taps at `size` px (FastFlow: layers 1..3; CFlow: layers 2..4); the peer loads the same weights and
+ * trains on the same batches (CFlow: the same seeded fiber shuffles). Reported: the largest relative difference of
+ * the two loss trajectories (target 1e-4) and imiad's time per step over the peer's (target <= 0.9x), medians over
+ * the steps after the first. Table + bench/results/flows.json.
+ */
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
+import { trainingAvailable, trainAddonPath, TrainModel, type Nchw, type TrainModelConfig } from '../bindings/train/train';
+import { Random } from '../lib/prng';
+import { flag, intFlag, machineInfo, median, peerAvailable, printTable, type Row, runPeer, writeJson } from './common';
+
+interface Setup {
+  method: 'fastflow' | 'cflow';
+  /** [c, h, w] of each level at `size` px. */
+  levels: number[][];
+  config: TrainModelConfig;
+  /** Extra fields the peer reads. */
+  meta: Record<string, unknown>;
+}
+
+function setup(method: string, size: number, batch: number, steps: number, threads: number): Setup {
+  if (method === 'fastflow') {
+    const levels = [
+      [64, size / 4, size / 4],
+      [128, size / 8, size / 8],
+      [256, size / 16, size / 16],
+    ];
+    const extra = { sides: levels.flatMap((l) => [l[1], l[2]]), blocks: [8], clamp: [2] };
+    return {
+      method,
+      levels,
+      config: { kind: 'fastflow', channels: levels.map((l) => l[0]), seed: 1, threads, lr: 1e-3, weightDecay: 1e-5, extra },
+      meta: { blocks: 8, clamp: 2, lr: 1e-3, weightDecay: 1e-5 },
+    };
+  }
+  if (method === 'cflow') {
+    const levels = [
+      [128, size / 8, size / 8],
+      [256, size / 16, size / 16],
+      [512, size / 32, size / 32],
+    ];
+    // Warm-up and cosine both move within the 20 steps: 2 steps per sub-epoch, 2 sub-epochs, 5 meta-epochs.
+    const schedule = [2, 5, 2, 2];
+    const seed = 1;
+    const extra = { blocks: [8], clamp: [1.9], condition: [128], fibers: [256], schedule };
+    return {
+      method,
+      levels,
+      config: { kind: 'cflow', channels: levels.map((l) => l[0]), seed, threads, lr: 2e-4, weightDecay: 0, extra },
+      // native/train/flows.cc seeds the fiber shuffles with seed ^ 0x5f1b3d.
+      meta: { blocks: 8, clamp: 1.9, condition: 128, fibers: 256, lr: 2e-4, schedule, permSeed: seed ^ 0x5f1b3d },
+    };
+  }
+  throw new Error(`--methods: unknown method ${method} (fastflow, cflow)`);
+}
+
+function batchOf(levels: number[][], batch: number, rng: Random): Nchw[] {
+  return levels.map(([c, h, w]) => {
+    const data = new Float32Array(batch * c * h * w);
+    for (let i = 0; i < data.length; i++) data[i] = rng.normal();
+    return { data, shape: [batch, c, h, w] };
+  });
+}
+
+export async function main(args: string[]): Promise<void> {
+  if (!trainingAvailable()) throw new Error(`the training addon is not built (${trainAddonPath()}); run npm run build:train`);
+  const methods = (flag(args, 'methods', 'fastflow,cflow') ?? '').split(',');
+  const steps = intFlag(args, 'steps', 20);
+  const size = intFlag(args, 'size', 128);
+  const batch = intFlag(args, 'batch', 8);
+  const threads = intFlag(args, 'threads', os.availableParallelism());
+  if (size % 32 !== 0) throw new Error(`--size must be a multiple of 32 but is ${size}`);
+  const havePeer = peerAvailable(['torch', 'numpy']);
+  if (!havePeer) process.stdout.write('PyTorch peer skipped: /usr/bin/python3 cannot import torch (apt-get install python3-torch)\n');
+  const rows: Row[] = [];
+  const results: unknown[] = [];
+  for (const method of methods) {
+    const s = setup(method, size, batch, steps, threads);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), `imiad-bench-${method}-`));
+    try {
+      const model = new TrainModel(s.config);
+      const state = model.state();
+      const parts = state.arrays.map((a) => Buffer.from(a.buffer, a.byteOffset, a.byteLength));
+      fs.writeFileSync(path.join(dir, 'state.bin'), Buffer.concat(parts));
+      const rng = new Random(7).fork('flows-bench');
+      const losses: number[] = [];
+      const seconds: number[] = [];
+      for (let step = 0; step < steps; step++) {
+        const features = batchOf(s.levels, batch, rng);
+        fs.writeFileSync(path.join(dir, `batch${step}.bin`), Buffer.concat(features.map((f) => Buffer.from(f.data.buffer))));
+        const t = process.hrtime.bigint();
+        losses.push(await model.step(null, features));
+        seconds.push(Number(process.hrtime.bigint() - t) / 1e9);
+      }
+      const meta = {
+        method,
+        steps,
+        levels: s.levels,
+        batchShapes: s.levels.map(([c, h, w]) => [batch, c, h, w]),
+        state: state.names.map((name, i) => ({ name, shape: state.shapes[i] })),
+        ...s.meta,
+      };
+      fs.writeFileSync(path.join(dir, 'meta.json'), JSON.stringify(meta));
+      let peer: { losses: number[]; stepSeconds: number[]; torch: string } | null = null;
+      if (havePeer) peer = runPeer('flows_torch.py', [dir, String(threads)]);
+      const rel = peer ? Math.max(...losses.map((l, i) => Math.abs(l - peer!.losses[i]) / Math.max(Math.abs(peer!.losses[i]), 1e-12))) : null;
+      const imiadStep = median(seconds.slice(1));
+      const peerStep = peer ? median(peer.stepSeconds.slice(1)) : null;
+      rows.push({
+        method,
+        params: model.parameterCount,
+        'imiad s/step': imiadStep.toFixed(3),
+        'torch s/step': peerStep === null ? '-' : peerStep.toFixed(3),
+        'time ratio': peerStep === null ? '-' : (imiadStep / peerStep).toFixed(2),
+        'max rel loss diff': rel === null ? '-' : rel.toExponential(2),
+        'agree 1e-4': rel === null ? '-' : rel <= 1e-4,
+      });
+      results.push({ method, size, batch, steps, threads, parameters: model.parameterCount, imiad: { losses, stepSeconds: seconds }, peer, maxRelativeLossDiff: rel });
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  printTable(`flow heads: ${steps} steps, batch ${batch}, ${size} px feature shapes, ${threads} threads`, rows);
+  writeJson('flows', { machine: machineInfo(threads), results });
+}

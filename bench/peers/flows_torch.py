@@ -1,0 +1,238 @@
+"""PyTorch peer of imiad's flow heads (bench/flows.ts): FastFlow as gathierry/FastFlow builds it and CFlow as
+gudovskiy/cflow-ad trains it, with FrEIA's AllInOneBlock of the pinned versions (1779d1f / cc5cf5e) written out
+(FrEIA is not a dependency). It starts from the weights imiad exported (state.bin) and trains on the same batches,
+printing the loss of every step and the time per step as JSON on the last line.
+
+usage: flows_torch.py <dir> <threads>
+"""
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class AllInOneBlock(nn.Module):
+    """FrEIA AllInOneBlock before 2023-08 (no GIN, no householder, no pre-permutation), SOFTPLUS global affine."""
+
+    def __init__(self, channels, rank, subnet, clamp, w_perm):
+        super().__init__()
+        self.input_rank = rank
+        self.sum_dims = tuple(range(1, 2 + rank))
+        self.splits = [channels - channels // 2, channels // 2]
+        self.permute_function = {1: F.linear, 2: F.conv2d}[rank]
+        self.clamp = clamp
+        global_scale = 2.0 * np.log(np.exp(0.5 * 10.0 * 1.0) - 1)
+        self.softplus = nn.Softplus(beta=0.5)
+        self.global_scale_activation = lambda a: 0.1 * self.softplus(a)
+        self.global_scale = nn.Parameter(torch.ones(1, channels, *([1] * rank)) * float(global_scale))
+        self.global_offset = nn.Parameter(torch.zeros(1, channels, *([1] * rank)))
+        self.w_perm = nn.Parameter(w_perm.view(channels, channels, *([1] * rank)), requires_grad=False)
+        self.subnet = subnet
+
+    def _permute(self, x):
+        scale = self.global_scale_activation(self.global_scale)
+        return self.permute_function(x * scale + self.global_offset, self.w_perm)
+
+    def _affine(self, x, a):
+        a = a * 0.1
+        ch = x.shape[1]
+        sub_jac = self.clamp * torch.tanh(a[:, :ch])
+        return x * torch.exp(sub_jac) + a[:, ch:], torch.sum(sub_jac, dim=self.sum_dims)
+
+    def forward(self, x, c=None):
+        x1, x2 = torch.split(x, self.splits, dim=1)
+        x1c = torch.cat([x1, c], 1) if c is not None else x1
+        a1 = self.subnet(x1c)
+        x2, j2 = self._affine(x2, a1)
+        log_jac_det = j2
+        x_out = torch.cat((x1, x2), 1)
+        x_out = self._permute(x_out)
+        n_pixels = x_out[0, :1].numel()
+        log_jac_det = log_jac_det + n_pixels * torch.sum(torch.log(self.global_scale_activation(self.global_scale)))
+        return x_out, log_jac_det
+
+
+class Sequence(nn.Module):
+    def __init__(self, blocks):
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x, c=None):
+        logdet = 0
+        for b in self.blocks:
+            x, j = b(x, c)
+            logdet = logdet + j
+        return x, logdet
+
+
+def load_state(meta, folder):
+    raw = np.fromfile(os.path.join(folder, 'state.bin'), dtype=np.float32)
+    out, offset = {}, 0
+    for e in meta['state']:
+        n = int(np.prod(e['shape'])) if e['shape'] else 1
+        out[e['name']] = torch.from_numpy(raw[offset:offset + n].copy()).view(*e['shape'])
+        offset += n
+    return out
+
+
+def perm_matrix(state, prefix, channels):
+    if prefix + 'w_perm' in state:
+        return state[prefix + 'w_perm'].clone()
+    w = torch.zeros(channels, channels)
+    for i, j in enumerate(state[prefix + 'perm'].long().tolist()):
+        w[i, j] = 1.0
+    return w
+
+
+def subnet_conv(cin, cout, k, hidden_ratio):
+    hidden = int(cin * hidden_ratio)
+    return nn.Sequential(nn.Conv2d(cin, hidden, k, padding='same'), nn.ReLU(), nn.Conv2d(hidden, cout, k, padding='same'))
+
+
+def subnet_fc(cin, cout):
+    return nn.Sequential(nn.Linear(cin, 2 * cin), nn.ReLU(), nn.Linear(2 * cin, cout))
+
+
+def copy_block(block, state, prefix):
+    with torch.no_grad():
+        block.global_scale.copy_(state[prefix + 'global_scale'])
+        block.global_offset.copy_(state[prefix + 'global_offset'])
+        for i in (0, 2):
+            block.subnet[i].weight.copy_(state[prefix + 'subnet.%d.weight' % i])
+            block.subnet[i].bias.copy_(state[prefix + 'subnet.%d.bias' % i])
+
+
+def read_batch(folder, step, shapes):
+    raw = np.fromfile(os.path.join(folder, 'batch%d.bin' % step), dtype=np.float32)
+    out, offset = [], 0
+    for s in shapes:
+        n = int(np.prod(s))
+        out.append(torch.from_numpy(raw[offset:offset + n].copy()).view(*s))
+        offset += n
+    return out
+
+
+def positionalencoding2d(D, H, W):
+    P = torch.zeros(D, H, W)
+    D = D // 2
+    div_term = torch.exp(torch.arange(0.0, D, 2) * -(math.log(1e4) / D))
+    pos_w = torch.arange(0.0, W).unsqueeze(1)
+    pos_h = torch.arange(0.0, H).unsqueeze(1)
+    P[0:D:2, :, :] = torch.sin(pos_w * div_term).transpose(0, 1).unsqueeze(1).repeat(1, H, 1)
+    P[1:D:2, :, :] = torch.cos(pos_w * div_term).transpose(0, 1).unsqueeze(1).repeat(1, H, 1)
+    P[D::2, :, :] = torch.sin(pos_h * div_term).transpose(0, 1).unsqueeze(2).repeat(1, 1, W)
+    P[D + 1::2, :, :] = torch.cos(pos_h * div_term).transpose(0, 1).unsqueeze(2).repeat(1, 1, W)
+    return P
+
+
+def fastflow(meta, folder, state):
+    blocks, clamp = meta['blocks'], meta['clamp']
+    norms, flows = nn.ModuleList(), nn.ModuleList()
+    for level, (c, h, w) in enumerate(meta['levels']):
+        norm = nn.LayerNorm([c, h, w], elementwise_affine=True)
+        with torch.no_grad():
+            norm.weight.copy_(state['norms.%d.weight' % level])
+            norm.bias.copy_(state['norms.%d.bias' % level])
+        norms.append(norm)
+        seq = []
+        for i in range(blocks):
+            k = 1 if i % 2 == 1 else 3
+            prefix = 'flows.%d.%d.' % (level, i)
+            b = AllInOneBlock(c, 2, subnet_conv(c - c // 2, 2 * (c // 2), k, 1.0), clamp, perm_matrix(state, prefix, c))
+            copy_block(b, state, prefix)
+            seq.append(b)
+        flows.append(Sequence(seq))
+    params = list(norms.parameters()) + [p for p in flows.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=meta['lr'], weight_decay=meta['weightDecay'])
+    losses, times = [], []
+    for step in range(meta['steps']):
+        features = read_batch(folder, step, meta['batchShapes'])
+        t = time.perf_counter()
+        loss = 0
+        for level, f in enumerate(features):
+            out, logdet = flows[level](norms[level](f))
+            loss = loss + torch.mean(0.5 * torch.sum(out ** 2, dim=(1, 2, 3)) - logdet)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        times.append(time.perf_counter() - t)
+        losses.append(loss.item())
+    return losses, times
+
+
+def cflow(meta, folder, state):
+    blocks, clamp, P, N = meta['blocks'], meta['clamp'], meta['condition'], meta['fibers']
+    decoders = nn.ModuleList()
+    for level, (c, h, w) in enumerate(meta['levels']):
+        seq = []
+        for i in range(blocks):
+            prefix = 'flows.%d.%d.' % (level, i)
+            b = AllInOneBlock(c, 1, subnet_fc(c - c // 2 + P, 2 * (c // 2)), clamp, perm_matrix(state, prefix, c))
+            copy_block(b, state, prefix)
+            seq.append(b)
+        decoders.append(Sequence(seq))
+    params = [p for p in decoders.parameters() if p.requires_grad]
+    lr0 = meta['lr']
+    optimizer = torch.optim.Adam(params, lr=lr0)
+    steps_per_epoch, meta_epochs, sub_epochs, warm = meta['schedule']
+    eta_min = lr0 * (0.1 ** 3)
+    lr_warmup_from = lr0 / 10.0
+    lr_warmup_to = eta_min + (lr0 - eta_min) * (1 + math.cos(math.pi * warm / meta_epochs)) / 2
+    generator = torch.Generator().manual_seed(meta['permSeed'])
+    losses, times = [], []
+    for step in range(meta['steps']):
+        epoch = step // (steps_per_epoch * sub_epochs)
+        # adjust_learning_rate at the meta-epoch, then warmup_learning_rate per batch (cflow-ad train.py).
+        lr = eta_min + (lr0 - eta_min) * (1 + math.cos(math.pi * epoch / meta_epochs)) / 2
+        if epoch < warm:
+            total = steps_per_epoch * sub_epochs
+            p = (step % total + epoch * total) / (warm * total)
+            lr = lr_warmup_from + p * (lr_warmup_to - lr_warmup_from)
+        for g in optimizer.param_groups:
+            g['lr'] = lr
+        features = read_batch(folder, step, meta['batchShapes'])
+        t = time.perf_counter()
+        total_loss, count = 0.0, 0
+        for level, e in enumerate(features):
+            B, C, H, W = e.size()
+            S = H * W
+            E = B * S
+            p = positionalencoding2d(P, H, W).unsqueeze(0).repeat(B, 1, 1, 1)
+            c_r = p.reshape(B, P, S).transpose(1, 2).reshape(E, P)
+            e_r = e.reshape(B, C, S).transpose(1, 2).reshape(E, C)
+            perm = torch.randperm(E, generator=generator)
+            n = min(N, E)
+            for f in range(E // n):
+                idx = torch.arange(f * n, (f + 1) * n)
+                c_p, e_p = c_r[perm[idx]], e_r[perm[idx]]
+                z, log_jac_det = decoders[level](e_p, c_p)
+                logp = C * -0.9189385332046727 - 0.5 * torch.sum(z ** 2, 1) + log_jac_det
+                loss = -F.logsigmoid(logp / C)
+                optimizer.zero_grad()
+                loss.mean().backward()
+                optimizer.step()
+                total_loss += loss.mean().item() * n
+                count += n
+        times.append(time.perf_counter() - t)
+        losses.append(total_loss / count)
+    return losses, times
+
+
+def main():
+    folder, threads = sys.argv[1], int(sys.argv[2])
+    torch.set_num_threads(threads)
+    with open(os.path.join(folder, 'meta.json')) as f:
+        meta = json.load(f)
+    state = load_state(meta, folder)
+    losses, times = (fastflow if meta['method'] == 'fastflow' else cflow)(meta, folder, state)
+    print(json.dumps({'losses': losses, 'stepSeconds': times, 'torch': torch.__version__}))
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,99 @@
+// Shared building blocks of the trained heads (see blocks.h). The positional encoding follows cflow-ad's
+// custom_models/utils.py positionalencoding2d and the likelihood its get_logp (_GCONST_ = -0.9189385332046727).
+#include "blocks.h"
+
+#include <cmath>
+#include <map>
+
+namespace imiad {
+namespace train {
+
+torch::Device TrainDevice(const std::string& device) {
+  if (device == "cuda" && torch::cuda::is_available()) return torch::Device(torch::kCUDA, 0);
+  return torch::Device(torch::kCPU);
+}
+
+torch::Tensor ViewTensor(const View& v, const torch::Device& device) {
+  auto t = torch::from_blob(const_cast<float*>(v.data), {v.n, v.c, v.h, v.w}, torch::kFloat32);
+  return device.is_cpu() ? t : t.to(device);
+}
+
+torch::Tensor PositionalEncoding2d(int64_t d, int64_t h, int64_t w) {
+  if (d % 4 != 0) throw InvalidArgument("ERR_IMIAD_RANGE", "Expected a positional encoding size that is a multiple of 4 but received " + std::to_string(d));
+  auto p = torch::zeros({d, h, w}, torch::kFloat32);
+  const int64_t half = d / 2;
+  auto div = torch::exp(torch::arange(0.0, static_cast<double>(half), 2.0, torch::kFloat32) * -(std::log(1e4) / static_cast<double>(half)));
+  auto posW = torch::arange(0.0, static_cast<double>(w), torch::kFloat32).unsqueeze(1);
+  auto posH = torch::arange(0.0, static_cast<double>(h), torch::kFloat32).unsqueeze(1);
+  using torch::indexing::Slice;
+  p.index_put_({Slice(0, half, 2)}, torch::sin(posW * div).transpose(0, 1).unsqueeze(1).repeat({1, h, 1}));
+  p.index_put_({Slice(1, half, 2)}, torch::cos(posW * div).transpose(0, 1).unsqueeze(1).repeat({1, h, 1}));
+  p.index_put_({Slice(half, torch::indexing::None, 2)}, torch::sin(posH * div).transpose(0, 1).unsqueeze(2).repeat({1, 1, w}));
+  p.index_put_({Slice(half + 1, torch::indexing::None, 2)}, torch::cos(posH * div).transpose(0, 1).unsqueeze(2).repeat({1, 1, w}));
+  return p;
+}
+
+torch::Tensor GaussianLogLikelihood(const torch::Tensor& z, const torch::Tensor& logdet) {
+  const double c = static_cast<double>(z.size(1));
+  return c * -0.9189385332046727 - 0.5 * z.pow(2).sum(1) + logdet;
+}
+
+std::vector<NamedArray> ModuleState(torch::nn::Module& module) {
+  std::vector<NamedArray> out;
+  auto add = [&](const std::string& name, const torch::Tensor& t) {
+    if (t.scalar_type() != torch::kFloat32) return;
+    NamedArray a;
+    a.name = name;
+    a.shape = t.sizes().vec();
+    auto c = t.detach().to(torch::kCPU).contiguous();
+    a.values.assign(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
+    out.push_back(std::move(a));
+  };
+  for (auto& p : module.named_parameters()) add(p.key(), p.value());
+  for (auto& b : module.named_buffers()) add(b.key(), b.value());
+  return out;
+}
+
+void LoadModuleState(torch::nn::Module& module, const std::vector<NamedArray>& state) {
+  torch::NoGradGuard guard;
+  std::map<std::string, const NamedArray*> byName;
+  for (auto& a : state) byName[a.name] = &a;
+  size_t used = 0;
+  auto load = [&](const std::string& name, torch::Tensor& t) {
+    if (t.scalar_type() != torch::kFloat32) return;
+    auto it = byName.find(name);
+    if (it == byName.end()) throw InvalidArgument("ERR_IMIAD_CHECKPOINT", "The checkpoint lacks the tensor " + name);
+    const NamedArray& a = *it->second;
+    if (a.shape != t.sizes().vec() || static_cast<int64_t>(a.values.size()) != t.numel()) {
+      throw InvalidArgument("ERR_IMIAD_CHECKPOINT", "The checkpoint's tensor " + name + " does not match the model's shape");
+    }
+    t.copy_(torch::from_blob(const_cast<float*>(a.values.data()), t.sizes(), torch::kFloat32));
+    used++;
+  };
+  for (auto& p : module.named_parameters()) load(p.key(), p.value());
+  for (auto& b : module.named_buffers()) load(b.key(), b.value());
+  if (used != state.size()) {
+    throw InvalidArgument("ERR_IMIAD_CHECKPOINT", "The checkpoint holds " + std::to_string(state.size()) + " tensors but the model has " + std::to_string(used));
+  }
+}
+
+int64_t TrainableCount(torch::nn::Module& module) {
+  int64_t n = 0;
+  for (auto& p : module.parameters()) {
+    if (p.requires_grad()) n += p.numel();
+  }
+  return n;
+}
+
+std::vector<double> Extra(const ModelConfig& config, const std::string& key, std::vector<double> fallback) {
+  auto it = config.extra.find(key);
+  return it == config.extra.end() ? fallback : it->second;
+}
+
+void CopyOut(const torch::Tensor& map, float* out) {
+  auto c = map.detach().to(torch::kCPU).contiguous();
+  std::copy(c.data_ptr<float>(), c.data_ptr<float>() + c.numel(), out);
+}
+
+}  // namespace train
+}  // namespace imiad
