@@ -21,11 +21,12 @@ class AllInOneBlock(nn.Module):
     """FrEIA AllInOneBlock before 2023-08 (no GIN, no householder, no pre-permutation), SOFTPLUS global affine."""
 
     def __init__(self, channels, rank, subnet, clamp, w_perm):
+        # rank = len(dims_in[0]) - 1: 0 for CFlow's [n, c] fibers, 2 for FastFlow's [n, c, h, w] maps.
         super().__init__()
         self.input_rank = rank
         self.sum_dims = tuple(range(1, 2 + rank))
         self.splits = [channels - channels // 2, channels // 2]
-        self.permute_function = {1: F.linear, 2: F.conv2d}[rank]
+        self.permute_function = {0: F.linear, 2: F.conv2d}[rank]
         self.clamp = clamp
         global_scale = 2.0 * np.log(np.exp(0.5 * 10.0 * 1.0) - 1)
         self.softplus = nn.Softplus(beta=0.5)
@@ -173,7 +174,7 @@ def cflow(meta, folder, state):
         seq = []
         for i in range(blocks):
             prefix = 'flows.%d.%d.' % (level, i)
-            b = AllInOneBlock(c, 1, subnet_fc(c - c // 2 + P, 2 * (c // 2)), clamp, perm_matrix(state, prefix, c))
+            b = AllInOneBlock(c, 0, subnet_fc(c - c // 2 + P, 2 * (c // 2)), clamp, perm_matrix(state, prefix, c))
             copy_block(b, state, prefix)
             seq.append(b)
         decoders.append(Sequence(seq))

@@ -95,7 +95,7 @@ export function trainingAvailable(): boolean {
 }
 
 export interface TrainModelConfig {
-  kind: 'stpm' | 'rd4ad' | 'fastflow' | 'cflow';
+  kind: 'stpm' | 'rd4ad' | 'fastflow' | 'cflow' | 'cfa';
   /** Channels of the teacher's layers 1..3 (the flow heads: of the tapped levels). */
   channels: number[];
   seed: number;

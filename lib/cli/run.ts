@@ -50,6 +50,7 @@ export interface RunCommandOptions extends SettingFlags {
   epochs?: string;
   batchSize?: string;
   lr?: string;
+  device?: string;
   save?: string;
   load?: string;
 }
@@ -86,7 +87,7 @@ export function runParams(opts: RunCommandOptions): Record<string, unknown> {
   if (crop !== undefined) params.cropSize = crop;
   else if (imageSize !== undefined && imageSize < 224) params.cropSize = imageSize;
   // Method-specific options (the registry's `options`): refused, naming the methods that take them, elsewhere.
-  const methodOption = (flag: string, value: number | undefined): void => {
+  const methodOption = (flag: string, value: number | string | undefined): void => {
     if (value === undefined) return;
     const option = findMethod(opts.method)?.options.find((o) => o.flag === flag);
     if (option === undefined) {
@@ -103,6 +104,8 @@ export function runParams(opts: RunCommandOptions): Record<string, unknown> {
   methodOption('reweight', parseNumber(opts.reweight, '--reweight', (v) => int(v) && v >= 1 && v <= 1024, 'integer between 1 and 1024'));
   methodOption('epochs', parseNumber(opts.epochs, '--epochs', (v) => int(v) && v >= 1 && v <= 1_000_000, 'integer between 1 and 1000000'));
   methodOption('lr', parseNumber(opts.lr, '--lr', (v) => v > 0, 'positive number'));
+  if (opts.device !== undefined && !['auto', 'cpu', 'cuda'].includes(opts.device)) throw invalidType("'auto', 'cpu' or 'cuda'", '--device', opts.device);
+  methodOption('device', opts.device);
   const batchSize = parseNumber(opts.batchSize, '--batch-size', (v) => int(v) && v >= 1 && v <= 4096, 'integer between 1 and 4096');
   if (batchSize !== undefined) params.batchSize = batchSize;
   return params;
@@ -318,6 +321,7 @@ export function registerRun(program: Command): void {
     .option('--epochs <n>', `trained methods (${METHODS.filter((m) => m.trained).map((m) => m.name).join(', ')}): epochs (default per method, as IM-IAD Table V)`)
     .option('--batch-size <n>', 'images per training / feature batch (default 8)')
     .option('--lr <x>', 'trained methods: learning rate (default per method: STPM 0.4, RD4AD 0.005, ...)')
+    .option('--device <d>', 'trained methods: where the network trains, auto|cpu|cuda (default auto: CUDA when libtorch has it)')
     .option('--save <file>', 'write the fitted detector (weights, memory bank or statistics) to a checkpoint (FILE.<category>.imiad when several)')
     .option('--load <file>', 'restore the fitted detector from a checkpoint instead of fitting');
   addSettingOptions(cmd);

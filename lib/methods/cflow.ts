@@ -62,8 +62,8 @@ export class CFlow extends FrozenFeatureHead {
     return true;
   }
 
-  protected override calibrates(): boolean {
-    return true;
+  protected override calibration(): 'after' {
+    return 'after';
   }
 
   protected extra(_shapes: Nchw['shape'][], stepsPerEpoch: number): Record<string, number[]> {

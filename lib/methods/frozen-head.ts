@@ -127,9 +127,12 @@ export abstract class FrozenFeatureHead implements Detector {
     return false;
   }
 
-  /** Whether the model fixes normalising constants on the training features after training (CFlow). */
-  protected calibrates(): boolean {
-    return false;
+  /**
+   * When the model is fed the training features for its fixed constants (TrainModel.calibrate): 'before' training
+   * (CFA's memory bank of the untrained descriptor), 'after' it (CFlow's normalising maxima), or never.
+   */
+  protected calibration(): 'before' | 'after' | 'none' {
+    return 'none';
   }
 
   private createModel(channels: number[], extra: Record<string, number[]>): TrainModel {
@@ -190,6 +193,22 @@ export abstract class FrozenFeatureHead implements Detector {
     const dropLast = this.dropLast() && full > 0;
     const stepsPerEpoch = dropLast ? full : Math.ceil(n / batchSize);
     const model = this.model ?? this.createModel(shapes.map((s) => s[1]), this.extra(shapes, stepsPerEpoch));
+    // One pass over the training set in order, feeding the model's fixed constants.
+    const calibrate = async (): Promise<void> => {
+      let first = true;
+      if (cache) {
+        for (let s = 0; s < n; s += batchSize) {
+          await model.calibrate(gather(Array.from({ length: Math.min(batchSize, n - s) }, (_, j) => s + j)), first, { signal: opts.signal });
+          first = false;
+        }
+      } else {
+        for await (const features of this.featureBatches(samples, batchSize, opts)) {
+          await model.calibrate(features, first, { signal: opts.signal });
+          first = false;
+        }
+      }
+    };
+    if (this.calibration() === 'before' && this.model === null) await calibrate();
     const passes = this.passes();
     const rng = new Random(seed).fork('shuffle');
     const totalSteps = stepsPerEpoch * passes;
@@ -229,20 +248,7 @@ export abstract class FrozenFeatureHead implements Detector {
       losses.push(sum / count);
     }
     const loopSeconds = elapsedMs(tTrain) / 1000;
-    if (this.calibrates()) {
-      let first = true;
-      if (cache) {
-        for (let s = 0; s < n; s += batchSize) {
-          await model.calibrate(gather(Array.from({ length: Math.min(batchSize, n - s) }, (_, j) => s + j)), first, { signal: opts.signal });
-          first = false;
-        }
-      } else {
-        for await (const features of this.featureBatches(samples, batchSize, opts)) {
-          await model.calibrate(features, first, { signal: opts.signal });
-          first = false;
-        }
-      }
-    }
+    if (this.calibration() === 'after') await calibrate();
     this.setModel(model);
     this.stats = { epochs: passes, trainSeconds: elapsedMs(t0) / 1000, imagesPerSecond: (passes * stepsPerEpoch * batchSize) / loopSeconds, losses };
   }

@@ -6,6 +6,7 @@ import type { PatchCoreParams } from './patchcore';
 import { findMethod, METHODS } from './registry';
 import type { SpadeParams } from './spade';
 import type { Rd4adParams, StpmParams } from './teacher-student';
+import type { CfaParams } from './cfa';
 import type { CFlowParams } from './cflow';
 import type { FastFlowParams } from './fastflow';
 import type { Detector } from './types';
@@ -18,6 +19,7 @@ export interface MethodParams {
   dne: DneParams;
   stpm: StpmParams;
   rd4ad: Rd4adParams;
+  cfa: CfaParams;
   cflow: CFlowParams;
   fastflow: FastFlowParams;
 }
@@ -53,6 +55,7 @@ export type { AnomalyMap, Detector, Prediction, RunOptions, Timing, TrainSample 
 export { Stpm, Rd4ad, type StpmParams, type Rd4adParams, type TeacherStudentParams } from './teacher-student';
 export { FastFlow, type FastFlowParams } from './fastflow';
 export { CFlow, type CFlowParams } from './cflow';
+export { Cfa, CFA_LAYERS, type CfaParams } from './cfa';
 export type { FrozenHeadParams } from './frozen-head';
 export { readCheckpoint, writeCheckpoint, encodeCheckpoint, decodeCheckpoint, type Checkpoint } from './checkpoint';
 export type { DetectorState, TrainingStats } from './types';

@@ -3,6 +3,7 @@
  * `createDetector`, `imiad run --method` (its checks and `--help`), the grid, the demo and the reports read the
  * list from this table; nothing else names the methods.
  */
+import { Cfa } from './cfa';
 import { CFlow } from './cflow';
 import { Dne } from './dne';
 import { FastFlow } from './fastflow';
@@ -57,6 +58,7 @@ export interface MethodEntry {
 const TRAINED_OPTIONS: readonly MethodOption[] = [
   { flag: 'epochs', param: 'epochs' },
   { flag: 'lr', param: 'lr' },
+  { flag: 'device', param: 'device' },
 ];
 
 /** The detectors, in the paper's table order. */
@@ -147,6 +149,20 @@ export const METHODS: readonly MethodEntry[] = [
     continual: 'sequential',
     options: TRAINED_OPTIONS,
     summary: 'reverse distillation: one-class bottleneck and decoder (libtorch)',
+  },
+  {
+    name: 'cfa',
+    label: 'CFA',
+    create: (p) => new Cfa(p),
+    trained: true,
+    usesLabelledAnomalies: false,
+    hasMaps: true,
+    imageSize: 256,
+    cropSize: 256,
+    normalisation: 'imagenet',
+    continual: 'sequential',
+    options: TRAINED_OPTIONS,
+    summary: 'coupled-hypersphere feature adaptation: CoordConv descriptor pulled to a memory bank of patch means (libtorch)',
   },
   {
     name: 'cflow',

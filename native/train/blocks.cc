@@ -95,5 +95,63 @@ void CopyOut(const torch::Tensor& map, float* out) {
   std::copy(c.data_ptr<float>(), c.data_ptr<float>() + c.numel(), out);
 }
 
+void PinThreads(int threads) {
+  at::init_num_threads();
+  torch::set_num_threads(threads);
+}
+
+void CheckLevels(const std::vector<View>& features, const std::vector<int64_t>& channels, const std::vector<int64_t>& sides) {
+  if (features.size() != channels.size()) {
+    throw InvalidArgument("ERR_IMIAD_DIMS", "Expected " + std::to_string(channels.size()) + " feature levels but received " + std::to_string(features.size()));
+  }
+  for (size_t i = 0; i < features.size(); i++) {
+    const View& f = features[i];
+    const bool sideOk = sides.empty() || (f.h == sides[2 * i] && f.w == sides[2 * i + 1]);
+    if (f.c != channels[i] || f.n != features[0].n || !sideOk) {
+      std::string want = std::to_string(channels[i]) + " channels";
+      if (!sides.empty()) want += " of " + std::to_string(sides[2 * i]) + " x " + std::to_string(sides[2 * i + 1]);
+      throw InvalidArgument("ERR_IMIAD_DIMS", "Expected feature level " + std::to_string(i + 1) + " with " + want + " but received " + std::to_string(f.c) +
+                                                  " channels of " + std::to_string(f.h) + " x " + std::to_string(f.w));
+    }
+  }
+}
+
+torch::Tensor Upsample(const torch::Tensor& m, int64_t size, bool alignCorners) {
+  return torch::nn::functional::interpolate(m, torch::nn::functional::InterpolateFuncOptions().size(std::vector<int64_t>{size, size}).mode(torch::kBilinear).align_corners(alignCorners));
+}
+
+std::vector<torch::Tensor> TrainableParameters(torch::nn::Module& module) {
+  std::vector<torch::Tensor> out;
+  for (auto& p : module.parameters()) {
+    if (p.requires_grad()) out.push_back(p);
+  }
+  return out;
+}
+
+std::vector<NamedArray> HeadModel::State() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return ModuleState(*root_);
+}
+
+void HeadModel::LoadState(const std::vector<NamedArray>& state) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  LoadModuleState(*root_, state);
+}
+
+void HeadModel::Finish(std::shared_ptr<torch::nn::Module> root, std::unique_ptr<torch::optim::Optimizer> optimizer) {
+  root_ = std::move(root);
+  optimizer_ = std::move(optimizer);
+  root_->to(device_);
+}
+
+double HeadModel::Apply(const torch::Tensor& loss) {
+  const double value = loss.item<double>();
+  if (!std::isfinite(value)) return value;
+  optimizer_->zero_grad();
+  loss.backward();
+  optimizer_->step();
+  return value;
+}
+
 }  // namespace train
 }  // namespace imiad

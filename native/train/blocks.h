@@ -6,6 +6,8 @@
 
 #include <torch/torch.h>
 
+#include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -39,6 +41,41 @@ std::vector<double> Extra(const ModelConfig& config, const std::string& key, std
 
 // A [n, outSize, outSize] map tensor copied into `out` (on the CPU).
 void CopyOut(const torch::Tensor& map, float* out);
+
+// Pins the calling worker thread's intra-op thread count (OpenMP settings are per thread).
+void PinThreads(int threads);
+
+// Checks feature levels against the channels (and, when given, the sides h, w per level) the model was built for.
+void CheckLevels(const std::vector<View>& features, const std::vector<int64_t>& channels, const std::vector<int64_t>& sides);
+
+// Bilinear resize of [n, c, h, w] maps to size x size.
+torch::Tensor Upsample(const torch::Tensor& m, int64_t size, bool alignCorners);
+
+// The parameters that take gradients (FrEIA's fixed permutations are buffers here, so this is all of them).
+std::vector<torch::Tensor> TrainableParameters(torch::nn::Module& module);
+
+// A trained head on frozen features: one root module on one device, one optimiser, state as named arrays; every
+// call holds the model's mutex.
+class HeadModel : public Model {
+ public:
+  explicit HeadModel(const ModelConfig& config) : config_(config), device_(TrainDevice(config.device)) {}
+  std::vector<NamedArray> State() override;
+  void LoadState(const std::vector<NamedArray>& state) override;
+  int64_t ParameterCount() override { return TrainableCount(*root_); }
+
+ protected:
+  // Takes the root module, moves it to the device, and the optimiser over its parameters (made before the move:
+  // the parameters move in place).
+  void Finish(std::shared_ptr<torch::nn::Module> root, std::unique_ptr<torch::optim::Optimizer> optimizer);
+  // One optimiser step on `loss` unless it is NaN or infinite (then the weights stay as they were); the loss.
+  double Apply(const torch::Tensor& loss);
+
+  ModelConfig config_;
+  torch::Device device_;
+  std::shared_ptr<torch::nn::Module> root_;
+  std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  std::mutex mutex_;
+};
 
 }  // namespace train
 }  // namespace imiad

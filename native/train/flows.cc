@@ -103,75 +103,6 @@ std::pair<torch::Tensor, torch::Tensor> FlowSequenceImpl::forward(const torch::T
 
 namespace {
 
-// Pins the calling worker thread's intra-op thread count (OpenMP settings are per thread).
-void PinThreads(int threads) {
-  at::init_num_threads();
-  torch::set_num_threads(threads);
-}
-
-void CheckLevels(const std::vector<View>& features, const std::vector<int64_t>& channels, const std::vector<int64_t>& sides) {
-  if (features.size() != channels.size()) {
-    throw InvalidArgument("ERR_IMIAD_DIMS", "Expected " + std::to_string(channels.size()) + " feature levels but received " + std::to_string(features.size()));
-  }
-  for (size_t i = 0; i < features.size(); i++) {
-    const View& f = features[i];
-    const bool sideOk = sides.empty() || (f.h == sides[2 * i] && f.w == sides[2 * i + 1]);
-    if (f.c != channels[i] || f.n != features[0].n || !sideOk) {
-      std::string want = std::to_string(channels[i]) + " channels";
-      if (!sides.empty()) want += " of " + std::to_string(sides[2 * i]) + " x " + std::to_string(sides[2 * i + 1]);
-      throw InvalidArgument("ERR_IMIAD_DIMS", "Expected feature level " + std::to_string(i + 1) + " with " + want + " but received " + std::to_string(f.c) +
-                                                  " channels of " + std::to_string(f.h) + " x " + std::to_string(f.w));
-    }
-  }
-}
-
-torch::Tensor Upsample(const torch::Tensor& m, int64_t size, bool alignCorners) {
-  return F::interpolate(m, F::InterpolateFuncOptions().size(std::vector<int64_t>{size, size}).mode(torch::kBilinear).align_corners(alignCorners));
-}
-
-class FlowModel : public Model {
- public:
-  explicit FlowModel(const ModelConfig& config) : config_(config), device_(TrainDevice(config.device)) {}
-
-  std::vector<NamedArray> State() override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return ModuleState(*root_);
-  }
-  void LoadState(const std::vector<NamedArray>& state) override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    LoadModuleState(*root_, state);
-  }
-  int64_t ParameterCount() override { return TrainableCount(*root_); }
-
- protected:
-  // Registers the root module, moves it to the device and makes the optimiser over its trainable parameters.
-  void Finish(std::shared_ptr<nn::Module> root, double weightDecay) {
-    root_ = std::move(root);
-    root_->to(device_);
-    std::vector<torch::Tensor> params;
-    for (auto& p : root_->parameters()) {
-      if (p.requires_grad()) params.push_back(p);
-    }
-    optimizer_ = std::make_unique<torch::optim::Adam>(params, torch::optim::AdamOptions(config_.lr).weight_decay(weightDecay));
-  }
-
-  // One optimiser step on `loss` unless it is NaN or infinite (then the weights stay as they were).
-  double Apply(const torch::Tensor& loss) {
-    const double value = loss.item<double>();
-    if (!std::isfinite(value)) return value;
-    optimizer_->zero_grad();
-    loss.backward();
-    optimizer_->step();
-    return value;
-  }
-
-  ModelConfig config_;
-  torch::Device device_;
-  std::shared_ptr<nn::Module> root_;
-  std::unique_ptr<torch::optim::Adam> optimizer_;
-  std::mutex mutex_;
-};
-
 struct FastFlowNet : nn::Module {
   std::vector<nn::LayerNorm> norms;
   std::vector<FlowSequence> flows;
@@ -179,9 +110,9 @@ struct FastFlowNet : nn::Module {
   nn::ModuleList flowList = register_module("flows", nn::ModuleList());
 };
 
-class FastFlow : public FlowModel {
+class FastFlow : public HeadModel {
  public:
-  explicit FastFlow(const ModelConfig& config) : FlowModel(config) {
+  explicit FastFlow(const ModelConfig& config) : HeadModel(config) {
     sides_.clear();
     for (double s : Extra(config, "sides", {})) sides_.push_back(static_cast<int64_t>(s));
     if (sides_.size() != 2 * config.teacherChannels.size()) {
@@ -207,7 +138,7 @@ class FastFlow : public FlowModel {
       net->flowList->push_back(net->flows.back());
     }
     net_ = net.get();
-    Finish(net, config.weightDecay);
+    Finish(net, std::make_unique<torch::optim::Adam>(TrainableParameters(*net), torch::optim::AdamOptions(config.lr).weight_decay(config.weightDecay)));
   }
 
   double Step(const View&, const std::vector<View>& features, const RunControl& control) override {
@@ -252,9 +183,9 @@ struct CFlowNet : nn::Module {
   torch::Tensor levelMax;
 };
 
-class CFlow : public FlowModel {
+class CFlow : public HeadModel {
  public:
-  explicit CFlow(const ModelConfig& config) : FlowModel(config), generator_(at::make_generator<at::CPUGeneratorImpl>(config.seed ^ 0x5f1b3d)) {
+  explicit CFlow(const ModelConfig& config) : HeadModel(config), generator_(at::make_generator<at::CPUGeneratorImpl>(config.seed ^ 0x5f1b3d)) {
     const int64_t blocks = static_cast<int64_t>(Extra(config, "blocks", {8})[0]);
     const double clamp = Extra(config, "clamp", {1.9})[0];
     condition_ = static_cast<int64_t>(Extra(config, "condition", {128})[0]);
@@ -282,7 +213,7 @@ class CFlow : public FlowModel {
     }
     net->levelMax = net->register_buffer("level_max", torch::full({static_cast<int64_t>(config.teacherChannels.size())}, -std::numeric_limits<float>::infinity()));
     net_ = net.get();
-    Finish(net, config.weightDecay);
+    Finish(net, std::make_unique<torch::optim::Adam>(TrainableParameters(*net), torch::optim::AdamOptions(config.lr).weight_decay(config.weightDecay)));
   }
 
   double Step(const View&, const std::vector<View>& features, const RunControl& control) override {

@@ -1,5 +1,6 @@
 /**
- * The normalizing-flow heads on frozen features (FastFlow, CFlow; native/train/flows.cc): on tiny generated data
+ * The trained heads on frozen features (FastFlow and CFlow: native/train/flows.cc; CFA: feature_heads.cc): on tiny
+ * generated data
  * they lower their loss and separate defects, the same seed gives the same scores, a checkpoint reloads to identical
  * scores; bad input (image size, tap names, a diverging loss, CUDA on a CPU libtorch) is refused with a clear error.
  * The tests skip, with the reason printed, when the training addon is not built.
@@ -13,16 +14,16 @@ import { trainAddon, trainAddonPath, trainingAvailable, TrainModel, type Nchw } 
 import { loadDataset } from '../lib/datasets';
 import { synthesize } from '../lib/datasets/synth';
 import type { Sample } from '../lib/datasets/types';
-import { CFlow, createDetector, FastFlow, readCheckpoint, writeCheckpoint } from '../lib/methods';
+import { Cfa, CFA_LAYERS, CFlow, createDetector, FastFlow, readCheckpoint, writeCheckpoint } from '../lib/methods';
 import { findMethod } from '../lib/methods/registry';
 import type { Detector } from '../lib/methods/types';
 
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'imiad-flows-'));
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'imiad-heads-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 const available = trainingAvailable();
 if (!available) {
-  process.stdout.write(`test/flows.test.ts: skipping the flow tests: the training addon is not built (${trainAddonPath()}); run npm run build:train\n`);
+  process.stdout.write(`test/heads.test.ts: skipping the flow tests: the training addon is not built (${trainAddonPath()}); run npm run build:train\n`);
 }
 const withAddon = available ? test : test.skip;
 
@@ -87,7 +88,7 @@ describe('FastFlow', () => {
       "Expected a multiple of 16 (FastFlow's LayerNorm fixes the feature sides to s/4, s/8, s/16; e.g. 64 or 80) for cropSize but received 72 of type number",
     );
     try {
-      new FastFlow({ imageSize: 250 });
+      new FastFlow({ imageSize: 250, device: 'cpu' });
     } catch (err) {
       expect((err as { code: string }).code).toBe('ERR_IMIAD_RANGE');
       expect((err as Error).message).toContain('e.g. 240 or 256');
@@ -159,10 +160,40 @@ describe('CFlow', () => {
   });
 });
 
+describe('CFA', () => {
+  withAddon('pre-activation taps; the loss falls, defects score higher, same seed same scores, a reload scores identically', async () => {
+    const params = { ...small, epochs: 3, batchSize: 4 };
+    const a = new Cfa(params);
+    const b = new Cfa(params);
+    const c = new Cfa(params);
+    try {
+      expect(a.params.layers).toEqual(['/layer1/layer1.1/Add', '/layer2/layer2.1/Add', '/layer3/layer3.1/Add']);
+      await a.fit(train);
+      const stats = a.trainingStats()!;
+      expect(stats.losses[2]).toBeLessThan(stats.losses[0]);
+      // The bank: one centre per layer-1 position (16 x 16 at 64 px) of 64 + 128 + 256 channels.
+      const bank = a.saveState().arrays['w:memory_bank'];
+      expect(bank).toHaveLength(16 * 16 * 448);
+      const p = await a.predict(testSet);
+      expect(p.maps[0].width).toBe(64);
+      expect(await auroc(p.scores)).toBeGreaterThanOrEqual(0.8);
+      await b.fit(train);
+      expect(Array.from((await b.predict(testSet)).scores)).toEqual(Array.from(p.scores));
+      await roundTrip('cfa', a, c, p.scores);
+    } finally {
+      await Promise.all([a.dispose(), b.dispose(), c.dispose()]);
+    }
+  });
+
+  test('the WRN-50-2 taps are the last blocks of layers 1..3', () => {
+    expect(CFA_LAYERS.wide_resnet50_2).toEqual(['/layer1/layer1.2/Add', '/layer2/layer2.3/Add', '/layer3/layer3.5/Add']);
+  });
+});
+
 describe('the training device', () => {
   withAddon("'cuda' on a libtorch without CUDA is ERR_IMIAD_CUDA_UNAVAILABLE; 'auto' falls back with one notice", () => {
     if (trainAddon().cudaAvailable) {
-      process.stdout.write('test/flows.test.ts: this libtorch has CUDA; the fallback test does not apply\n');
+      process.stdout.write('test/heads.test.ts: this libtorch has CUDA; the fallback test does not apply\n');
       return;
     }
     const reason = 'the training addon was built against a libtorch without CUDA or sees no GPU';
@@ -179,7 +210,7 @@ describe('the training device', () => {
     });
     try {
       expect(new FastFlow({ ...small, device: 'auto' }).trainDevice).toBe('cpu');
-      expect(new FastFlow({ ...small }).trainDevice).toBe('cpu');
+      expect(new FastFlow({ ...small, device: undefined }).trainDevice).toBe('cpu');
     } finally {
       spy.mockRestore();
     }
@@ -191,8 +222,8 @@ describe('the training device', () => {
 });
 
 describe('the registry', () => {
-  test('FastFlow and CFlow are registered trained detectors with maps and the Table V image size', () => {
-    for (const name of ['fastflow', 'cflow']) {
+  test('CFA, CFlow and FastFlow are registered trained detectors with maps and the Table V image size', () => {
+    for (const name of ['cfa', 'cflow', 'fastflow']) {
       const e = findMethod(name)!;
       expect(e).toMatchObject({ trained: true, hasMaps: true, imageSize: 256, cropSize: 256, usesLabelledAnomalies: false });
     }
@@ -206,6 +237,9 @@ describe('the registry', () => {
     expect([c.epochs, c.subEpochs, c.lr, c.params.batchSize, c.params.cropSize, c.fibers, c.condition]).toEqual([25, 8, 2e-4, 32, 256, 256, 128]);
     expect(c.params.layers).toEqual(['layer2', 'layer3', 'layer4']);
     expect(c.params.backboneShape).toBe('wide_resnet50_2');
+    const a = createDetector('cfa', { device: 'cpu' }) as Cfa;
+    expect([a.epochs, a.lr, a.params.batchSize, a.params.cropSize, a.sigma]).toEqual([50, 1e-3, 4, 256, 4]);
+    expect(a.params.backboneShape).toBe('resnet18');
   });
 
   withAddon('the engine rejects features of the wrong shape with a clear error', async () => {
