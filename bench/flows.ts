@@ -1,9 +1,11 @@
 /**
- * `npm run bench -- flows [--methods fastflow,cflow] [--steps 20] [--size 128] [--batch 8] [--threads N]`: fidelity
- * and speed of the flow heads (native/train/flows.cc) against a PyTorch peer that follows the official code with
- * FrEIA's old AllInOneBlock written out (bench/peers/flows_torch.py, Debian's python3-torch). imiad builds the head,
+ * `npm run bench -- flows [--methods fastflow,cflow,cfa] [--steps 20] [--size 128] [--batch 8] [--threads N]`:
+ * fidelity and speed of the trained heads on frozen features (native/train/flows.cc, feature_heads.cc) against a
+ * PyTorch peer that follows the official code with FrEIA's old AllInOneBlock written out
+ * (bench/peers/flows_torch.py, Debian's python3-torch). imiad builds the head (CFA: and its memory bank from two
+ * calibration batches, which the peer recomputes with its own descriptor from the same weights),
  * exports its initial weights, and trains `steps` steps on seeded feature batches shaped like the default
- * ResNet-18's taps at `size` px (FastFlow: layers 1..3; CFlow: layers 2..4); the peer loads the same weights and
+ * ResNet-18's taps at `size` px (FastFlow, CFA: layers 1..3; CFlow: layers 2..4); the peer loads the same weights and
  * trains on the same batches (CFlow: the same seeded fiber shuffles). Reported: the largest relative difference of
  * the two loss trajectories (target 1e-4) and imiad's time per step over the peer's (target <= 0.9x), medians over
  * the steps after the first. Table + bench/results/flows.json.
@@ -17,7 +19,7 @@ import { Random } from '../lib/prng';
 import { flag, intFlag, machineInfo, median, peerAvailable, printTable, type Row, runPeer, writeJson } from './common';
 
 interface Setup {
-  method: 'fastflow' | 'cflow';
+  method: 'fastflow' | 'cflow' | 'cfa';
   /** [c, h, w] of each level at `size` px. */
   levels: number[][];
   config: TrainModelConfig;
@@ -58,7 +60,21 @@ function setup(method: string, size: number, batch: number, steps: number, threa
       meta: { blocks: 8, clamp: 1.9, condition: 128, fibers: 256, lr: 2e-4, schedule, permSeed: seed ^ 0x5f1b3d },
     };
   }
-  throw new Error(`--methods: unknown method ${method} (fastflow, cflow)`);
+  if (method === 'cfa') {
+    const levels = [
+      [64, size / 4, size / 4],
+      [128, size / 8, size / 8],
+      [256, size / 16, size / 16],
+    ];
+    const extra = { sides: [size / 4, size / 4], k: [3], j: [3], nu: [1e-3], alpha: [0.1] };
+    return {
+      method,
+      levels,
+      config: { kind: 'cfa', channels: levels.map((l) => l[0]), seed: 1, threads, lr: 1e-3, weightDecay: 5e-4, extra },
+      meta: { lr: 1e-3, weightDecay: 5e-4, calibrationBatches: 2 },
+    };
+  }
+  throw new Error(`--methods: unknown method ${method} (fastflow, cflow, cfa)`);
 }
 
 function batchOf(levels: number[][], batch: number, rng: Random): Nchw[] {
@@ -71,7 +87,7 @@ function batchOf(levels: number[][], batch: number, rng: Random): Nchw[] {
 
 export async function main(args: string[]): Promise<void> {
   if (!trainingAvailable()) throw new Error(`the training addon is not built (${trainAddonPath()}); run npm run build:train`);
-  const methods = (flag(args, 'methods', 'fastflow,cflow') ?? '').split(',');
+  const methods = (flag(args, 'methods', 'fastflow,cflow,cfa') ?? '').split(',');
   const steps = intFlag(args, 'steps', 20);
   const size = intFlag(args, 'size', 128);
   const batch = intFlag(args, 'batch', 8);
@@ -86,10 +102,16 @@ export async function main(args: string[]): Promise<void> {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), `imiad-bench-${method}-`));
     try {
       const model = new TrainModel(s.config);
-      const state = model.state();
-      const parts = state.arrays.map((a) => Buffer.from(a.buffer, a.byteOffset, a.byteLength));
-      fs.writeFileSync(path.join(dir, 'state.bin'), Buffer.concat(parts));
       const rng = new Random(7).fork('flows-bench');
+      // CFA: the memory bank from two batches through the untrained descriptor, before the weights are exported.
+      const calibration = s.method === 'cfa' ? 2 : 0;
+      for (let i = 0; i < calibration; i++) {
+        const features = batchOf(s.levels, batch, rng);
+        fs.writeFileSync(path.join(dir, `batchc${i}.bin`), Buffer.concat(features.map((f) => Buffer.from(f.data.buffer))));
+        await model.calibrate(features, i === 0);
+      }
+      const state = model.state();
+      fs.writeFileSync(path.join(dir, 'state.bin'), Buffer.concat(state.arrays.map((a) => Buffer.from(a.buffer, a.byteOffset, a.byteLength))));
       const losses: number[] = [];
       const seconds: number[] = [];
       for (let step = 0; step < steps; step++) {

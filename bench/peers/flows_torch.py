@@ -1,6 +1,7 @@
-"""PyTorch peer of imiad's flow heads (bench/flows.ts): FastFlow as gathierry/FastFlow builds it and CFlow as
-gudovskiy/cflow-ad trains it, with FrEIA's AllInOneBlock of the pinned versions (1779d1f / cc5cf5e) written out
-(FrEIA is not a dependency). It starts from the weights imiad exported (state.bin) and trains on the same batches,
+"""PyTorch peer of imiad's trained heads on frozen features (bench/flows.ts): FastFlow as gathierry/FastFlow builds
+it and CFlow as gudovskiy/cflow-ad trains it, with FrEIA's AllInOneBlock of the pinned versions (1779d1f / cc5cf5e)
+written out (FrEIA is not a dependency), and CFA as sungwool/CFA_for_anomaly_localization's utils/cfa.py (DSVDD,
+Descriptor, CoordConv2d) computes its memory bank and loss. It starts from the weights imiad exported (state.bin) and trains on the same batches,
 printing the loss of every step and the time per step as JSON on the last line.
 
 usage: flows_torch.py <dir> <threads>
@@ -110,7 +111,7 @@ def copy_block(block, state, prefix):
 
 
 def read_batch(folder, step, shapes):
-    raw = np.fromfile(os.path.join(folder, 'batch%d.bin' % step), dtype=np.float32)
+    raw = np.fromfile(os.path.join(folder, 'batch%s.bin' % step), dtype=np.float32)
     out, offset = [], 0
     for s in shapes:
         n = int(np.prod(s))
@@ -225,13 +226,81 @@ def cflow(meta, folder, state):
     return losses, times
 
 
+class AddCoords(nn.Module):
+    """utils/coordconv.py, rank 2, without r."""
+
+    def forward(self, input_tensor):
+        batch_size_shape, channel_in_shape, dim_y, dim_x = input_tensor.shape
+        xx_ones = torch.ones([1, 1, 1, dim_x], dtype=torch.int32)
+        yy_ones = torch.ones([1, 1, 1, dim_y], dtype=torch.int32)
+        xx_range = torch.arange(dim_y, dtype=torch.int32)[None, None, :, None]
+        yy_range = torch.arange(dim_x, dtype=torch.int32)[None, None, :, None]
+        xx_channel = torch.matmul(xx_range, xx_ones)
+        yy_channel = torch.matmul(yy_range, yy_ones).permute(0, 1, 3, 2)
+        xx_channel = xx_channel.float() / (dim_y - 1) * 2 - 1
+        yy_channel = yy_channel.float() / (dim_x - 1) * 2 - 1
+        xx_channel = xx_channel.repeat(batch_size_shape, 1, 1, 1)
+        yy_channel = yy_channel.repeat(batch_size_shape, 1, 1, 1)
+        return torch.cat([input_tensor, xx_channel, yy_channel], dim=1)
+
+
+def cfa(meta, folder, state):
+    dim = sum(l[0] for l in meta['levels'])
+    conv = nn.Conv2d(dim + 2, dim, 1)
+    with torch.no_grad():
+        conv.weight.copy_(state['descriptor.weight'])
+        conv.bias.copy_(state['descriptor.bias'])
+    r = nn.Parameter(state['r'].clone())
+    coords = AddCoords()
+    K, J, nu, alpha = 3, 3, 1e-3, 1e-1
+
+    def descriptor(p):
+        sample = None
+        for o in p:
+            o = F.avg_pool2d(F.leaky_relu(o), 3, 1, 1)
+            sample = o if sample is None else torch.cat((sample, F.interpolate(o, sample.size(2), mode='bilinear')), dim=1)
+        phi = conv(coords(sample))
+        b, c, h, w = phi.shape
+        return phi.reshape(b, c, h * w).transpose(1, 2)
+
+    # _init_centroid over the calibration batches, with the untrained descriptor.
+    C = 0
+    with torch.no_grad():
+        for i in range(meta['calibrationBatches']):
+            phi = descriptor(read_batch(folder, 'c%d' % i, meta['batchShapes']))
+            C = ((C * i) + torch.mean(phi, dim=0, keepdim=True)) / (i + 1)
+    C = C[0].t().contiguous()  # [c, h w], as self.C after transpose(-1, -2)
+    optimizer = torch.optim.AdamW(list(conv.parameters()) + [r], lr=meta['lr'], weight_decay=meta['weightDecay'], amsgrad=True)
+    losses, times = [], []
+    for step in range(meta['steps']):
+        p = read_batch(folder, step, meta['batchShapes'])
+        t = time.perf_counter()
+        phi_p = descriptor(p)
+        features = torch.sum(torch.pow(phi_p, 2), 2, keepdim=True)
+        centers = torch.sum(torch.pow(C, 2), 0, keepdim=True)
+        f_c = 2 * torch.matmul(phi_p, C)
+        dist = features + centers - f_c
+        dist = dist.topk(K + J, largest=False).values
+        score = dist[:, :, :K] - r ** 2
+        L_att = (1 / nu) * torch.mean(torch.max(torch.zeros_like(score), score))
+        score = r ** 2 - dist[:, :, J:]
+        L_rep = (1 / nu) * torch.mean(torch.max(torch.zeros_like(score), score - alpha))
+        loss = L_att + L_rep
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        times.append(time.perf_counter() - t)
+        losses.append(loss.item())
+    return losses, times
+
+
 def main():
     folder, threads = sys.argv[1], int(sys.argv[2])
     torch.set_num_threads(threads)
     with open(os.path.join(folder, 'meta.json')) as f:
         meta = json.load(f)
     state = load_state(meta, folder)
-    losses, times = (fastflow if meta['method'] == 'fastflow' else cflow)(meta, folder, state)
+    losses, times = {'fastflow': fastflow, 'cflow': cflow, 'cfa': cfa}[meta['method']](meta, folder, state)
     print(json.dumps({'losses': losses, 'stepSeconds': times, 'torch': torch.__version__}))
 
 
