@@ -13,10 +13,11 @@ import { binaryClassificationMetrics } from '../bindings/metrics';
 import { trainAddon, trainAddonPath, trainingAvailable, TrainModel, type Nchw } from '../bindings/train/train';
 import { loadDataset } from '../lib/datasets';
 import { synthesize } from '../lib/datasets/synth';
-import type { Sample } from '../lib/datasets/types';
+import type { Category, Sample } from '../lib/datasets/types';
 import { Cfa, CFA_LAYERS, CFlow, createDetector, FastFlow, readCheckpoint, writeCheckpoint } from '../lib/methods';
 import { findMethod } from '../lib/methods/registry';
 import type { Detector } from '../lib/methods/types';
+import { runExperiment } from '../lib/runner/experiment';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'imiad-heads-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -27,6 +28,7 @@ if (!available) {
 }
 const withAddon = available ? test : test.skip;
 
+let category: Category;
 let train: Sample[] = [];
 let testSet: Sample[] = [];
 const small = { imageSize: 64, cropSize: 64, trainThreads: 1, threads: 1, device: 'cpu' as const };
@@ -34,7 +36,7 @@ const small = { imageSize: 64, cropSize: 64, trainThreads: 1, threads: 1, device
 beforeAll(async () => {
   const root = path.join(tmp, 'mvtec');
   await synthesize('mvtec', root, { seed: 3, categories: 1, size: 64, train: 8, test: 10 });
-  const [category] = await loadDataset('mvtec', root);
+  [category] = await loadDataset('mvtec', root);
   train = category.samples.filter((s) => s.split === 'train');
   testSet = category.samples.filter((s) => s.split === 'test');
 });
@@ -218,6 +220,22 @@ describe('the training device', () => {
       `imiad: CUDA is unavailable (${reason}); running on the CPU\n`,
     ]);
     expect(() => new FastFlow({ ...small, device: 'gpu' as 'cpu' })).toThrow("Expected 'auto', 'cpu' or 'cuda' for device but received gpu of type string");
+  });
+});
+
+describe('imiad run', () => {
+  withAddon('each method runs through the experiment path with pixel metrics; a saved run reloads to the same metrics', async () => {
+    for (const method of ['cfa', 'cflow', 'fastflow']) {
+      const file = path.join(tmp, `run-${method}.imiad`);
+      const params = { ...small, backboneShape: 'resnet18', epochs: 1, batchSize: 4, ...(method === 'cflow' ? { subEpochs: 1, fibers: 64 } : {}) };
+      const base = { dataset: 'mvtec' as const, root: category.root, category, method, params };
+      const r = await runExperiment({ ...base, saveCheckpoint: file });
+      expect(r.metrics.pixel_auroc).not.toBeNull();
+      expect(r.efficiency.train_seconds).toBeGreaterThan(0);
+      const loaded = await runExperiment({ ...base, loadCheckpoint: file });
+      expect(loaded.metrics.image_auroc).toBe(r.metrics.image_auroc);
+      expect(loaded.metrics.pixel_auroc).toBe(r.metrics.pixel_auroc);
+    }
   });
 });
 
