@@ -1,13 +1,15 @@
 /**
- * `npm run bench -- flows [--methods fastflow,cflow,cfa] [--steps 20] [--size 128] [--batch 8] [--threads N]`:
+ * `npm run bench -- flows [--methods fastflow,cflow,cfa,csflow] [--steps 20] [--size 128] [--batch 8] [--threads N]
+ * [--hidden 128]`:
  * fidelity and speed of the trained heads on frozen features (native/train/flows.cc, feature_heads.cc) against a
  * PyTorch peer that follows the official code with FrEIA's old AllInOneBlock written out
  * (bench/peers/flows_torch.py, Debian's python3-torch). imiad builds the head (CFA: and its memory bank from two
  * calibration batches, which the peer recomputes with its own descriptor from the same weights),
  * exports its initial weights, and trains `steps` steps on seeded feature batches shaped like the default
- * ResNet-18's taps at `size` px (FastFlow, CFA: layers 1..3; CFlow: layers 2..4); the peer loads the same weights and
+ * ResNet-18's taps at `size` px (FastFlow, CFA: layers 1..3; CFlow: layers 2..4; CS-Flow: layer4 at three scales,
+ * subnets of `hidden` channels); the peer loads the same weights and
  * trains on the same batches (CFlow: the same seeded fiber shuffles). Reported: the largest relative difference of
- * the two loss trajectories (target 1e-4) and imiad's time per step over the peer's (target <= 0.9x), medians over
+ * the two loss trajectories (target 1e-4; CS-Flow 1e-3) and imiad's time per step over the peer's (target <= 0.9x), medians over
  * the steps after the first. Table + bench/results/flows.json.
  */
 import * as fs from 'fs';
@@ -19,7 +21,7 @@ import { Random } from '../lib/prng';
 import { flag, intFlag, machineInfo, median, peerAvailable, printTable, type Row, runPeer, writeJson } from './common';
 
 interface Setup {
-  method: 'fastflow' | 'cflow' | 'cfa';
+  method: 'fastflow' | 'cflow' | 'cfa' | 'csflow';
   /** [c, h, w] of each level at `size` px. */
   levels: number[][];
   config: TrainModelConfig;
@@ -27,7 +29,7 @@ interface Setup {
   meta: Record<string, unknown>;
 }
 
-function setup(method: string, size: number, batch: number, steps: number, threads: number): Setup {
+function setup(method: string, size: number, threads: number, hidden: number): Setup {
   if (method === 'fastflow') {
     const levels = [
       [64, size / 4, size / 4],
@@ -74,7 +76,24 @@ function setup(method: string, size: number, batch: number, steps: number, threa
       meta: { lr: 1e-3, weightDecay: 5e-4, calibrationBatches: 2 },
     };
   }
-  throw new Error(`--methods: unknown method ${method} (fastflow, cflow, cfa)`);
+  if (method === 'csflow') {
+    // ResNet-18's layer4 (the default backbone's stand-in for EfficientNet-B5 block 35) at three input scales;
+    // hidden 128 keeps the peer run short on a CPU (the official 1024 is --hidden 1024).
+    const side = size / 32;
+    const levels = [
+      [512, side, side],
+      [512, side / 2, side / 2],
+      [512, side / 4, side / 4],
+    ];
+    const extra = { blocks: [4], hidden: [hidden], clamp: [3], kernels: [3, 3, 3, 5], eps: [1e-4], clipNorm: [1] };
+    return {
+      method,
+      levels,
+      config: { kind: 'csflow', channels: levels.map((l) => l[0]), seed: 1, threads, lr: 2e-4, weightDecay: 1e-5, extra },
+      meta: { blocks: 4, hidden, clamp: 3, kernels: [3, 3, 3, 5], lr: 2e-4, weightDecay: 1e-5 },
+    };
+  }
+  throw new Error(`--methods: unknown method ${method} (fastflow, cflow, cfa, csflow)`);
 }
 
 function batchOf(levels: number[][], batch: number, rng: Random): Nchw[] {
@@ -87,18 +106,19 @@ function batchOf(levels: number[][], batch: number, rng: Random): Nchw[] {
 
 export async function main(args: string[]): Promise<void> {
   if (!trainingAvailable()) throw new Error(`the training addon is not built (${trainAddonPath()}); run npm run build:train`);
-  const methods = (flag(args, 'methods', 'fastflow,cflow,cfa') ?? '').split(',');
+  const methods = (flag(args, 'methods', 'fastflow,cflow,cfa,csflow') ?? '').split(',');
   const steps = intFlag(args, 'steps', 20);
   const size = intFlag(args, 'size', 128);
   const batch = intFlag(args, 'batch', 8);
   const threads = intFlag(args, 'threads', os.availableParallelism());
-  if (size % 32 !== 0) throw new Error(`--size must be a multiple of 32 but is ${size}`);
+  const hidden = intFlag(args, 'hidden', 128);
+  if (size % 128 !== 0) throw new Error(`--size must be a multiple of 128 but is ${size}`);
   const havePeer = peerAvailable(['torch', 'numpy']);
   if (!havePeer) process.stdout.write('PyTorch peer skipped: /usr/bin/python3 cannot import torch (apt-get install python3-torch)\n');
   const rows: Row[] = [];
   const results: unknown[] = [];
   for (const method of methods) {
-    const s = setup(method, size, batch, steps, threads);
+    const s = setup(method, size, threads, hidden);
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), `imiad-bench-${method}-`));
     try {
       const model = new TrainModel(s.config);
@@ -142,7 +162,8 @@ export async function main(args: string[]): Promise<void> {
         'torch s/step': peerStep === null ? '-' : peerStep.toFixed(3),
         'time ratio': peerStep === null ? '-' : (imiadStep / peerStep).toFixed(2),
         'max rel loss diff': rel === null ? '-' : rel.toExponential(2),
-        'agree 1e-4': rel === null ? '-' : rel <= 1e-4,
+        target: method === 'csflow' ? 1e-3 : 1e-4,
+        agrees: rel === null ? '-' : rel <= (method === 'csflow' ? 1e-3 : 1e-4),
       });
       results.push({ method, size, batch, steps, threads, parameters: model.parameterCount, imiad: { losses, stepSeconds: seconds }, peer, maxRelativeLossDiff: rel });
     } finally {

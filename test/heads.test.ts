@@ -14,7 +14,7 @@ import { trainAddon, trainAddonPath, trainingAvailable, TrainModel, type Nchw } 
 import { loadDataset } from '../lib/datasets';
 import { synthesize } from '../lib/datasets/synth';
 import type { Category, Sample } from '../lib/datasets/types';
-import { Cfa, CFA_LAYERS, CFlow, createDetector, FastFlow, readCheckpoint, writeCheckpoint } from '../lib/methods';
+import { Cfa, CFA_LAYERS, CFlow, createDetector, CsFlow, FastFlow, readCheckpoint, writeCheckpoint } from '../lib/methods';
 import { findMethod } from '../lib/methods/registry';
 import type { Detector } from '../lib/methods/types';
 import { runExperiment } from '../lib/runner/experiment';
@@ -162,6 +162,37 @@ describe('CFlow', () => {
   });
 });
 
+describe('CS-Flow', () => {
+  withAddon('three input scales; the loss falls, defects score higher, same seed same scores, a reload scores identically', async () => {
+    const params = { ...small, layers: ['layer3'], hidden: 32, epochs: 3, batchSize: 4 };
+    const a = new CsFlow(params);
+    const b = new CsFlow(params);
+    const c = new CsFlow(params);
+    try {
+      await a.fit(train);
+      const stats = a.trainingStats()!;
+      expect(stats.losses[2]).toBeLessThan(stats.losses[0]);
+      const p = await a.predict(testSet);
+      expect(p.maps[0].width).toBe(64);
+      // The image score is mean z^2, not the map's maximum (a product of per-scale means).
+      expect(p.scores[0]).not.toBeCloseTo(Math.max(...p.maps[0].data), 6);
+      expect(await auroc(p.scores)).toBeGreaterThanOrEqual(0.8);
+      await b.fit(train);
+      expect(Array.from((await b.predict(testSet)).scores)).toEqual(Array.from(p.scores));
+      await roundTrip('csflow', a, c, p.scores);
+    } finally {
+      await Promise.all([a.dispose(), b.dispose(), c.dispose()]);
+    }
+  });
+
+  withAddon('a crop whose scales do not halve the tapped sides exactly is refused before training', () => {
+    expect(() => new CsFlow({ ...small, layers: ['layer3'], imageSize: 96, cropSize: 96 })).toThrow(
+      "Expected a multiple of 64 (CS-Flow's three scales must halve the layer3 sides exactly; e.g. 64 or 128) for cropSize but received 96 of type number",
+    );
+    expect(() => new CsFlow({ device: 'cpu', imageSize: 700 })).toThrow('e.g. 640 or 768');
+  });
+});
+
 describe('CFA', () => {
   withAddon('pre-activation taps; the loss falls, defects score higher, same seed same scores, a reload scores identically', async () => {
     const params = { ...small, epochs: 3, batchSize: 4 };
@@ -258,6 +289,9 @@ describe('the registry', () => {
     const a = createDetector('cfa', { device: 'cpu' }) as Cfa;
     expect([a.epochs, a.lr, a.params.batchSize, a.params.cropSize, a.sigma]).toEqual([50, 1e-3, 4, 256, 4]);
     expect(a.params.backboneShape).toBe('resnet18');
+    const s = createDetector('csflow', { device: 'cpu' }) as CsFlow;
+    expect([s.epochs, s.lr, s.params.batchSize, s.params.cropSize, s.blocks, s.hidden, s.sigma]).toEqual([240, 2e-4, 16, 768, 4, 1024, 0]);
+    expect(s.params.layers).toEqual(['layer4']);
   });
 
   withAddon('the engine rejects features of the wrong shape with a clear error', async () => {

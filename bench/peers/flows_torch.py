@@ -1,7 +1,8 @@
 """PyTorch peer of imiad's trained heads on frozen features (bench/flows.ts): FastFlow as gathierry/FastFlow builds
 it and CFlow as gudovskiy/cflow-ad trains it, with FrEIA's AllInOneBlock of the pinned versions (1779d1f / cc5cf5e)
 written out (FrEIA is not a dependency), and CFA as sungwool/CFA_for_anomaly_localization's utils/cfa.py (DSVDD,
-Descriptor, CoordConv2d) computes its memory bank and loss. It starts from the weights imiad exported (state.bin) and trains on the same batches,
+Descriptor, CoordConv2d) computes its memory bank and loss, and CS-Flow as marco-rudolph/cs-flow's freia_funcs.py
+(CrossConvolutions, ParallelPermute, parallel_glow_coupling_layer) and train.py train it. It starts from the weights imiad exported (state.bin) and trains on the same batches,
 printing the loss of every step and the time per step as JSON on the last line.
 
 usage: flows_torch.py <dir> <threads>
@@ -294,13 +295,121 @@ def cfa(meta, folder, state):
     return losses, times
 
 
+class CrossConvolutions(nn.Module):
+    def __init__(self, in_channels, channels, channels_hidden, kernel_size):
+        super().__init__()
+        pad = kernel_size // 2
+        for i in range(3):
+            setattr(self, 'conv_scale%d_0' % i, nn.Conv2d(in_channels, channels_hidden, kernel_size=kernel_size, padding=pad))
+            setattr(self, 'conv_scale%d_1' % i, nn.Conv2d(channels_hidden, channels, kernel_size=kernel_size, padding=pad))
+        for i in range(3):
+            setattr(self, 'gamma%d' % i, nn.Parameter(torch.zeros(1)))
+        self.upsample = nn.Upsample(scale_factor=2, mode='bilinear', align_corners=False)
+        self.up_conv10 = nn.Conv2d(channels_hidden, channels, kernel_size=kernel_size, padding=pad)
+        self.up_conv21 = nn.Conv2d(channels_hidden, channels, kernel_size=kernel_size, padding=pad)
+        self.down_conv01 = nn.Conv2d(channels_hidden, channels, kernel_size=kernel_size, padding=pad, stride=2)
+        self.down_conv12 = nn.Conv2d(channels_hidden, channels, kernel_size=kernel_size, padding=pad, stride=2)
+        self.lr = nn.LeakyReLU(0.1)
+
+    def forward(self, x0, x1, x2):
+        y0 = self.lr(self.conv_scale0_0(x0))
+        y1 = self.lr(self.conv_scale1_0(x1))
+        y2 = self.lr(self.conv_scale2_0(x2))
+        out0 = self.conv_scale0_1(y0)
+        out1 = self.conv_scale1_1(y1)
+        out2 = self.conv_scale2_1(y2)
+        y1_up = self.up_conv10(self.upsample(y1))
+        y2_up = self.up_conv21(self.upsample(y2))
+        y0_down = self.down_conv01(y0)
+        y1_down = self.down_conv12(y1)
+        out0 = out0 + y1_up
+        out1 = out1 + y0_down + y2_up
+        out2 = out2 + y1_down
+        return out0 * self.gamma0, out1 * self.gamma1, out2 * self.gamma2
+
+
+class ParallelGlowCoupling(nn.Module):
+    def __init__(self, channels, hidden, kernel, clamp, perms):
+        super().__init__()
+        self.split_len1 = channels // 2
+        self.split_len2 = channels - channels // 2
+        self.clamp = clamp
+        self.perms = perms
+        self.s1 = CrossConvolutions(self.split_len1, self.split_len2 * 2, hidden, kernel)
+        self.s2 = CrossConvolutions(self.split_len2, self.split_len1 * 2, hidden, kernel)
+
+    def log_e(self, s):
+        return self.clamp * 0.636 * torch.atan(s / self.clamp)
+
+    def e(self, s):
+        return torch.exp(self.log_e(s))
+
+    def forward(self, x):
+        x = [x[i][:, self.perms[i]] for i in range(3)]  # ParallelPermute
+        l1, l2 = self.split_len1, self.split_len2
+        x01, x02 = x[0].narrow(1, 0, l1), x[0].narrow(1, l1, l2)
+        x11, x12 = x[1].narrow(1, 0, l1), x[1].narrow(1, l1, l2)
+        x21, x22 = x[2].narrow(1, 0, l1), x[2].narrow(1, l1, l2)
+        r02, r12, r22 = self.s2(x02, x12, x22)
+        s02, t02 = r02[:, :l1], r02[:, l1:]
+        s12, t12 = r12[:, :l1], r12[:, l1:]
+        s22, t22 = r22[:, :l1], r22[:, l1:]
+        y01 = self.e(s02) * x01 + t02
+        y11 = self.e(s12) * x11 + t12
+        y21 = self.e(s22) * x21 + t22
+        r01, r11, r21 = self.s1(y01, y11, y21)
+        s01, t01 = r01[:, :l2], r01[:, l2:]
+        s11, t11 = r11[:, :l2], r11[:, l2:]
+        s21, t21 = r21[:, :l2], r21[:, l2:]
+        y02 = self.e(s01) * x02 + t01
+        y12 = self.e(s11) * x12 + t11
+        y22 = self.e(s21) * x22 + t21
+        y0 = torch.clamp(torch.cat((y01, y02), 1), -1e6, 1e6)
+        y1 = torch.clamp(torch.cat((y11, y12), 1), -1e6, 1e6)
+        y2 = torch.clamp(torch.cat((y21, y22), 1), -1e6, 1e6)
+        jac0 = torch.sum(self.log_e(s01), dim=(1, 2, 3)) + torch.sum(self.log_e(s02), dim=(1, 2, 3))
+        jac1 = torch.sum(self.log_e(s11), dim=(1, 2, 3)) + torch.sum(self.log_e(s12), dim=(1, 2, 3))
+        jac2 = torch.sum(self.log_e(s21), dim=(1, 2, 3)) + torch.sum(self.log_e(s22), dim=(1, 2, 3))
+        return [y0, y1, y2], [jac0, jac1, jac2]
+
+
+def csflow(meta, folder, state):
+    c = meta['levels'][0][0]
+    blocks = nn.ModuleList()
+    for k in range(meta['blocks']):
+        prefix = 'blocks.%d.' % k
+        perms = [state[prefix + 'perm%d' % i].long() for i in range(3)]
+        b = ParallelGlowCoupling(c, meta['hidden'], meta['kernels'][k], meta['clamp'], perms)
+        own = b.state_dict()
+        b.load_state_dict({name: state[prefix + name] for name in own})
+        blocks.append(b)
+    optimizer = torch.optim.Adam(blocks.parameters(), lr=meta['lr'], eps=1e-04, weight_decay=meta['weightDecay'])
+    losses, times = [], []
+    for step in range(meta['steps']):
+        x = read_batch(folder, step, meta['batchShapes'])
+        t = time.perf_counter()
+        jac = [0, 0, 0]
+        for b in blocks:
+            x, j = b(x)
+            jac = [jac[i] + j[i] for i in range(3)]
+        z = torch.cat([x[i].reshape(x[i].shape[0], -1) for i in range(3)], dim=1)
+        loss = torch.mean(0.5 * torch.sum(z ** 2, dim=(1,)) - sum(jac)) / z.shape[1]  # train.py get_loss
+        optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(blocks.parameters(), 1)
+        optimizer.step()
+        times.append(time.perf_counter() - t)
+        losses.append(loss.item())
+    return losses, times
+
+
 def main():
     folder, threads = sys.argv[1], int(sys.argv[2])
     torch.set_num_threads(threads)
     with open(os.path.join(folder, 'meta.json')) as f:
         meta = json.load(f)
     state = load_state(meta, folder)
-    losses, times = {'fastflow': fastflow, 'cflow': cflow, 'cfa': cfa}[meta['method']](meta, folder, state)
+    losses, times = {'fastflow': fastflow, 'cflow': cflow, 'cfa': cfa, 'csflow': csflow}[meta['method']](meta, folder, state)
     print(json.dumps({'losses': losses, 'stepSeconds': times, 'torch': torch.__version__}))
 
 

@@ -132,6 +132,26 @@ class CalibrateWorker : public KernelWorker {
   bool reset_;
 };
 
+// scores(features[], shapes[], cancel) -> Promise<Float32Array | null> (null: the model scores by its map's maximum)
+class ScoresWorker : public KernelWorker {
+ public:
+  ScoresWorker(Napi::Env env, std::shared_ptr<train::Model> model, std::vector<View> features)
+      : KernelWorker(env, "imiad.train.scores"), model_(std::move(model)), features_(std::move(features)) {}
+
+ protected:
+  void Run(const RunControl& control) override {
+    out_.resize(static_cast<size_t>(features_[0].n));
+    has_ = model_->Scores(features_, out_.data(), control);
+  }
+  Napi::Value Result(Napi::Env env) override { return has_ ? VectorToTypedArray<float, Napi::Float32Array>(env, out_) : env.Null(); }
+
+ private:
+  std::shared_ptr<train::Model> model_;
+  std::vector<View> features_;
+  std::vector<float> out_;
+  bool has_ = false;
+};
+
 class TrainModel : public Napi::ObjectWrap<TrainModel> {
  public:
   static Napi::Function Define(Napi::Env env) {
@@ -139,7 +159,7 @@ class TrainModel : public Napi::ObjectWrap<TrainModel> {
                        {InstanceMethod("step", &TrainModel::Step), InstanceMethod("maps", &TrainModel::Maps),
                         InstanceMethod("state", &TrainModel::State), InstanceMethod("loadState", &TrainModel::LoadState),
                         InstanceMethod("parameterCount", &TrainModel::ParameterCount),
-                        InstanceMethod("calibrate", &TrainModel::Calibrate)});
+                        InstanceMethod("calibrate", &TrainModel::Calibrate), InstanceMethod("scores", &TrainModel::Scores)});
   }
 
   // new TrainModel(kind, channels[3], seed, threads, lr, momentum, weightDecay, beta1, beta2)
@@ -218,6 +238,19 @@ class TrainModel : public Napi::ObjectWrap<TrainModel> {
     Napi::Value cancelKeep;
     const int32_t* cancel = CancelFlagArg(info, 3, &cancelKeep);
     auto* worker = new CalibrateWorker(env, model_, features, reset);
+    for (auto& v : keep) worker->Keep(v);
+    worker->SetCancelFlag(cancel, cancelKeep);
+    return worker->Launch();
+  }
+
+  Napi::Value Scores(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::vector<Napi::Value> keep;
+    std::vector<View> features = TeacherArg(info, 0, &keep);
+    if (features.empty()) ThrowRange(env, "ERR_IMIAD_DIMS", "Expected feature levels");
+    Napi::Value cancelKeep;
+    const int32_t* cancel = CancelFlagArg(info, 2, &cancelKeep);
+    auto* worker = new ScoresWorker(env, model_, features);
     for (auto& v : keep) worker->Keep(v);
     worker->SetCancelFlag(cancel, cancelKeep);
     return worker->Launch();

@@ -29,6 +29,7 @@ interface NativeModel {
   loadState(names: string[], shapes: number[][], arrays: Float32Array[]): void;
   parameterCount(): number;
   calibrate(features: Float32Array[], shapes: number[][], reset: boolean, cancel: Int32Array): Promise<void>;
+  scores(features: Float32Array[], shapes: number[][], cancel: Int32Array): Promise<Float32Array | null>;
 }
 
 interface TrainAddon {
@@ -95,7 +96,7 @@ export function trainingAvailable(): boolean {
 }
 
 export interface TrainModelConfig {
-  kind: 'stpm' | 'rd4ad' | 'fastflow' | 'cflow' | 'cfa';
+  kind: 'stpm' | 'rd4ad' | 'fastflow' | 'cflow' | 'cfa' | 'csflow';
   /** Channels of the teacher's layers 1..3 (the flow heads: of the tapped levels). */
   channels: number[];
   seed: number;
@@ -153,6 +154,11 @@ export class TrainModel {
       opts,
       this.calibrate,
     );
+  }
+
+  /** Image scores of models that do not score by their map's maximum (CS-Flow: mean z^2); null for the others. */
+  scores(features: Nchw[], opts: { signal?: AbortSignal } = {}): Promise<Float32Array | null> {
+    return callKernel((cancel) => this.native.scores(features.map((t) => t.data), features.map((t) => t.shape), cancel), opts, this.scores);
   }
 
   state(): TrainState {

@@ -19,6 +19,7 @@ import { type Nchw, trainAddon, TrainModel, type TrainModelConfig } from '../../
 import type { Device } from '../../bindings/validate';
 import type { BackboneShape } from '../backbone/builder';
 import type { Sample } from '../datasets/types';
+import { batches, type Geometry } from '../image/pipeline';
 import { Random } from '../prng';
 import { configValue, stateArray } from './checkpoint';
 import {
@@ -61,6 +62,29 @@ export interface HeadDefaults {
   lr: number;
   weightDecay: number;
   sigma: number;
+}
+
+/** One batch of tapped features (levels: layers x input scales) and where its images came from. */
+interface HeadBatch {
+  start: number;
+  n: number;
+  geometries: Geometry[];
+  features: Nchw[];
+  backboneMs: number;
+}
+
+/** Nearest downsampling of an NCHW image batch from side `from` to `to` (F.interpolate's default 'nearest'). */
+function nearestDownsample(data: Float32Array, n: number, from: number, to: number): Float32Array {
+  const out = new Float32Array(n * 3 * to * to);
+  let o = 0;
+  for (let p = 0; p < n * 3; p++) {
+    const base = p * from * from;
+    for (let y = 0; y < to; y++) {
+      const row = base + Math.floor((y * from) / to) * from;
+      for (let x = 0; x < to; x++) out[o++] = data[row + Math.floor((x * from) / to)];
+    }
+  }
+  return out;
 }
 
 /** The training set's features, one Float32Array per level holding every image. */
@@ -148,13 +172,36 @@ export abstract class FrozenFeatureHead implements Detector {
     });
   }
 
+  /**
+   * Input scales the backbone sees each image at: 1 (the crop), or CS-Flow's 3 (the crop, then nearest
+   * downsamplings by 2 and 4, as F.interpolate does). Levels are ordered layer-major, then scale.
+   */
+  protected inputScales(): number {
+    return 1;
+  }
+
   /** Features of the samples in batches of `batchSize`, in the given order. */
-  private async *featureBatches(samples: Sample[], batchSize: number, opts: RunOptions): AsyncGenerator<Nchw[]> {
-    for await (const b of this.extractor.run(samples, batchSize, opts)) {
-      yield this.extractor.params.layers.map((l): Nchw => {
-        const f = layerOf(b.features, l);
-        return { data: f.data, shape: [b.n, f.channels, f.height, f.width] };
-      });
+  private async *featureBatches(samples: Sample[], batchSize: number, opts: RunOptions): AsyncGenerator<HeadBatch> {
+    const { imageSize, cropSize: crop, layers } = this.extractor.params;
+    const backbone = await this.extractor.load();
+    const paths = samples.map((s) => s.path);
+    for await (const b of batches(paths, { imageSize, cropSize: crop, batchSize, prefetch: Math.max(4, batchSize * 2), signal: opts.signal })) {
+      if (opts.signal?.aborted) throw imiadError('Error', 'ABORT_ERR', 'The operation was aborted');
+      const t = process.hrtime.bigint();
+      const perScale: Nchw[][] = [];
+      for (let s = 0; s < this.inputScales(); s++) {
+        const side = Math.floor(crop / 2 ** s);
+        const data = s === 0 ? b.data : nearestDownsample(b.data, b.n, crop, side);
+        const out = await backbone.extract(data, b.n, side, side);
+        perScale.push(
+          layers.map((l): Nchw => {
+            const f = layerOf(out, l);
+            return { data: f.data, shape: [b.n, f.channels, f.height, f.width] };
+          }),
+        );
+      }
+      const features = layers.flatMap((_, l) => perScale.map((scale) => scale[l]));
+      yield { start: b.start, n: b.n, geometries: b.geometries, features, backboneMs: elapsedMs(t) };
     }
   }
 
@@ -170,15 +217,15 @@ export abstract class FrozenFeatureHead implements Detector {
     let probe: Nchw['shape'][] | null = null;
     let cache: FeatureCache | null = null;
     const budget = this.extractor.params.memoryBudgetBytes ?? defaultMemoryBudget();
-    for await (const features of this.featureBatches(samples.slice(0, 1), 1, opts)) probe = features.map((f) => f.shape);
+    for await (const b of this.featureBatches(samples.slice(0, 1), 1, opts)) probe = b.features.map((f) => f.shape);
     const shapes = probe!;
     const perImage = shapes.reduce((a, s) => a + s[1] * s[2] * s[3], 0);
     if (this.cacheFeatures ?? 4 * perImage * n <= budget / 2) {
       cache = { levels: shapes.map((s) => new Float32Array(n * s[1] * s[2] * s[3])), shapes };
       let start = 0;
-      for await (const features of this.featureBatches(samples, batchSize, opts)) {
-        features.forEach((f, l) => cache!.levels[l].set(f.data, start * f.data.length / f.shape[0]));
-        start += features[0].shape[0];
+      for await (const b of this.featureBatches(samples, batchSize, opts)) {
+        b.features.forEach((f, l) => cache!.levels[l].set(f.data, (start * f.data.length) / f.shape[0]));
+        start += b.n;
       }
     }
     const gather = (order: number[]): Nchw[] =>
@@ -202,8 +249,8 @@ export abstract class FrozenFeatureHead implements Detector {
           first = false;
         }
       } else {
-        for await (const features of this.featureBatches(samples, batchSize, opts)) {
-          await model.calibrate(features, first, { signal: opts.signal });
+        for await (const b of this.featureBatches(samples, batchSize, opts)) {
+          await model.calibrate(b.features, first, { signal: opts.signal });
           first = false;
         }
       }
@@ -240,9 +287,9 @@ export abstract class FrozenFeatureHead implements Detector {
         for (let s = 0; s < order.length; s += batchSize) await runStep(gather(order.slice(s, s + batchSize)));
       } else {
         const ordered = order.map((i) => samples[i]);
-        for await (const features of this.featureBatches(ordered, batchSize, opts)) {
-          if (dropLast && features[0].shape[0] < batchSize) break;
-          await runStep(features);
+        for await (const b of this.featureBatches(ordered, batchSize, opts)) {
+          if (dropLast && b.n < batchSize) break;
+          await runStep(b.features);
         }
       }
       losses.push(sum / count);
@@ -266,17 +313,15 @@ export abstract class FrozenFeatureHead implements Detector {
     const scores = new Float64Array(list.length);
     const maps: AnomalyMap[] = [];
     const timing: Timing = { backboneMs: [], methodMs: [] };
-    for await (const b of this.extractor.run(list, 1, opts)) {
-      const features = this.extractor.params.layers.map((l): Nchw => {
-        const f = layerOf(b.features, l);
-        return { data: f.data, shape: [b.n, f.channels, f.height, f.width] };
-      });
+    for await (const b of this.featureBatches(list, 1, opts)) {
       const t = process.hrtime.bigint();
-      const raw = await model.maps(null, features, crop, { signal: opts.signal });
+      const raw = await model.maps(null, b.features, crop, { signal: opts.signal });
       const out = await scoreGridsToMaps(raw, b.n, crop, crop, b.geometries, crop, { sigma: this.sigma, signal: opts.signal });
+      // CS-Flow scores images by mean z^2, the others by their map's maximum.
+      const own = await model.scores(b.features, { signal: opts.signal });
       const methodMs = elapsedMs(t);
       for (let i = 0; i < b.n; i++) {
-        scores[b.start + i] = out.maxima[i];
+        scores[b.start + i] = own ? own[i] : out.maxima[i];
         maps.push(out.maps[i]);
         timing.backboneMs.push(b.backboneMs / b.n);
         timing.methodMs.push(methodMs / b.n);

@@ -8,6 +8,7 @@ import type { SpadeParams } from './spade';
 import type { Rd4adParams, StpmParams } from './teacher-student';
 import type { CfaParams } from './cfa';
 import type { CFlowParams } from './cflow';
+import type { CsFlowParams } from './csflow';
 import type { FastFlowParams } from './fastflow';
 import type { Detector } from './types';
 
@@ -21,6 +22,7 @@ export interface MethodParams {
   rd4ad: Rd4adParams;
   cfa: CfaParams;
   cflow: CFlowParams;
+  csflow: CsFlowParams;
   fastflow: FastFlowParams;
 }
 export type MethodName = keyof MethodParams;
@@ -56,6 +58,7 @@ export { Stpm, Rd4ad, type StpmParams, type Rd4adParams, type TeacherStudentPara
 export { FastFlow, type FastFlowParams } from './fastflow';
 export { CFlow, type CFlowParams } from './cflow';
 export { Cfa, CFA_LAYERS, type CfaParams } from './cfa';
+export { CsFlow, type CsFlowParams } from './csflow';
 export type { FrozenHeadParams } from './frozen-head';
 export { readCheckpoint, writeCheckpoint, encodeCheckpoint, decodeCheckpoint, type Checkpoint } from './checkpoint';
 export type { DetectorState, TrainingStats } from './types';

@@ -5,6 +5,7 @@
  */
 import { Cfa } from './cfa';
 import { CFlow } from './cflow';
+import { CsFlow } from './csflow';
 import { Dne } from './dne';
 import { FastFlow } from './fastflow';
 import { Padim } from './padim';
@@ -177,6 +178,20 @@ export const METHODS: readonly MethodEntry[] = [
     continual: 'sequential',
     options: TRAINED_OPTIONS,
     summary: 'conditional normalizing flow per level over position-encoded feature vectors (libtorch)',
+  },
+  {
+    name: 'csflow',
+    label: 'CS-Flow',
+    create: (p) => new CsFlow(p),
+    trained: true,
+    usesLabelledAnomalies: false,
+    hasMaps: true,
+    imageSize: 768,
+    cropSize: 768,
+    normalisation: 'imagenet',
+    continual: 'sequential',
+    options: TRAINED_OPTIONS,
+    summary: 'fully convolutional cross-scale normalizing flow over one level at three input scales (libtorch)',
   },
   {
     name: 'fastflow',

@@ -149,6 +149,7 @@ double HeadModel::Apply(const torch::Tensor& loss) {
   if (!std::isfinite(value)) return value;
   optimizer_->zero_grad();
   loss.backward();
+  if (clipNorm_ > 0) torch::nn::utils::clip_grad_norm_(TrainableParameters(*root_), clipNorm_);
   optimizer_->step();
   return value;
 }

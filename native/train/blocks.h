@@ -72,6 +72,8 @@ class HeadModel : public Model {
 
   ModelConfig config_;
   torch::Device device_;
+  // > 0: the gradients' global norm is clipped to this before each step (CS-Flow: 1).
+  double clipNorm_ = 0;
   std::shared_ptr<torch::nn::Module> root_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   std::mutex mutex_;

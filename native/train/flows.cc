@@ -101,6 +101,70 @@ std::pair<torch::Tensor, torch::Tensor> FlowSequenceImpl::forward(const torch::T
   return {z, logdet};
 }
 
+CrossConvolutionsImpl::CrossConvolutionsImpl(int64_t in, int64_t out, int64_t hidden, int64_t kernel) {
+  const int64_t pad = kernel / 2;
+  auto conv = [&](int64_t a, int64_t b, int64_t stride) { return nn::Conv2d(nn::Conv2dOptions(a, b, kernel).padding(pad).stride(stride)); };
+  for (int i = 0; i < 3; i++) first_.push_back(register_module("conv_scale" + std::to_string(i) + "_0", conv(in, hidden, 1)));
+  for (int i = 0; i < 3; i++) second_.push_back(register_module("conv_scale" + std::to_string(i) + "_1", conv(hidden, out, 1)));
+  up10_ = register_module("up_conv10", conv(hidden, out, 1));
+  up21_ = register_module("up_conv21", conv(hidden, out, 1));
+  down01_ = register_module("down_conv01", conv(hidden, out, 2));
+  down12_ = register_module("down_conv12", conv(hidden, out, 2));
+  for (int i = 0; i < 3; i++) gamma_.push_back(register_parameter("gamma" + std::to_string(i), torch::zeros({1})));
+}
+
+std::vector<torch::Tensor> CrossConvolutionsImpl::forward(const std::vector<torch::Tensor>& x) {
+  std::vector<torch::Tensor> y(3), out(3);
+  for (int i = 0; i < 3; i++) y[i] = F::leaky_relu(first_[i](x[i]), F::LeakyReLUFuncOptions().negative_slope(0.1));
+  for (int i = 0; i < 3; i++) out[i] = second_[i](y[i]);
+  auto up = [](const torch::Tensor& t) {
+    return F::interpolate(t, F::InterpolateFuncOptions().scale_factor(std::vector<double>{2.0, 2.0}).mode(torch::kBilinear).align_corners(false));
+  };
+  auto y1Up = up10_(up(y[1]));
+  auto y2Up = up21_(up(y[2]));
+  auto y0Down = down01_(y[0]);
+  auto y1Down = down12_(y[1]);
+  out[0] = (out[0] + y1Up) * gamma_[0];
+  out[1] = (out[1] + y0Down + y2Up) * gamma_[1];
+  out[2] = (out[2] + y1Down) * gamma_[2];
+  return out;
+}
+
+CrossScaleBlockImpl::CrossScaleBlockImpl(int64_t channels, int64_t hidden, int64_t kernel, double clamp, uint64_t seed) : clamp_(clamp) {
+  split1_ = channels / 2;
+  split2_ = channels - channels / 2;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  for (int i = 0; i < 3; i++) {
+    auto perm = torch::randperm(channels, gen, torch::TensorOptions().dtype(torch::kInt64)).to(torch::kFloat32);
+    permutations_.push_back(register_buffer("perm" + std::to_string(i), perm));
+  }
+  s1_ = register_module("s1", CrossConvolutions(split1_, 2 * split2_, hidden, kernel));
+  s2_ = register_module("s2", CrossConvolutions(split2_, 2 * split1_, hidden, kernel));
+}
+
+std::pair<std::vector<torch::Tensor>, std::vector<torch::Tensor>> CrossScaleBlockImpl::forward(const std::vector<torch::Tensor>& x) {
+  auto logE = [&](const torch::Tensor& s) { return clamp_ * 0.636 * torch::atan(s / clamp_); };
+  std::vector<torch::Tensor> a(3), b(3), ya(3), s2(3), y(3), logdet(3);
+  for (int i = 0; i < 3; i++) {
+    auto p = torch::index_select(x[i], 1, permutations_[i].to(torch::kInt64));
+    a[i] = p.narrow(1, 0, split1_);
+    b[i] = p.narrow(1, split1_, split2_);
+  }
+  auto r2 = s2_->forward(b);
+  for (int i = 0; i < 3; i++) {
+    s2[i] = r2[i].narrow(1, 0, split1_);
+    ya[i] = torch::exp(logE(s2[i])) * a[i] + r2[i].narrow(1, split1_, split1_);
+  }
+  auto r1 = s1_->forward(ya);
+  for (int i = 0; i < 3; i++) {
+    auto s1 = r1[i].narrow(1, 0, split2_);
+    auto yb = torch::exp(logE(s1)) * b[i] + r1[i].narrow(1, split2_, split2_);
+    y[i] = torch::clamp(torch::cat({ya[i], yb}, 1), -1e6, 1e6);
+    logdet[i] = logE(s1).sum({1, 2, 3}) + logE(s2[i]).sum({1, 2, 3});
+  }
+  return {y, logdet};
+}
+
 namespace {
 
 struct FastFlowNet : nn::Module {
@@ -322,10 +386,118 @@ class CFlow : public HeadModel {
   int64_t step_ = 0;
 };
 
+// CS-Flow (Rudolph et al., "Fully Convolutional Cross-Scale-Flows for Image-based Defect Detection", WACV 2022;
+// marco-rudolph/cs-flow): one tapped level at three input scales; 4 cross-scale blocks (kernels 3, 3, 3, 5, hidden
+// 1024, clamp 3); loss = mean_b(0.5 sum z^2 - log-det) / D over all scales' dims; Adam (eps 1e-4), gradient norm
+// clipped to 1. Image score = mean z^2 over all dims; map = product over scales of mean_c z^2 upsampled bilinearly
+// (align_corners=False; anomalib's "all" mode: the official code has no map).
+struct CsFlowNet : nn::Module {
+  std::vector<CrossScaleBlock> blocks;
+  nn::ModuleList blockList = register_module("blocks", nn::ModuleList());
+};
+
+class CsFlow : public HeadModel {
+ public:
+  explicit CsFlow(const ModelConfig& config) : HeadModel(config) {
+    const auto& c = config.teacherChannels;
+    if (c[0] != c[1] || c[1] != c[2]) throw InvalidArgument("ERR_IMIAD_DIMS", "Expected CS-Flow's three scales of one level");
+    const int64_t blocks = static_cast<int64_t>(Extra(config, "blocks", {4})[0]);
+    const int64_t hidden = static_cast<int64_t>(Extra(config, "hidden", {1024})[0]);
+    const double clamp = Extra(config, "clamp", {3})[0];
+    auto kernels = Extra(config, "kernels", {3, 3, 3, 5});
+    if (blocks < 1 || hidden < 1 || static_cast<int64_t>(kernels.size()) < blocks) {
+      throw InvalidArgument("ERR_IMIAD_RANGE", "Expected CS-Flow's blocks >= 1, hidden >= 1 and one kernel size per block");
+    }
+    auto net = std::make_shared<CsFlowNet>();
+    torch::manual_seed(config.seed);
+    for (int64_t k = 0; k < blocks; k++) {
+      net->blocks.push_back(CrossScaleBlock(c[0], hidden, static_cast<int64_t>(kernels[k]), clamp, config.seed * 1000003ULL + static_cast<uint64_t>(k)));
+      net->blockList->push_back(net->blocks.back());
+    }
+    net_ = net.get();
+    clipNorm_ = Extra(config, "clipNorm", {1})[0];
+    auto options = torch::optim::AdamOptions(config.lr).eps(Extra(config, "eps", {1e-4})[0]).weight_decay(config.weightDecay);
+    Finish(net, std::make_unique<torch::optim::Adam>(TrainableParameters(*net), options));
+  }
+
+  double Step(const View&, const std::vector<View>& features, const RunControl& control) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    PinThreads(config_.threads);
+    Check(features);
+    control.throwIfCancelled();
+    net_->train();
+    auto out = Forward(features);
+    torch::Tensor sq, logdet;
+    int64_t dims = 0;
+    for (int i = 0; i < 3; i++) {
+      auto q = out.first[i].pow(2).sum({1, 2, 3});
+      sq = i == 0 ? q : sq + q;
+      logdet = i == 0 ? out.second[i] : logdet + out.second[i];
+      dims += out.first[i].numel() / out.first[i].size(0);
+    }
+    return Apply((0.5 * sq - logdet).mean() / static_cast<double>(dims));
+  }
+
+  bool Scores(const std::vector<View>& features, float* out, const RunControl& control) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    PinThreads(config_.threads);
+    Check(features);
+    control.throwIfCancelled();
+    torch::NoGradGuard guard;
+    net_->eval();
+    auto z = Forward(features).first;
+    const int64_t n = features[0].n;
+    auto flat = torch::cat({z[0].reshape({n, -1}), z[1].reshape({n, -1}), z[2].reshape({n, -1})}, 1);
+    CopyOut(flat.pow(2).mean(1), out);
+    return true;
+  }
+
+  void Maps(const View&, const std::vector<View>& features, int64_t outSize, float* out, const RunControl& control) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    PinThreads(config_.threads);
+    Check(features);
+    control.throwIfCancelled();
+    torch::NoGradGuard guard;
+    net_->eval();
+    auto z = Forward(features).first;
+    auto map = torch::ones({features[0].n, 1, outSize, outSize}, torch::TensorOptions().device(device_));
+    for (int i = 0; i < 3; i++) map = map * Upsample(z[i].pow(2).mean(1, true), outSize, false);
+    CopyOut(map, out);
+  }
+
+ private:
+  void Check(const std::vector<View>& features) {
+    CheckLevels(features, config_.teacherChannels, {});
+    for (int i = 1; i < 3; i++) {
+      if (features[i].h * 2 != features[i - 1].h || features[i].w * 2 != features[i - 1].w) {
+        throw InvalidArgument("ERR_IMIAD_DIMS", "Expected CS-Flow's scale " + std::to_string(i + 1) + " at half the size of scale " + std::to_string(i) +
+                                                    " but received " + std::to_string(features[i].h) + " x " + std::to_string(features[i].w) + " after " +
+                                                    std::to_string(features[i - 1].h) + " x " + std::to_string(features[i - 1].w));
+      }
+    }
+  }
+
+  std::pair<std::vector<torch::Tensor>, std::vector<torch::Tensor>> Forward(const std::vector<View>& features) {
+    std::vector<torch::Tensor> x;
+    for (auto& v : features) x.push_back(ViewTensor(v, device_));
+    std::vector<torch::Tensor> logdet = {torch::zeros({features[0].n}, x[0].options()), torch::zeros({features[0].n}, x[0].options()),
+                                         torch::zeros({features[0].n}, x[0].options())};
+    for (auto& b : net_->blocks) {
+      auto out = b->forward(x);
+      x = out.first;
+      for (int i = 0; i < 3; i++) logdet[i] = logdet[i] + out.second[i];
+    }
+    return {x, logdet};
+  }
+
+  CsFlowNet* net_ = nullptr;
+};
+
 }  // namespace
 
 std::unique_ptr<Model> CreateFlowModel(const ModelConfig& config) {
   if (config.kind == "fastflow") return std::make_unique<FastFlow>(config);
+  if (config.kind == "csflow") return std::make_unique<CsFlow>(config);
   if (config.kind == "cflow") return std::make_unique<CFlow>(config);
   throw InvalidArgument("ERR_IMIAD_ARGUMENT", "Unknown flow model kind " + config.kind);
 }

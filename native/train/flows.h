@@ -61,7 +61,40 @@ class FlowSequenceImpl : public torch::nn::Module {
 };
 TORCH_MODULE(FlowSequence);
 
-// "fastflow" or "cflow" (ModelConfig::kind); throws InvalidArgument for a bad configuration.
+// CS-Flow's subnet (marco-rudolph/cs-flow freia_funcs.py CrossConvolutions): per scale conv_k(in -> hidden),
+// LeakyReLU(0.1), conv_k(hidden -> out); plus up_conv(bilinear x2 of the coarser scale's hidden map) and
+// down_conv(stride 2 of the finer one's); each scale's sum times a learned gamma that starts at 0.
+class CrossConvolutionsImpl : public torch::nn::Module {
+ public:
+  CrossConvolutionsImpl(int64_t in, int64_t out, int64_t hidden, int64_t kernel);
+  std::vector<torch::Tensor> forward(const std::vector<torch::Tensor>& x);
+
+ private:
+  std::vector<torch::nn::Conv2d> first_, second_;
+  torch::nn::Conv2d up10_{nullptr}, up21_{nullptr}, down01_{nullptr}, down12_{nullptr};
+  std::vector<torch::Tensor> gamma_;
+};
+TORCH_MODULE(CrossConvolutions);
+
+// CS-Flow's block: a fixed random channel permutation per scale, then the parallel GLOW coupling
+// (parallel_glow_coupling_layer): x = [x_a (c/2), x_b]; (s, t) = s2(x_b of all scales); y_a = x_a e(s) + t;
+// (s', t') = s1(y_a of all scales); y_b = x_b e(s') + t'; e(s) = exp(clamp 0.636 atan(s / clamp)); outputs clamped to
+// +-1e6; log-det per scale = sum log e(s) + sum log e(s').
+class CrossScaleBlockImpl : public torch::nn::Module {
+ public:
+  CrossScaleBlockImpl(int64_t channels, int64_t hidden, int64_t kernel, double clamp, uint64_t seed);
+  // The three scales' outputs and log-dets [n] each.
+  std::pair<std::vector<torch::Tensor>, std::vector<torch::Tensor>> forward(const std::vector<torch::Tensor>& x);
+
+ private:
+  int64_t split1_, split2_;
+  double clamp_;
+  std::vector<torch::Tensor> permutations_;
+  CrossConvolutions s1_{nullptr}, s2_{nullptr};
+};
+TORCH_MODULE(CrossScaleBlock);
+
+// "fastflow", "cflow" or "csflow" (ModelConfig::kind); throws InvalidArgument for a bad configuration.
 std::unique_ptr<Model> CreateFlowModel(const ModelConfig& config);
 
 }  // namespace train

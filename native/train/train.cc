@@ -410,7 +410,7 @@ std::unique_ptr<Model> CreateModel(const ModelConfig& config) {
   at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/false);
   if (config.kind == "stpm") return std::make_unique<Stpm>(config);
   if (config.kind == "rd4ad") return std::make_unique<Rd4ad>(config);
-  if (config.kind == "fastflow" || config.kind == "cflow") {
+  if (config.kind == "fastflow" || config.kind == "cflow" || config.kind == "csflow") {
     std::lock_guard<std::mutex> lock(SeedMutex());
     return CreateFlowModel(config);
   }

@@ -56,6 +56,12 @@ class Model {
   virtual void Calibrate(const std::vector<View>& features, bool reset, const RunControl& control) {
     (void)features, (void)reset, (void)control;
   }
+  // Image scores [n] written to `out`, for models whose score is not their map's maximum (CS-Flow: mean z^2);
+  // false when the model has none.
+  virtual bool Scores(const std::vector<View>& features, float* out, const RunControl& control) {
+    (void)features, (void)out, (void)control;
+    return false;
+  }
   virtual std::vector<NamedArray> State() = 0;
   virtual void LoadState(const std::vector<NamedArray>& state) = 0;
   virtual int64_t ParameterCount() = 0;
