@@ -262,6 +262,7 @@ export abstract class FrozenFeatureHead implements Detector {
     const losses: number[] = [];
     const tTrain = process.hrtime.bigint();
     let step = 0;
+    let seen = 0;
     for (let epoch = 0; epoch < passes; epoch++) {
       const order = rng.shuffle(Array.from({ length: n }, (_, i) => i)).slice(0, stepsPerEpoch * batchSize);
       let sum = 0;
@@ -279,8 +280,9 @@ export abstract class FrozenFeatureHead implements Detector {
         }
         sum += loss;
         count += 1;
+        seen += features[0].shape[0];
         const seconds = elapsedMs(tTrain) / 1000;
-        const rate = seconds > 0 ? (step * batchSize) / seconds : 0;
+        const rate = seconds > 0 ? seen / seconds : 0;
         opts.onProgress?.(step, totalSteps, `epoch ${epoch + 1}/${passes} loss ${(sum / count).toFixed(4)} ${rate.toFixed(1)} img/s`);
       };
       if (cache) {
@@ -297,7 +299,7 @@ export abstract class FrozenFeatureHead implements Detector {
     const loopSeconds = elapsedMs(tTrain) / 1000;
     if (this.calibration() === 'after') await calibrate();
     this.setModel(model);
-    this.stats = { epochs: passes, trainSeconds: elapsedMs(t0) / 1000, imagesPerSecond: (passes * stepsPerEpoch * batchSize) / loopSeconds, losses };
+    this.stats = { epochs: passes, trainSeconds: elapsedMs(t0) / 1000, imagesPerSecond: seen / loopSeconds, losses };
   }
 
   private setModel(model: TrainModel): void {
