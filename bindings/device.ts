@@ -108,10 +108,21 @@ export function testLoadCudaAddon(addonPath: string): { device?: CudaDeviceInfo;
   }
 }
 
+/**
+ * The command that builds the CUDA addon, as it works where it is printed: `npm run build:cuda` in a checkout of
+ * imiad (its devDependencies hold cmake-js), prefixed with `cd ROOT &&` when run from elsewhere; in an installed
+ * package (no devDependencies) cmake-js through npx, in the package's folder. nvcc and cmake are needed either way.
+ */
+export function cudaBuildCommand(root = packageRoot(), cwd = process.cwd()): string {
+  const checkout = fs.existsSync(path.join(root, 'node_modules', 'cmake-js'));
+  const cd = path.resolve(cwd) === path.resolve(root) ? '' : `cd ${/\s/.test(root) ? `"${root}"` : root} && `;
+  return checkout ? `${cd}npm run build:cuda` : `${cd}npx cmake-js compile --out build-cuda --CDIMIAD_CUDA=ON`;
+}
+
 /** Runs the three checks (file, driver, child test-load) without caching. */
 export function probeCudaUncached(addonPath = cudaAddonPath()): CudaProbe {
   if (!fs.existsSync(addonPath)) {
-    return { usable: false, addonPath, reason: `the CUDA addon is not built (${addonPath} is missing; run npm run build:cuda)` };
+    return { usable: false, addonPath, reason: `the CUDA addon is not built (${addonPath} is missing; build it with: ${cudaBuildCommand()})` };
   }
   const driver = driverMissingReason();
   if (driver !== '') return { usable: false, addonPath, reason: driver };
@@ -121,6 +132,13 @@ export function probeCudaUncached(addonPath = cudaAddonPath()): CudaProbe {
 
 let cachedProbe: CudaProbe | undefined;
 let noticeShown = false;
+
+let noticeSilenced = false;
+
+/** --quiet: the CPU fallback notice is not printed (true), or printed again once (false). */
+export function silenceDeviceNotice(silenced = true): void {
+  noticeSilenced = silenced;
+}
 let cachedAddon: unknown;
 
 /** The cached answer to "can this process use CUDA?" (the checks run once per process). */
@@ -145,7 +163,7 @@ export function resolveDevice(device: Device): 'cpu' | 'cuda' {
   const probe = probeCuda();
   if (probe.usable) return 'cuda';
   if (device === 'cuda') throw cudaUnavailableError(probe.reason);
-  if (!noticeShown) {
+  if (!noticeShown && !noticeSilenced) {
     noticeShown = true;
     process.stderr.write(cpuFallbackNotice(probe.reason));
   }

@@ -54,8 +54,15 @@ export function requireMatrix(values: unknown, dims: number, name: string, opts:
   return values.length / dims;
 }
 
+let defaultDevice: Device = 'auto';
+
+/** The device a kernel call without a `device` option runs on (the command line's --device sets it). */
+export function setDefaultDevice(device: Device): void {
+  defaultDevice = requireDevice(device, '--device');
+}
+
 export function requireDevice(value: unknown, name = 'device'): Device {
-  if (value === undefined) return 'auto';
+  if (value === undefined) return defaultDevice;
   if (value !== 'auto' && value !== 'cpu' && value !== 'cuda') throw invalidType("one of 'auto', 'cpu', 'cuda'", name, value);
   return value;
 }

@@ -10,6 +10,7 @@ import { registerGrid } from './cli/grid';
 import { registerReport } from './cli/report';
 import { registerRun } from './cli/run';
 import { registerDemo } from './cli/demo';
+import { registerPredict } from './cli/predict';
 import { createExecutor } from './runner/executor';
 import { version } from './version';
 
@@ -30,6 +31,7 @@ export function buildProgram(): Command {
   registerEvaluate(program);
   registerRun(program);
   registerDemo(program);
+  registerPredict(program);
   return program;
 }
 

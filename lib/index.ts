@@ -45,6 +45,7 @@ export {
   type Detector,
   type Prediction as DetectorPrediction,
   type RunOptions,
+  type FitOptions,
   type Timing,
 } from './methods';
 // Trained detectors (libtorch addon, optional) and checkpoints of every detector.
@@ -83,3 +84,7 @@ export {
   type PatchEmbeddingOptions,
 } from '../bindings/filters';
 export { gaussianFit, gaussianStateBytes, mahalanobisDistances, type GaussianState, type GaussianFitOptions } from '../bindings/gaussian';
+export * from './stats';
+export { loadDetector, type LoadedDetector, type ImagePrediction, type PredictOptions, type Decision } from './methods/load';
+export { f1OptimalThreshold, quantileThreshold, NORMAL_QUANTILE, type DecisionThreshold, type ThresholdSource } from './metrics/threshold';
+export { gaussianAccumulate, gaussianFactor, runningGaussian, runningGaussianBytes, type RunningGaussian } from '../bindings/gaussian';

@@ -70,6 +70,93 @@ void reportBlock(const RunControl& control, std::atomic<size_t>& done, size_t bl
   control.report(done.fetch_add(1) + 1, blocks);
 }
 
+// One position's n embeddings xs [n, C] (centred in place): the mean into mu, and the centred scatter's lower
+// triangle sum_i (x_i - mu)(x_i - mu)^T into rows r of the row-major C x C matrix a (entries c <= r).
+void positionMoments(double* xs, size_t n, size_t C, double* mu, std::vector<double>& xt, double* a) {
+  for (size_t c = 0; c < C; ++c) mu[c] = 0.0;
+  for (size_t i = 0; i < n; ++i) {
+    for (size_t c = 0; c < C; ++c) mu[c] += xs[i * C + c];
+  }
+  for (size_t c = 0; c < C; ++c) mu[c] /= static_cast<double>(n);
+  for (size_t i = 0; i < n; ++i) {
+    for (size_t c = 0; c < C; ++c) xs[i * C + c] -= mu[c];
+  }
+  // Scatter entries as dot products of centred channel columns (each n long, cache-resident).
+  xt.resize(C * n);
+  for (size_t i = 0; i < n; ++i) {
+    for (size_t c = 0; c < C; ++c) xt[c * n + i] = xs[i * C + c];
+  }
+  for (size_t r = 0; r < C; ++r) {
+    double* row = a + r * C;
+    const double* xr = xt.data() + r * n;
+    for (size_t c = 0; c <= r; ++c) row[c] = dotDouble(xr, xt.data() + c * n, n);
+  }
+}
+
+// Covariance = scatter / divisor + regularization * I from the scatter's lower triangle in a (C x C, overwritten),
+// then its Cholesky factor, packed into `packed` as float32.
+void factorPosition(double* a, size_t C, double divisor, double regularization, size_t p, float* packed) {
+  for (size_t r = 0; r < C; ++r) {
+    double* row = a + r * C;
+    for (size_t c = 0; c <= r; ++c) row[c] /= divisor;
+    row[r] += regularization;
+  }
+  // Cholesky-Banachiewicz, row by row, in place in the lower triangle.
+  for (size_t r = 0; r < C; ++r) {
+    double* lr = a + r * C;
+    for (size_t c = 0; c <= r; ++c) {
+      const double* lc = a + c * C;
+      const double s = lr[c] - dotDouble(lr, lc, c);
+      if (c == r) {
+        if (!(s > 0.0) || !std::isfinite(s)) {
+          throw InvalidArgument("ERR_IMIAD_NOT_FINITE", "The covariance at position " + std::to_string(p) +
+                                                            " is not positive definite (non-finite embeddings?)");
+        }
+        lr[r] = std::sqrt(s);
+      } else {
+        lr[c] = s / lc[c];
+      }
+    }
+    float* out = packed + r * (r + 1) / 2;
+    for (size_t c = 0; c <= r; ++c) out[c] = static_cast<float>(lr[c]);
+  }
+}
+
+// n images' divisor of the sample covariance (np.cov: n - 1; a single image: 1).
+double covarianceDivisor(size_t n) { return n > 1 ? static_cast<double>(n - 1) : 1.0; }
+
+// Runs body(begin, end) over blocks of positions on the thread team, checking cancellation and reporting progress
+// once per block.
+template <typename Body>
+void forEachPositionBlock(size_t positions, const RunControl& control, Body body) {
+  const size_t blocks = (positions + kPositionBlock - 1) / kPositionBlock;
+  std::atomic<size_t> done{0};
+  std::mutex progressMutex;
+  parallelChunks(positions, kPositionBlock, [&](size_t, size_t begin, size_t end) {
+    control.throwIfCancelled();
+    body(begin, end);
+    reportBlock(control, done, blocks, progressMutex);
+  });
+}
+
+// Calls perPosition(p, mu, a) for every position p with the mean mu of its n embeddings and the lower triangle of
+// their centred scatter in the row-major C x C matrix a (positionMoments); a may be overwritten.
+template <typename PerPosition>
+void forEachPositionMoments(const float* embeddings, size_t n, size_t C, size_t positions, const RunControl& control,
+                            PerPosition perPosition) {
+  forEachPositionBlock(positions, control, [&](size_t begin, size_t end) {
+    std::vector<double> x;
+    gather(embeddings, n, C, positions, begin, end - begin, x);
+    std::vector<double> a(C * C);
+    std::vector<double> xt;
+    std::vector<double> mu(C);
+    for (size_t q = 0; q < end - begin; ++q) {
+      positionMoments(x.data() + q * n * C, n, C, mu.data(), xt, a.data());
+      perPosition(begin + q, mu.data(), a.data());
+    }
+  });
+}
+
 }  // namespace
 
 void gaussianFit(const float* embeddings, size_t n, size_t channels, size_t positions, double regularization,
@@ -77,62 +164,50 @@ void gaussianFit(const float* embeddings, size_t n, size_t channels, size_t posi
   if (n == 0 || channels == 0 || positions == 0) throw InvalidArgument("ERR_IMIAD_EMPTY", "gaussianFit needs data");
   const size_t C = channels;
   const size_t tri = packedTriangleSize(C);
-  const double divisor = n > 1 ? static_cast<double>(n - 1) : 1.0;
-  const size_t blocks = (positions + kPositionBlock - 1) / kPositionBlock;
-  std::atomic<size_t> done{0};
-  std::mutex progressMutex;
-  parallelChunks(positions, kPositionBlock, [&](size_t, size_t begin, size_t end) {
-    control.throwIfCancelled();
-    std::vector<double> x;
-    gather(embeddings, n, C, positions, begin, end - begin, x);
-    std::vector<double> a(C * C);
-    std::vector<double> xt(C * n);
-    std::vector<double> mu(C);
-    for (size_t q = 0; q < end - begin; ++q) {
-      const size_t p = begin + q;
-      double* xs = x.data() + q * n * C;
-      for (size_t c = 0; c < C; ++c) mu[c] = 0.0;
-      for (size_t i = 0; i < n; ++i) {
-        for (size_t c = 0; c < C; ++c) mu[c] += xs[i * C + c];
-      }
-      for (size_t c = 0; c < C; ++c) {
-        mu[c] /= static_cast<double>(n);
-        mean[p * C + c] = static_cast<float>(mu[c]);
-      }
-      for (size_t i = 0; i < n; ++i) {
-        for (size_t c = 0; c < C; ++c) xs[i * C + c] -= mu[c];
-      }
-      // Covariance entries as dot products of centred channel columns (each n long, cache-resident).
-      for (size_t i = 0; i < n; ++i) {
-        for (size_t c = 0; c < C; ++c) xt[c * n + i] = xs[i * C + c];
-      }
-      for (size_t r = 0; r < C; ++r) {
-        double* row = a.data() + r * C;
-        const double* xr = xt.data() + r * n;
-        for (size_t c = 0; c <= r; ++c) row[c] = dotDouble(xr, xt.data() + c * n, n) / divisor;
-        row[r] += regularization;
-      }
-      // Cholesky-Banachiewicz, row by row, in place in the lower triangle.
-      for (size_t r = 0; r < C; ++r) {
-        double* lr = a.data() + r * C;
-        for (size_t c = 0; c <= r; ++c) {
-          const double* lc = a.data() + c * C;
-          const double s = lr[c] - dotDouble(lr, lc, c);
-          if (c == r) {
-            if (!(s > 0.0) || !std::isfinite(s)) {
-              throw InvalidArgument("ERR_IMIAD_NOT_FINITE", "The covariance at position " + std::to_string(p) +
-                                                                " is not positive definite (non-finite embeddings?)");
-            }
-            lr[r] = std::sqrt(s);
-          } else {
-            lr[c] = s / lc[c];
-          }
-        }
-        float* packed = cholesky + p * tri + r * (r + 1) / 2;
-        for (size_t c = 0; c <= r; ++c) packed[c] = static_cast<float>(lr[c]);
-      }
+  const double divisor = covarianceDivisor(n);
+  forEachPositionMoments(embeddings, n, C, positions, control, [&](size_t p, const double* mu, double* a) {
+    for (size_t c = 0; c < C; ++c) mean[p * C + c] = static_cast<float>(mu[c]);
+    factorPosition(a, C, divisor, regularization, p, cholesky + p * tri);
+  });
+}
+
+void gaussianAccumulate(const float* embeddings, size_t n, size_t channels, size_t positions, size_t count,
+                        double* mean, double* scatter, const RunControl& control) {
+  if (n == 0 || channels == 0 || positions == 0) throw InvalidArgument("ERR_IMIAD_EMPTY", "gaussianAccumulate needs data");
+  const size_t C = channels;
+  const size_t tri = packedTriangleSize(C);
+  const double na = static_cast<double>(count), nb = static_cast<double>(n), total = na + nb;
+  // count = 0: weight 0 and ratio 1 exactly, so the statistics become the new images' own, bit for bit.
+  const double weight = na * nb / total, ratio = nb / total;
+  forEachPositionMoments(embeddings, n, C, positions, control, [&](size_t p, const double* mu, const double* a) {
+    double* m = mean + p * C;  // still the earlier images' mean until the last loop: d = mu - m below
+    double* s = scatter + p * tri;
+    for (size_t r = 0; r < C; ++r) {
+      const double* row = a + r * C;
+      double* out = s + r * (r + 1) / 2;
+      const double dr = mu[r] - m[r];
+      for (size_t c = 0; c <= r; ++c) out[c] += row[c] + dr * (mu[c] - m[c]) * weight;
     }
-    reportBlock(control, done, blocks, progressMutex);
+    for (size_t c = 0; c < C; ++c) m[c] += (mu[c] - m[c]) * ratio;
+  });
+}
+
+void gaussianFactor(size_t count, const double* mean, const double* scatter, size_t channels, size_t positions,
+                    double regularization, float* meanOut, float* cholesky, const RunControl& control) {
+  if (count == 0 || channels == 0 || positions == 0) throw InvalidArgument("ERR_IMIAD_EMPTY", "gaussianFactor needs statistics of at least one image");
+  const size_t C = channels;
+  const size_t tri = packedTriangleSize(C);
+  const double divisor = covarianceDivisor(count);
+  forEachPositionBlock(positions, control, [&](size_t begin, size_t end) {
+    std::vector<double> a(C * C);
+    for (size_t p = begin; p < end; ++p) {
+      for (size_t c = 0; c < C; ++c) meanOut[p * C + c] = static_cast<float>(mean[p * C + c]);
+      const double* s = scatter + p * tri;
+      for (size_t r = 0; r < C; ++r) {
+        for (size_t c = 0; c <= r; ++c) a[r * C + c] = s[r * (r + 1) / 2 + c];
+      }
+      factorPosition(a.data(), C, divisor, regularization, p, cholesky + p * tri);
+    }
   });
 }
 
@@ -140,11 +215,7 @@ void mahalanobisDistances(const float* embeddings, size_t m, size_t channels, si
                           const float* cholesky, float* out, const RunControl& control) {
   const size_t C = channels;
   const size_t tri = packedTriangleSize(C);
-  const size_t blocks = (positions + kPositionBlock - 1) / kPositionBlock;
-  std::atomic<size_t> done{0};
-  std::mutex progressMutex;
-  parallelChunks(positions, kPositionBlock, [&](size_t, size_t begin, size_t end) {
-    control.throwIfCancelled();
+  forEachPositionBlock(positions, control, [&](size_t begin, size_t end) {
     std::vector<double> v;
     gather(embeddings, m, C, positions, begin, end - begin, v);
     for (size_t q = 0; q < end - begin; ++q) {
@@ -169,7 +240,6 @@ void mahalanobisDistances(const float* embeddings, size_t m, size_t channels, si
         out[t * positions + p] = static_cast<float>(std::sqrt(dotDouble(z, z, C)));
       }
     }
-    reportBlock(control, done, blocks, progressMutex);
   });
 }
 

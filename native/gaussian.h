@@ -24,6 +24,23 @@ inline size_t packedTriangleSize(size_t channels) { return channels * (channels 
 void gaussianFit(const float* embeddings, size_t n, size_t channels, size_t positions, double regularization,
                  float* mean, float* cholesky, const RunControl& control);
 
+// Running statistics (the continual setting's `statistics` mode): per position the image count, the mean
+// [positions, channels] and the centred scatter sum (x - mu)(x - mu)^T [positions, packedTriangleSize(channels)],
+// all in double. gaussianAccumulate adds n embeddings [n, channels, positions] to statistics over `count` earlier
+// images, in place, by the pairwise update of Chan, Golub and LeVeque ("Updating formulae and a pairwise algorithm
+// for computing sample variances", 1979): the new images' own two-pass mean and scatter, then
+// mu = mu_a + d n_b / n, S = S_a + S_b + d d^T n_a n_b / n with d = mu_b - mu_a. It equals the two-pass statistics
+// of all images at once up to rounding (no catastrophic cancellation, unlike sums of x and x x^T); with count = 0
+// it is exactly what gaussianFit computes internally. A cancelled call leaves some positions updated: the caller
+// must discard the statistics.
+void gaussianAccumulate(const float* embeddings, size_t n, size_t channels, size_t positions, size_t count,
+                        double* mean, double* scatter, const RunControl& control);
+
+// The Gaussians of running statistics over `count` images, exactly as gaussianFit forms them: covariance =
+// scatter / (count - 1) (divisor 1 when count = 1) + regularization * I, Cholesky in double, stored float32.
+void gaussianFactor(size_t count, const double* mean, const double* scatter, size_t channels, size_t positions,
+                    double regularization, float* meanOut, float* cholesky, const RunControl& control);
+
 // embeddings: [m, channels, positions]; out: [m, positions] Mahalanobis distances (not squared).
 void mahalanobisDistances(const float* embeddings, size_t m, size_t channels, size_t positions, const float* mean,
                           const float* cholesky, float* out, const RunControl& control);

@@ -4,6 +4,7 @@ import * as os from 'os';
 import * as path from 'path';
 
 import {
+  cudaBuildCommand,
   cpuFallbackNotice,
   cudaAddonPath,
   driverMissingReason,
@@ -39,7 +40,7 @@ function runNode(script: string, env: NodeJS.ProcessEnv = {}): { status: number 
 /** The reason this machine has no CUDA, worked out from the same facts the probe reads. */
 function expectedReason(addonPath: string): string {
   if (!fs.existsSync(addonPath)) {
-    return `the CUDA addon is not built (${addonPath} is missing; run npm run build:cuda)`;
+    return `the CUDA addon is not built (${addonPath} is missing; build it with: ${cudaBuildCommand(root, root)})`;
   }
   return 'no NVIDIA kernel driver is loaded (/proc/driver/nvidia/version is missing)';
 }
@@ -81,7 +82,7 @@ describe('device resolution without a usable GPU', () => {
       { IMIAD_CUDA_ADDON: missing },
     );
     expect(r.stdout).toBe(
-      `ERR_IMIAD_CUDA_UNAVAILABLE|CUDA was requested (device: 'cuda') but is unavailable: the CUDA addon is not built (${missing} is missing; run npm run build:cuda)`,
+      `ERR_IMIAD_CUDA_UNAVAILABLE|CUDA was requested (device: 'cuda') but is unavailable: the CUDA addon is not built (${missing} is missing; build it with: ${cudaBuildCommand(root, root)})`,
     );
   });
 

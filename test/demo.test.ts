@@ -9,9 +9,8 @@ import * as path from 'path';
 import { runCli } from './helpers/cli';
 import { DEMO_DATA, DEMO_METHODS } from '../lib/cli/demo';
 import { forgettingMeasure, forgettingMeasureWithGaps } from '../lib/metrics';
-import { NOTE_REFIT_ON_UNION } from '../lib/runner/executor';
 import { ResultsStore } from '../lib/runner/store';
-import { NOTE_IGNORES_LABELLED_ANOMALIES, NOTE_MEMORY_BANK_ACCUMULATES } from '../lib/runner/types';
+import { NOTE_CONTINUAL_STATISTICS, NOTE_IGNORES_LABELLED_ANOMALIES, NOTE_MEMORY_BANK_ACCUMULATES } from '../lib/runner/types';
 import type { Category } from '../lib/datasets/types';
 import { fewshotSplit, settingLabel } from '../lib/settings';
 
@@ -52,6 +51,11 @@ describe('imiad demo', () => {
       }
       expect(r.efficiency.inferenceMsPerImage).toBeGreaterThan(0);
       expect(r.efficiency.memoryBytes).toBeGreaterThan(0);
+      // The image AUROC's bootstrap interval over the test images (seeded by the experiment's seed) contains it.
+      const interval = r.intervals!.imageAUROC;
+      expect(interval).toMatchObject({ estimate: r.metrics.imageAUROC, resamples: 1000, level: 0.95, seed: 0 });
+      expect(interval.low).toBeLessThanOrEqual(r.metrics.imageAUROC!);
+      expect(interval.high).toBeGreaterThanOrEqual(r.metrics.imageAUROC!);
       expect(r.heatmaps.length).toBeGreaterThan(0);
       for (const h of r.heatmaps) expect(fs.existsSync(path.join(out, h.overlay))).toBe(true);
       const manifest = r.manifest as Record<string, { train: { label: string; trueLabel?: string; augment?: unknown }[] }>;
@@ -75,6 +79,13 @@ describe('imiad demo', () => {
     for (const t of ['Table VI', 'Table IX', 'Table X', 'Fig. 2', 'Fig. 3', 'Fig. 4']) expect(page).toContain(t);
     expect(page).toContain('<svg');
     expect(fs.existsSync(path.join(out, 'report-small', 'tables', 'table-VI.csv'))).toBe(true);
+    // Two categories are two blocks: a statistics table and a CD diagram per setting.
+    for (const setting of ['vanilla', 'fewshot-1', 'noisy-0.1']) {
+      expect(page).toContain(`<table id="table-stats-${setting}"`);
+      expect(page).toContain(`<figure id="fig-cd-${setting}">`);
+      expect(fs.existsSync(path.join(out, 'report-small', 'figures', `fig-cd-${setting}.png`))).toBe(true);
+    }
+    expect(first.stdout).toMatch(/^vanilla imageAUROC: average ranks .+ over 2 blocks; Friedman p = /m);
     expect(first.stdout).toContain('**Table VI.**');
     expect(first.stdout).toContain('| Dataset | Metric | padim | patchcore | spade |');
     expect(first.stdout).toMatch(/^patchcore +\d\.\d{3} \/ \d\.\d{3}/m);
@@ -115,7 +126,7 @@ describe('imiad demo', () => {
       expect(row.metrics.imageAUROC).toBeCloseTo(((T[1][0] as number) + (T[1][1] as number)) / 2, 12);
     }
     expect(rows.find((r) => r.config.method === 'patchcore')!.notes).toEqual([NOTE_MEMORY_BANK_ACCUMULATES]);
-    expect(rows.find((r) => r.config.method === 'padim')!.notes).toEqual([NOTE_REFIT_ON_UNION]);
+    expect(rows.find((r) => r.config.method === 'padim')!.notes).toEqual([NOTE_CONTINUAL_STATISTICS]);
     // The same command again runs nothing and shows the stored row.
     const again = await cli(['run', '--dataset', 'mvtec', '--root', data, '--method', 'patchcore', '--image-size', '64', '--setting', 'continual', '--store', db]);
     expect(again.code).toBe(0);
@@ -130,7 +141,7 @@ describe('imiad demo', () => {
     fs.writeFileSync(grid, `store: grid.db\ndatasets:\n  - { name: mvtec, root: ${JSON.stringify(data)}, categories: [disc] }\nmethods:\n  - { name: patchcore, params: { imageSize: 64 } }\n  - { name: dne, params: { imageSize: 64 } }\nsettings: [vanilla]\n`);
     const r = await cli(['grid', grid, '--json']);
     expect(r.code).toBe(0);
-    expect(JSON.parse(r.stdout)).toMatchObject({ done: 2, skipped: 0, failed: [] });
+    expect(JSON.parse(r.stdout).summary).toMatchObject({ done: 2, skipped: 0, failed: [] });
     const store = new ResultsStore(path.join(tmp, 'grid.db'), { readonly: true });
     const rows = store.rows();
     store.close();
@@ -140,7 +151,9 @@ describe('imiad demo', () => {
     expect(dne.heatmaps).toEqual([]);
     expect(rows.find((x) => x.config.method === 'patchcore')!.metrics.pixelAUROC).toBeGreaterThan(0.5);
     const again = await cli(['grid', grid, '--json']);
-    expect(JSON.parse(again.stdout)).toMatchObject({ done: 0, skipped: 2 });
+    expect(JSON.parse(again.stdout).summary).toMatchObject({ done: 0, skipped: 2 });
+    // The stored rows are the results either way.
+    expect(JSON.parse(again.stdout).results).toEqual(JSON.parse(r.stdout).results);
   }, 300000);
 
   it('imiad run --setting supervised notes that the detector ignores the labelled anomalies', async () => {
@@ -148,10 +161,12 @@ describe('imiad demo', () => {
     const json = path.join(tmp, 'supervised.json');
     const r = await cli(['run', '--dataset', 'mvtec', '--root', data, '--method', 'spade', '--image-size', '64', '--setting', 'supervised', '--anomalies', '1', '--categories', 'disc', '--json', json]);
     expect(r.code).toBe(0);
-    const out2 = JSON.parse(fs.readFileSync(json, 'utf8'));
-    expect(out2.disc.setting).toEqual({ name: 'supervised', anomalies: 1 });
-    expect(out2.disc.notes).toEqual([NOTE_IGNORES_LABELLED_ANOMALIES]);
-    expect(out2.disc.metrics.imageAUROC).toBeGreaterThanOrEqual(0);
+    const [disc] = JSON.parse(fs.readFileSync(json, 'utf8')).results;
+    expect(disc.category).toBe('disc');
+    expect(disc.setting).toEqual({ name: 'supervised', anomalies: 1 });
+    expect(disc.notes).toEqual([NOTE_IGNORES_LABELLED_ANOMALIES]);
+    expect(disc.metrics.imageAUROC).toBeGreaterThanOrEqual(0);
+    expect(r.stdout).toContain(`note: disc supervised-1: ${NOTE_IGNORES_LABELLED_ANOMALIES}`);
   }, 300000);
 });
 

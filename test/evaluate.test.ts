@@ -166,9 +166,16 @@ describe('imiad evaluate', () => {
     expect(r.status).toBe(0);
     expect(r.stdout).toMatch(/category\s+image AUROC\s+image AP\s+pixel AUROC\s+pixel AP\s+AU-PRO@0\.05\s+F1-max/);
     expect(r.stdout).toMatch(/widget\s+0\.5417\s+0\.7222\s+0\.8101\s+0\.1503\s+0\.2396\s+0\.8000/);
-    const json = JSON.parse(fs.readFileSync(out, 'utf8')) as Record<string, { aupro: Record<string, number> }>;
-    expect(Object.keys(json.widget.aupro)).toEqual(['0.05']);
-    expect(json.widget.aupro['0.05']).toBeCloseTo(0.23960865697020264, 12);
+    expect(r.stdout).toContain(`JSON written to ${out}`);
+    // The results schema (docs/json-schema.md): AU-PRO@0.3 is pixelPRO as everywhere, the asked limit beside it.
+    const json = JSON.parse(fs.readFileSync(out, 'utf8')) as { schema: string; command: string; results: { category: string; metrics: Record<string, number | null> }[] };
+    expect([json.schema, json.command]).toEqual(['imiad-results/1', 'evaluate']);
+    expect(json.results.map((x) => x.category)).toEqual(['widget']);
+    const m = json.results[0].metrics;
+    expect(m['pixelPRO@0.05']).toBeCloseTo(0.23960865697020264, 12);
+    expect(m.pixelPRO).toBeCloseTo(MVTEC.aupro, 12);
+    expect(m.imageAUROC).toBeCloseTo(MVTEC.image_auroc, 12);
+    expect(m.imageF1Max).toBeCloseTo(MVTEC.f1_max, 12);
   });
 
   function runCli(args: string[]): { status: number | null; stderr: string } {

@@ -85,6 +85,30 @@ describe('FastFlow', () => {
     }
   });
 
+  withAddon('fit() starts fresh; continueTraining goes on with the optimiser state, which a checkpoint keeps', async () => {
+    const params = { ...small, epochs: 1, batchSize: 4 };
+    const a = new FastFlow(params);
+    const b = new FastFlow(params);
+    try {
+      await a.fit(train);
+      const once = Array.from((await a.predict(testSet)).scores);
+      await a.fit(train);
+      expect(a.fitCount).toBe(1);
+      expect(Array.from((await a.predict(testSet)).scores)).toEqual(once);
+      const saved = a.saveState();
+      expect((saved.config.optimizerNames as string[]).some((n) => n.startsWith('exp_avg:flows.0.0.subnet.0.weight'))).toBe(true);
+      await b.loadState(saved);
+      await a.fit(train, { continueTraining: true });
+      await b.fit(train, { continueTraining: true });
+      expect([a.fitCount, b.fitCount]).toEqual([2, 2]);
+      const continued = Array.from((await a.predict(testSet)).scores);
+      expect(continued).not.toEqual(once);
+      expect(Array.from((await b.predict(testSet)).scores)).toEqual(continued);
+    } finally {
+      await Promise.all([a.dispose(), b.dispose()]);
+    }
+  });
+
   withAddon('an image size the LayerNorm cannot take is refused before training, with sizes it accepts', () => {
     expect(() => new FastFlow({ ...small, imageSize: 72, cropSize: 72 })).toThrow(
       "Expected a multiple of 16 (FastFlow's LayerNorm fixes the feature sides to s/4, s/8, s/16; e.g. 64 or 80) for cropSize but received 72 of type number",

@@ -175,7 +175,7 @@ test('DNE keeps one Gaussian per task and scores by the nearest task', async () 
   await d.fit(train.slice(0, 4));
   const one = await d.predict(testSet);
   const bytes = d.stateBytes();
-  await d.fit(train.slice(4));
+  await d.fit(train.slice(4), { continueTraining: true });
   expect(d.taskCount).toBe(2);
   expect(d.stateBytes()).toBe(2 * bytes);
   const two = await d.predict(testSet);

@@ -58,7 +58,7 @@ seeds: [0, 1]
     expect(grid.datasets[0].root).toBe('/cfg/data');
     expect(grid.settings).toHaveLength(1 + 8 + 2 + 1);
     expect(grid.settings[2]).toEqual({ name: 'fewshot', shots: 1, augment: 'rotation', augmentCount: 4 });
-    expect(grid.settings[11]).toEqual({ name: 'continual', order: ['screw', 'bottle'] });
+    expect(grid.settings[11]).toEqual({ name: 'continual', order: ['screw', 'bottle'], joint: false });
     const { experiments, invalid } = await expandGrid(grid, loader, (k) => `/h/${k}`);
     // 3 method variants x 2 seeds x (11 per-category settings x 2 categories + 1 continual).
     expect(experiments).toHaveLength(3 * 2 * (11 * 2 + 1));
@@ -209,14 +209,16 @@ describe('results store and grid run', () => {
 describe('metric names', () => {
   test('from the evaluation JSON shapes to the stored names', () => {
     const e = { image_auroc: 0.9, image_ap: 0.95, pixel_auroc: 0.97, pixel_ap: 0.5, aupro: { '0.3': 0.88, '0.05': 0.4 }, f1_max: 0.91, details: { pixel_f1_max: 0.55 } };
-    expect(metricsFromEvaluation(e)).toEqual({ imageAUROC: 0.9, imageAP: 0.95, imageF1Max: 0.91, pixelAUROC: 0.97, pixelAP: 0.5, pixelPRO: 0.88, pixelF1Max: 0.55 });
+    // The reported limit under the flat name, any other limit beside it as <name>@<limit>.
+    expect(metricsFromEvaluation(e)).toEqual({ imageAUROC: 0.9, imageAP: 0.95, imageF1Max: 0.91, pixelAUROC: 0.97, pixelAP: 0.5, pixelPRO: 0.88, pixelF1Max: 0.55, 'pixelPRO@0.05': 0.4 });
     const loco = {
       localization: { logical_anomalies: { '0.05': 0.3, '0.3': 0.6 }, structural_anomalies: { '0.05': 0.5, '0.3': 0.7 }, mean: { '0.05': 0.4, '0.3': 0.65 } },
       classification: { logical_anomalies: 0.7, structural_anomalies: 0.8, mean: 0.75 },
     };
     expect(metricsFromLocoEvaluation(loco, e)).toEqual({
-      imageAUROC: 0.9, imageAP: 0.95, imageF1Max: 0.91, pixelAUROC: 0.97, pixelAP: 0.5, pixelPRO: null, pixelF1Max: 0.55,
+      imageAUROC: 0.9, imageAP: 0.95, imageF1Max: 0.91, pixelAUROC: 0.97, pixelAP: 0.5, pixelPRO: null, pixelF1Max: 0.55, 'pixelPRO@0.05': 0.4,
       imageAUROCLogical: 0.7, imageAUROCStructural: 0.8, sPROLogical: 0.3, sPROStructural: 0.5, sPRO: 0.4,
+      'sPROLogical@0.3': 0.6, 'sPROStructural@0.3': 0.7, 'sPRO@0.3': 0.65,
     });
   });
 });

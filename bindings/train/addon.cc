@@ -158,6 +158,8 @@ class TrainModel : public Napi::ObjectWrap<TrainModel> {
     return DefineClass(env, "TrainModel",
                        {InstanceMethod("step", &TrainModel::Step), InstanceMethod("maps", &TrainModel::Maps),
                         InstanceMethod("state", &TrainModel::State), InstanceMethod("loadState", &TrainModel::LoadState),
+                        InstanceMethod("optimizerState", &TrainModel::OptimizerState),
+                        InstanceMethod("loadOptimizerState", &TrainModel::LoadOptimizerState),
                         InstanceMethod("parameterCount", &TrainModel::ParameterCount),
                         InstanceMethod("calibrate", &TrainModel::Calibrate), InstanceMethod("scores", &TrainModel::Scores)});
   }
@@ -257,9 +259,34 @@ class TrainModel : public Napi::ObjectWrap<TrainModel> {
   }
 
   // state() -> { names: string[], shapes: number[][], arrays: Float32Array[] }
-  Napi::Value State(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    std::vector<train::NamedArray> state = model_->State();
+  Napi::Value State(const Napi::CallbackInfo& info) { return NamedArraysToJs(info.Env(), model_->State()); }
+
+  // loadState(names, shapes, arrays)
+  Napi::Value LoadState(const Napi::CallbackInfo& info) {
+    return LoadNamed(info, [this](const std::vector<train::NamedArray>& s) { model_->LoadState(s); });
+  }
+
+  // optimizerState() -> { names, shapes, arrays } (native/train/train.h: Model::OptimizerState)
+  Napi::Value OptimizerState(const Napi::CallbackInfo& info) { return NamedArraysToJs(info.Env(), model_->OptimizerState()); }
+
+  // loadOptimizerState(names, shapes, arrays)
+  Napi::Value LoadOptimizerState(const Napi::CallbackInfo& info) {
+    return LoadNamed(info, [this](const std::vector<train::NamedArray>& s) { model_->LoadOptimizerState(s); });
+  }
+
+  // Converts (names, shapes, arrays) and hands them to `load`; a mismatch becomes a RangeError with its code.
+  template <typename Load>
+  static Napi::Value LoadNamed(const Napi::CallbackInfo& info, Load load) {
+    std::vector<train::NamedArray> state = NamedArraysFromJs(info);
+    try {
+      load(state);
+    } catch (const InvalidArgument& e) {
+      ThrowRange(info.Env(), e.code, e.what());
+    }
+    return info.Env().Undefined();
+  }
+
+  static Napi::Value NamedArraysToJs(Napi::Env env, std::vector<train::NamedArray> state) {
     Napi::Array names = Napi::Array::New(env, state.size());
     Napi::Array shapes = Napi::Array::New(env, state.size());
     Napi::Array arrays = Napi::Array::New(env, state.size());
@@ -277,8 +304,8 @@ class TrainModel : public Napi::ObjectWrap<TrainModel> {
     return out;
   }
 
-  // loadState(names, shapes, arrays)
-  Napi::Value LoadState(const Napi::CallbackInfo& info) {
+  // (names, shapes, arrays) as given to loadState / loadOptimizerState.
+  static std::vector<train::NamedArray> NamedArraysFromJs(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (info.Length() < 3 || !info[0].IsArray() || !info[1].IsArray() || !info[2].IsArray()) ThrowType(env, "ERR_IMIAD_ARGUMENT", "Expected (names, shapes, arrays)");
     Napi::Array names = info[0].As<Napi::Array>(), shapes = info[1].As<Napi::Array>(), arrays = info[2].As<Napi::Array>();
@@ -296,12 +323,7 @@ class TrainModel : public Napi::ObjectWrap<TrainModel> {
       auto f = a.As<Napi::TypedArrayOf<float>>();
       state[i].values.assign(f.Data(), f.Data() + f.ElementLength());
     }
-    try {
-      model_->LoadState(state);
-    } catch (const InvalidArgument& e) {
-      ThrowRange(env, e.code, e.what());
-    }
-    return env.Undefined();
+    return state;
   }
 
   Napi::Value ParameterCount(const Napi::CallbackInfo& info) {

@@ -27,6 +27,8 @@ interface NativeModel {
   maps(images: Float32Array | null, imageShape: number[] | null, teacher: Float32Array[], shapes: number[][], cancel: Int32Array, outSize: number): Promise<Float32Array>;
   state(): TrainState;
   loadState(names: string[], shapes: number[][], arrays: Float32Array[]): void;
+  optimizerState(): TrainState;
+  loadOptimizerState(names: string[], shapes: number[][], arrays: Float32Array[]): void;
   parameterCount(): number;
   calibrate(features: Float32Array[], shapes: number[][], reset: boolean, cancel: Int32Array): Promise<void>;
   scores(features: Float32Array[], shapes: number[][], cancel: Int32Array): Promise<Float32Array | null>;
@@ -167,5 +169,18 @@ export class TrainModel {
 
   loadState(state: TrainState): void {
     this.native.loadState(state.names, state.shapes, state.arrays);
+  }
+
+  /**
+   * The optimiser's state (SGD momentum buffers; Adam's moments and step counts), named after the parameters
+   * (native/train/train.h); empty before the first step. With the weights it lets training continue exactly.
+   */
+  optimizerState(): TrainState {
+    return this.native.optimizerState();
+  }
+
+  /** Replaces the optimiser's state with one optimizerState() returned (ERR_IMIAD_CHECKPOINT when it does not fit). */
+  loadOptimizerState(state: TrainState): void {
+    this.native.loadOptimizerState(state.names, state.shapes, state.arrays);
   }
 }

@@ -1,15 +1,18 @@
-/** `imiad datasets inspect --dataset NAME --root DIR [--json]`: counts and sizes per category. */
+/** `imiad datasets inspect --dataset NAME --root DIR [--json [FILE]]`: counts and sizes per category. */
 import type { Command } from 'commander';
 
 import { loadDataset, requireDatasetName, DATASET_NAMES, type FolderLayout } from '../datasets';
-import { formatStats, inspectDataset } from '../datasets/inspect';
+import { imiadError } from '../../bindings/errors';
+import { formatStats, inspectDataset, validateCategory } from '../datasets/inspect';
 import { action } from './action';
+import { addJsonOption, jsonToStdout, writeJsonOutput, type JsonFlag } from './json-output';
+import { addComputeOptions, applyComputeOptions, type ComputeFlags } from './compute-options';
 import { progress } from './progress';
 
-interface InspectFlags {
+interface InspectFlags extends ComputeFlags {
   dataset: string;
   root: string;
-  json?: boolean;
+  json?: JsonFlag;
   categories?: string;
   seed?: string;
   splitFile?: string;
@@ -21,7 +24,7 @@ interface InspectFlags {
 
 export function registerDatasets(program: Command): void {
   const datasets = program.command('datasets').description('Dataset layouts: inspect a dataset on disk');
-  datasets
+  const inspect = datasets
     .command('inspect')
     .description('Per category: train/validation/test counts of normal and anomalous images, defect types, min and max image size')
     .requiredOption('--dataset <name>', `dataset layout: ${DATASET_NAMES.join(', ')}`)
@@ -32,10 +35,11 @@ export function registerDatasets(program: Command): void {
     .option('--normal <dir>', 'folder layout: normal images')
     .option('--anomaly <dir>', 'folder layout: anomalous images (sub-folders = defect types)')
     .option('--masks <dir>', 'folder layout: masks, named like the anomalous images (optionally with _mask)')
-    .option('--test-normal <dir>', 'folder layout: normal test images (default: a seeded split of --normal)')
-    .option('--json', 'print JSON')
-    .action(
+    .option('--test-normal <dir>', 'folder layout: normal test images (default: a seeded split of --normal)');
+  addJsonOption(inspect, 'the statistics');
+  addComputeOptions(inspect).action(
       action(async (flags: InspectFlags) => {
+        applyComputeOptions(flags);
         const name = requireDatasetName(flags.dataset);
         let folder: FolderLayout | undefined;
         if (name === 'folder') {
@@ -53,10 +57,18 @@ export function registerDatasets(program: Command): void {
           folder,
         });
         const total = categories.reduce((n, c) => n + c.samples.length, 0);
-        const bar = progress('inspect', total);
+        const bar = progress('inspect', 2 * total);
         const stats = await inspectDataset(categories, () => bar.tick());
+        // Everything imiad run would reject: undecodable images and masks, mask sizes, empty splits.
+        const problems: string[] = [];
+        for (const c of categories) problems.push(...(await validateCategory(c, () => bar.tick())));
         bar.done();
-        process.stdout.write(flags.json ? `${JSON.stringify(stats, null, 2)}\n` : formatStats(stats));
+        if (!jsonToStdout(flags.json)) process.stdout.write(formatStats(stats));
+        const written = writeJsonOutput(flags.json, `${JSON.stringify(stats, null, 2)}\n`);
+        if (written) process.stdout.write(`JSON written to ${written}\n`);
+        if (problems.length > 0) {
+          throw imiadError('Error', 'ERR_IMIAD_LAYOUT', `${problems.length} problem${problems.length === 1 ? '' : 's'} that imiad run would reject:\n${problems.map((p) => `  ${p}`).join('\n')}`);
+        }
       }),
-    );
+  );
 }

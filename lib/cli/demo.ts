@@ -12,7 +12,7 @@ import type { Command } from 'commander';
 import { defaultBackboneFile } from '../backbone/builder';
 import { loadDataset } from '../datasets';
 import { synthesize } from '../datasets/synth';
-import { toMarkdown, writeReport, type ReportFiles } from '../report';
+import { comparisonLine, toMarkdown, writeReport, type ReportFiles } from '../report';
 import { gridConfig } from '../runner/config';
 import { createExecutor } from '../runner/executor';
 import { describeExperiment, expandGrid, runGrid, type GridSummary } from '../runner/grid';
@@ -21,6 +21,7 @@ import { ResultsStore } from '../runner/store';
 import type { ResultRow } from '../runner/types';
 import { settingLabel } from '../settings';
 import { action } from './action';
+import { applyComputeOptions, DEVICE_HELP, QUIET_HELP } from './compute-options';
 import { progress } from './progress';
 
 /** Sizes chosen so that `npm run demo` stays well under 3 minutes on the shared 2-core machine (README, "Demo"). */
@@ -144,6 +145,9 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
       '',
       settingSummary(rows),
       '',
+      // The statistical comparison over the categories (Friedman, Nemenyi; the report draws the CD diagrams).
+      ...report.statistics.filter((c) => c.metric === 'imageAUROC').map(comparisonLine),
+      '',
       `${rows.length} experiments in ${store.file} (${summary.done} run now, ${summary.skipped} already stored)`,
       `Report: ${report.html}`,
     ].join('\n');
@@ -159,8 +163,11 @@ export function registerDemo(program: Command): void {
     .description('Run PatchCore, PaDiM and SPADE on a small synthetic dataset in the vanilla, few-shot and noisy settings and write the report')
     .option('--out <dir>', 'output folder: dataset, results store, heatmaps, report', 'imiad-demo')
     .option('--small', 'smaller images (for tests); the same grid')
+    .option('--device <device>', DEVICE_HELP)
+    .option('--quiet', QUIET_HELP)
     .action(
       action(async (flags: { out: string; small?: boolean }) => {
+        applyComputeOptions(flags);
         try {
           const r = await runDemo({ out: flags.out, small: flags.small });
           process.stdout.write(`${r.text}\n`);

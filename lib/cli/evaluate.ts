@@ -1,10 +1,10 @@
 /**
  * `imiad evaluate`: scores anomaly maps saved by any method, the way MVTec's official evaluation scripts do.
  * Maps live at MAPS/<category>/test/<defect>/<image stem>.tiff (float32, the image's original size; .tif, .npy and
- * 8/16-bit .png are read too). Prints a table; --json OUT writes { "<category>": metrics }.
+ * 8/16-bit .png are read too). Prints a table; --json [FILE] writes the results schema (lib/runner/schema.ts,
+ * docs/json-schema.md): the same metric names as `imiad run` and `imiad grid`.
  */
 import * as fs from 'fs';
-import * as path from 'path';
 import type { Command } from 'commander';
 
 import { imiadError, invalidRange, invalidType } from '../../bindings/errors';
@@ -13,7 +13,11 @@ import type { Category } from '../datasets/types';
 import { evaluateCategory, evaluateLocoCategory, type CategoryMetrics, type LocoCategoryMetrics, type Prediction } from '../metrics/evaluate';
 import { findMapFile, readAnomalyMap } from '../metrics/maps';
 import { limitKey } from '../metrics/pro';
+import { metricsFromEvaluation, metricsFromLocoEvaluation, PRO_LIMIT } from '../runner/metrics';
+import { jsonText, resultFromMetrics, resultsDocument, type ResultJson } from '../runner/schema';
 import { action } from './action';
+import { addJsonOption, jsonToStdout, writeJsonOutput, type JsonFlag } from './json-output';
+import { applyComputeOptions, DEVICE_HELP, QUIET_HELP } from './compute-options';
 import { progress } from './progress';
 
 export const EVALUATE_DATASETS = ['mvtec', 'loco', 'mpdd', 'btad', 'visa', 'mtd', 'dagm'] as const;
@@ -25,7 +29,7 @@ export interface EvaluateCommandOptions {
   maps: string;
   categories?: string;
   proLimit?: string;
-  json?: string;
+  json?: JsonFlag;
 }
 
 export type EvaluationResults = Record<string, CategoryMetrics | LocoCategoryMetrics>;
@@ -40,6 +44,14 @@ function parseLimit(text: string | undefined): number {
 
 /** Runs the evaluation and returns { category: metrics }; no printing. */
 export async function runEvaluate(opts: EvaluateCommandOptions, onCategory?: (name: string, index: number, total: number) => void): Promise<EvaluationResults> {
+  return (await evaluateAll(opts, onCategory)).results;
+}
+
+/** The evaluation as runEvaluate returns it and as the results schema writes it (AU-PRO at 0.3 always among them). */
+async function evaluateAll(
+  opts: EvaluateCommandOptions,
+  onCategory?: (name: string, index: number, total: number) => void,
+): Promise<{ results: EvaluationResults; schema: ResultJson[] }> {
   const dataset = opts.dataset as EvaluateDataset;
   if (!EVALUATE_DATASETS.includes(dataset)) throw invalidType(`one of ${EVALUATE_DATASETS.join(', ')}`, '--dataset', opts.dataset);
   const limit = parseLimit(opts.proLimit);
@@ -52,6 +64,9 @@ export async function runEvaluate(opts: EvaluateCommandOptions, onCategory?: (na
   // The dataset loaders (lib/datasets) walk the published layouts; only the test split is evaluated.
   const categories = await loadDataset(dataset, opts.root, { categories: requested });
   const results: EvaluationResults = {};
+  const schema: ResultJson[] = [];
+  // The schema's pixelPRO is AU-PRO@0.3 whatever --pro-limit says; another limit is pixelPRO@<limit> beside it.
+  const limits = limitKey(limit) === PRO_LIMIT ? [limit] : [limit, Number(PRO_LIMIT)];
   for (let c = 0; c < categories.length; c++) {
     const category = categories[c];
     const name = category.name;
@@ -64,21 +79,24 @@ export async function runEvaluate(opts: EvaluateCommandOptions, onCategory?: (na
     };
     const onProgress = (done: number): void => bar.update(done);
     if (dataset === 'loco') {
-      results[name] = await evaluateLocoCategory(category, provider, { onProgress });
+      const r = await evaluateLocoCategory(category, provider, { onProgress });
+      results[name] = r;
+      schema.push(resultFromMetrics(dataset, name, metricsFromLocoEvaluation(r), { maps: opts.maps }));
     } else {
-      const r = await evaluateCategory(category, provider, { limits: [limit], onProgress });
+      const r = await evaluateCategory(category, provider, { limits, onProgress });
       results[name] = {
         image_auroc: r.image_auroc,
         image_ap: r.image_ap,
         pixel_auroc: r.pixel_auroc,
         pixel_ap: r.pixel_ap,
-        aupro: r.aupro,
+        aupro: { [limitKey(limit)]: r.aupro[limitKey(limit)] },
         f1_max: r.f1_max,
       };
+      schema.push(resultFromMetrics(dataset, name, metricsFromEvaluation(r), { maps: opts.maps }));
     }
     bar.done();
   }
-  return results;
+  return { results, schema };
 }
 
 function table(header: string[], rows: string[][]): string {
@@ -120,7 +138,7 @@ export function formatResults(results: EvaluationResults, dataset: string, limit
 }
 
 export function registerEvaluate(program: Command): void {
-  program
+  const cmd = program
     .command('evaluate')
     .description('Score saved anomaly maps against a dataset\'s ground truth, as the official MVTec AD / LOCO AD scripts do')
     .requiredOption('--dataset <name>', `dataset layout: ${EVALUATE_DATASETS.join('|')}`)
@@ -128,16 +146,16 @@ export function registerEvaluate(program: Command): void {
     .requiredOption('--maps <dir>', 'anomaly maps: MAPS/<category>/test/<defect>/<image stem>.tiff (or .tif, .npy, .png)')
     .option('--categories <list>', 'comma-separated categories (default: every category with a test folder)')
     .option('--pro-limit <x>', 'FPR integration limit of AU-PRO, in (0, 1] (LOCO always reports 0.01, 0.05, 0.1, 0.3, 1.0)', '0.3')
-    .option('--json <file>', 'also write the results as JSON to this file')
-    .action(
-      action(async (opts: EvaluateCommandOptions) => {
-        const results = await runEvaluate(opts);
-        process.stdout.write(`${formatResults(results, opts.dataset, parseLimit(opts.proLimit))}\n`);
-        if (opts.json) {
-          fs.mkdirSync(path.dirname(path.resolve(opts.json)), { recursive: true });
-          fs.writeFileSync(opts.json, `${JSON.stringify(results, null, 2)}\n`);
-          process.stdout.write(`JSON written to ${opts.json}\n`);
-        }
-      }),
-    );
+    .option('--device <device>', DEVICE_HELP)
+    .option('--quiet', QUIET_HELP);
+  addJsonOption(cmd, 'the results (docs/json-schema.md)');
+  cmd.action(
+    action(async (opts: EvaluateCommandOptions) => {
+      applyComputeOptions(opts);
+      const { results, schema } = await evaluateAll(opts);
+      if (!jsonToStdout(opts.json)) process.stdout.write(`${formatResults(results, opts.dataset, parseLimit(opts.proLimit))}\n`);
+      const written = writeJsonOutput(opts.json, jsonText(resultsDocument('evaluate', schema)));
+      if (written) process.stdout.write(`JSON written to ${written}\n`);
+    }),
+  );
 }

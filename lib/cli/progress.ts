@@ -17,8 +17,20 @@ function formatSeconds(s: number): string {
   return m < 60 ? `${m}m${String(Math.round(s % 60)).padStart(2, '0')}s` : `${Math.floor(m / 60)}h${String(m % 60).padStart(2, '0')}m`;
 }
 
+let quiet = false;
+
+/** --quiet: no progress display and no informational lines (info() prints nothing). */
+export function setQuiet(value: boolean): void {
+  quiet = value;
+}
+
+/** An informational line on stderr (paths written, what was skipped), unless --quiet. */
+export function info(line: string): void {
+  if (!quiet) process.stderr.write(`${line}\n`);
+}
+
 export function progress(label: string, total: number, stream: NodeJS.WriteStream = process.stderr): Progress {
-  const enabled = stream.isTTY === true || process.env.IMIAD_PROGRESS === '1';
+  const enabled = !quiet && (stream.isTTY === true || process.env.IMIAD_PROGRESS === '1');
   const start = Date.now();
   let current = 0;
   let lastDraw = 0;

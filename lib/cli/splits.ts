@@ -1,21 +1,21 @@
-/** `imiad splits --dataset NAME --root DIR --setting S [options] --json OUT`: writes a setting's split manifest. */
-import * as fs from 'fs';
-import * as path from 'path';
-
+/**
+ * `imiad splits --dataset NAME --root DIR --setting S [options] [--json [FILE]]`: prints a summary of a setting's
+ * splits; --json writes the split manifest to FILE, or alone to stdout without FILE (or with -).
+ */
 import type { Command } from 'commander';
 
-import { imiadError } from '../../bindings/errors';
 import { loadDataset, requireDatasetName } from '../datasets';
 import { buildManifest, type CategoryManifest, type SettingManifest } from '../settings';
 import { requireSeed } from '../settings/common';
 import { action } from './action';
+import { addJsonOption, jsonToStdout, writeJsonOutput, type JsonFlag } from './json-output';
 import { addSettingOptions, settingFromFlags, type SettingFlags } from './setting-options';
 
 interface SplitsFlags extends SettingFlags {
   dataset: string;
   root: string;
   categories?: string;
-  json: string;
+  json?: JsonFlag;
 }
 
 function describe(name: string, m: CategoryManifest): string {
@@ -32,16 +32,17 @@ function describe(name: string, m: CategoryManifest): string {
 }
 
 export function registerSplits(program: Command): void {
-  addSettingOptions(
+  const cmd = addSettingOptions(
     program
       .command('splits')
       .description("Write a setting's split manifest (the exact training and test files) without running anything")
       .requiredOption('--dataset <name>', 'mvtec|mpdd|loco|btad|mtd|visa|dagm')
       .requiredOption('--root <dir>', 'the dataset folder')
       .option('--categories <a,b,...>', 'only these categories, in this order'),
-  )
-    .requiredOption('--json <file>', "where to write the manifest ('-' for stdout)")
-    .action(
+  );
+  addJsonOption(cmd, 'the split manifest');
+  cmd.addHelpText('after', '\nExample:\n  imiad splits --dataset mvtec --root ./mvtec --setting fewshot --shots 4 --seed 1 --json manifest.json\n');
+  cmd.action(
       action(async (flags: SplitsFlags) => {
         const { spec, seed } = settingFromFlags(flags);
         requireSeed(seed);
@@ -49,20 +50,11 @@ export function registerSplits(program: Command): void {
           ...(flags.categories ? { categories: flags.categories.split(',').map((s) => s.trim()).filter(Boolean) } : {}),
         });
         const manifest = buildManifest(spec, categories, seed);
-        const text = `${JSON.stringify(manifest, null, 2)}\n`;
-        if (flags.json === '-') {
-          process.stdout.write(text);
-          return;
-        }
-        try {
-          fs.mkdirSync(path.dirname(path.resolve(flags.json)), { recursive: true });
-          fs.writeFileSync(flags.json, text);
-        } catch (err) {
-          throw imiadError('Error', 'ERR_IMIAD_FILE', `Cannot write ${flags.json}: ${(err as Error).message}`);
-        }
+        const written = writeJsonOutput(flags.json, `${JSON.stringify(manifest, null, 2)}\n`);
+        if (jsonToStdout(flags.json)) return;
         const tasks: SettingManifest[] = Array.isArray(manifest) ? manifest : [manifest];
         const lines = tasks.flatMap((m, i) => Object.entries(m).map(([name, c]) => (Array.isArray(manifest) ? `task ${i + 1} ` : '') + describe(name, c)));
-        process.stdout.write(`${lines.join('\n')}\nManifest written to ${flags.json}\n`);
+        process.stdout.write(`${lines.join('\n')}\n${written ? `Manifest written to ${written}\n` : ''}`);
       }),
-    );
+  );
 }

@@ -4,6 +4,8 @@ import type { Command } from 'commander';
 import { formatStats } from '../datasets/inspect';
 import { synthesize, SYNTH_LAYOUTS, type SynthLayout } from '../datasets/synth';
 import { action } from './action';
+import { addJsonOption, jsonToStdout, writeJsonOutput, type JsonFlag } from './json-output';
+import { applyComputeOptions, DEVICE_HELP, QUIET_HELP } from './compute-options';
 import { progress } from './progress';
 
 interface SynthFlags {
@@ -14,7 +16,7 @@ interface SynthFlags {
   size?: string;
   train?: string;
   test?: string;
-  json?: boolean;
+  json?: JsonFlag;
 }
 
 function intFlag(value: string | undefined, name: string): number | undefined {
@@ -27,7 +29,7 @@ function intFlag(value: string | undefined, name: string): number | undefined {
 }
 
 export function registerSynth(program: Command): void {
-  program
+  const cmd = program
     .command('synth')
     .description('Write a synthetic dataset (procedural textures and objects with scratches, holes, stains, cracks) in a published layout')
     .requiredOption('--layout <layout>', SYNTH_LAYOUTS.join('|'))
@@ -37,9 +39,12 @@ export function registerSynth(program: Command): void {
     .option('--size <px>', 'image height in pixels (default 128)')
     .option('--train <n>', 'normal training images per category (default 10)')
     .option('--test <n>', 'test images per category, half normal (default 8)')
-    .option('--json', 'print what was written as JSON (the shape of datasets inspect --json)')
-    .action(
+    .option('--device <device>', DEVICE_HELP)
+    .option('--quiet', QUIET_HELP);
+  addJsonOption(cmd, 'what was written (the shape of datasets inspect --json)');
+  cmd.action(
       action(async (flags: SynthFlags) => {
+        applyComputeOptions(flags);
         if (!(SYNTH_LAYOUTS as readonly string[]).includes(flags.layout)) {
           throw Object.assign(new TypeError(`Expected one of ${SYNTH_LAYOUTS.join(', ')} for --layout but received ${flags.layout} of type string`), {
             code: 'ERR_IMIAD_ARGUMENT',
@@ -58,7 +63,9 @@ export function registerSynth(program: Command): void {
           },
         });
         bar?.done();
-        process.stdout.write(flags.json ? `${JSON.stringify(stats, null, 2)}\n` : `Wrote ${flags.layout} layout to ${flags.out}\n${formatStats(stats)}`);
+        if (!jsonToStdout(flags.json)) process.stdout.write(`Wrote ${flags.layout} layout to ${flags.out}\n${formatStats(stats)}`);
+        const written = writeJsonOutput(flags.json, `${JSON.stringify(stats, null, 2)}\n`);
+        if (written) process.stdout.write(`JSON written to ${written}\n`);
       }),
-    );
+  );
 }

@@ -3,7 +3,8 @@
  * min_size / max_size are the smallest and largest width and height over all images, taken separately per axis
  * (for images of varying aspect they need not belong to one image).
  */
-import { readImageSize } from '../image/decode';
+import { decodeImage, readImageSize } from '../image/decode';
+import { decodeRaw } from '../image/mask';
 import { byCodePoint } from './files';
 import type { Category } from './types';
 
@@ -85,6 +86,43 @@ export async function inspectDataset(categories: Category[], onImage?: () => voi
   const out: DatasetStats = {};
   for (const c of categories) out[c.name] = await inspectCategory(c, onImage);
   return out;
+}
+
+/**
+ * What `imiad run` would reject in a category, one line each: images that do not decode (truncated, corrupt, empty:
+ * the same strict decoder run uses), masks that do not decode or whose size differs from their image's, and a
+ * category without normal training images or without test images. Empty when the category is usable.
+ */
+export async function validateCategory(category: Category, onImage?: () => void): Promise<string[]> {
+  const problems: string[] = [];
+  if (!category.samples.some((s) => s.split === 'train' && s.label === 'normal')) {
+    problems.push(`${category.root}: category ${category.name} has no normal training images`);
+  }
+  if (!category.samples.some((s) => s.split === 'test')) problems.push(`${category.root}: category ${category.name} has no test images`);
+  const found = await mapLimit(category.samples, 8, async (s) => {
+    const lines: string[] = [];
+    let size: { width: number; height: number } | null = null;
+    try {
+      const image = await decodeImage(s.path);
+      size = { width: image.width, height: image.height };
+    } catch (err) {
+      lines.push((err as Error).message);
+    }
+    for (const m of s.maskPaths) {
+      try {
+        const mask = await decodeRaw(m);
+        if (size && (mask.width !== size.width || mask.height !== size.height)) {
+          lines.push(`Mask ${m} is ${mask.width}x${mask.height} but its image ${s.path} is ${size.width}x${size.height}`);
+        }
+      } catch (err) {
+        lines.push((err as Error).message);
+      }
+    }
+    onImage?.();
+    return lines;
+  });
+  for (const lines of found) problems.push(...lines);
+  return problems;
 }
 
 /** The readable table of `imiad datasets inspect`. */

@@ -3,9 +3,13 @@
  * (PatchCore, SPADE) and statistics (PaDiM, DNE) alike.
  *
  * Layout (little-endian): magic `IMIADCKP` (8 bytes), format version (u32), header length (u32), the header as
- * UTF-8 JSON { method, params, config, arrays: [{ name, dtype, length, offset }] }, zero padding to 8 bytes, the
- * arrays (each at its offset from the payload start, 8-byte aligned), then the SHA-256 of everything before it.
- * Files are written to a temporary name and renamed, so a crash never leaves a half-written checkpoint behind.
+ * UTF-8 JSON { method, params, config, arrays: [{ name, dtype, length, offset }], run?, decision? }, zero padding to 8
+ * bytes, the arrays (each at its offset from the payload start, 8-byte aligned), then the SHA-256 of everything before
+ * it. Files are written to a temporary name and renamed, so a crash never leaves a half-written checkpoint behind.
+ * `run` (optional) says which experiment fitted the detector (dataset, category, setting, seed, continual task):
+ * `imiad run --load` checks it against the command; checkpoints without it are taken as vanilla runs.
+ * `decision` (optional, lib/metrics/threshold.ts) is the decision threshold `imiad predict` applies; checkpoints
+ * written before it existed load without one.
  */
 import { createHash } from 'crypto';
 import * as fs from 'fs';
@@ -13,6 +17,7 @@ import * as path from 'path';
 
 import { imiadError, type ImiadError } from '../../bindings/errors';
 import type { GaussianState } from '../../bindings/gaussian';
+import type { DecisionThreshold } from '../metrics/threshold';
 import type { DetectorState, StateArray } from './types';
 
 export const CHECKPOINT_MAGIC = 'IMIADCKP';
@@ -32,6 +37,20 @@ interface Header {
   params: Record<string, unknown>;
   config: Record<string, unknown>;
   arrays: ArrayEntry[];
+  run?: CheckpointRun;
+  decision?: DecisionThreshold;
+}
+
+/** The experiment a checkpoint's detector was fitted in (written by the grid's executor, `imiad run --save`). */
+export interface CheckpointRun {
+  dataset: string;
+  /** The category; continual: the tasks joined by '+', in learning order. */
+  category: string;
+  /** The canonical setting spec (lib/settings settingSpec). */
+  setting: { name: string; [option: string]: unknown };
+  seed: number;
+  /** Continual: the detector after learning task `index` (0-based) of `count`, whose category is `category`. */
+  task?: { index: number; count: number; category: string };
 }
 
 export interface Checkpoint {
@@ -39,6 +58,9 @@ export interface Checkpoint {
   /** The detector's constructor parameters (JSON). */
   params: Record<string, unknown>;
   state: DetectorState;
+  run?: CheckpointRun;
+  /** The decision threshold chosen when the detector was saved (lib/metrics/threshold.ts). */
+  decision?: DecisionThreshold;
 }
 
 function checkpointError(file: string, reason: string): ImiadError {
@@ -62,7 +84,7 @@ export function encodeCheckpoint(c: Checkpoint): Buffer {
     entries.push({ name, dtype: dtypeOf(a), length: a.length, offset });
     offset = align8(offset + a.byteLength);
   }
-  const header: Header = { method: c.method, params: c.params, config: c.state.config, arrays: entries };
+  const header: Header = { method: c.method, params: c.params, config: c.state.config, arrays: entries, ...(c.run ? { run: c.run } : {}), ...(c.decision ? { decision: c.decision } : {}) };
   const json = Buffer.from(JSON.stringify(header), 'utf8');
   const payloadStart = align8(16 + json.length);
   const buf = Buffer.alloc(payloadStart + offset + 32);
@@ -78,16 +100,19 @@ export function encodeCheckpoint(c: Checkpoint): Buffer {
   return buf;
 }
 
-/** Parses checkpoint bytes; every inconsistency is an ERR_IMIAD_CHECKPOINT error naming `file`. */
-export function decodeCheckpoint(buf: Uint8Array, file: string): Checkpoint {
-  const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
-  if (b.length < 48 || b.toString('latin1', 0, 8) !== CHECKPOINT_MAGIC) throw checkpointError(file, 'not an imiad checkpoint (bad magic)');
+/**
+ * The header of checkpoint bytes `b` (at least the first 16 + header-length bytes of a file of `size` bytes); with
+ * `json` false only the magic and the version are checked.
+ */
+function parseHeader(b: Buffer, size: number, file: string): Header;
+function parseHeader(b: Buffer, size: number, file: string, json: false): void;
+function parseHeader(b: Buffer, size: number, file: string, json = true): Header | void {
+  if (size < 48 || b.length < 16 || b.toString('latin1', 0, 8) !== CHECKPOINT_MAGIC) throw checkpointError(file, 'not an imiad checkpoint (bad magic)');
   const version = b.readUInt32LE(8);
   if (version !== CHECKPOINT_VERSION) throw checkpointError(file, `format version ${version}, expected ${CHECKPOINT_VERSION}`);
-  const digest = createHash('sha256').update(b.subarray(0, b.length - 32)).digest();
-  if (!digest.equals(b.subarray(b.length - 32))) throw checkpointError(file, 'checksum mismatch (the file is corrupt or truncated)');
+  if (!json) return;
   const jsonLength = b.readUInt32LE(12);
-  if (16 + jsonLength > b.length - 32) throw checkpointError(file, 'header length out of range');
+  if (16 + jsonLength > size - 32 || 16 + jsonLength > b.length) throw checkpointError(file, 'header length out of range');
   let header: Header;
   try {
     header = JSON.parse(b.toString('utf8', 16, 16 + jsonLength)) as Header;
@@ -97,6 +122,27 @@ export function decodeCheckpoint(buf: Uint8Array, file: string): Checkpoint {
   if (typeof header.method !== 'string' || typeof header.params !== 'object' || typeof header.config !== 'object' || !Array.isArray(header.arrays)) {
     throw checkpointError(file, 'incomplete header');
   }
+  const run = header.run as Partial<CheckpointRun> | undefined;
+  if (run !== undefined && (typeof run !== 'object' || run === null || typeof run.dataset !== 'string' || typeof run.category !== 'string' ||
+    typeof run.setting !== 'object' || run.setting === null || typeof run.setting.name !== 'string' || !Number.isInteger(run.seed))) {
+    throw checkpointError(file, 'bad run description');
+  }
+  const decision = header.decision;
+  if (decision !== undefined && (typeof decision !== 'object' || decision === null || !Number.isFinite(decision.threshold) || typeof decision.source !== 'string')) {
+    throw checkpointError(file, 'bad decision threshold');
+  }
+  return header;
+}
+
+/** Parses checkpoint bytes; every inconsistency is an ERR_IMIAD_CHECKPOINT error naming `file`. */
+export function decodeCheckpoint(buf: Uint8Array, file: string): Checkpoint {
+  const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+  // Magic and version first (a foreign file is named as such), then the checksum, then the header.
+  parseHeader(b.subarray(0, 16), b.length, file, false);
+  const digest = createHash('sha256').update(b.subarray(0, b.length - 32)).digest();
+  if (!digest.equals(b.subarray(b.length - 32))) throw checkpointError(file, 'checksum mismatch (the file is corrupt or truncated)');
+  const header = parseHeader(b, b.length, file);
+  const jsonLength = b.readUInt32LE(12);
   const payloadStart = align8(16 + jsonLength);
   const payloadEnd = b.length - 32;
   const arrays: Record<string, StateArray> = {};
@@ -112,7 +158,7 @@ export function decodeCheckpoint(buf: Uint8Array, file: string): Checkpoint {
     bytes.set(b.subarray(start, start + e.length * size));
     arrays[e.name] = e.dtype === 'float32' ? new Float32Array(bytes.buffer) : e.dtype === 'float64' ? new Float64Array(bytes.buffer) : new Int32Array(bytes.buffer);
   }
-  return { method: header.method, params: header.params, state: { config: header.config, arrays } };
+  return { method: header.method, params: header.params, state: { config: header.config, arrays }, ...(header.run ? { run: header.run } : {}), ...(header.decision ? { decision: header.decision } : {}) };
 }
 
 /** Writes a checkpoint atomically (temporary file in the same folder, then rename). */
@@ -138,6 +184,30 @@ export async function readCheckpoint(file: string): Promise<Checkpoint> {
     throw imiadError('Error', 'ERR_IMIAD_FILE', `Cannot read the checkpoint ${file}: ${(err as Error).message}`);
   }
   return decodeCheckpoint(bytes, file);
+}
+
+/**
+ * A checkpoint's method, parameters and run description without reading its arrays (nor verifying its checksum,
+ * which readCheckpoint does): `imiad run --load` checks every checkpoint against the command before anything runs.
+ */
+export async function readCheckpointHeader(file: string): Promise<Omit<Checkpoint, 'state'>> {
+  let handle: fs.promises.FileHandle | undefined;
+  try {
+    handle = await fs.promises.open(file, 'r');
+    const size = (await handle.stat()).size;
+    const head = Buffer.alloc(Math.min(size, 16));
+    await handle.read(head, 0, head.length, 0);
+    const jsonLength = head.length >= 16 ? head.readUInt32LE(12) : 0;
+    const b = Buffer.alloc(Math.min(size, 16 + jsonLength));
+    await handle.read(b, 0, b.length, 0);
+    const header = parseHeader(b, size, file);
+    return { method: header.method, params: header.params, ...(header.run ? { run: header.run } : {}) };
+  } catch (err) {
+    if ((err as { code?: string }).code === 'ERR_IMIAD_CHECKPOINT') throw err;
+    throw imiadError('Error', 'ERR_IMIAD_FILE', `Cannot read the checkpoint ${file}: ${(err as Error).message}`);
+  } finally {
+    await handle?.close();
+  }
 }
 
 /** A state's config value, or an ERR_IMIAD_CHECKPOINT error when absent or of the wrong type. */

@@ -1,6 +1,6 @@
 /**
  * DNE (Li et al., "Towards Continual Adaptation in Industrial Anomaly Detection", ACM MM 2022), the continual
- * baseline of IM-IAD: each task (a fit() call) stores only the Gaussian of its normal images' global features —
+ * baseline of IM-IAD: each task (a fit(..., { continueTraining: true }) call) stores only the Gaussian of its normal images' global features —
  * mean and covariance — instead of the images or a patch bank; a test image's score is its Mahalanobis distance to
  * the stored Gaussians.
  * Choices where the paper leaves room: global feature = the global average of each listed layer, concatenated
@@ -15,9 +15,9 @@ import * as is from '../../bindings/is';
 import { configInt, gaussianFromState, gaussianToState } from './checkpoint';
 import type { FeatureMap } from '../backbone/session';
 import type { Sample } from '../datasets/types';
-import { type BackboneParams, elapsedMs, FeatureExtractor, layerOf, requireBudget, requireFitted, requireSamples, resolveBackboneParams } from './features';
+import { type BackboneParams, continuesTraining, elapsedMs, FeatureExtractor, layerOf, requireBudget, requireFitted, requireSamples, resolveBackboneParams } from './features';
 import { globalAverage } from './spade';
-import type { Detector, DetectorState, Prediction, RunOptions, Timing, TrainSample } from './types';
+import type { Detector, DetectorState, FitOptions, Prediction, RunOptions, Timing, TrainSample } from './types';
 
 export interface DneParams extends BackboneParams {
   /** Added to each covariance's diagonal (default 0.01). */
@@ -60,10 +60,14 @@ export class Dne implements Detector {
     return out;
   }
 
-  /** Learns one more task: the Gaussian of these normal images' global features. */
-  async fit(train: TrainSample[], opts: RunOptions = {}): Promise<void> {
+  /**
+   * The Gaussian of these normal images' global features: one more task with continueTraining, else the only one
+   * (earlier tasks are forgotten).
+   */
+  async fit(train: TrainSample[], opts: FitOptions = {}): Promise<void> {
     const samples = requireSamples(train, 'train').filter((s) => s.label === 'normal');
     if (samples.length === 0) throw imiadError('RangeError', 'ERR_IMIAD_EMPTY', 'Expected normal training images for DNE but received none');
+    if (!continuesTraining(opts)) this.tasks.length = 0;
     const budget = this.extractor.params.memoryBudgetBytes ?? defaultMemoryBudget();
     let features: Float32Array | null = null;
     let dims = 0;

@@ -213,3 +213,12 @@ export function requireSamples(samples: unknown, name: string): Sample[] {
   });
   return samples as Sample[];
 }
+
+/** FitOptions.continueTraining, checked: true only when asked for explicitly. */
+export function continuesTraining(opts: unknown): boolean {
+  if (opts === undefined) return false;
+  if (!is.object(opts)) throw invalidType('object', 'options', opts);
+  const v = (opts as { continueTraining?: unknown }).continueTraining;
+  if (v !== undefined && typeof v !== 'boolean') throw invalidType('boolean', 'continueTraining', v);
+  return v === true;
+}

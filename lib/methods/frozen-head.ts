@@ -1,8 +1,9 @@
 /**
  * What the trained heads on frozen backbone features share (FastFlow, CFlow; CFA and CS-Flow are to reuse it): the
  * backbone runs in ONNX Runtime (lib/backbone) and its tapped features cross into the libtorch training addon
- * (bindings/train) without copies; the head is created once, on the first fit, and the epoch loop is separate, so a
- * later fit can continue training the same network.
+ * (bindings/train) without copies. fit() trains a fresh, seeded head; fit(..., { continueTraining: true }) (the
+ * continual setting's next task) goes on training the same head, optimiser state included, and a checkpoint keeps
+ * that state too. The fixed constants fed before training (CFA's memory bank) come from the first task.
  *
  * Training features are computed once and kept in memory when they fit in half the memory budget (no method of this
  * family augments its inputs), otherwise the backbone runs again in every epoch. Each epoch shuffles the training
@@ -24,6 +25,7 @@ import { Random } from '../prng';
 import { configValue, stateArray } from './checkpoint';
 import {
   type BackboneParams,
+  continuesTraining,
   elapsedMs,
   FeatureExtractor,
   layerOf,
@@ -34,7 +36,7 @@ import {
   resolveBackboneParams,
   scoreGridsToMaps,
 } from './features';
-import type { AnomalyMap, Detector, DetectorState, Prediction, RunOptions, Timing, TrainingStats, TrainSample } from './types';
+import type { AnomalyMap, Detector, DetectorState, FitOptions, Prediction, RunOptions, Timing, TrainingStats, TrainSample } from './types';
 
 export interface FrozenHeadParams extends BackboneParams {
   /** Training epochs (default per method, IM-IAD Table V). */
@@ -106,6 +108,8 @@ export abstract class FrozenFeatureHead implements Detector {
   protected readonly extractor: FeatureExtractor;
   private readonly cacheFeatures?: boolean;
   private model: TrainModel | null = null;
+  /** fit() calls the current head has been trained by (continued fits count on). */
+  private fits = 0;
   private modelBytes = 0;
   private timing: Timing = { backboneMs: [], methodMs: [] };
   private stats: TrainingStats | null = null;
@@ -205,7 +209,13 @@ export abstract class FrozenFeatureHead implements Detector {
     }
   }
 
-  async fit(train: TrainSample[], opts: RunOptions = {}): Promise<void> {
+  /** fit() calls the current head has been trained by: 0 unfitted, k after k tasks of the continual setting. */
+  get fitCount(): number {
+    return this.fits;
+  }
+
+  async fit(train: TrainSample[], opts: FitOptions = {}): Promise<void> {
+    const proceed = continuesTraining(opts) && this.model !== null;
     const samples = requireSamples(train, 'train').filter((s) => s.label === 'normal');
     const label = this.defaults.label;
     if (samples.length === 0) throw imiadError('RangeError', 'ERR_IMIAD_EMPTY', `Expected normal training images for ${label} but received none`);
@@ -239,7 +249,17 @@ export abstract class FrozenFeatureHead implements Detector {
     const full = Math.floor(n / batchSize);
     const dropLast = this.dropLast() && full > 0;
     const stepsPerEpoch = dropLast ? full : Math.ceil(n / batchSize);
-    const model = this.model ?? this.createModel(shapes.map((s) => s[1]), this.extra(shapes, stepsPerEpoch));
+    const channels = shapes.map((s) => s[1]);
+    if (proceed && (this.model as TrainModel).config.channels.join() !== channels.join()) {
+      throw imiadError('RangeError', 'ERR_IMIAD_DIMS', `Expected feature levels of ${(this.model as TrainModel).config.channels.join(', ')} channels as in the earlier fit() but received ${channels.join(', ')}`);
+    }
+    const model = proceed ? (this.model as TrainModel) : this.createModel(channels, this.extra(shapes, stepsPerEpoch));
+    const fitIndex = proceed ? this.fits : 0;
+    // A continued head stopped mid-task is neither the old model nor the new one: unfitted until this fit ends.
+    if (proceed) {
+      this.model = null;
+      this.fits = 0;
+    }
     // One pass over the training set in order, feeding the model's fixed constants.
     const calibrate = async (): Promise<void> => {
       let first = true;
@@ -255,9 +275,9 @@ export abstract class FrozenFeatureHead implements Detector {
         }
       }
     };
-    if (this.calibration() === 'before' && this.model === null) await calibrate();
+    if (this.calibration() === 'before' && !proceed) await calibrate();
     const passes = this.passes();
-    const rng = new Random(seed).fork('shuffle');
+    const rng = new Random(seed).fork(fitIndex === 0 ? 'shuffle' : `shuffle-${fitIndex}`);
     const totalSteps = stepsPerEpoch * passes;
     const losses: number[] = [];
     const tTrain = process.hrtime.bigint();
@@ -299,6 +319,7 @@ export abstract class FrozenFeatureHead implements Detector {
     const loopSeconds = elapsedMs(tTrain) / 1000;
     if (this.calibration() === 'after') await calibrate();
     this.setModel(model);
+    this.fits = fitIndex + 1;
     this.stats = { epochs: passes, trainSeconds: elapsedMs(t0) / 1000, imagesPerSecond: seen / loopSeconds, losses };
   }
 
@@ -339,11 +360,24 @@ export abstract class FrozenFeatureHead implements Detector {
     requireFitted(this.model !== null, this.defaults.label);
     const model = this.model as TrainModel;
     const s = model.state();
+    const o = model.optimizerState();
     const arrays: DetectorState['arrays'] = {};
     s.names.forEach((name, i) => (arrays[`w:${name}`] = s.arrays[i]));
+    o.names.forEach((name, i) => (arrays[`o:${name}`] = o.arrays[i]));
     const c = model.config;
     return {
-      config: { kind: c.kind, channels: c.channels, extra: c.extra ?? {}, names: s.names, shapes: s.shapes, cropSize: this.extractor.params.cropSize, stats: this.stats },
+      config: {
+        kind: c.kind,
+        channels: c.channels,
+        extra: c.extra ?? {},
+        names: s.names,
+        shapes: s.shapes,
+        optimizerNames: o.names,
+        optimizerShapes: o.shapes,
+        fits: this.fits,
+        cropSize: this.extractor.params.cropSize,
+        stats: this.stats,
+      },
       arrays,
     };
   }
@@ -361,14 +395,19 @@ export abstract class FrozenFeatureHead implements Detector {
     if (crop !== this.extractor.params.cropSize) {
       throw imiadError('Error', 'ERR_IMIAD_CHECKPOINT', `Expected a model trained at ${this.extractor.params.cropSize} px but the checkpoint's was trained at ${crop} px`);
     }
+    const optimizerNames = configValue<string[]>(state, 'optimizerNames', (v) => Array.isArray(v) && v.every(is.string), 'an array of names');
+    const optimizerShapes = configValue<number[][]>(state, 'optimizerShapes', (v) => Array.isArray(v) && v.every(isInts), 'an array of shapes');
+    const fits = configValue<number>(state, 'fits', (v) => is.integer(v) && (v as number) >= 1, 'a positive integer');
     const model = this.createModel(channels, extra);
     try {
       model.loadState({ names, shapes, arrays: names.map((n) => stateArray(state, `w:${n}`, Float32Array)) });
+      model.loadOptimizerState({ names: optimizerNames, shapes: optimizerShapes, arrays: optimizerNames.map((n) => stateArray(state, `o:${n}`, Float32Array)) });
     } catch (err) {
       if ((err as { code?: string }).code === 'ERR_IMIAD_CHECKPOINT') throw err;
       throw imiadError('Error', 'ERR_IMIAD_CHECKPOINT', `The checkpoint's weights do not fit the model: ${(err as Error).message}`);
     }
     this.setModel(model);
+    this.fits = fits;
     this.stats = null;
   }
 

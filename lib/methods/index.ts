@@ -53,7 +53,7 @@ export { Padim, padimChannelCount, padimChannelSubset, type PadimParams } from '
 export { Spade, type SpadeParams } from './spade';
 export { Dne, type DneParams } from './dne';
 export type { BackboneParams } from './features';
-export type { AnomalyMap, Detector, Prediction, RunOptions, Timing, TrainSample } from './types';
+export type { AnomalyMap, Detector, FitOptions, Prediction, RunOptions, Timing, TrainSample } from './types';
 export { Stpm, Rd4ad, type StpmParams, type Rd4adParams, type TeacherStudentParams } from './teacher-student';
 export { FastFlow, type FastFlowParams } from './fastflow';
 export { CFlow, type CFlowParams } from './cflow';

@@ -8,19 +8,34 @@
  * - per position a Gaussian: mean and covariance + 0.01 I (bindings/gaussian.ts, native);
  * - anomaly map: the Mahalanobis distance at every position, upsampled bilinearly to the crop (align_corners=False),
  *   Gaussian blur sigma 4; image score = the smoothed map's maximum.
+ * Continual setting (`statistics` mode): with `runningSums: true` the fit keeps float64 running statistics (count,
+ * mean, centred scatter; bindings/gaussian.ts) and fit(..., { continueTraining: true }) adds the new images to them,
+ * giving the Gaussians of a fit on every image seen so far without keeping the earlier images.
  * Where imiad differs: the official script min-max normalises the maps over the whole test set before reporting; a
  * monotone transform shared by all images, it changes no metric, and imiad reports the raw distances.
  */
 import { imiadError, invalidType } from '../../bindings/errors';
 import { gatherChannels } from '../../bindings/filters';
-import { defaultMemoryBudget, gaussianFit, type GaussianState, gaussianStateBytes, mahalanobisDistances } from '../../bindings/gaussian';
+import {
+  defaultMemoryBudget,
+  gaussianAccumulate,
+  gaussianFactor,
+  gaussianFit,
+  type GaussianState,
+  gaussianStateBytes,
+  mahalanobisDistances,
+  type RunningGaussian,
+  runningGaussian,
+  runningGaussianBytes,
+} from '../../bindings/gaussian';
 import * as is from '../../bindings/is';
-import { configGrid, gaussianFromState, gaussianToState, stateArray } from './checkpoint';
+import { configGrid, configValue, gaussianFromState, gaussianToState, stateArray } from './checkpoint';
 import type { FeatureMap } from '../backbone/session';
 import type { Sample } from '../datasets/types';
 import { Random } from '../prng';
 import {
   type BackboneParams,
+  continuesTraining,
   elapsedMs,
   FeatureExtractor,
   layerOf,
@@ -31,7 +46,7 @@ import {
   resolveBackboneParams,
   scoreGridsToMaps,
 } from './features';
-import type { AnomalyMap, Detector, DetectorState, Prediction, RunOptions, Timing, TrainSample } from './types';
+import type { AnomalyMap, Detector, DetectorState, FitOptions, Prediction, RunOptions, Timing, TrainSample } from './types';
 
 export interface PadimParams extends BackboneParams {
   /** Channels kept (default: 550 when the layers have 1792 or more channels in all, else 100; capped by the total). */
@@ -40,6 +55,11 @@ export interface PadimParams extends BackboneParams {
   regularization?: number;
   /** Gaussian smoothing of the maps (default 4). */
   sigma?: number;
+  /**
+   * Keep float64 running statistics (8 bytes x positions x (C + C(C+1)/2) beside the Gaussians) so that
+   * fit(..., { continueTraining: true }) can add images (the continual setting). Default false.
+   */
+  runningSums?: boolean;
 }
 
 /** The default channel count for a concatenation of `total` channels. */
@@ -65,11 +85,13 @@ export class Padim implements Detector {
   readonly usesLabelledAnomalies = false;
   readonly regularization: number;
   readonly sigma: number;
+  readonly runningSums: boolean;
   private readonly requestedChannels?: number;
   private readonly extractor: FeatureExtractor;
   private state: GaussianState | null = null;
   private channels: Uint32Array | null = null;
   private grid: { height: number; width: number } | null = null;
+  private running: RunningGaussian | null = null;
   private timing: Timing = { backboneMs: [], methodMs: [] };
 
   constructor(params: PadimParams = {}) {
@@ -83,6 +105,13 @@ export class Padim implements Detector {
     }
     this.regularization = params.regularization ?? 0.01;
     this.sigma = optionalSigma(params.sigma);
+    if (params.runningSums !== undefined && typeof params.runningSums !== 'boolean') throw invalidType('boolean', 'runningSums', params.runningSums);
+    this.runningSums = params.runningSums ?? false;
+  }
+
+  /** The float64 running statistics (with runningSums, after fit); read-only for callers. */
+  get runningStatistics(): Readonly<RunningGaussian> | null {
+    return this.running;
   }
 
   /** The channel subset in use (after fit). */
@@ -105,9 +134,14 @@ export class Padim implements Detector {
     return layers;
   }
 
-  async fit(train: TrainSample[], opts: RunOptions = {}): Promise<void> {
+  async fit(train: TrainSample[], opts: FitOptions = {}): Promise<void> {
+    const proceed = continuesTraining(opts) && this.state !== null;
     const samples = requireSamples(train, 'train').filter((s) => s.label === 'normal');
     if (samples.length === 0) throw imiadError('RangeError', 'ERR_IMIAD_EMPTY', 'Expected normal training images for PaDiM but received none');
+    if (proceed && !this.running) {
+      throw imiadError('Error', 'ERR_IMIAD_STATE', 'PaDiM: continueTraining needs the running statistics of the earlier fit (create the detector with runningSums: true)');
+    }
+    const previousGrid = proceed ? this.grid : null;
     const budget = this.extractor.params.memoryBudgetBytes ?? defaultMemoryBudget();
     let embeddings: Float32Array | null = null;
     let channels: Uint32Array | null = null;
@@ -121,8 +155,18 @@ export class Padim implements Detector {
         if (count > total) throw invalidType(`integer between 1 and ${total} (the layers' channels)`, 'channels', count);
         channels = padimChannelSubset(total, count, this.extractor.params.seed);
         positions = layers[0].height * layers[0].width;
+        if (previousGrid && (previousGrid.height !== layers[0].height || previousGrid.width !== layers[0].width || this.running?.channels !== count)) {
+          throw imiadError(
+            'RangeError',
+            'ERR_IMIAD_DIMS',
+            `Expected a ${previousGrid.height}x${previousGrid.width} grid of ${this.running?.channels} channels as in the earlier fit() but received ${layers[0].height}x${layers[0].width} of ${count}`,
+          );
+        }
         this.grid = { height: layers[0].height, width: layers[0].width };
         requireBudget(`PaDiM's Gaussian statistics (${count} channels x ${positions} positions)`, gaussianStateBytes(count, positions), budget, budget);
+        if (this.runningSums || proceed) {
+          requireBudget(`PaDiM's running statistics (${count} channels x ${positions} positions)`, runningGaussianBytes(count, positions), budget, budget);
+        }
         requireBudget(
           `PaDiM's training embeddings (${samples.length} images x ${count} channels x ${positions} positions)`,
           4 * samples.length * count * positions,
@@ -137,6 +181,22 @@ export class Padim implements Detector {
       opts.onProgress?.(done, samples.length);
     }
     if (!embeddings || !channels) throw imiadError('RangeError', 'ERR_IMIAD_EMPTY', 'Expected normal training images for PaDiM but received none');
+    if (this.runningSums || proceed) {
+      const stats = proceed ? (this.running as RunningGaussian) : runningGaussian(channels.length, positions);
+      try {
+        await gaussianAccumulate(stats, embeddings, { n: samples.length, signal: opts.signal });
+        this.state = await gaussianFactor(stats, { regularization: this.regularization, memoryBudgetBytes: budget, signal: opts.signal });
+      } catch (err) {
+        // A half-updated sum is no state at all: the detector is unfitted until the next fit().
+        this.state = null;
+        this.running = null;
+        throw err;
+      }
+      this.running = stats;
+      this.channels = channels;
+      return;
+    }
+    this.running = null;
     this.state = await gaussianFit(embeddings, {
       n: samples.length,
       channels: channels.length,
@@ -187,6 +247,11 @@ export class Padim implements Detector {
     requireFitted(this.state !== null, 'PaDiM');
     const out: DetectorState = { config: { grid: this.grid }, arrays: { channels: new Int32Array(this.channels as Uint32Array) } };
     gaussianToState(this.state as GaussianState, '', out);
+    if (this.running) {
+      out.config.runningCount = this.running.count;
+      out.arrays['running.mean'] = this.running.mean;
+      out.arrays['running.scatter'] = this.running.scatter;
+    }
     return out;
   }
 
@@ -196,12 +261,26 @@ export class Padim implements Detector {
     if (g.positions !== grid.height * grid.width) throw imiadError('Error', 'ERR_IMIAD_CHECKPOINT', `Expected ${grid.height * grid.width} positions in the checkpoint's Gaussians but found ${g.positions}`);
     // The checkpoint format stores integers as int32; channel indices are far below 2^31.
     this.channels = new Uint32Array(stateArray(state, 'channels', Int32Array, g.channels));
+    let running: RunningGaussian | null = null;
+    if (state.config.runningCount !== undefined) {
+      const count = configValue<number>(state, 'runningCount', (v) => Number.isInteger(v) && (v as number) > 0, 'a positive integer');
+      running = {
+        count,
+        channels: g.channels,
+        positions: g.positions,
+        mean: stateArray(state, 'running.mean', Float64Array, g.channels * g.positions),
+        scatter: stateArray(state, 'running.scatter', Float64Array, ((g.channels * (g.channels + 1)) / 2) * g.positions),
+      };
+    }
     this.grid = grid;
     this.state = g;
+    this.running = running;
   }
 
   stateBytes(): number {
-    return this.state ? this.state.mean.byteLength + this.state.cholesky.byteLength : 0;
+    if (!this.state) return 0;
+    const running = this.running ? this.running.mean.byteLength + this.running.scatter.byteLength : 0;
+    return this.state.mean.byteLength + this.state.cholesky.byteLength + running;
   }
 
   lastTiming(): Timing {

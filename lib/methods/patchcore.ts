@@ -25,6 +25,7 @@ import { configGrid, configInt, stateArray } from './checkpoint';
 import type { Sample } from '../datasets/types';
 import {
   type BackboneParams,
+  continuesTraining,
   elapsedMs,
   FeatureExtractor,
   layerOf,
@@ -36,7 +37,7 @@ import {
   resolveBackboneParams,
   scoreGridsToMaps,
 } from './features';
-import type { AnomalyMap, Detector, DetectorState, Prediction, RunOptions, Timing, TrainSample } from './types';
+import type { AnomalyMap, Detector, DetectorState, FitOptions, Prediction, RunOptions, Timing, TrainSample } from './types';
 
 export interface PatchCoreParams extends BackboneParams {
   /** Fraction of training patches kept in the memory bank (default 0.1; 1 keeps all, as the IdentitySampler). */
@@ -55,7 +56,7 @@ export interface PatchCoreParams extends BackboneParams {
   sigma?: number;
   /**
    * Continual learning: each fit() appends its coreset to the bank instead of replacing it (IM-IAD's "memory bank
-   * accumulated over the tasks"). Default false.
+   * accumulated over the tasks"), as fit(..., { continueTraining: true }) does for one call. Default false.
    */
   accumulate?: boolean;
 }
@@ -200,7 +201,7 @@ export class PatchCore implements Detector {
     return patchEmbedding(layers, { n, patchSize: this.patchSize, pretrainDims: this.pretrainDims, targetDims: this.targetDims, signal });
   }
 
-  async fit(train: TrainSample[], opts: RunOptions = {}): Promise<void> {
+  async fit(train: TrainSample[], opts: FitOptions = {}): Promise<void> {
     const samples = requireSamples(train, 'train').filter((s) => s.label === 'normal');
     if (samples.length === 0) throw imiadError('RangeError', 'ERR_IMIAD_EMPTY', 'Expected normal training images for PatchCore but received none');
     const budget = this.extractor.params.memoryBudgetBytes ?? defaultMemoryBudget();
@@ -245,7 +246,7 @@ export class PatchCore implements Detector {
       bank = new Float32Array(count * dims);
       for (let i = 0; i < count; i++) bank.set(features.subarray(selected[i] * dims, (selected[i] + 1) * dims), i * dims);
     }
-    const previous = this.accumulate ? this.scorer : null;
+    const previous = this.accumulate || continuesTraining(opts) ? this.scorer : null;
     if (previous) {
       if (previous.dims !== dims) throw imiadError('RangeError', 'ERR_IMIAD_DIMS', `Expected ${previous.dims}-dim patch features as in the earlier fit() but received ${dims}`);
       requireBudget(`PatchCore's memory bank (${previous.rows + bank.length / dims} patches x ${dims} dims)`, previous.bank.byteLength + bank.byteLength, budget, budget);
@@ -273,7 +274,7 @@ export class PatchCore implements Detector {
       const e = await this.embed(batch.features, batch.n, opts.signal);
       const embedMs = elapsedMs(t);
       if (this.grid && (e.height !== this.grid.height || e.width !== this.grid.width)) {
-        throw imiadError('RangeError', 'ERR_IMIAD_DIMS', `Expected a ${this.grid.height}x${this.grid.width} patch grid as in fit() but received ${e.height}x${e.width}`);
+        throw imiadError('RangeError', 'ERR_IMIAD_DIMS', `Expected a ${this.grid.height}x${this.grid.width} patch grid as in fit() but received ${e.height}x${e.width} (imageSize ${this.extractor.params.imageSize}, cropSize ${crop})`);
       }
       t = process.hrtime.bigint();
       const s = await scorer.score(e.embeddings, batch.n, e.height * e.width, { signal: opts.signal });

@@ -20,7 +20,9 @@ export type InputNormalisation = 'imagenet' | 'unit';
 /**
  * How a detector learns in the continual setting (paper III-A): `accumulate` (its memory bank or Gaussians grow
  * with each task), `statistics` (running sums of its per-position Gaussian, equal to a refit on the union),
- * `sequential` (one model trained task after task, each fit continuing from the last).
+ * `sequential` (one model trained task after task, each fit continuing from the last). The executor calls
+ * fit(task, { continueTraining: true }) once per task in every mode (FitOptions in ./types.ts); joint training on
+ * the union (`--joint`) is a separate, explicit setting option.
  */
 export type ContinualMode = 'accumulate' | 'statistics' | 'sequential';
 
@@ -50,6 +52,8 @@ export interface MethodEntry {
   cropSize: number;
   normalisation: InputNormalisation;
   continual: ContinualMode;
+  /** Parameters the continual setting adds when it creates the detector (PaDiM: runningSums: true). */
+  continualParams?: Readonly<Record<string, boolean | number | string>>;
   /** The method-specific `imiad run` options it takes, beyond the common backbone and image options. */
   options: readonly MethodOption[];
   /** A one-line description for `--help` and the docs. */
@@ -92,6 +96,7 @@ export const METHODS: readonly MethodEntry[] = [
     cropSize: 224,
     normalisation: 'imagenet',
     continual: 'statistics',
+    continualParams: { runningSums: true },
     options: [],
     summary: 'a Gaussian per patch position, Mahalanobis distance',
   },

@@ -9,6 +9,8 @@
  *   bilinearly to the crop; the layers' maps averaged, then a Gaussian blur of sigma 4.
  * Layers: every listed layer but the last forms the pyramid; the last is pooled. With a single layer it serves as
  * both.
+ * Continual setting (`accumulate`): fit(..., { continueTraining: true }) appends the new images' pooled features and
+ * feature maps to the memory bank, the same bank as a fit on every image so far (features are per image).
  */
 import { imiadError, invalidType } from '../../bindings/errors';
 import { resizeBilinear } from '../../bindings/filters';
@@ -20,6 +22,7 @@ import type { FeatureMap } from '../backbone/session';
 import type { Sample } from '../datasets/types';
 import {
   type BackboneParams,
+  continuesTraining,
   elapsedMs,
   FeatureExtractor,
   layerOf,
@@ -30,7 +33,7 @@ import {
   resolveBackboneParams,
   scoreGridsToMaps,
 } from './features';
-import type { AnomalyMap, Detector, DetectorState, Prediction, RunOptions, Timing, TrainSample } from './types';
+import type { AnomalyMap, Detector, DetectorState, FitOptions, Prediction, RunOptions, Timing, TrainSample } from './types';
 
 export interface SpadeParams extends BackboneParams {
   /** Nearest training images (default 50, capped by the training set). */
@@ -98,7 +101,8 @@ export class Spade implements Detector {
     return { pyramid: layers.length > 1 ? layers.slice(0, -1) : layers, pooled: layers[layers.length - 1] };
   }
 
-  async fit(train: TrainSample[], opts: RunOptions = {}): Promise<void> {
+  async fit(train: TrainSample[], opts: FitOptions = {}): Promise<void> {
+    const proceed = continuesTraining(opts) && this.pooled !== null;
     const samples = requireSamples(train, 'train').filter((s) => s.label === 'normal');
     if (samples.length === 0) throw imiadError('RangeError', 'ERR_IMIAD_EMPTY', 'Expected normal training images for SPADE but received none');
     const budget = this.extractor.params.memoryBudgetBytes ?? defaultMemoryBudget();
@@ -117,7 +121,8 @@ export class Spade implements Detector {
           const f = layerOf(batch.features, name);
           bytes += 4 * n * f.channels * f.height * f.width;
         }
-        requireBudget(`SPADE's training features (${n} images)`, bytes, budget, budget);
+        const held = proceed ? this.stateBytes() : 0;
+        requireBudget(`SPADE's training features (${n}${proceed ? ` + ${this.trainCount}` : ''} images)`, bytes + held, budget, budget);
         pooled = new Float32Array(n * pooledDims);
         for (const name of names.pyramid) {
           const f = layerOf(batch.features, name);
@@ -130,9 +135,25 @@ export class Spade implements Detector {
       opts.onProgress?.(done, n);
     }
     if (!pooled) throw imiadError('RangeError', 'ERR_IMIAD_EMPTY', 'Expected normal training images for SPADE but received none');
+    let count = n;
+    if (proceed) {
+      const before = this.pooled as { data: Float32Array; dims: number };
+      const same = before.dims === pooledDims && this.pyramid.length === pyramid.length &&
+        this.pyramid.every((l, i) => l.name === pyramid[i].name && l.channels === pyramid[i].channels && l.height === pyramid[i].height && l.width === pyramid[i].width);
+      if (!same) throw imiadError('RangeError', 'ERR_IMIAD_DIMS', "Expected the same layers' shapes as in the earlier fit() to extend SPADE's memory bank");
+      const join = (a: Float32Array, b: Float32Array): Float32Array => {
+        const out = new Float32Array(a.length + b.length);
+        out.set(a);
+        out.set(b, a.length);
+        return out;
+      };
+      pooled = join(before.data, pooled);
+      pyramid.forEach((l, i) => (l.rows = join(this.pyramid[i].rows, l.rows)));
+      count += this.trainCount;
+    }
     this.pooled = { data: pooled, dims: pooledDims, index: new KnnIndex(pooled, { dims: pooledDims }) };
     this.pyramid = pyramid;
-    this.trainCount = n;
+    this.trainCount = count;
   }
 
   async predict(samples: Sample[], opts: RunOptions = {}): Promise<Prediction> {

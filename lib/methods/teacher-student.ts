@@ -9,6 +9,9 @@
  *
  * The teacher's features (and the images) of the training set are computed once and kept in memory when they fit
  * in half the memory budget; otherwise the teacher runs again in every epoch, as in the official training loops.
+ * Continual setting (`sequential`): fit(..., { continueTraining: true }) goes on training the same network, with its
+ * optimiser state, on the new images only, for the detector's own epochs; the k-th fit's epoch shuffles come from
+ * the seed and k. Checkpoints (saveState) carry the optimiser state and k, so a loaded model continues exactly.
  * Maps: the per-layer (1 - cosine) maps at the crop size (STPM: product, RD4AD: sum), Gaussian sigma 4, mapped back
  * to the original image; image score = the maximum of the smoothed map (both official evaluations).
  */
@@ -28,6 +31,7 @@ import { Random } from '../prng';
 import { configInt, configValue, stateArray } from './checkpoint';
 import {
   type BackboneParams,
+  continuesTraining,
   elapsedMs,
   FeatureExtractor,
   layerOf,
@@ -38,7 +42,7 @@ import {
   resolveBackboneParams,
   scoreGridsToMaps,
 } from './features';
-import type { AnomalyMap, Detector, DetectorState, Prediction, RunOptions, Timing, TrainingStats, TrainSample } from './types';
+import type { AnomalyMap, Detector, DetectorState, FitOptions, Prediction, RunOptions, Timing, TrainingStats, TrainSample } from './types';
 
 export interface TeacherStudentParams extends BackboneParams {
   /** Training epochs (STPM 100, RD4AD 200). */
@@ -87,6 +91,8 @@ abstract class TeacherStudent implements Detector {
   private readonly cacheFeatures?: boolean;
   private readonly extractor: FeatureExtractor;
   private model: TrainModel | null = null;
+  /** fit() calls the current network has been trained by (continued fits count on). */
+  private fits = 0;
   private timing: Timing = { backboneMs: [], methodMs: [] };
   private stats: TrainingStats | null = null;
 
@@ -132,7 +138,13 @@ abstract class TeacherStudent implements Detector {
     return { batch: { n, images, teacher }, ms };
   }
 
-  async fit(train: TrainSample[], opts: RunOptions = {}): Promise<void> {
+  /** fit() calls the current network has been trained by: 0 unfitted, k after k tasks of the continual setting. */
+  get fitCount(): number {
+    return this.fits;
+  }
+
+  async fit(train: TrainSample[], opts: FitOptions = {}): Promise<void> {
+    const proceed = continuesTraining(opts) && this.model !== null;
     const samples = requireSamples(train, 'train').filter((s) => s.label === 'normal');
     if (samples.length === 0) throw imiadError('RangeError', 'ERR_IMIAD_EMPTY', `Expected normal training images for ${this.defaults.label} but received none`);
     const t0 = process.hrtime.bigint();
@@ -149,8 +161,18 @@ abstract class TeacherStudent implements Detector {
     const perImage = first.batch.teacher.reduce((a, t) => a + t.data.length, 0) + (first.batch.images ? first.batch.images.data.length : 0);
     const budget = this.extractor.params.memoryBudgetBytes ?? defaultMemoryBudget();
     const cache = this.cacheFeatures ?? 4 * perImage * n <= budget / 2;
-    // A second fit() (the continual setting's next task) goes on training the same network, optimiser state included.
-    const model = this.model ?? this.createModel(first.batch.teacher.map((t) => t.shape[1]));
+    // continueTraining (the continual setting's next task): the same network, optimiser state included; else a fresh one.
+    const channels = first.batch.teacher.map((t) => t.shape[1]);
+    if (proceed && (this.model as TrainModel).config.channels.join() !== channels.join()) {
+      throw imiadError('RangeError', 'ERR_IMIAD_DIMS', `Expected teacher layers of ${(this.model as TrainModel).config.channels.join(', ')} channels as in the earlier fit() but received ${channels.join(', ')}`);
+    }
+    const model = proceed ? (this.model as TrainModel) : this.createModel(channels);
+    const fitIndex = proceed ? this.fits : 0;
+    // A continued network stopped mid-task is neither the old model nor the new one: unfitted until this fit ends.
+    if (proceed) {
+      this.model = null;
+      this.fits = 0;
+    }
 
     let cached: { images: Float32Array | null; teacher: Float32Array[] } | null = null;
     if (cache) {
@@ -180,7 +202,8 @@ abstract class TeacherStudent implements Detector {
       };
     };
 
-    const rng = new Random(seed).fork('shuffle');
+    // The first fit keeps the stream it always had; the k-th continued fit draws its own.
+    const rng = new Random(seed).fork(fitIndex === 0 ? 'shuffle' : `shuffle-${fitIndex}`);
     const stepsPerEpoch = Math.ceil(n / batchSize);
     const totalSteps = stepsPerEpoch * this.epochs;
     const losses: number[] = [];
@@ -210,6 +233,7 @@ abstract class TeacherStudent implements Detector {
     }
     const loopSeconds = elapsedMs(tTrain) / 1000;
     this.model = model;
+    this.fits = fitIndex + 1;
     this.stats = { epochs: this.epochs, trainSeconds: elapsedMs(t0) / 1000, imagesPerSecond: (this.epochs * n) / loopSeconds, losses };
   }
 
@@ -244,10 +268,22 @@ abstract class TeacherStudent implements Detector {
     requireFitted(this.model !== null, this.defaults.label);
     const model = this.model as TrainModel;
     const s = model.state();
+    const o = model.optimizerState();
     const arrays: DetectorState['arrays'] = {};
     s.names.forEach((name, i) => (arrays[`w:${name}`] = s.arrays[i]));
+    o.names.forEach((name, i) => (arrays[`o:${name}`] = o.arrays[i]));
     return {
-      config: { kind: this.defaults.kind, channels: model.config.channels, names: s.names, shapes: s.shapes, cropSize: this.extractor.params.cropSize, stats: this.stats },
+      config: {
+        kind: this.defaults.kind,
+        channels: model.config.channels,
+        names: s.names,
+        shapes: s.shapes,
+        optimizerNames: o.names,
+        optimizerShapes: o.shapes,
+        fits: this.fits,
+        cropSize: this.extractor.params.cropSize,
+        stats: this.stats,
+      },
       arrays,
     };
   }
@@ -262,14 +298,20 @@ abstract class TeacherStudent implements Detector {
     if (configInt(state, 'cropSize') !== this.extractor.params.cropSize) {
       throw imiadError('Error', 'ERR_IMIAD_CHECKPOINT', `Expected a model trained at ${this.extractor.params.cropSize} px but the checkpoint's was trained at ${String(state.config.cropSize)} px`);
     }
+    // Checkpoints written before optimiser state was saved have none: training then continues with a fresh optimiser.
+    const optimizerNames = state.config.optimizerNames === undefined ? [] : configValue<string[]>(state, 'optimizerNames', (v) => Array.isArray(v) && v.every(is.string), 'an array of names');
+    const optimizerShapes = state.config.optimizerShapes === undefined ? [] : configValue<number[][]>(state, 'optimizerShapes', (v) => Array.isArray(v) && v.every(isInts), 'an array of shapes');
+    const fits = state.config.fits === undefined ? 1 : configInt(state, 'fits');
     const model = this.createModel(channels);
     try {
       model.loadState({ names, shapes, arrays: names.map((n) => stateArray(state, `w:${n}`, Float32Array)) });
+      model.loadOptimizerState({ names: optimizerNames, shapes: optimizerShapes, arrays: optimizerNames.map((n) => stateArray(state, `o:${n}`, Float32Array)) });
     } catch (err) {
       if ((err as { code?: string }).code === 'ERR_IMIAD_CHECKPOINT') throw err;
       throw imiadError('Error', 'ERR_IMIAD_CHECKPOINT', `The checkpoint's weights do not fit the model: ${(err as Error).message}`);
     }
     this.model = model;
+    this.fits = fits;
     this.stats = null;
   }
 

@@ -24,6 +24,29 @@ export interface RunOptions {
   onProgress?: (done: number, total: number, detail?: string) => void;
 }
 
+/**
+ * Options of Detector.fit(). The continual setting (lib/runner/executor.ts) calls fit() once per task with
+ * `continueTraining: true`; every other caller fits from scratch.
+ */
+export interface FitOptions extends RunOptions {
+  /**
+   * Continue from the detector's current state (left by an earlier fit() or by loadState()) instead of starting
+   * over. On a detector that holds no state yet it is an ordinary first fit. What "continue" means is the detector's
+   * continual mode (MethodEntry.continual in lib/methods/registry.ts):
+   * - `sequential` (every trained detector; new trained detectors must follow this): the same network goes on
+   *   training from its current weights **and optimiser state** (momentum buffers, Adam moments and step count) on
+   *   these samples only, for the detector's own epochs and schedule; nothing is re-initialised. The epoch shuffles
+   *   of the k-th fit are drawn from the seed and k, so a detector restored by loadState() from a checkpoint taken
+   *   after k fits continues exactly as the one that was saved (saveState() must carry the optimiser state and k).
+   * - `accumulate` (PatchCore, SPADE: the memory bank grows by these samples' entries; DNE: one more Gaussian).
+   * - `statistics` (PaDiM, built with `runningSums: true`): the running float64 sums are updated with these samples
+   *   and the Gaussians recomputed, equal to a fit on every sample seen so far.
+   * Default false: fit() discards any earlier state (a trained detector starts from a fresh, seeded
+   * initialisation), so that fitting twice gives the same detector as fitting once.
+   */
+  continueTraining?: boolean;
+}
+
 /** Typed arrays a fitted state is made of. */
 export type StateArray = Float32Array | Float64Array | Int32Array;
 
@@ -53,7 +76,7 @@ export interface Detector {
   readonly name: string;
   /** Whether labelled anomalies in the training set are used (supervised setting); others ignore them. */
   readonly usesLabelledAnomalies: boolean;
-  fit(train: TrainSample[], opts?: RunOptions): Promise<void>;
+  fit(train: TrainSample[], opts?: FitOptions): Promise<void>;
   predict(samples: Sample[], opts?: RunOptions): Promise<Prediction>;
   /** Bytes held by the fitted state (memory bank, statistics). */
   stateBytes(): number;
@@ -61,7 +84,7 @@ export interface Detector {
   lastTiming?(): Timing;
   /** The fitted state, for a checkpoint (every built-in detector has it). */
   saveState?(): DetectorState;
-  /** Restores a state saveState() returned, instead of fit(). */
+  /** Restores a state saveState() returned, instead of fit() (a later fit(..., { continueTraining: true }) goes on from it). */
   loadState?(state: DetectorState): Promise<void>;
   /** Trained detectors: what the last fit() did; null before. */
   trainingStats?(): TrainingStats | null;

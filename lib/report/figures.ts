@@ -21,7 +21,7 @@ const PALETTE = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b
 const FONT = 'font-family="DejaVu Sans, Arial, Helvetica, sans-serif"';
 const fmt = (v: number): string => (Number.isInteger(v) ? String(v) : Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 10 ? v.toFixed(1) : Math.abs(v) >= 1 ? v.toFixed(2) : v.toPrecision(2));
 
-function svgOpen(width: number, height: number, title: string): string {
+export function svgOpen(width: number, height: number, title: string): string {
   return (
     `<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" ${FONT} font-size="12">\n` +
     `<title>${esc(title)}</title>\n<rect width="${width}" height="${height}" fill="#ffffff"/>\n`

@@ -11,20 +11,33 @@ import sharp from 'sharp';
 import type { ResultRow } from '../runner/types';
 import { reportData } from './data';
 import { accuracyEfficiencyFigures, fewshotFigures, heatmapFigures, type Figure } from './figures';
+import { statisticalComparisons, type MetricComparison } from './statistics';
 import { escapeHtml, toCsv, toHtml, toLatex, toMarkdown, type ReportTable } from './table';
 import { allTables } from './tables';
 
 export * from './table';
 export * from './tables';
 export * from './figures';
-export { reportData, type ReportData } from './data';
+export * from './statistics';
+export { reportData, methodLabels, type ReportData, type Cellish, type Spread } from './data';
 
 export interface ReportFiles {
   html: string;
   markdown: string;
   tables: ReportTable[];
   figures: Figure[];
+  /** The Friedman / Nemenyi (and, with a control, Wilcoxon-Holm) results behind the statistics tables. */
+  statistics: MetricComparison[];
   files: string[];
+}
+
+export interface ReportOptions {
+  /** Write PNG copies of the figures (default true). */
+  png?: boolean;
+  /** Show each value's spread: ± std over seeds, or the bootstrap interval with one seed. */
+  ci?: boolean;
+  /** A method label to test every other method against (Wilcoxon signed-ranks, Holm). */
+  control?: string;
 }
 
 const STYLE = `
@@ -49,10 +62,12 @@ function summary(rows: ResultRow[]): string[] {
   ];
 }
 
-export async function writeReport(rows: ResultRow[], storeDir: string, outDir: string, opts: { png?: boolean } = {}): Promise<ReportFiles> {
+export async function writeReport(rows: ResultRow[], storeDir: string, outDir: string, opts: ReportOptions = {}): Promise<ReportFiles> {
   const data = reportData(rows);
-  const tables = allTables(data);
-  const figures = [...accuracyEfficiencyFigures(data), ...heatmapFigures(data, storeDir), ...fewshotFigures(data)];
+  const stats = statisticalComparisons(data, { control: opts.control });
+  const tables = [...allTables(data), ...stats.tables];
+  const figures = [...accuracyEfficiencyFigures(data), ...heatmapFigures(data, storeDir), ...fewshotFigures(data), ...stats.figures];
+  const render = { ci: opts.ci === true };
   fs.mkdirSync(path.join(outDir, 'tables'), { recursive: true });
   fs.mkdirSync(path.join(outDir, 'figures'), { recursive: true });
   const files: string[] = [];
@@ -62,21 +77,22 @@ export async function writeReport(rows: ResultRow[], storeDir: string, outDir: s
     files.push(file);
   };
   for (const t of tables) {
-    write(`tables/${t.slug}.md`, toMarkdown(t));
-    write(`tables/${t.slug}.csv`, toCsv(t));
-    write(`tables/${t.slug}.tex`, toLatex(t));
+    write(`tables/${t.slug}.md`, toMarkdown(t, render));
+    write(`tables/${t.slug}.csv`, toCsv(t, render));
+    write(`tables/${t.slug}.tex`, toLatex(t, render));
   }
   for (const f of figures) {
     write(`figures/${f.slug}.svg`, f.svg);
     if (opts.png !== false) write(`figures/${f.slug}.png`, await sharp(Buffer.from(f.svg), { density: 96 }).png().toBuffer());
   }
   const intro = summary(rows);
+  if (render.ci) intro.push('± values: standard deviation over seeds; [low, high]: bootstrap interval of the image AUROC over the test images (one seed; several categories: normal interval of their mean).');
   const md = [
     '# IM-IAD report',
     '',
     ...intro.map((l) => `${l}  `),
     '',
-    ...tables.map(toMarkdown),
+    ...tables.map((t) => toMarkdown(t, render)),
     ...figures.map((f) => `![${f.title}](figures/${f.slug}.svg)\n\n_${f.title}_\n`),
     tables.length || figures.length ? '' : 'The store holds no results yet.\n',
   ].join('\n');
@@ -88,12 +104,12 @@ export async function writeReport(rows: ResultRow[], storeDir: string, outDir: s
     '<h1>IM-IAD report</h1>',
     ...intro.map((l) => `<p>${escapeHtml(l)}</p>`),
     '<h2>Tables</h2>',
-    ...(tables.length ? tables.map(toHtml) : ['<p>The store holds no results yet.</p>']),
+    ...(tables.length ? tables.map((t) => toHtml(t, render)) : ['<p>The store holds no results yet.</p>']),
     '<h2>Figures</h2>',
     ...figures.map((f) => `<figure id="${f.slug}">${f.svg.replace(/^<svg /, `<svg role="img" aria-label="${escapeHtml(f.title)}" `)}<figcaption>${escapeHtml(f.title)}</figcaption></figure>`),
     '</body></html>',
     '',
   ].join('\n');
   write('index.html', html);
-  return { html: path.join(outDir, 'index.html'), markdown: path.join(outDir, 'report.md'), tables, figures, files };
+  return { html: path.join(outDir, 'index.html'), markdown: path.join(outDir, 'report.md'), tables, figures, statistics: stats.comparisons, files };
 }

@@ -1,8 +1,16 @@
 /**
  * A report table and its four renderings (Markdown, CSV, LaTeX, HTML). Best and second-best values of a group are
  * marked: bold and underlined in Markdown, LaTeX and HTML (the paper colours them red and blue); CSV keeps the plain
- * numbers and adds a `marks` column so spreadsheets stay numeric.
+ * numbers and adds a `marks` column so spreadsheets stay numeric. With `{ ci: true }` a value cell also shows its
+ * spread (± the standard deviation over seeds, or [low, high] the bootstrap interval); CSV then adds an
+ * `intervals` column.
  */
+import type { Cellish, Spread } from './data';
+
+export interface RenderOptions {
+  /** Show each cell's spread where the store has one (`imiad report --ci`). */
+  ci?: boolean;
+}
 
 export type Mark = 'best' | 'second';
 export type Direction = 'higher' | 'lower';
@@ -17,6 +25,7 @@ export interface ValueCell {
   value: number | null;
   mark?: Mark;
   digits?: number;
+  spread?: Spread;
 }
 
 export type Cell = LabelCell | ValueCell;
@@ -36,6 +45,16 @@ export interface ReportTable {
 
 export const label = (text: string): LabelCell => ({ kind: 'label', text });
 export const value = (v: number | null, digits = 3): ValueCell => ({ kind: 'value', value: v, digits });
+/** An aggregated cell with its spread (shown on request). */
+export const valueOf = (c: Cellish, digits = 3): ValueCell => (c.spread ? { ...value(c.value, digits), spread: c.spread } : value(c.value, digits));
+
+/** ' ± 0.012' or ' [0.912, 0.991]'; empty without a spread. */
+export function spreadText(c: ValueCell): string {
+  const s = c.spread;
+  if (!s || c.value === null) return '';
+  const d = c.digits ?? 3;
+  return s.kind === 'std' ? ` ± ${s.std.toFixed(d)}` : ` [${s.low.toFixed(d)}, ${s.high.toFixed(d)}]`;
+}
 
 export function formatValue(c: ValueCell): string {
   if (c.value === null || !Number.isFinite(c.value)) return '-';
@@ -70,11 +89,11 @@ export function markRow(table: ReportTable, row: number, cols: number[], directi
   markBest(cells, direction);
 }
 
-function cellText(c: Cell): string {
-  return c.kind === 'label' ? c.text : formatValue(c);
+function cellText(c: Cell, opts: RenderOptions = {}): string {
+  return c.kind === 'label' ? c.text : `${formatValue(c)}${opts.ci ? spreadText(c) : ''}`;
 }
 
-export function toMarkdown(t: ReportTable): string {
+export function toMarkdown(t: ReportTable, opts: RenderOptions = {}): string {
   const esc = (s: string): string => s.replace(/\|/g, '\\|');
   const header = t.groups ? t.header.map((h, i) => `${groupOf(t, i)}${h}`) : t.header;
   const lines = [`**Table ${t.id}.** ${t.title}`, '', `| ${header.map(esc).join(' | ')} |`, `|${header.map((_, i) => (i === 0 ? ' --- ' : ' ---: ')).join('|')}|`];
@@ -82,7 +101,7 @@ export function toMarkdown(t: ReportTable): string {
     lines.push(
       `| ${row
         .map((c) => {
-          const s = esc(cellText(c));
+          const s = esc(cellText(c, opts));
           return c.kind === 'value' && c.mark === 'best' ? `**${s}**` : c.kind === 'value' && c.mark === 'second' ? `<u>${s}</u>` : s;
         })
         .join(' | ')} |`,
@@ -102,21 +121,25 @@ function groupOf(t: ReportTable, col: number): string {
   return '';
 }
 
-export function toCsv(t: ReportTable): string {
+export function toCsv(t: ReportTable, opts: RenderOptions = {}): string {
   const q = (s: string): string => (/[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s);
   const header = t.header.map((h, i) => `${groupOf(t, i)}${h}`);
-  const lines = [[...header, 'marks'].map(q).join(',')];
+  const lines = [[...header, 'marks', ...(opts.ci ? ['intervals'] : [])].map(q).join(',')];
   for (const row of t.rows) {
     const marks = row
       .map((c, i) => (c.kind === 'value' && c.mark ? `${header[i]}:${c.mark}` : ''))
       .filter(Boolean)
       .join('; ');
-    lines.push([...row.map((c) => (c.kind === 'value' ? (c.value === null ? '' : formatValue(c)) : c.text)), marks].map(q).join(','));
+    const intervals = row
+      .map((c, i) => (c.kind === 'value' && spreadText(c) ? `${header[i]}:${spreadText(c)}` : ''))
+      .filter(Boolean)
+      .join(';');
+    lines.push([...row.map((c) => (c.kind === 'value' ? (c.value === null ? '' : formatValue(c)) : c.text)), marks, ...(opts.ci ? [intervals] : [])].map(q).join(','));
   }
   return `${lines.join('\n')}\n`;
 }
 
-export function toLatex(t: ReportTable): string {
+export function toLatex(t: ReportTable, opts: RenderOptions = {}): string {
   const esc = (s: string): string => s.replace(/\\/g, '\\textbackslash{}').replace(/([&%$#_{}])/g, '\\$1').replace(/~/g, '\\textasciitilde{}').replace(/\^/g, '\\textasciicircum{}');
   const cols = t.header.map((_, i) => (i === 0 || t.rows.every((r) => r[i]?.kind === 'label') ? 'l' : 'r')).join('');
   const lines = ['\\begin{table}[t]', '\\centering', `\\caption{${esc(t.title)}}`, `\\label{tab:${t.slug}}`, `\\begin{tabular}{${cols}}`, '\\hline'];
@@ -126,7 +149,7 @@ export function toLatex(t: ReportTable): string {
     lines.push(
       `${row
         .map((c) => {
-          const s = esc(cellText(c));
+          const s = esc(cellText(c, opts));
           return c.kind === 'value' && c.mark === 'best' ? `\\textbf{${s}}` : c.kind === 'value' && c.mark === 'second' ? `\\underline{${s}}` : s;
         })
         .join(' & ')} \\\\`,
@@ -142,7 +165,7 @@ export function escapeHtml(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 }
 
-export function toHtml(t: ReportTable): string {
+export function toHtml(t: ReportTable, opts: RenderOptions = {}): string {
   const out = [`<table id="${escapeHtml(t.slug)}" class="result-table">`, `<caption><b>Table ${escapeHtml(t.id)}.</b> ${escapeHtml(t.title)}</caption>`, '<thead>'];
   if (t.groups) out.push(`<tr>${t.groups.map((g) => `<th colspan="${g.span}">${escapeHtml(g.label)}</th>`).join('')}</tr>`);
   out.push(`<tr>${t.header.map((h) => `<th>${escapeHtml(h)}</th>`).join('')}</tr>`, '</thead>', '<tbody>');
@@ -151,7 +174,7 @@ export function toHtml(t: ReportTable): string {
       `<tr>${row
         .map((c) => {
           if (c.kind === 'label') return `<th scope="row">${escapeHtml(c.text)}</th>`;
-          const s = escapeHtml(formatValue(c));
+          const s = escapeHtml(cellText(c, opts));
           if (c.mark === 'best') return `<td class="best"><strong>${s}</strong></td>`;
           if (c.mark === 'second') return `<td class="second"><u>${s}</u></td>`;
           return `<td>${s}</td>`;

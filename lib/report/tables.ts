@@ -1,5 +1,13 @@
 /** The paper's tables VI-XIII, built from whatever the store holds (a table without data is left out). */
-import { NOTE_IGNORES_LABELLED_ANOMALIES, NOTE_MEMORY_BANK_ACCUMULATES, type ResultRow } from '../runner/types';
+import {
+  NOTE_CONTINUAL_JOINT,
+  NOTE_CONTINUAL_SEQUENTIAL,
+  NOTE_CONTINUAL_STATISTICS,
+  NOTE_IGNORES_LABELLED_ANOMALIES,
+  NOTE_MEMORY_BANK_ACCUMULATES,
+  NOTE_REFIT_ON_UNION,
+  type ResultRow,
+} from '../runner/types';
 import {
   aggregate,
   categoriesOf,
@@ -13,7 +21,7 @@ import {
   select,
   type ReportData,
 } from './data';
-import { label, markColumn, markRow, value, type Cell, type ReportTable, type ValueCell } from './table';
+import { label, markColumn, markRow, value, valueOf, type Cell, type ReportTable, type ValueCell } from './table';
 
 const VANILLA_METRICS = ['imageAUROC', 'imageAP', 'pixelAUROC', 'pixelAP', 'pixelPRO'];
 const LOCO_METRICS = ['imageAUROC', 'imageAP', 'pixelAUROC', 'pixelAP', 'sPRO'];
@@ -31,7 +39,7 @@ export function tableVI(data: ReportData): ReportTable | null {
   for (const d of datasetsOf(rows)) {
     const dr = rows.filter((r) => r.config.dataset === d);
     for (const m of d === 'loco' ? LOCO_METRICS : VANILLA_METRICS) {
-      const cells = methods.map((meth) => value(aggregate(byMethod(data, dr, meth), metric(m)).value));
+      const cells = methods.map((meth) => valueOf(aggregate(byMethod(data, dr, meth), metric(m))));
       if (!hasValue(cells)) continue;
       t.rows.push([label(title(d)), label(METRIC_TITLES[m]), ...cells]);
       markRow(t, t.rows.length - 1, methods.map((_, i) => i + 2), 'higher');
@@ -88,7 +96,7 @@ export function tableVIII(data: ReportData): ReportTable[] {
       for (const m of ['imageAUROC', 'pixelAUROC', 'pixelAP', 'pixelPRO']) {
         for (const meth of methods) {
           const mr = byMethod(data, nr, meth);
-          const cells = cats.map((c) => value(aggregate(mr.filter((r) => r.config.category === c), metric(m)).value));
+          const cells = cats.map((c) => valueOf(aggregate(mr.filter((r) => r.config.category === c), metric(m))));
           if (!hasValue(cells)) continue;
           cells.push(value(mean(cells.map((c) => c.value))));
           t.rows.push([label(meth), label(METRIC_TITLES[m]), ...cells]);
@@ -129,7 +137,7 @@ export function tableIX(data: ReportData): ReportTable[] {
       const idx: number[] = [];
       for (const meth of methodsOf(data, kr)) {
         const mr = byMethod(data, kr, meth);
-        const cells = columns.map((a) => value(aggregate(mr.filter((r) => spec(r).augment === a), metric('imageAUROC')).value));
+        const cells = columns.map((a) => valueOf(aggregate(mr.filter((r) => spec(r).augment === a), metric('imageAUROC'))));
         if (!hasValue(cells)) continue;
         t.rows.push([label(String(k)), label(meth), ...cells]);
         idx.push(t.rows.length - 1);
@@ -159,7 +167,7 @@ export function tableX(data: ReportData): ReportTable | null {
   };
   for (const meth of methodsOf(data, rows)) {
     const mr = byMethod(data, rows, meth);
-    const cells = columns.map((c) => value(aggregate(mr.filter((r) => r.config.dataset === c.d && noise(r) === c.r), metric('imageAUROC')).value));
+    const cells = columns.map((c) => valueOf(aggregate(mr.filter((r) => r.config.dataset === c.d && noise(r) === c.r), metric('imageAUROC'))));
     if (hasValue(cells)) t.rows.push([label(meth), ...cells]);
   }
   for (let c = 1; c < t.header.length; c++) markColumn(t, c, t.rows.map((_, i) => i), 'higher');
@@ -174,10 +182,48 @@ export function tableX(data: ReportData): ReportTable | null {
 
 const CONTINUAL_METRICS = ['imageAUROC', 'imageAP', 'pixelAUROC', 'pixelAP', 'pixelPRO'];
 
+/**
+ * How a continual row learnt the tasks, from the note the executor stored with it (what ran, even if the method's
+ * mode changes later): joint training (also the setting's option, and rows stored before the modes existed that were
+ * refitted on the union), sequential, accumulating, running statistics; 'unknown' for a row without such a note.
+ */
+function continualMode(r: ResultRow): 'joint' | 'sequential' | 'accumulate' | 'statistics' | 'unknown' {
+  const s = r.config.setting;
+  if ((s.name === 'continual' && s.joint === true) || r.notes.includes(NOTE_CONTINUAL_JOINT) || r.notes.includes(NOTE_REFIT_ON_UNION)) return 'joint';
+  if (r.notes.includes(NOTE_CONTINUAL_SEQUENTIAL)) return 'sequential';
+  if (r.notes.includes(NOTE_CONTINUAL_STATISTICS)) return 'statistics';
+  if (r.notes.includes(NOTE_MEMORY_BANK_ACCUMULATES)) return 'accumulate';
+  return 'unknown';
+}
+
+/** Joint and sequential rows of a method are different experiments: joint rows are labelled apart. */
+function continualLabels(data: ReportData, rows: ResultRow[]): ReportData {
+  return { rows, label: new Map(rows.map((r) => [r, `${data.label.get(r)!}${continualMode(r) === 'joint' ? ' (joint)' : ''}`])) };
+}
+
+const CONTINUAL_MODE_FOOTNOTES: [ReturnType<typeof continualMode>, string][] = [
+  ['sequential', 'Sequential (one model learns the tasks in turn, each from the weights the previous task left, on that task\'s images only)'],
+  ['accumulate', 'Accumulating (the memory grows with each task: memory-bank rows, or one Gaussian per task)'],
+  ['statistics', 'Running statistics (Gaussians updated with each task, equal to a refit on the union of the tasks)'],
+  ['joint', 'Joint training on the union of the tasks so far after each task (an upper bound, not continual learning)'],
+  ['unknown', 'Mode not recorded'],
+];
+
+/** Table XI's footnotes: which continual mode each method ran in. */
+function continualModeNotes(data: ReportData, rows: ResultRow[]): string[] {
+  const notes: string[] = [];
+  for (const [mode, text] of CONTINUAL_MODE_FOOTNOTES) {
+    const labels = methodsOf(data, rows.filter((r) => continualMode(r) === mode));
+    if (labels.length) notes.push(`${text}: ${labels.join(', ')}.`);
+  }
+  return notes;
+}
+
 /** Table XI: continual learning, the metric after the last task and its forgetting measure (FM, lower is better). */
-export function tableXI(data: ReportData): ReportTable | null {
-  const rows = select(data, (r) => r.config.setting.name === 'continual' && r.continual !== null);
+export function tableXI(stored: ReportData): ReportTable | null {
+  const rows = select(stored, (r) => r.config.setting.name === 'continual' && r.continual !== null);
   if (!rows.length) return null;
+  const data = continualLabels(stored, rows);
   const datasets = datasetsOf(rows);
   const columns: { d: string; m: string }[] = [];
   for (const d of datasets) {
@@ -197,14 +243,13 @@ export function tableXI(data: ReportData): ReportTable | null {
     const cells: ValueCell[] = [];
     for (const c of columns) {
       const cr = mr.filter((r) => r.config.dataset === c.d);
-      cells.push(value(aggregate(cr, metric(c.m)).value), value(aggregate(cr, (r) => r.continual!.forgetting[c.m]).value));
+      cells.push(valueOf(aggregate(cr, metric(c.m))), valueOf(aggregate(cr, (r) => r.continual!.forgetting[c.m])));
     }
     if (hasValue(cells)) t.rows.push([label(meth), ...cells]);
   }
   const all = t.rows.map((_, i) => i);
   for (let c = 1; c < t.header.length; c++) markColumn(t, c, all, c % 2 === 1 ? 'higher' : 'lower');
-  const memoryBank = [...new Set(rows.filter((r) => r.notes.includes(NOTE_MEMORY_BANK_ACCUMULATES)).map((r) => data.label.get(r)!))];
-  if (memoryBank.length) t.notes = [`Memory banks accumulate over the tasks: ${memoryBank.join(', ')}.`];
+  t.notes = continualModeNotes(data, rows);
   return t.rows.length ? t : null;
 }
 
@@ -212,8 +257,9 @@ export function tableXI(data: ReportData): ReportTable | null {
  * The stored continual result matrices behind Table XI: image AUROC on task j (columns) after learning task l (rows),
  * one table per dataset and method, mean over seeds; the last column is the task's forgetting after the last task.
  */
-export function continualMatrices(data: ReportData): ReportTable[] {
-  const rows = select(data, (r) => r.config.setting.name === 'continual' && r.continual !== null && r.continual.matrix.imageAUROC !== undefined);
+export function continualMatrices(stored: ReportData): ReportTable[] {
+  const rows = select(stored, (r) => r.config.setting.name === 'continual' && r.continual !== null && r.continual.matrix.imageAUROC !== undefined);
+  const data = continualLabels(stored, rows);
   const out: ReportTable[] = [];
   for (const d of datasetsOf(rows)) {
     const dr = rows.filter((r) => r.config.dataset === d);
@@ -237,7 +283,7 @@ export function continualMatrices(data: ReportData): ReportTable[] {
         const last = cell(K - 1, j);
         return value(last !== null && best > -Infinity ? best - last : null);
       });
-      t.rows.push([label('FM'), ...fm, value(aggregate(same, (r) => r.continual!.forgetting.imageAUROC).value)]);
+      t.rows.push([label('FM'), ...fm, valueOf(aggregate(same, (r) => r.continual!.forgetting.imageAUROC))]);
       out.push(t);
     }
   }
@@ -259,7 +305,9 @@ export function tableXIII(data: ReportData): ReportTable[] {
     const columns: { name: string; filter: (r: ResultRow) => boolean }[] = [{ name: 'Vanilla', filter: (r) => r.config.setting.name === 'vanilla' }];
     if (ratio !== undefined) columns.push({ name: `Noisy-${ratio}`, filter: (r) => r.config.setting.name === 'noisy' && r.config.setting.noise === ratio });
     if (shots !== undefined) columns.push({ name: `Few-shot-${shots}`, filter: (r) => r.config.setting.name === 'fewshot' && r.config.setting.augment === null && r.config.setting.shots === shots });
-    if (dr.some((r) => r.config.setting.name === 'continual')) columns.push({ name: 'Continual', filter: (r) => r.config.setting.name === 'continual' });
+    // Joint training is an upper bound, not the continual setting's result.
+    const continual = (r: ResultRow): boolean => r.config.setting.name === 'continual' && continualMode(r) !== 'joint';
+    if (dr.some(continual)) columns.push({ name: 'Continual', filter: continual });
     if (columns.length < 2) continue;
     const t: ReportTable = {
       id: 'XIII',
@@ -272,7 +320,7 @@ export function tableXIII(data: ReportData): ReportTable[] {
     for (const m of ['imageAUROC', 'pixelAP']) {
       const idx: number[] = [];
       for (const meth of methodsOf(data, dr)) {
-        const cells = rowsOf.map((cr) => value(aggregate(byMethod(data, cr, meth), metric(m)).value));
+        const cells = rowsOf.map((cr) => valueOf(aggregate(byMethod(data, cr, meth), metric(m))));
         if (!hasValue(cells)) continue;
         cells.push(value(mean(cells.map((c) => c.value))));
         t.rows.push([label(`${METRIC_TITLES[m]} ↑`), label(meth), ...cells]);

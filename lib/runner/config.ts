@@ -64,7 +64,7 @@ function expandSetting(file: string, entry: unknown, index: number): SettingSpec
   const sweeps: { [key: string]: unknown[] } = {};
   for (const [k, v] of Object.entries(entry)) {
     if (k === 'name') continue;
-    if (!['anomalies', 'shots', 'augment', 'augmentCount', 'noise', 'order'].includes(k)) throw configError(file, `settings[${index}] has an unknown option '${k}'`);
+    if (!['anomalies', 'shots', 'augment', 'augmentCount', 'noise', 'order', 'joint'].includes(k)) throw configError(file, `settings[${index}] has an unknown option '${k}'`);
     // `order` is itself a list (the continual task order): never swept.
     sweeps[k] = k !== 'order' && Array.isArray(v) ? v : [v];
   }

@@ -16,8 +16,10 @@ import type { Category, DatasetName, Sample } from '../datasets/types';
 import { evaluateCategory, evaluateLocoCategory, type Prediction as EvalPrediction } from '../metrics/evaluate';
 import { encodeTiff } from '../metrics/maps';
 import { createDetector, findMethod } from '../methods';
-import { readCheckpoint, writeCheckpoint } from '../methods/checkpoint';
-import type { AnomalyMap, Detector } from '../methods/types';
+import { type CheckpointRun, readCheckpoint, writeCheckpoint } from '../methods/checkpoint';
+import type { AnomalyMap, Detector, DetectorState } from '../methods/types';
+import { f1OptimalThreshold, quantileThreshold, type DecisionThreshold } from '../metrics/threshold';
+import { bootstrapAuroc, type BootstrapInterval } from '../stats/bootstrap';
 
 export type ExperimentStage = 'fit' | 'predict' | 'evaluate';
 
@@ -46,6 +48,8 @@ export interface ExperimentOptions {
   loadCheckpoint?: string;
   /** Write the fitted state to this checkpoint after fitting. */
   saveCheckpoint?: string;
+  /** The experiment the saved checkpoint records (`imiad run --load` checks it against its command). */
+  saveRun?: CheckpointRun;
   /**
    * A detector to use instead of a new one made from `method` and `params` (continual learning keeps one detector
    * over the tasks); the caller owns it and disposes it.
@@ -55,6 +59,11 @@ export interface ExperimentOptions {
   fit?: boolean;
   /** Sees every test prediction in test order while the maps are alive (the grid keeps Fig. 3's heatmaps). */
   onPrediction?: (index: number, sample: Sample, score: number, map: AnomalyMap | undefined) => void;
+  /**
+   * The bootstrap interval of the image AUROC over the test images (lib/stats/bootstrap.ts), seeded with `seed`:
+   * default 1,000 resamples at 95 %; false skips it.
+   */
+  bootstrap?: { resamples?: number; level?: number } | false;
 }
 
 export interface Percentiles {
@@ -63,7 +72,10 @@ export interface Percentiles {
 }
 
 export interface ExperimentEfficiency {
+  /** 0 when the detector was loaded from a checkpoint (nothing was fitted). */
   fit_seconds: number;
+  /** With a checkpoint: the time to read it and restore the detector. */
+  load_seconds?: number;
   /** Per test image after the first (warm-up) one. */
   backbone_ms_per_image: Percentiles;
   method_ms_per_image: Percentiles;
@@ -84,6 +96,8 @@ export interface ExperimentMetrics {
   pixel_ap: number | null;
   /** AU-PRO up to FPR 0.3. */
   aupro: number | null;
+  /** F1-max over the pixels (present when the pixels were evaluated). */
+  pixel_f1_max?: number;
   /** MVTec LOCO AD: the official AU-sPRO per limit (logical, structural, mean) and the split image AUROC. */
   spro?: { logical_anomalies: Record<string, number>; structural_anomalies: Record<string, number>; mean: Record<string, number> } | null;
   image_auroc_logical?: number;
@@ -93,6 +107,8 @@ export interface ExperimentMetrics {
 export interface ExperimentResult {
   category: string;
   metrics: ExperimentMetrics;
+  /** The bootstrap interval of the image AUROC; null when skipped or when the test set lacks a class. */
+  intervals?: { image_auroc: BootstrapInterval | null };
   efficiency: ExperimentEfficiency;
 }
 
@@ -197,6 +213,27 @@ class ChunkedPredictions {
   }
 }
 
+/**
+ * The decision threshold saved with a checkpoint (lib/metrics/threshold.ts): F1-optimal on the labelled test
+ * scores, or, when the test images are of one kind only, the NORMAL_QUANTILE of the training-normal images' scores.
+ */
+export async function decisionFor(detector: Detector, test: Sample[], testScores: Float64Array, train: Sample[], signal?: AbortSignal): Promise<DecisionThreshold> {
+  const labels = test.map((s) => (s.label === 'anomaly' ? 1 : 0));
+  const anomalies = labels.reduce((a: number, b) => a + b, 0);
+  if (anomalies > 0 && anomalies < labels.length) return f1OptimalThreshold(testScores, labels);
+  const normals = train.filter((s) => s.label === 'normal');
+  const { scores } = await detector.predict(normals, { signal });
+  return quantileThreshold(scores);
+}
+
+/** A detector restored from a checkpoint that meets differently preprocessed images: name the file and the options. */
+function namingCheckpoint(err: unknown, file: string | undefined): unknown {
+  if (file && hasCode(err, 'ERR_IMIAD_DIMS')) {
+    err.message = `Checkpoint ${file}: ${err.message} (the images must be prepared as when it was saved: --image-size and --crop as then)`;
+  }
+  return err;
+}
+
 export async function runExperiment(opts: ExperimentOptions): Promise<ExperimentResult> {
   const seed = opts.seed ?? 0;
   let category: Category;
@@ -210,7 +247,12 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
   const test = opts.testSamples ?? category.samples.filter((s) => s.split === 'test');
   if (test.length === 0) throw imiadError('RangeError', 'ERR_IMIAD_EMPTY', `Expected test samples in category ${category.name} but found none`);
   if (opts.fit === false && !opts.detector) throw imiadError('TypeError', 'ERR_IMIAD_ARGUMENT', 'Expected a fitted detector with fit: false but received none');
+  const readStart = process.hrtime.bigint();
   const checkpoint = opts.loadCheckpoint ? await readCheckpoint(opts.loadCheckpoint) : null;
+  const readSeconds = Number(process.hrtime.bigint() - readStart) / 1e9;
+  if (!checkpoint && opts.fit !== false && !train.some((s) => s.label === 'normal')) {
+    throw imiadError('RangeError', 'ERR_IMIAD_EMPTY', `Expected normal training images in category ${category.name} (${category.root}) but found none`);
+  }
   if (checkpoint && checkpoint.method !== opts.method) {
     throw imiadError('Error', 'ERR_IMIAD_CHECKPOINT', `Checkpoint ${opts.loadCheckpoint}: it holds a ${checkpoint.method} detector, not ${opts.method}`);
   }
@@ -232,9 +274,11 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
       await detector.fit(train, { signal: opts.signal, onProgress: (d, t, detail) => progress?.('fit', d, t, detail) });
     }
     const fitSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
+    // Captured now, written after the evaluation with the decision threshold the test scores give.
+    let saved: DetectorState | null = null;
     if (opts.saveCheckpoint) {
       if (!detector.saveState) throw imiadError('Error', 'ERR_IMIAD_CHECKPOINT', `${opts.method} cannot save checkpoints`);
-      await writeCheckpoint(opts.saveCheckpoint, { method: opts.method, params: detectorParams, state: detector.saveState() });
+      saved = detector.saveState();
     }
     const training = checkpoint ? null : (detector.trainingStats?.() ?? null);
 
@@ -265,6 +309,7 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
       return { anomalyMap: map.data, width: map.width, height: map.height, imageScore: score };
     };
 
+    const labels = Uint8Array.from(test, (s) => (s.label === 'anomaly' ? 1 : 0));
     const metrics: ExperimentMetrics = { image_auroc: NaN, image_ap: NaN, image_f1_max: NaN, pixel_auroc: null, pixel_ap: null, aupro: null };
     const testCategory: Category = { ...category, samples: test };
     if (pixelEvaluable) {
@@ -279,6 +324,7 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
       metrics.pixel_auroc = mv.pixel_auroc;
       metrics.pixel_ap = mv.pixel_ap;
       metrics.aupro = mv.aupro['0.3'] ?? null;
+      metrics.pixel_f1_max = mv.details.pixel_f1_max;
       if (loco) {
         metrics.spro = loco.localization;
         metrics.image_auroc_logical = loco.classification.logical_anomalies;
@@ -286,7 +332,6 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
       }
     } else {
       await preds.all();
-      const labels = Uint8Array.from(test.map((s) => (s.label === 'anomaly' ? 1 : 0)));
       const image = await binaryClassificationMetrics(preds.scores, labels, { signal: opts.signal });
       metrics.image_auroc = image.auroc;
       metrics.image_ap = image.ap;
@@ -305,6 +350,13 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
         }
       }
     }
+    // A detector's non-finite score leaves the AUROC itself to lib/metrics' rules; the interval is then not defined.
+    const bootstrappable = opts.bootstrap !== false && preds.scores.every(Number.isFinite);
+    const imageInterval = !bootstrappable ? null : await bootstrapAuroc(preds.scores, labels, { ...opts.bootstrap, seed, signal: opts.signal });
+    if (opts.saveCheckpoint && saved) {
+      const decision = await decisionFor(detector, test, preds.scores, train, opts.signal);
+      await writeCheckpoint(opts.saveCheckpoint, { method: opts.method, params: detectorParams, state: saved, decision, ...(opts.saveRun ? { run: opts.saveRun } : {}) });
+    }
     if (opts.scoresCsv) {
       await fs.promises.mkdir(path.dirname(path.resolve(opts.scoresCsv)), { recursive: true });
       await fs.promises.writeFile(opts.scoresCsv, `image,label,score\n${rows.join('\n')}\n`);
@@ -312,8 +364,11 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
     return {
       category: category.name,
       metrics,
+      intervals: { image_auroc: imageInterval },
       efficiency: {
-        fit_seconds: fitSeconds,
+        // Loading is not fitting: its time is reported apart (a loaded detector's fit time is 0).
+        fit_seconds: checkpoint ? 0 : fitSeconds,
+        ...(checkpoint ? { load_seconds: readSeconds + fitSeconds } : {}),
         backbone_ms_per_image: percentiles(preds.backboneMs),
         method_ms_per_image: percentiles(preds.methodMs),
         peak_rss_bytes: peakRssBytes(),
@@ -321,6 +376,8 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
         ...(training ? { train_seconds: training.trainSeconds, train_images_per_second: training.imagesPerSecond } : {}),
       },
     };
+  } catch (err) {
+    throw namingCheckpoint(err, opts.loadCheckpoint);
   } finally {
     if (!opts.detector) await detector.dispose?.();
   }

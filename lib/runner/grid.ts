@@ -98,6 +98,7 @@ export function resultRow(
     codeVersion: version,
     config: experiment.config,
     metrics,
+    intervals: result.intervals ?? null,
     efficiency: result.efficiency,
     manifest: experiment.manifest,
     continual,

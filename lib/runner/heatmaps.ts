@@ -60,6 +60,41 @@ async function maskThumbnail(files: string[], width: number, height: number, siz
   return sharp(Buffer.from(union), { raw: { width, height, channels: 1 } }).resize(size, size, { fit: 'fill', kernel: 'nearest' }).extractChannel(0).raw().toBuffer();
 }
 
+/** Half the RGB image, half the jet colour of the grey map (0-255), pixel by pixel. */
+export function blendJet(rgb: Buffer, grey: Uint8Array): Buffer {
+  const overlay = Buffer.alloc(grey.length * 3);
+  for (let p = 0; p < grey.length; p++) {
+    const [r, g, b] = jet(grey[p] / 255);
+    overlay[3 * p] = Math.round(0.5 * rgb[3 * p] + 0.5 * r);
+    overlay[3 * p + 1] = Math.round(0.5 * rgb[3 * p + 1] + 0.5 * g);
+    overlay[3 * p + 2] = Math.round(0.5 * rgb[3 * p + 2] + 0.5 * b);
+  }
+  return overlay;
+}
+
+/** The map scaled linearly from [lo, hi] to 0-255, clamped. */
+export function scaleMap(map: AnomalyMap, lo: number, hi: number): Uint8Array {
+  const span = hi > lo ? hi - lo : 1;
+  const scaled = new Uint8Array(map.width * map.height);
+  for (let p = 0; p < scaled.length; p++) scaled[p] = Math.round(255 * Math.max(0, Math.min(1, (map.data[p] - lo) / span)));
+  return scaled;
+}
+
+/**
+ * An overlay PNG at the image's own size (the map is at the image's original size): the jet colours of the map over
+ * [lo, hi] blended half and half with the image.
+ */
+export async function overlayPng(imageFile: string, map: AnomalyMap, lo: number, hi: number): Promise<Buffer> {
+  const raw = await decodeRaw(imageFile);
+  const rgb = await sharp(Buffer.from(raw.data.buffer, raw.data.byteOffset, raw.data.byteLength), { raw: { width: raw.width, height: raw.height, channels: raw.channels as 1 | 2 | 3 | 4 } })
+    .removeAlpha()
+    .toColourspace('srgb')
+    .resize(map.width, map.height, { fit: 'fill' })
+    .raw()
+    .toBuffer();
+  return sharp(blendJet(rgb, scaleMap(map, lo, hi)), { raw: { width: map.width, height: map.height, channels: 3 } }).png().toBuffer();
+}
+
 /**
  * Writes image, mask and overlay PNGs for each (sample, map) pair. The map is scaled to [0, 1] over `range` (default:
  * the min and max of the given maps, so the methods' colours are comparable within one figure row only by rank).
@@ -76,21 +111,13 @@ export async function saveHeatmaps(
   if (!opts.range) {
     for (const { map } of items) for (const v of map.data) if (Number.isFinite(v)) (lo = Math.min(lo, v)), (hi = Math.max(hi, v));
   }
-  const span = hi > lo ? hi - lo : 1;
   const records: HeatmapRecord[] = [];
   for (let i = 0; i < items.length; i++) {
     const { sample, map } = items[i];
     const image = await rgbThumbnail(sample.path, size);
-    const scaled = new Uint8Array(map.width * map.height);
-    for (let p = 0; p < scaled.length; p++) scaled[p] = Math.round(255 * Math.max(0, Math.min(1, (map.data[p] - lo) / span)));
+    const scaled = scaleMap(map, lo, hi);
     const mapSmall = await sharp(Buffer.from(scaled), { raw: { width: map.width, height: map.height, channels: 1 } }).resize(size, size, { fit: 'fill' }).extractChannel(0).raw().toBuffer();
-    const overlay = Buffer.alloc(size * size * 3);
-    for (let p = 0; p < size * size; p++) {
-      const [r, g, b] = jet(mapSmall[p] / 255);
-      overlay[3 * p] = Math.round(0.5 * image[3 * p] + 0.5 * r);
-      overlay[3 * p + 1] = Math.round(0.5 * image[3 * p + 1] + 0.5 * g);
-      overlay[3 * p + 2] = Math.round(0.5 * image[3 * p + 2] + 0.5 * b);
-    }
+    const overlay = blendJet(image, mapSmall);
     const base = path.join(dir, String(i));
     await sharp(image, { raw: { width: size, height: size, channels: 3 } }).png().toFile(`${base}-image.png`);
     await sharp(overlay, { raw: { width: size, height: size, channels: 3 } }).png().toFile(`${base}-overlay.png`);

@@ -8,4 +8,7 @@ export { saveHeatmaps, selectHeatmapSamples, HEATMAP_SIZE, HEATMAP_COUNT } from 
 export { abortOnInterrupt } from './interrupt';
 export { trainingSamples, testSamples as splitTestSamples } from './samples';
 export { metricsFromEvaluation, metricsFromLocoEvaluation, PRO_LIMIT, SPRO_LIMIT, type CategoryEvaluationLike, type LocoEvaluationLike } from './metrics';
-export { createExecutor, storeMetrics, storeEfficiency, NOTE_REFIT_ON_UNION, type ExecutorOptions } from './executor';
+export { createExecutor, storeMetrics, storeEfficiency, checkpointRun, NOTE_REFIT_ON_UNION, type ExecutorOptions } from './executor';
+export { RESULTS_SCHEMA, resultFromRow, resultFromMetrics, resultsDocument, schemaMetrics, type ResultJson, type ResultsJson, type ResultsCommand } from './schema';
+export { experimentFiles, taskCheckpoint, taskScores, taskMaps, checkpointFiles, type ExperimentFiles } from './files';
+export { continualCheckpointFile, readContinualProgress, writeContinualProgress, type ContinualProgress } from './continual';

@@ -26,6 +26,16 @@ export interface LocoEvaluationLike {
 
 const finite = (v: number | undefined): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
 
+/**
+ * The areas at FPR limits other than the reported one, named `<metric>@<limit>` (e.g. `pixelPRO@0.05`, `sPRO@0.3`):
+ * the same flat number-or-null shape as every other metric.
+ */
+function otherLimits(name: string, byLimit: Record<string, number>, reported: string): Metrics {
+  const out: Metrics = {};
+  for (const [limit, v] of Object.entries(byLimit)) if (limit !== reported) out[`${name}@${limit}`] = finite(v);
+  return out;
+}
+
 /** An MVTec-like category's evaluation as stored metrics. */
 export function metricsFromEvaluation(e: CategoryEvaluationLike): Metrics {
   return {
@@ -36,6 +46,7 @@ export function metricsFromEvaluation(e: CategoryEvaluationLike): Metrics {
     pixelAP: finite(e.pixel_ap),
     pixelPRO: finite(e.aupro[PRO_LIMIT]),
     pixelF1Max: finite(e.details?.pixel_f1_max),
+    ...otherLimits('pixelPRO', e.aupro, PRO_LIMIT),
   };
 }
 
@@ -54,5 +65,8 @@ export function metricsFromLocoEvaluation(loco: LocoEvaluationLike, overall?: Ca
     sPROLogical: finite(loco.localization.logical_anomalies[SPRO_LIMIT]),
     sPROStructural: finite(loco.localization.structural_anomalies[SPRO_LIMIT]),
     sPRO: finite(loco.localization.mean[SPRO_LIMIT]),
+    ...otherLimits('sPROLogical', loco.localization.logical_anomalies, SPRO_LIMIT),
+    ...otherLimits('sPROStructural', loco.localization.structural_anomalies, SPRO_LIMIT),
+    ...otherLimits('sPRO', loco.localization.mean, SPRO_LIMIT),
   };
 }

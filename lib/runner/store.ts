@@ -16,7 +16,8 @@ import type { ResultRow } from './types';
 export { machineDescription } from './machine';
 
 export const DEFAULT_STORE = path.join('imiad-results', 'results.db');
-const SCHEMA_VERSION = 1;
+// 2: the intervals column (bootstrap intervals); a version-1 store gains it when opened for writing.
+const SCHEMA_VERSION = 2;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS experiments (
@@ -29,6 +30,7 @@ CREATE TABLE IF NOT EXISTS experiments (
   seed         INTEGER NOT NULL,
   config       TEXT NOT NULL,
   metrics      TEXT NOT NULL,
+  intervals    TEXT,
   efficiency   TEXT NOT NULL,
   manifest     TEXT NOT NULL,
   continual    TEXT,
@@ -46,6 +48,8 @@ interface RawRow {
   code_version: string;
   config: string;
   metrics: string;
+  /** Absent in stores written before schema version 2. */
+  intervals?: string | null;
   efficiency: string;
   manifest: string;
   continual: string | null;
@@ -77,6 +81,8 @@ export class ResultsStore {
       this.db.pragma('busy_timeout = 10000');
       if (!opts.readonly) {
         this.db.exec(SCHEMA);
+        const columns = (this.db.prepare('PRAGMA table_info(experiments)').all() as { name: string }[]).map((c) => c.name);
+        if (!columns.includes('intervals')) this.db.exec('ALTER TABLE experiments ADD COLUMN intervals TEXT');
         this.db.pragma(`user_version = ${SCHEMA_VERSION}`);
       }
     } catch (err) {
@@ -86,9 +92,9 @@ export class ResultsStore {
       ? (undefined as unknown as Database.Statement)
       : this.db.prepare(
           `INSERT OR IGNORE INTO experiments (key, code_version, dataset, category, method, setting, seed, config, metrics,
-             efficiency, manifest, continual, heatmaps, notes, machine, started_at, finished_at)
-           VALUES (@key, @code_version, @dataset, @category, @method, @setting, @seed, @config, @metrics, @efficiency,
-             @manifest, @continual, @heatmaps, @notes, @machine, @started_at, @finished_at)`,
+             intervals, efficiency, manifest, continual, heatmaps, notes, machine, started_at, finished_at)
+           VALUES (@key, @code_version, @dataset, @category, @method, @setting, @seed, @config, @metrics, @intervals,
+             @efficiency, @manifest, @continual, @heatmaps, @notes, @machine, @started_at, @finished_at)`,
         );
     this.insertTransaction = this.db.transaction((row: ResultRow): boolean => {
       const info = this.insertStatement.run({
@@ -101,6 +107,7 @@ export class ResultsStore {
         seed: row.config.seed,
         config: JSON.stringify(row.config),
         metrics: JSON.stringify(row.metrics),
+        intervals: row.intervals ? JSON.stringify(row.intervals) : null,
         efficiency: JSON.stringify(row.efficiency),
         manifest: JSON.stringify(row.manifest),
         continual: row.continual ? JSON.stringify(row.continual) : null,
@@ -139,6 +146,7 @@ export class ResultsStore {
       codeVersion: r.code_version,
       config: JSON.parse(r.config),
       metrics: JSON.parse(r.metrics),
+      intervals: r.intervals ? JSON.parse(r.intervals) : null,
       efficiency: JSON.parse(r.efficiency),
       manifest: JSON.parse(r.manifest),
       continual: r.continual ? JSON.parse(r.continual) : null,

@@ -4,6 +4,7 @@
  */
 import type { DatasetName } from '../datasets/types';
 import type { CategorySplit, SettingManifest, SettingSpec } from '../settings/types';
+import type { BootstrapInterval } from '../stats/bootstrap';
 
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
 
@@ -57,12 +58,20 @@ export type MetricName = (typeof METRIC_NAMES)[number];
 export type Metrics = { [name: string]: number | null };
 
 export interface Efficiency {
-  /** Mean inference time per test image (backbone + method), milliseconds. */
+  /** Inference time per test image (backbone + method, each the median after a warm-up image), milliseconds. */
   inferenceMsPerImage: number;
   backboneMsPerImage?: number;
   methodMsPerImage?: number;
-  /** Wall time of fit, milliseconds. */
+  /** The 95th percentiles of the same per-image times. */
+  backboneMsPerImageP95?: number;
+  methodMsPerImageP95?: number;
+  /** Wall time of fit, milliseconds; absent when the detector was loaded from a checkpoint (nothing was fitted). */
   fitMs?: number;
+  /** Loaded from a checkpoint (`imiad run --load`): the time to read it and restore the detector, milliseconds. */
+  loadMs?: number;
+  /** Trained detectors that trained in this experiment: the training's wall time and throughput. */
+  trainMs?: number;
+  trainImagesPerSecond?: number;
   /** Bytes of the fitted state (Detector.stateBytes()), the circle size of Fig. 2. */
   memoryBytes: number;
   /** Peak resident set size of the process during the experiment, when measured. */
@@ -93,13 +102,27 @@ export interface ContinualResult {
 export const NOTE_IGNORES_LABELLED_ANOMALIES = 'ignores the labelled anomalies (trains on the normal images only)';
 export const NOTE_MEMORY_BANK_ACCUMULATES = 'memory bank accumulated over the tasks';
 
+/** Metric name -> its bootstrap interval over the test images (imageAUROC; lib/stats/bootstrap.ts). */
+export type MetricIntervals = { [metric: string]: BootstrapInterval };
+/**
+ * Continual: how the row's detector learnt the tasks (one note per continual row; Table XI's footnote). The
+ * accumulate mode's note is NOTE_MEMORY_BANK_ACCUMULATES (PatchCore and SPADE's banks, DNE's per-task Gaussians).
+ */
+export const NOTE_CONTINUAL_SEQUENTIAL = 'learnt the tasks in turn: one model, each task trained on its own images from the weights the previous task left';
+export const NOTE_CONTINUAL_STATISTICS = 'Gaussian statistics updated with each task through running sums (equal to a refit on the union of the tasks)';
+export const NOTE_CONTINUAL_JOINT = 'joint training: refitted on the training images of every task so far after each task (an upper bound, not continual learning)';
+/** What rows stored before the continual modes existed say for a refit on the union (read as joint training). */
+export const NOTE_REFIT_ON_UNION = 'refitted on the training images of every task so far after each task (no incremental form)';
+
 export interface ExperimentResult {
   /** Non-continual: the metrics of the category. Continual: filled by the runner from `continual` (final average). */
   metrics: Metrics;
+  /** Bootstrap intervals of metrics over the test images, where the executor computed them. */
+  intervals?: MetricIntervals;
   efficiency: Efficiency;
   continual?: ContinualResult;
   heatmaps?: HeatmapRecord[];
-  /** Things a reader must know; use NOTE_IGNORES_LABELLED_ANOMALIES and NOTE_MEMORY_BANK_ACCUMULATES where they apply. */
+  /** Things a reader must know; use the NOTE_ constants above where they apply. */
   notes?: string[];
 }
 
@@ -114,6 +137,8 @@ export interface ResultRow {
   codeVersion: string;
   config: ExperimentConfig;
   metrics: Metrics;
+  /** Bootstrap intervals (null: none computed, and every row of a store written before they existed). */
+  intervals?: MetricIntervals | null;
   efficiency: Efficiency;
   manifest: SettingManifest | SettingManifest[];
   continual: (ContinualResult & { forgetting: { [metric: string]: number | null } }) | null;

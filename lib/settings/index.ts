@@ -2,7 +2,7 @@
  * The five IM-IAD settings behind one entry point: a canonical SettingSpec (defaults filled in, so that it can be
  * part of an experiment key) and the splits it makes of loaded categories.
  */
-import { invalidRange } from '../../bindings/errors';
+import { invalidRange, invalidType } from '../../bindings/errors';
 import type { Category } from '../datasets/types';
 import { manifestOf, requireSeed } from './common';
 import { continualTasks } from './continual';
@@ -28,6 +28,8 @@ export interface SettingOptions {
   augmentCount?: number;
   noise?: number;
   order?: string[] | null;
+  /** continual: joint training on the union of the tasks so far (default false: sequential). */
+  joint?: boolean;
 }
 
 export function requireSettingName(name: unknown): SettingName {
@@ -60,8 +62,11 @@ export function settingSpec(name: string, opts: SettingOptions = {}): SettingSpe
       if (typeof noise !== 'number' || !Number.isFinite(noise) || noise <= 0 || noise >= 1) throw invalidRange('a number in (0, 1)', 'noise', noise);
       return { name: 'noisy', noise };
     }
-    case 'continual':
-      return { name: 'continual', order: opts.order ?? null };
+    case 'continual': {
+      const joint = opts.joint ?? false;
+      if (typeof joint !== 'boolean') throw invalidType('boolean', 'joint', joint);
+      return { name: 'continual', order: opts.order ?? null, joint };
+    }
   }
 }
 
@@ -69,8 +74,9 @@ export function settingSpec(name: string, opts: SettingOptions = {}): SettingSpe
 export function settingLabel(spec: SettingSpec): string {
   switch (spec.name) {
     case 'vanilla':
-    case 'continual':
       return spec.name;
+    case 'continual':
+      return spec.joint ? 'continual-joint' : 'continual';
     case 'supervised':
       return `supervised-${spec.anomalies}`;
     case 'fewshot':

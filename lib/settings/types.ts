@@ -19,7 +19,8 @@ export type SettingSpec =
   | { name: 'supervised'; anomalies: number }
   | { name: 'fewshot'; shots: number; augment: AugmentKind | null; augmentCount: number }
   | { name: 'noisy'; noise: number }
-  | { name: 'continual'; order: string[] | null };
+  /** joint: retrained on the union of the tasks so far after each task (an upper bound), instead of learning them in turn. */
+  | { name: 'continual'; order: string[] | null; joint: boolean };
 
 /** One file of a split as written to the manifest. */
 export interface ManifestEntry {

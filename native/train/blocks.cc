@@ -138,6 +138,99 @@ void HeadModel::LoadState(const std::vector<NamedArray>& state) {
   LoadModuleState(*root_, state);
 }
 
+namespace {
+
+// libtorch keys an optimiser's per-parameter state by the parameter's TensorImpl address, as a string.
+std::string OptimizerKey(const torch::Tensor& p) { return c10::guts::to_string(p.unsafeGetTensorImpl()); }
+
+NamedArray Named(const std::string& name, const torch::Tensor& t) {
+  NamedArray a;
+  a.name = name;
+  a.shape = t.sizes().vec();
+  auto c = t.detach().to(torch::kCPU, torch::kFloat32).contiguous();
+  a.values.assign(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
+  return a;
+}
+
+torch::Tensor Restore(const std::map<std::string, const NamedArray*>& byName, const std::string& name, const torch::Tensor& like, size_t* used) {
+  auto it = byName.find(name);
+  if (it == byName.end()) throw InvalidArgument("ERR_IMIAD_CHECKPOINT", "The checkpoint's optimiser state lacks " + name);
+  const NamedArray& a = *it->second;
+  if (a.shape != like.sizes().vec() || static_cast<int64_t>(a.values.size()) != like.numel()) {
+    throw InvalidArgument("ERR_IMIAD_CHECKPOINT", "The checkpoint's optimiser tensor " + name + " does not match the parameter's shape");
+  }
+  (*used)++;
+  return torch::from_blob(const_cast<float*>(a.values.data()), like.sizes(), torch::kFloat32).clone().to(like.device());
+}
+
+// Adam and AdamW keep the same per-parameter state (step, first and second moments, amsgrad's maximum).
+template <typename ParamState>
+void SaveAdamState(const std::string& name, torch::optim::OptimizerParamState& state, std::vector<NamedArray>* out) {
+  auto& s = static_cast<ParamState&>(state);
+  out->push_back(Named("exp_avg:" + name, s.exp_avg()));
+  out->push_back(Named("exp_avg_sq:" + name, s.exp_avg_sq()));
+  if (s.max_exp_avg_sq().defined()) out->push_back(Named("max_exp_avg_sq:" + name, s.max_exp_avg_sq()));
+  NamedArray step;
+  step.name = "step:" + name;
+  step.shape = {2};
+  step.values = {static_cast<float>(s.step() >> 24), static_cast<float>(s.step() & 0xFFFFFF)};
+  out->push_back(std::move(step));
+}
+
+template <typename ParamState>
+std::unique_ptr<torch::optim::OptimizerParamState> LoadAdamState(const std::string& name, const torch::Tensor& param,
+                                                                  const std::map<std::string, const NamedArray*>& byName, size_t* used) {
+  auto it = byName.find("step:" + name);
+  if (it == byName.end()) return nullptr;
+  const NamedArray& step = *it->second;
+  if (step.values.size() != 2) throw InvalidArgument("ERR_IMIAD_CHECKPOINT", "The checkpoint's optimiser step of " + name + " is not two numbers");
+  (*used)++;
+  auto s = std::make_unique<ParamState>();
+  s->step((static_cast<int64_t>(step.values[0]) << 24) + static_cast<int64_t>(step.values[1]));
+  s->exp_avg(Restore(byName, "exp_avg:" + name, param, used));
+  s->exp_avg_sq(Restore(byName, "exp_avg_sq:" + name, param, used));
+  if (byName.count("max_exp_avg_sq:" + name)) s->max_exp_avg_sq(Restore(byName, "max_exp_avg_sq:" + name, param, used));
+  return s;
+}
+
+}  // namespace
+
+std::vector<NamedArray> HeadModel::OptimizerState() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::vector<NamedArray> out;
+  const bool adamw = dynamic_cast<torch::optim::AdamW*>(optimizer_.get()) != nullptr;
+  auto& states = optimizer_->state();
+  for (auto& p : root_->named_parameters()) {
+    auto it = states.find(OptimizerKey(p.value()));
+    if (it == states.end()) continue;
+    if (adamw) SaveAdamState<torch::optim::AdamWParamState>(p.key(), *it->second, &out);
+    else SaveAdamState<torch::optim::AdamParamState>(p.key(), *it->second, &out);
+  }
+  return out;
+}
+
+void HeadModel::LoadOptimizerState(const std::vector<NamedArray>& state) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::map<std::string, const NamedArray*> byName;
+  for (auto& a : state) byName[a.name] = &a;
+  const bool adamw = dynamic_cast<torch::optim::AdamW*>(optimizer_.get()) != nullptr;
+  // Parsed in full before the optimiser is touched: a bad checkpoint leaves it as it was.
+  std::vector<std::pair<std::string, std::unique_ptr<torch::optim::OptimizerParamState>>> parsed;
+  size_t used = 0;
+  for (auto& p : root_->named_parameters()) {
+    auto s = adamw ? LoadAdamState<torch::optim::AdamWParamState>(p.key(), p.value(), byName, &used)
+                   : LoadAdamState<torch::optim::AdamParamState>(p.key(), p.value(), byName, &used);
+    if (s) parsed.emplace_back(OptimizerKey(p.value()), std::move(s));
+  }
+  if (used != state.size()) {
+    throw InvalidArgument("ERR_IMIAD_CHECKPOINT", "The checkpoint's optimiser state holds " + std::to_string(state.size()) + " tensors but the model's parameters use " +
+                                                      std::to_string(used));
+  }
+  auto& states = optimizer_->state();
+  states.clear();
+  for (auto& kv : parsed) states[kv.first] = std::move(kv.second);
+}
+
 void HeadModel::Finish(std::shared_ptr<torch::nn::Module> root, std::unique_ptr<torch::optim::Optimizer> optimizer) {
   root_ = std::move(root);
   optimizer_ = std::move(optimizer);

@@ -61,6 +61,10 @@ class HeadModel : public Model {
   explicit HeadModel(const ModelConfig& config) : config_(config), device_(TrainDevice(config.device)) {}
   std::vector<NamedArray> State() override;
   void LoadState(const std::vector<NamedArray>& state) override;
+  // Adam's / AdamW's per-parameter state, named as the teacher-student models name theirs (exp_avg:<param>,
+  // exp_avg_sq:<param>, max_exp_avg_sq:<param> with amsgrad, step:<param> = {step / 2^24, step % 2^24}).
+  std::vector<NamedArray> OptimizerState() override;
+  void LoadOptimizerState(const std::vector<NamedArray>& state) override;
   int64_t ParameterCount() override { return TrainableCount(*root_); }
 
  protected:

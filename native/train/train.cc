@@ -17,12 +17,13 @@
 
 #include <torch/torch.h>
 
+#include <map>
+#include <mutex>
+#include <sstream>
+
 #include "blocks.h"
 #include "feature_heads.h"
 #include "flows.h"
-
-#include <mutex>
-#include <sstream>
 
 namespace imiad {
 namespace train {
@@ -253,8 +254,69 @@ class ModelBase : public Model {
     return n;
   }
 
+  std::vector<NamedArray> OptimizerState() override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::vector<NamedArray> out;
+    auto& states = optimizer().state();
+    for (auto& p : module()->named_parameters()) {
+      auto it = states.find(OptimizerKey(p.value()));
+      if (it != states.end()) SaveParamState(p.key(), *it->second, &out);
+    }
+    return out;
+  }
+
+  void LoadOptimizerState(const std::vector<NamedArray>& state) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::map<std::string, const NamedArray*> byName;
+    for (auto& a : state) byName[a.name] = &a;
+    // Parsed in full before the optimiser is touched: a bad checkpoint leaves it as it was.
+    std::vector<std::pair<std::string, std::unique_ptr<torch::optim::OptimizerParamState>>> parsed;
+    size_t used = 0;
+    for (auto& p : module()->named_parameters()) {
+      auto s = LoadParamState(p.key(), p.value(), byName, &used);
+      if (s) parsed.emplace_back(OptimizerKey(p.value()), std::move(s));
+    }
+    if (used != state.size()) {
+      throw InvalidArgument("ERR_IMIAD_CHECKPOINT", "The checkpoint's optimiser state holds " + std::to_string(state.size()) +
+                                                        " tensors but the model's parameters use " + std::to_string(used));
+    }
+    auto& states = optimizer().state();
+    states.clear();
+    for (auto& kv : parsed) states[kv.first] = std::move(kv.second);
+  }
+
  protected:
+  // libtorch keys an optimiser's per-parameter state by the parameter's TensorImpl address, as a string.
+  static std::string OptimizerKey(const torch::Tensor& p) { return c10::guts::to_string(p.unsafeGetTensorImpl()); }
+
+  static NamedArray Named(const std::string& name, const torch::Tensor& t) {
+    NamedArray a;
+    a.name = name;
+    a.shape = t.sizes().vec();
+    auto c = t.detach().to(torch::kFloat32).contiguous();
+    a.values.assign(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
+    return a;
+  }
+
+  // The named array `name` shaped like `like`, as a fresh tensor; `used` counts the arrays read.
+  static torch::Tensor Restore(const std::map<std::string, const NamedArray*>& byName, const std::string& name,
+                               const torch::Tensor& like, size_t* used) {
+    auto it = byName.find(name);
+    if (it == byName.end()) throw InvalidArgument("ERR_IMIAD_CHECKPOINT", "The checkpoint's optimiser state lacks " + name);
+    const NamedArray& a = *it->second;
+    if (a.shape != like.sizes().vec() || static_cast<int64_t>(a.values.size()) != like.numel()) {
+      throw InvalidArgument("ERR_IMIAD_CHECKPOINT", "The checkpoint's optimiser tensor " + name + " does not match the parameter's shape");
+    }
+    (*used)++;
+    return torch::from_blob(const_cast<float*>(a.values.data()), like.sizes(), torch::kFloat32).clone();
+  }
+
   virtual nn::Module* module() = 0;
+  virtual torch::optim::Optimizer& optimizer() = 0;
+  // One parameter's optimiser state to named arrays, and back (nullptr: the parameter has none yet).
+  virtual void SaveParamState(const std::string& name, torch::optim::OptimizerParamState& state, std::vector<NamedArray>* out) = 0;
+  virtual std::unique_ptr<torch::optim::OptimizerParamState> LoadParamState(
+      const std::string& name, const torch::Tensor& param, const std::map<std::string, const NamedArray*>& byName, size_t* used) = 0;
   ModelConfig config_;
   torch::Device device_;
   std::mutex mutex_;
@@ -322,6 +384,20 @@ class Stpm : public ModelBase {
 
  protected:
   nn::Module* module() override { return student_.get(); }
+  torch::optim::Optimizer& optimizer() override { return *optimizer_; }
+
+  void SaveParamState(const std::string& name, torch::optim::OptimizerParamState& state, std::vector<NamedArray>* out) override {
+    auto& s = static_cast<torch::optim::SGDParamState&>(state);
+    if (s.momentum_buffer().defined()) out->push_back(Named("momentum:" + name, s.momentum_buffer()));
+  }
+
+  std::unique_ptr<torch::optim::OptimizerParamState> LoadParamState(
+      const std::string& name, const torch::Tensor& param, const std::map<std::string, const NamedArray*>& byName, size_t* used) override {
+    if (byName.find("momentum:" + name) == byName.end()) return nullptr;
+    auto s = std::make_unique<torch::optim::SGDParamState>();
+    s->momentum_buffer(Restore(byName, "momentum:" + name, param, used));
+    return s;
+  }
 
  private:
   Student student_{nullptr};
@@ -392,6 +468,32 @@ class Rd4ad : public ModelBase {
 
  protected:
   nn::Module* module() override { return net_.get(); }
+  torch::optim::Optimizer& optimizer() override { return *optimizer_; }
+
+  void SaveParamState(const std::string& name, torch::optim::OptimizerParamState& state, std::vector<NamedArray>* out) override {
+    auto& s = static_cast<torch::optim::AdamParamState&>(state);
+    out->push_back(Named("exp_avg:" + name, s.exp_avg()));
+    out->push_back(Named("exp_avg_sq:" + name, s.exp_avg_sq()));
+    NamedArray step;
+    step.name = "step:" + name;
+    step.shape = {2};
+    step.values = {static_cast<float>(s.step() >> 24), static_cast<float>(s.step() & 0xFFFFFF)};
+    out->push_back(std::move(step));
+  }
+
+  std::unique_ptr<torch::optim::OptimizerParamState> LoadParamState(
+      const std::string& name, const torch::Tensor& param, const std::map<std::string, const NamedArray*>& byName, size_t* used) override {
+    auto it = byName.find("step:" + name);
+    if (it == byName.end()) return nullptr;
+    const NamedArray& step = *it->second;
+    if (step.values.size() != 2) throw InvalidArgument("ERR_IMIAD_CHECKPOINT", "The checkpoint's optimiser step of " + name + " is not two numbers");
+    (*used)++;
+    auto s = std::make_unique<torch::optim::AdamParamState>();
+    s->step((static_cast<int64_t>(step.values[0]) << 24) + static_cast<int64_t>(step.values[1]));
+    s->exp_avg(Restore(byName, "exp_avg:" + name, param, used));
+    s->exp_avg_sq(Restore(byName, "exp_avg_sq:" + name, param, used));
+    return s;
+  }
 
  private:
   Reverse net_{nullptr};

@@ -64,6 +64,12 @@ class Model {
   }
   virtual std::vector<NamedArray> State() = 0;
   virtual void LoadState(const std::vector<NamedArray>& state) = 0;
+  // The optimiser's state, so that training can continue exactly where it stopped (a continual run resumed after a
+  // crash, a loaded model trained further): STPM (SGD) "momentum:<parameter>" per parameter; RD4AD (Adam)
+  // "exp_avg:<parameter>", "exp_avg_sq:<parameter>" and "step:<parameter>" (the int64 step count as two exact floats,
+  // {step / 2^24, step % 2^24}). Empty before the first step. LoadOptimizerState replaces the optimiser's state.
+  virtual std::vector<NamedArray> OptimizerState() = 0;
+  virtual void LoadOptimizerState(const std::vector<NamedArray>& state) = 0;
   virtual int64_t ParameterCount() = 0;
 };
 

@@ -32,6 +32,22 @@ int main() {
   imiad::gaussianFit(many.data(), 4, 3, 11, 0.01, m2.data(), c2.data(), control);
   imiad::mahalanobisDistances(many.data(), 4, 3, 11, m2.data(), c2.data(), out.data(), control);
   for (float v : out) check(std::isfinite(v) && v >= 0, "finite distances");
+  // Running statistics: the three samples above added one, then two at a time: mean (1, 1), scatter [[2, 0], [0, 6]]
+  // (the covariance times n - 1), and the same Gaussian as gaussianFit.
+  std::vector<double> rm(2, 0.0), rs(3, 0.0);
+  imiad::gaussianAccumulate(emb.data(), 1, 2, 1, 0, rm.data(), rs.data(), control);
+  imiad::gaussianAccumulate(emb.data() + 2, 2, 2, 1, 1, rm.data(), rs.data(), control);
+  check(rm[0] == 1.0 && rm[1] == 1.0, "running mean");
+  check(std::fabs(rs[0] - 2.0) < 1e-12 && std::fabs(rs[1]) < 1e-12 && std::fabs(rs[2] - 6.0) < 1e-12, "running scatter");
+  std::vector<float> fm(2), fc(3);
+  imiad::gaussianFactor(3, rm.data(), rs.data(), 2, 1, 0.01, fm.data(), fc.data(), control);
+  check(fm == mean && std::fabs(fc[0] - chol[0]) < 1e-6 && std::fabs(fc[1]) < 1e-6 && std::fabs(fc[2] - chol[2]) < 1e-6, "factor");
+  // Over many positions in one call from count 0: bit for bit gaussianFit's Gaussians.
+  std::vector<double> am(11 * 3, 0.0), as(11 * 6, 0.0);
+  imiad::gaussianAccumulate(many.data(), 4, 3, 11, 0, am.data(), as.data(), control);
+  std::vector<float> m3(11 * 3), c3(11 * 6);
+  imiad::gaussianFactor(4, am.data(), as.data(), 3, 11, 0.01, m3.data(), c3.data(), control);
+  check(m3 == m2 && c3 == c2, "accumulate from zero equals gaussianFit");
   if (failures == 0) std::printf("test_gaussian: all passed\n");
   return failures == 0 ? 0 : 1;
 }
