@@ -274,7 +274,7 @@ describe('the training device', () => {
     expect(writes.filter((w) => w.includes('running on the CPU'))).toEqual([
       `imiad: CUDA is unavailable (${reason}); running on the CPU\n`,
     ]);
-    expect(() => new FastFlow({ ...small, device: 'gpu' as 'cpu' })).toThrow("Expected 'auto', 'cpu' or 'cuda' for device but received gpu of type string");
+    expect(() => new FastFlow({ ...small, device: 'gpu' as 'cpu' })).toThrow("Expected one of 'auto', 'cpu', 'cuda' for device but received gpu of type string");
   });
 });
 

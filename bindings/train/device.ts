@@ -1,21 +1,18 @@
 /**
  * The training device of the trained detectors (`device: 'auto' | 'cpu' | 'cuda'`, CLI `--device`), as the kernels
- * resolve theirs (bindings/device.ts): CUDA when the training addon was built against a CUDA-enabled libtorch
+ * resolve theirs (bindings/device.ts; the command line's --device sets the default of both): CUDA when the training addon was built against a CUDA-enabled libtorch
  * (`LIBTORCH=... npm run build:train`) and libtorch sees a GPU; 'auto' otherwise falls back to the CPU with the
  * usual one-line notice (once per process); 'cuda' without it is ERR_IMIAD_CUDA_UNAVAILABLE.
  */
-import { cpuFallbackNotice, cudaUnavailableError } from '../device';
-import { invalidType } from '../errors';
-import type { Device } from '../validate';
+import { cpuFallbackNotice, cudaUnavailableError, deviceNoticeSilenced } from '../device';
+import { type Device, requireDevice } from '../validate';
 import { trainAddon } from './train';
 
 let noticeShown = false;
 
-/** Checks a `device` parameter ('auto' when absent). */
+/** Checks a `device` parameter; absent, the process default (the command line's --device, else 'auto'). */
 export function trainDeviceParam(value: unknown): Device {
-  if (value === undefined) return 'auto';
-  if (value !== 'auto' && value !== 'cpu' && value !== 'cuda') throw invalidType("'auto', 'cpu' or 'cuda'", 'device', value);
-  return value;
+  return requireDevice(value, 'device');
 }
 
 /** Why libtorch cannot train on CUDA here, or null when it can. */
@@ -29,7 +26,7 @@ export function resolveTrainDevice(device: Device): 'cpu' | 'cuda' {
   const reason = trainCudaMissingReason();
   if (reason === null) return 'cuda';
   if (device === 'cuda') throw cudaUnavailableError(reason);
-  if (!noticeShown) {
+  if (!noticeShown && !deviceNoticeSilenced()) {
     noticeShown = true;
     process.stderr.write(cpuFallbackNotice(reason));
   }

@@ -61,7 +61,6 @@ export interface RunCommandOptions extends SettingFlags {
   epochs?: string;
   batchSize?: string;
   lr?: string;
-  device?: string;
   save?: string;
   load?: string;
 }
@@ -120,7 +119,7 @@ export function commandParams(opts: RunCommandOptions): { params: Record<string,
   if (crop !== undefined) set('cropSize', crop, '--crop');
   else if (imageSize !== undefined && imageSize < 224) set('cropSize', imageSize, '--image-size (below 224 it is also the crop)');
   // Method-specific options (the registry's `options`): refused, naming the methods that take them, elsewhere.
-  const methodOption = (flag: string, value: number | string | undefined): void => {
+  const methodOption = (flag: string, value: number | undefined): void => {
     if (value === undefined) return;
     const option = findMethod(opts.method)?.options.find((o) => o.flag === flag);
     if (option === undefined) {
@@ -137,8 +136,6 @@ export function commandParams(opts: RunCommandOptions): { params: Record<string,
   methodOption('reweight', parseNumber(opts.reweight, '--reweight', (v) => int(v) && v >= 1 && v <= 1024, 'integer between 1 and 1024'));
   methodOption('epochs', parseNumber(opts.epochs, '--epochs', (v) => int(v) && v >= 1 && v <= 1_000_000, 'integer between 1 and 1000000'));
   methodOption('lr', parseNumber(opts.lr, '--lr', (v) => v > 0, 'positive number'));
-  if (opts.device !== undefined && !['auto', 'cpu', 'cuda'].includes(opts.device)) throw invalidType("'auto', 'cpu' or 'cuda'", '--device', opts.device);
-  methodOption('device', opts.device);
   const batchSize = parseNumber(opts.batchSize, '--batch-size', (v) => int(v) && v >= 1 && v <= 4096, 'integer between 1 and 4096');
   if (batchSize !== undefined) set('batchSize', batchSize, '--batch-size');
   return { params, flags };
@@ -384,7 +381,6 @@ export function registerRun(program: Command): void {
     .option('--epochs <n>', `trained methods (${trained}): epochs (default per method, as IM-IAD Table V)`)
     .option('--batch-size <n>', 'images per training / feature batch (default 8)')
     .option('--lr <x>', 'trained methods: learning rate (default per method: STPM 0.4, RD4AD 0.005, ...)')
-    .option('--device <d>', 'trained methods: where the network trains, auto|cpu|cuda (default auto: CUDA when libtorch has it)')
     .option('--save <file>', 'write the fitted detector to a checkpoint (several categories: FILE.<category>.imiad; continual: FILE.task<N>.imiad)')
     .option('--load <file>', 'restore the detector from the checkpoint(s) --save wrote instead of fitting; checked against the command');
   addJsonOption(cmd, 'the results (docs/json-schema.md)');

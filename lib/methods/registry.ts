@@ -63,7 +63,6 @@ export interface MethodEntry {
 const TRAINED_OPTIONS: readonly MethodOption[] = [
   { flag: 'epochs', param: 'epochs' },
   { flag: 'lr', param: 'lr' },
-  { flag: 'device', param: 'device' },
 ];
 
 /** The detectors, in the paper's table order. */
