@@ -339,6 +339,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("TrainModel", TrainModel::Define(env));
   exports.Set("torchVersion", Napi::String::New(env, train::TorchVersion()));
   exports.Set("cudaAvailable", Napi::Boolean::New(env, train::CudaAvailable()));
+  exports.Set("cudaBuilt", Napi::Boolean::New(env, train::CudaBuilt()));
   exports.Set("selfCheck", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
                 return Napi::Number::New(info.Env(), train::SelfCheck());
               }));

@@ -1,8 +1,10 @@
 /**
  * The training device of the trained detectors (`device: 'auto' | 'cpu' | 'cuda'`, CLI `--device`), as the kernels
  * resolve theirs (bindings/device.ts; the command line's --device sets the default of both): CUDA when the training addon was built against a CUDA-enabled libtorch
- * (`LIBTORCH=... npm run build:train`) and libtorch sees a GPU; 'auto' otherwise falls back to the CPU with the
- * usual one-line notice (once per process); 'cuda' without it is ERR_IMIAD_CUDA_UNAVAILABLE.
+ * (`LIBTORCH=... npm run build:train`) and libtorch sees a GPU; 'cuda' without it is ERR_IMIAD_CUDA_UNAVAILABLE.
+ * 'auto' falls back to the CPU: with the usual one-line notice (once per process, not with --quiet) when a CUDA
+ * libtorch finds no GPU, silently when the addon was built against a CPU-only libtorch (Debian's libtorch-dev): the
+ * CPU is then the only device that build has, so a plain training run prints nothing on stderr.
  */
 import { cpuFallbackNotice, cudaUnavailableError, deviceNoticeSilenced } from '../device';
 import { type Device, requireDevice } from '../validate';
@@ -17,7 +19,9 @@ export function trainDeviceParam(value: unknown): Device {
 
 /** Why libtorch cannot train on CUDA here, or null when it can. */
 export function trainCudaMissingReason(): string | null {
-  return trainAddon().cudaAvailable ? null : 'the training addon was built against a libtorch without CUDA or sees no GPU';
+  const addon = trainAddon();
+  if (addon.cudaAvailable) return null;
+  return addon.cudaBuilt ? "the training addon's libtorch sees no GPU" : 'the training addon was built against a libtorch without CUDA';
 }
 
 /** The device a trained detector's network lives on. */
@@ -26,7 +30,7 @@ export function resolveTrainDevice(device: Device): 'cpu' | 'cuda' {
   const reason = trainCudaMissingReason();
   if (reason === null) return 'cuda';
   if (device === 'cuda') throw cudaUnavailableError(reason);
-  if (!noticeShown && !deviceNoticeSilenced()) {
+  if (!noticeShown && !deviceNoticeSilenced() && trainAddon().cudaBuilt) {
     noticeShown = true;
     process.stderr.write(cpuFallbackNotice(reason));
   }

@@ -50,6 +50,8 @@ interface TrainAddon {
   torchVersion: string;
   /** Whether the linked libtorch has CUDA and sees a GPU. */
   cudaAvailable: boolean;
+  /** Whether the linked libtorch was built with CUDA at all. */
+  cudaBuilt: boolean;
   selfCheck(): number;
 }
 

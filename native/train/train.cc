@@ -530,6 +530,8 @@ double SelfCheck() {
 
 bool CudaAvailable() { return torch::cuda::is_available(); }
 
+bool CudaBuilt() { return at::hasCUDA(); }
+
 std::string TorchVersion() {
   std::ostringstream s;
   s << TORCH_VERSION_MAJOR << "." << TORCH_VERSION_MINOR << "." << TORCH_VERSION_PATCH;

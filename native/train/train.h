@@ -82,6 +82,9 @@ double SelfCheck();
 // Whether the linked libtorch has CUDA and sees a GPU.
 bool CudaAvailable();
 
+// Whether the linked libtorch was built with CUDA at all (Debian's libtorch-dev is not).
+bool CudaBuilt();
+
 // Version string of the linked libtorch.
 std::string TorchVersion();
 
