@@ -139,6 +139,11 @@ let noticeSilenced = false;
 export function silenceDeviceNotice(silenced = true): void {
   noticeSilenced = silenced;
 }
+
+/** Whether --quiet silenced the CPU fallback notice (the training addon's device resolution honours it too). */
+export function deviceNoticeSilenced(): boolean {
+  return noticeSilenced;
+}
 let cachedAddon: unknown;
 
 /** The cached answer to "can this process use CUDA?" (the checks run once per process). */

@@ -117,6 +117,42 @@ class MapsWorker : public KernelWorker {
   std::vector<float> out_;
 };
 
+// calibrate(teacher[], shapes[], reset, cancel) -> Promise<undefined>
+class CalibrateWorker : public KernelWorker {
+ public:
+  CalibrateWorker(Napi::Env env, std::shared_ptr<train::Model> model, std::vector<View> features, bool reset)
+      : KernelWorker(env, "imiad.train.calibrate"), model_(std::move(model)), features_(std::move(features)), reset_(reset) {}
+
+ protected:
+  void Run(const RunControl& control) override { model_->Calibrate(features_, reset_, control); }
+  Napi::Value Result(Napi::Env env) override { return env.Undefined(); }
+
+ private:
+  std::shared_ptr<train::Model> model_;
+  std::vector<View> features_;
+  bool reset_;
+};
+
+// scores(features[], shapes[], cancel) -> Promise<Float32Array | null> (null: the model scores by its map's maximum)
+class ScoresWorker : public KernelWorker {
+ public:
+  ScoresWorker(Napi::Env env, std::shared_ptr<train::Model> model, std::vector<View> features)
+      : KernelWorker(env, "imiad.train.scores"), model_(std::move(model)), features_(std::move(features)) {}
+
+ protected:
+  void Run(const RunControl& control) override {
+    out_.resize(static_cast<size_t>(features_[0].n));
+    has_ = model_->Scores(features_, out_.data(), control);
+  }
+  Napi::Value Result(Napi::Env env) override { return has_ ? VectorToTypedArray<float, Napi::Float32Array>(env, out_) : env.Null(); }
+
+ private:
+  std::shared_ptr<train::Model> model_;
+  std::vector<View> features_;
+  std::vector<float> out_;
+  bool has_ = false;
+};
+
 class TrainModel : public Napi::ObjectWrap<TrainModel> {
  public:
   static Napi::Function Define(Napi::Env env) {
@@ -125,7 +161,8 @@ class TrainModel : public Napi::ObjectWrap<TrainModel> {
                         InstanceMethod("state", &TrainModel::State), InstanceMethod("loadState", &TrainModel::LoadState),
                         InstanceMethod("optimizerState", &TrainModel::OptimizerState),
                         InstanceMethod("loadOptimizerState", &TrainModel::LoadOptimizerState),
-                        InstanceMethod("parameterCount", &TrainModel::ParameterCount)});
+                        InstanceMethod("parameterCount", &TrainModel::ParameterCount),
+                        InstanceMethod("calibrate", &TrainModel::Calibrate), InstanceMethod("scores", &TrainModel::Scores)});
   }
 
   // new TrainModel(kind, channels[3], seed, threads, lr, momentum, weightDecay, beta1, beta2)
@@ -143,6 +180,22 @@ class TrainModel : public Napi::ObjectWrap<TrainModel> {
     c.weightDecay = NumberArg(info, 6, "weightDecay");
     c.beta1 = NumberArg(info, 7, "beta1");
     c.beta2 = NumberArg(info, 8, "beta2");
+    // Optional { device: 'cpu' | 'cuda', extra: { name: number[] } } (the flow heads' sizes and schedules).
+    if (info.Length() > 9 && info[9].IsObject()) {
+      Napi::Object o = info[9].As<Napi::Object>();
+      if (o.Get("device").IsString()) c.device = o.Get("device").As<Napi::String>().Utf8Value();
+      if (o.Get("extra").IsObject()) {
+        Napi::Object extra = o.Get("extra").As<Napi::Object>();
+        Napi::Array keys = extra.GetPropertyNames();
+        for (uint32_t i = 0; i < keys.Length(); i++) {
+          std::string key = keys.Get(i).As<Napi::String>().Utf8Value();
+          Napi::Value v = extra.Get(key);
+          if (!v.IsArray()) ThrowType(env, "ERR_IMIAD_ARGUMENT", "Expected an array of numbers for extra." + key);
+          Napi::Array a = v.As<Napi::Array>();
+          for (uint32_t k = 0; k < a.Length(); k++) c.extra[key].push_back(a.Get(k).As<Napi::Number>().DoubleValue());
+        }
+      }
+    }
     try {
       model_ = std::shared_ptr<train::Model>(train::CreateModel(c));
     } catch (const InvalidArgument& e) {
@@ -174,6 +227,33 @@ class TrainModel : public Napi::ObjectWrap<TrainModel> {
     } else {
       worker = new StepWorker(env, model_, images, teacher);
     }
+    for (auto& v : keep) worker->Keep(v);
+    worker->SetCancelFlag(cancel, cancelKeep);
+    return worker->Launch();
+  }
+
+  Napi::Value Calibrate(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::vector<Napi::Value> keep;
+    std::vector<View> features = TeacherArg(info, 0, &keep);
+    if (features.empty()) ThrowRange(env, "ERR_IMIAD_DIMS", "Expected feature levels");
+    const bool reset = info.Length() > 2 && info[2].ToBoolean().Value();
+    Napi::Value cancelKeep;
+    const int32_t* cancel = CancelFlagArg(info, 3, &cancelKeep);
+    auto* worker = new CalibrateWorker(env, model_, features, reset);
+    for (auto& v : keep) worker->Keep(v);
+    worker->SetCancelFlag(cancel, cancelKeep);
+    return worker->Launch();
+  }
+
+  Napi::Value Scores(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::vector<Napi::Value> keep;
+    std::vector<View> features = TeacherArg(info, 0, &keep);
+    if (features.empty()) ThrowRange(env, "ERR_IMIAD_DIMS", "Expected feature levels");
+    Napi::Value cancelKeep;
+    const int32_t* cancel = CancelFlagArg(info, 2, &cancelKeep);
+    auto* worker = new ScoresWorker(env, model_, features);
     for (auto& v : keep) worker->Keep(v);
     worker->SetCancelFlag(cancel, cancelKeep);
     return worker->Launch();
@@ -289,6 +369,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
                 return info.Env().Undefined();
               }));
   exports.Set("torchVersion", Napi::String::New(env, train::TorchVersion()));
+  exports.Set("cudaAvailable", Napi::Boolean::New(env, train::CudaAvailable()));
+  exports.Set("cudaBuilt", Napi::Boolean::New(env, train::CudaBuilt()));
   exports.Set("selfCheck", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
                 return Napi::Number::New(info.Env(), train::SelfCheck());
               }));

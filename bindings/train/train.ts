@@ -30,6 +30,8 @@ interface NativeModel {
   optimizerState(): TrainState;
   loadOptimizerState(names: string[], shapes: number[][], arrays: Float32Array[]): void;
   parameterCount(): number;
+  calibrate(features: Float32Array[], shapes: number[][], reset: boolean, cancel: Int32Array): Promise<void>;
+  scores(features: Float32Array[], shapes: number[][], cancel: Int32Array): Promise<Float32Array | null>;
 }
 
 /** Counters of the training thread and of the tensor cache (native/train/runtime.h, docs/training-speed.md). */
@@ -65,8 +67,13 @@ interface TrainAddon {
     weightDecay: number,
     beta1: number,
     beta2: number,
+    options?: { device: 'cpu' | 'cuda'; extra: Record<string, number[]> },
   ) => NativeModel;
   torchVersion: string;
+  /** Whether the linked libtorch has CUDA and sees a GPU. */
+  cudaAvailable: boolean;
+  /** Whether the linked libtorch was built with CUDA at all. */
+  cudaBuilt: boolean;
   selfCheck(): number;
   runtimeStats(): TrainRuntimeStats;
   releaseCachedMemory(): number;
@@ -118,8 +125,8 @@ export function trainingAvailable(): boolean {
 }
 
 export interface TrainModelConfig {
-  kind: 'stpm' | 'rd4ad';
-  /** Channels of the teacher's layers 1..3. */
+  kind: 'stpm' | 'rd4ad' | 'fastflow' | 'cflow' | 'cfa' | 'csflow';
+  /** Channels of the teacher's layers 1..3 (the flow heads: of the tapped levels). */
   channels: number[];
   seed: number;
   threads: number;
@@ -128,6 +135,10 @@ export interface TrainModelConfig {
   weightDecay?: number;
   beta1?: number;
   beta2?: number;
+  /** Where the network trains (bindings/train/device.ts resolves 'auto'); default 'cpu'. */
+  device?: 'cpu' | 'cuda';
+  /** Method-specific numbers (native/train/flows.cc). */
+  extra?: Record<string, number[]>;
 }
 
 /** One trainable network in libtorch. Calls run on worker threads, one at a time per model. */
@@ -137,7 +148,10 @@ export class TrainModel {
   constructor(readonly config: TrainModelConfig) {
     const addon = trainAddon();
     const c = config;
-    this.native = new addon.TrainModel(c.kind, c.channels, c.seed, c.threads, c.lr, c.momentum ?? 0.9, c.weightDecay ?? 1e-4, c.beta1 ?? 0.5, c.beta2 ?? 0.999);
+    this.native = new addon.TrainModel(c.kind, c.channels, c.seed, c.threads, c.lr, c.momentum ?? 0.9, c.weightDecay ?? 1e-4, c.beta1 ?? 0.5, c.beta2 ?? 0.999, {
+      device: c.device ?? 'cpu',
+      extra: c.extra ?? {},
+    });
   }
 
   get parameterCount(): number {
@@ -160,6 +174,20 @@ export class TrainModel {
       opts,
       this.maps,
     );
+  }
+
+  /** Feeds training features so that the model fixes its normalising constants (CFlow); `reset` starts over. */
+  calibrate(features: Nchw[], reset: boolean, opts: { signal?: AbortSignal } = {}): Promise<void> {
+    return callKernel(
+      (cancel) => this.native.calibrate(features.map((t) => t.data), features.map((t) => t.shape), reset, cancel),
+      opts,
+      this.calibrate,
+    );
+  }
+
+  /** Image scores of models that do not score by their map's maximum (CS-Flow: mean z^2); null for the others. */
+  scores(features: Nchw[], opts: { signal?: AbortSignal } = {}): Promise<Float32Array | null> {
+    return callKernel((cancel) => this.native.scores(features.map((t) => t.data), features.map((t) => t.shape), cancel), opts, this.scores);
   }
 
   state(): TrainState {

@@ -16,7 +16,7 @@ export interface ComputeFlags {
   quiet?: boolean;
 }
 
-export const DEVICE_HELP = 'where the k-NN and coreset kernels run: auto|cpu|cuda (default auto)';
+export const DEVICE_HELP = 'where the k-NN and coreset kernels and the trained detectors run: auto|cpu|cuda (default auto)';
 export const QUIET_HELP = 'no progress bars or notices; only results and errors';
 
 export function addComputeOptions(cmd: Command): Command {

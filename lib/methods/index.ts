@@ -6,6 +6,10 @@ import type { PatchCoreParams } from './patchcore';
 import { findMethod, METHODS } from './registry';
 import type { SpadeParams } from './spade';
 import type { Rd4adParams, StpmParams } from './teacher-student';
+import type { CfaParams } from './cfa';
+import type { CFlowParams } from './cflow';
+import type { CsFlowParams } from './csflow';
+import type { FastFlowParams } from './fastflow';
 import type { Detector } from './types';
 
 /** Each registered method's parameters (the typed overload of createDetector). */
@@ -16,6 +20,10 @@ export interface MethodParams {
   dne: DneParams;
   stpm: StpmParams;
   rd4ad: Rd4adParams;
+  cfa: CfaParams;
+  cflow: CFlowParams;
+  csflow: CsFlowParams;
+  fastflow: FastFlowParams;
 }
 export type MethodName = keyof MethodParams;
 
@@ -47,5 +55,10 @@ export { Dne, type DneParams } from './dne';
 export type { BackboneParams } from './features';
 export type { AnomalyMap, Detector, FitOptions, Prediction, RunOptions, Timing, TrainSample } from './types';
 export { Stpm, Rd4ad, type StpmParams, type Rd4adParams, type TeacherStudentParams } from './teacher-student';
+export { FastFlow, type FastFlowParams } from './fastflow';
+export { CFlow, type CFlowParams } from './cflow';
+export { Cfa, CFA_LAYERS, type CfaParams } from './cfa';
+export { CsFlow, type CsFlowParams } from './csflow';
+export type { FrozenHeadParams } from './frozen-head';
 export { readCheckpoint, writeCheckpoint, encodeCheckpoint, decodeCheckpoint, type Checkpoint } from './checkpoint';
 export type { DetectorState, TrainingStats } from './types';

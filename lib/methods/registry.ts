@@ -3,7 +3,11 @@
  * `createDetector`, `imiad run --method` (its checks and `--help`), the grid, the demo and the reports read the
  * list from this table; nothing else names the methods.
  */
+import { Cfa } from './cfa';
+import { CFlow } from './cflow';
+import { CsFlow } from './csflow';
 import { Dne } from './dne';
+import { FastFlow } from './fastflow';
 import { Padim } from './padim';
 import { PatchCore } from './patchcore';
 import { Spade } from './spade';
@@ -150,6 +154,62 @@ export const METHODS: readonly MethodEntry[] = [
     continual: 'sequential',
     options: TRAINED_OPTIONS,
     summary: 'reverse distillation: one-class bottleneck and decoder (libtorch)',
+  },
+  {
+    name: 'cfa',
+    label: 'CFA',
+    create: (p) => new Cfa(p),
+    trained: true,
+    usesLabelledAnomalies: false,
+    hasMaps: true,
+    imageSize: 256,
+    cropSize: 256,
+    normalisation: 'imagenet',
+    continual: 'sequential',
+    options: TRAINED_OPTIONS,
+    summary: 'coupled-hypersphere feature adaptation: CoordConv descriptor pulled to a memory bank of patch means (libtorch)',
+  },
+  {
+    name: 'cflow',
+    label: 'CFlow',
+    create: (p) => new CFlow(p),
+    trained: true,
+    usesLabelledAnomalies: false,
+    hasMaps: true,
+    imageSize: 256,
+    cropSize: 256,
+    normalisation: 'imagenet',
+    continual: 'sequential',
+    options: TRAINED_OPTIONS,
+    summary: 'conditional normalizing flow per level over position-encoded feature vectors (libtorch)',
+  },
+  {
+    name: 'csflow',
+    label: 'CS-Flow',
+    create: (p) => new CsFlow(p),
+    trained: true,
+    usesLabelledAnomalies: false,
+    hasMaps: true,
+    imageSize: 768,
+    cropSize: 768,
+    normalisation: 'imagenet',
+    continual: 'sequential',
+    options: TRAINED_OPTIONS,
+    summary: 'fully convolutional cross-scale normalizing flow over one level at three input scales (libtorch)',
+  },
+  {
+    name: 'fastflow',
+    label: 'FastFlow',
+    create: (p) => new FastFlow(p),
+    trained: true,
+    usesLabelledAnomalies: false,
+    hasMaps: true,
+    imageSize: 256,
+    cropSize: 256,
+    normalisation: 'imagenet',
+    continual: 'sequential',
+    options: TRAINED_OPTIONS,
+    summary: '2-D normalizing flow with conv subnets on each feature level (libtorch)',
   },
 ];
 

@@ -20,7 +20,9 @@ import * as os from 'os';
 import { imiadError, invalidType } from '../../bindings/errors';
 import { defaultMemoryBudget } from '../../bindings/gaussian';
 import * as is from '../../bindings/is';
+import { resolveTrainDevice, trainDeviceParam } from '../../bindings/train/device';
 import { type Nchw, trainAddon, TrainModel } from '../../bindings/train/train';
+import type { Device } from '../../bindings/validate';
 import type { BackboneShape } from '../backbone/builder';
 import type { FeatureMap } from '../backbone/session';
 import type { Sample } from '../datasets/types';
@@ -53,6 +55,8 @@ export interface TeacherStudentParams extends BackboneParams {
   trainThreads?: number;
   /** Keep the training set's teacher features in memory (default: when they fit in half the memory budget). */
   cacheFeatures?: boolean;
+  /** Where the network trains: 'auto' (CUDA when libtorch has it), 'cpu' or 'cuda'. */
+  device?: Device;
 }
 
 interface Defaults {
@@ -82,6 +86,8 @@ abstract class TeacherStudent implements Detector {
   readonly lr: number;
   readonly sigma: number;
   readonly trainThreads: number;
+  /** The device the network trains on, 'auto' resolved at construction. */
+  readonly trainDevice: 'cpu' | 'cuda';
   private readonly cacheFeatures?: boolean;
   private readonly extractor: FeatureExtractor;
   private model: TrainModel | null = null;
@@ -106,8 +112,9 @@ abstract class TeacherStudent implements Detector {
     this.trainThreads = optionalInt(params.trainThreads, 'trainThreads', 1, 1024, os.availableParallelism());
     if (params.cacheFeatures !== undefined && typeof params.cacheFeatures !== 'boolean') throw invalidType('boolean', 'cacheFeatures', params.cacheFeatures);
     this.cacheFeatures = params.cacheFeatures;
-    // Fail at construction, with the instructions, when the training addon is missing.
+    // Fail at construction, with the instructions, when the training addon is missing or CUDA cannot be had.
     trainAddon();
+    this.trainDevice = resolveTrainDevice(trainDeviceParam(params.device));
   }
 
   get params(): FeatureExtractor['params'] {
@@ -116,7 +123,7 @@ abstract class TeacherStudent implements Detector {
 
   private createModel(channels: number[]): TrainModel {
     const k = this.defaults.kind;
-    return new TrainModel({ kind: k, channels, seed: this.extractor.params.seed, threads: this.trainThreads, lr: this.lr, momentum: 0.9, weightDecay: 1e-4, beta1: 0.5, beta2: 0.999 });
+    return new TrainModel({ kind: k, channels, seed: this.extractor.params.seed, threads: this.trainThreads, lr: this.lr, momentum: 0.9, weightDecay: 1e-4, beta1: 0.5, beta2: 0.999, device: this.trainDevice });
   }
 
   /** Teacher features of a decoded batch, in layer order; the images only where the student needs them. */

@@ -23,6 +23,10 @@
 #include <mutex>
 #include <sstream>
 
+#include "blocks.h"
+#include "feature_heads.h"
+#include "flows.h"
+
 namespace imiad {
 namespace train {
 namespace {
@@ -201,10 +205,6 @@ struct ReverseImpl : nn::Module {
 };
 TORCH_MODULE(Reverse);
 
-torch::Tensor Wrap(const View& v) {
-  return torch::from_blob(const_cast<float*>(v.data), {v.n, v.c, v.h, v.w}, torch::kFloat32);
-}
-
 // STPM's student sees the image: a [n, 3, h, w] batch with the teacher's n.
 void CheckImages(const View& images, const std::vector<View>& teacher) {
   if (images.data == nullptr || images.c != 3 || images.n != teacher[0].n) {
@@ -249,48 +249,16 @@ void ClearGradients(torch::optim::Optimizer& optimizer) {
 
 class ModelBase : public Model {
  public:
-  explicit ModelBase(const ModelConfig& config) : config_(config) {}
+  explicit ModelBase(const ModelConfig& config) : config_(config), device_(TrainDevice(config.device)) {}
 
   std::vector<NamedArray> State() override {
     std::lock_guard<std::mutex> lock(mutex_);
-    std::vector<NamedArray> out;
-    auto add = [&](const std::string& name, const torch::Tensor& t) {
-      if (t.scalar_type() != torch::kFloat32) return;  // num_batches_tracked: unused with a fixed momentum
-      NamedArray a;
-      a.name = name;
-      a.shape = t.sizes().vec();
-      auto c = t.detach().contiguous();
-      a.values.assign(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
-      out.push_back(std::move(a));
-    };
-    for (auto& p : module()->named_parameters()) add(p.key(), p.value());
-    for (auto& b : module()->named_buffers()) add(b.key(), b.value());
-    return out;
+    return ModuleState(*module());  // num_batches_tracked (int64) is left out: unused with a fixed momentum
   }
 
   void LoadState(const std::vector<NamedArray>& state) override {
     std::lock_guard<std::mutex> lock(mutex_);
-    torch::NoGradGuard guard;
-    std::map<std::string, const NamedArray*> byName;
-    for (auto& a : state) byName[a.name] = &a;
-    size_t used = 0;
-    auto load = [&](const std::string& name, torch::Tensor& t) {
-      if (t.scalar_type() != torch::kFloat32) return;
-      auto it = byName.find(name);
-      if (it == byName.end()) throw InvalidArgument("ERR_IMIAD_CHECKPOINT", "The checkpoint lacks the tensor " + name);
-      const NamedArray& a = *it->second;
-      if (a.shape != t.sizes().vec() || static_cast<int64_t>(a.values.size()) != t.numel()) {
-        throw InvalidArgument("ERR_IMIAD_CHECKPOINT", "The checkpoint's tensor " + name + " does not match the model's shape");
-      }
-      t.copy_(torch::from_blob(const_cast<float*>(a.values.data()), t.sizes(), torch::kFloat32));
-      used++;
-    };
-    for (auto& p : module()->named_parameters()) load(p.key(), p.value());
-    for (auto& b : module()->named_buffers()) load(b.key(), b.value());
-    if (used != state.size()) {
-      throw InvalidArgument("ERR_IMIAD_CHECKPOINT", "The checkpoint holds " + std::to_string(state.size()) +
-                                                        " tensors but the model has " + std::to_string(used));
-    }
+    LoadModuleState(*module(), state);
   }
 
   int64_t ParameterCount() override {
@@ -370,6 +338,7 @@ class ModelBase : public Model {
   }
 
   ModelConfig config_;
+  torch::Device device_;
   std::mutex mutex_;
 };
 
@@ -382,6 +351,7 @@ class Stpm : public ModelBase {
       student_ = Student(config.teacherChannels);
       TorchvisionInit(*student_);
     }
+    student_->to(device_);
     optimizer_ = std::make_unique<torch::optim::SGD>(
         student_->parameters(),
         torch::optim::SGDOptions(config.lr).momentum(config.momentum).weight_decay(config.weightDecay));
@@ -394,10 +364,10 @@ class Stpm : public ModelBase {
       CheckImages(images, teacher);
       control.throwIfCancelled();
       student_->train();
-      auto fs = student_->forward(Wrap(images));
-      torch::Tensor loss = torch::zeros({}, torch::kFloat32);
+      auto fs = student_->forward(ViewTensor(images, device_));
+      torch::Tensor loss = torch::zeros({}, torch::TensorOptions().device(device_));
       for (size_t i = 0; i < fs.size(); i++) {
-        auto ft = Wrap(teacher[i]);
+        auto ft = ViewTensor(teacher[i], device_);
         if (fs[i].sizes() != ft.sizes()) throw InvalidArgument("ERR_IMIAD_DIMS", "The student's layer " + std::to_string(i + 1) + " does not match the teacher's size");
         const double hw = static_cast<double>(ft.size(2) * ft.size(3));
         auto d = torch::nn::functional::normalize(fs[i], nn::functional::NormalizeFuncOptions().dim(1)) -
@@ -420,18 +390,17 @@ class Stpm : public ModelBase {
       control.throwIfCancelled();
       c10::InferenceMode guard;  // no autograd records at all (cheaper than NoGradGuard)
       student_->eval();
-      auto fs = student_->forward(Wrap(images));
-      torch::Tensor map = torch::ones({images.n, 1, outSize, outSize});
+      auto fs = student_->forward(ViewTensor(images, device_));
+      torch::Tensor map = torch::ones({images.n, 1, outSize, outSize}, torch::TensorOptions().device(device_));
       for (size_t i = 0; i < fs.size(); i++) {
-        auto a = 1 - torch::cosine_similarity(fs[i], Wrap(teacher[i]), 1).unsqueeze(1);
+        auto a = 1 - torch::cosine_similarity(fs[i], ViewTensor(teacher[i], device_), 1).unsqueeze(1);
         a = nn::functional::interpolate(a, nn::functional::InterpolateFuncOptions()
                                                .size(std::vector<int64_t>{outSize, outSize})
                                                .mode(torch::kBilinear)
                                                .align_corners(false));
         map = map * a;
       }
-      auto c = map.contiguous();
-      std::copy(c.data_ptr<float>(), c.data_ptr<float>() + c.numel(), out);
+      CopyOut(map, out);
     });
   }
 
@@ -466,13 +435,14 @@ class Rd4ad : public ModelBase {
       net_ = Reverse(config.teacherChannels);
       TorchvisionInit(*net_);
     }
+    net_->to(device_);
     optimizer_ = std::make_unique<torch::optim::Adam>(
         net_->parameters(), torch::optim::AdamOptions(config.lr).betas(std::make_tuple(config.beta1, config.beta2)));
   }
 
   std::vector<torch::Tensor> Wrapped(const std::vector<View>& teacher) {
     std::vector<torch::Tensor> t;
-    for (auto& v : teacher) t.push_back(Wrap(v));
+    for (auto& v : teacher) t.push_back(ViewTensor(v, device_));
     return t;
   }
 
@@ -484,7 +454,7 @@ class Rd4ad : public ModelBase {
       net_->train();
       auto t = Wrapped(teacher);
       auto s = net_->forward(t);
-      torch::Tensor loss = torch::zeros({}, torch::kFloat32);
+      torch::Tensor loss = torch::zeros({}, torch::TensorOptions().device(device_));
       for (size_t i = 0; i < s.size(); i++) {
         if (s[i].sizes() != t[i].sizes()) throw InvalidArgument("ERR_IMIAD_DIMS", "The decoder's layer " + std::to_string(i + 1) + " does not match the teacher's size");
         const int64_t n = t[i].size(0);
@@ -507,7 +477,7 @@ class Rd4ad : public ModelBase {
       net_->eval();
       auto t = Wrapped(teacher);
       auto s = net_->forward(t);
-      torch::Tensor map = torch::zeros({teacher[0].n, 1, outSize, outSize});
+      torch::Tensor map = torch::zeros({teacher[0].n, 1, outSize, outSize}, torch::TensorOptions().device(device_));
       for (size_t i = 0; i < s.size(); i++) {
         auto a = 1 - torch::cosine_similarity(t[i], s[i], 1).unsqueeze(1);
         a = nn::functional::interpolate(a, nn::functional::InterpolateFuncOptions()
@@ -516,8 +486,7 @@ class Rd4ad : public ModelBase {
                                                .align_corners(true));
         map = map + a;
       }
-      auto c = map.contiguous();
-      std::copy(c.data_ptr<float>(), c.data_ptr<float>() + c.numel(), out);
+      CopyOut(map, out);
     });
   }
 
@@ -567,6 +536,14 @@ std::unique_ptr<Model> CreateModel(const ModelConfig& config) {
   at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/false);
   if (config.kind == "stpm") return std::make_unique<Stpm>(config);
   if (config.kind == "rd4ad") return std::make_unique<Rd4ad>(config);
+  if (config.kind == "fastflow" || config.kind == "cflow" || config.kind == "csflow") {
+    std::lock_guard<std::mutex> lock(SeedMutex());
+    return CreateFlowModel(config);
+  }
+  if (config.kind == "cfa") {
+    std::lock_guard<std::mutex> lock(SeedMutex());
+    return CreateFeatureHeadModel(config);
+  }
   throw InvalidArgument("ERR_IMIAD_ARGUMENT", "Unknown trained model kind " + config.kind);
 }
 
@@ -574,6 +551,10 @@ double SelfCheck() {
   auto g = torch::arange(16, torch::kFloat32).reshape({4, 4});
   return torch::matmul(g, g.t()).sum().item<double>();
 }
+
+bool CudaAvailable() { return torch::cuda::is_available(); }
+
+bool CudaBuilt() { return at::hasCUDA(); }
 
 std::string TorchVersion() {
   std::ostringstream s;

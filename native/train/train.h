@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -29,6 +30,10 @@ struct ModelConfig {
   int threads = 1;
   // Optimiser: STPM = SGD(lr, momentum, weightDecay); RD4AD = Adam(lr, betas (beta1, beta2)).
   double lr = 0.4, momentum = 0.9, weightDecay = 1e-4, beta1 = 0.5, beta2 = 0.999;
+  // "cpu" or "cuda" (resolved by the caller: "cuda" only where CudaAvailable()).
+  std::string device = "cpu";
+  // Method-specific numbers (native/train/flows.cc: feature sides, blocks, clamp, schedule, ...).
+  std::map<std::string, std::vector<double>> extra;
 };
 
 // A named float tensor of the model's state (parameters and batch-norm statistics).
@@ -46,6 +51,17 @@ class Model {
   // Anomaly maps [n, outSize, outSize] (before smoothing), written to `out`.
   virtual void Maps(const View& images, const std::vector<View>& teacher, int64_t outSize, float* out,
                     const RunControl& control) = 0;
+  // Feeds training features after training so that the model fixes its normalising constants (CFlow: the per-level
+  // maximum of log p / C over the training normals); `reset` starts over. Most models have none.
+  virtual void Calibrate(const std::vector<View>& features, bool reset, const RunControl& control) {
+    (void)features, (void)reset, (void)control;
+  }
+  // Image scores [n] written to `out`, for models whose score is not their map's maximum (CS-Flow: mean z^2);
+  // false when the model has none.
+  virtual bool Scores(const std::vector<View>& features, float* out, const RunControl& control) {
+    (void)features, (void)out, (void)control;
+    return false;
+  }
   virtual std::vector<NamedArray> State() = 0;
   virtual void LoadState(const std::vector<NamedArray>& state) = 0;
   // The optimiser's state, so that training can continue exactly where it stopped (a continual run resumed after a
@@ -62,6 +78,12 @@ std::unique_ptr<Model> CreateModel(const ModelConfig& config);
 
 // A tiny torch computation (for the load check): the sum of a seeded 4 x 4 matrix product.
 double SelfCheck();
+
+// Whether the linked libtorch has CUDA and sees a GPU.
+bool CudaAvailable();
+
+// Whether the linked libtorch was built with CUDA at all (Debian's libtorch-dev is not).
+bool CudaBuilt();
 
 // Version string of the linked libtorch.
 std::string TorchVersion();

@@ -1,0 +1,251 @@
+// Shared building blocks of the trained heads (see blocks.h). The positional encoding follows cflow-ad's
+// custom_models/utils.py positionalencoding2d and the likelihood its get_logp (_GCONST_ = -0.9189385332046727).
+#include "blocks.h"
+
+#include <cmath>
+#include <map>
+
+namespace imiad {
+namespace train {
+
+torch::Device TrainDevice(const std::string& device) {
+  if (device == "cuda" && torch::cuda::is_available()) return torch::Device(torch::kCUDA, 0);
+  return torch::Device(torch::kCPU);
+}
+
+torch::Tensor ViewTensor(const View& v, const torch::Device& device) {
+  auto t = torch::from_blob(const_cast<float*>(v.data), {v.n, v.c, v.h, v.w}, torch::kFloat32);
+  return device.is_cpu() ? t : t.to(device);
+}
+
+torch::Tensor PositionalEncoding2d(int64_t d, int64_t h, int64_t w) {
+  if (d % 4 != 0) throw InvalidArgument("ERR_IMIAD_RANGE", "Expected a positional encoding size that is a multiple of 4 but received " + std::to_string(d));
+  auto p = torch::zeros({d, h, w}, torch::kFloat32);
+  const int64_t half = d / 2;
+  auto div = torch::exp(torch::arange(0.0, static_cast<double>(half), 2.0, torch::kFloat32) * -(std::log(1e4) / static_cast<double>(half)));
+  auto posW = torch::arange(0.0, static_cast<double>(w), torch::kFloat32).unsqueeze(1);
+  auto posH = torch::arange(0.0, static_cast<double>(h), torch::kFloat32).unsqueeze(1);
+  using torch::indexing::Slice;
+  p.index_put_({Slice(0, half, 2)}, torch::sin(posW * div).transpose(0, 1).unsqueeze(1).repeat({1, h, 1}));
+  p.index_put_({Slice(1, half, 2)}, torch::cos(posW * div).transpose(0, 1).unsqueeze(1).repeat({1, h, 1}));
+  p.index_put_({Slice(half, torch::indexing::None, 2)}, torch::sin(posH * div).transpose(0, 1).unsqueeze(2).repeat({1, 1, w}));
+  p.index_put_({Slice(half + 1, torch::indexing::None, 2)}, torch::cos(posH * div).transpose(0, 1).unsqueeze(2).repeat({1, 1, w}));
+  return p;
+}
+
+torch::Tensor GaussianLogLikelihood(const torch::Tensor& z, const torch::Tensor& logdet) {
+  const double c = static_cast<double>(z.size(1));
+  return c * -0.9189385332046727 - 0.5 * z.pow(2).sum(1) + logdet;
+}
+
+std::vector<NamedArray> ModuleState(torch::nn::Module& module) {
+  std::vector<NamedArray> out;
+  auto add = [&](const std::string& name, const torch::Tensor& t) {
+    if (t.scalar_type() != torch::kFloat32) return;
+    NamedArray a;
+    a.name = name;
+    a.shape = t.sizes().vec();
+    auto c = t.detach().to(torch::kCPU).contiguous();
+    a.values.assign(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
+    out.push_back(std::move(a));
+  };
+  for (auto& p : module.named_parameters()) add(p.key(), p.value());
+  for (auto& b : module.named_buffers()) add(b.key(), b.value());
+  return out;
+}
+
+void LoadModuleState(torch::nn::Module& module, const std::vector<NamedArray>& state) {
+  torch::NoGradGuard guard;
+  std::map<std::string, const NamedArray*> byName;
+  for (auto& a : state) byName[a.name] = &a;
+  size_t used = 0;
+  auto load = [&](const std::string& name, torch::Tensor& t) {
+    if (t.scalar_type() != torch::kFloat32) return;
+    auto it = byName.find(name);
+    if (it == byName.end()) throw InvalidArgument("ERR_IMIAD_CHECKPOINT", "The checkpoint lacks the tensor " + name);
+    const NamedArray& a = *it->second;
+    if (a.shape != t.sizes().vec() || static_cast<int64_t>(a.values.size()) != t.numel()) {
+      throw InvalidArgument("ERR_IMIAD_CHECKPOINT", "The checkpoint's tensor " + name + " does not match the model's shape");
+    }
+    t.copy_(torch::from_blob(const_cast<float*>(a.values.data()), t.sizes(), torch::kFloat32));
+    used++;
+  };
+  for (auto& p : module.named_parameters()) load(p.key(), p.value());
+  for (auto& b : module.named_buffers()) load(b.key(), b.value());
+  if (used != state.size()) {
+    throw InvalidArgument("ERR_IMIAD_CHECKPOINT", "The checkpoint holds " + std::to_string(state.size()) + " tensors but the model has " + std::to_string(used));
+  }
+}
+
+int64_t TrainableCount(torch::nn::Module& module) {
+  int64_t n = 0;
+  for (auto& p : module.parameters()) {
+    if (p.requires_grad()) n += p.numel();
+  }
+  return n;
+}
+
+std::vector<double> Extra(const ModelConfig& config, const std::string& key, std::vector<double> fallback) {
+  auto it = config.extra.find(key);
+  return it == config.extra.end() ? fallback : it->second;
+}
+
+void CopyOut(const torch::Tensor& map, float* out) {
+  auto c = map.detach().to(torch::kCPU).contiguous();
+  std::copy(c.data_ptr<float>(), c.data_ptr<float>() + c.numel(), out);
+}
+
+void PinThreads(int threads) {
+  at::init_num_threads();
+  torch::set_num_threads(threads);
+}
+
+void CheckLevels(const std::vector<View>& features, const std::vector<int64_t>& channels, const std::vector<int64_t>& sides) {
+  if (features.size() != channels.size()) {
+    throw InvalidArgument("ERR_IMIAD_DIMS", "Expected " + std::to_string(channels.size()) + " feature levels but received " + std::to_string(features.size()));
+  }
+  for (size_t i = 0; i < features.size(); i++) {
+    const View& f = features[i];
+    const bool sideOk = sides.empty() || (f.h == sides[2 * i] && f.w == sides[2 * i + 1]);
+    if (f.c != channels[i] || f.n != features[0].n || !sideOk) {
+      std::string want = std::to_string(channels[i]) + " channels";
+      if (!sides.empty()) want += " of " + std::to_string(sides[2 * i]) + " x " + std::to_string(sides[2 * i + 1]);
+      throw InvalidArgument("ERR_IMIAD_DIMS", "Expected feature level " + std::to_string(i + 1) + " with " + want + " but received " + std::to_string(f.c) +
+                                                  " channels of " + std::to_string(f.h) + " x " + std::to_string(f.w));
+    }
+  }
+}
+
+torch::Tensor Upsample(const torch::Tensor& m, int64_t size, bool alignCorners) {
+  return torch::nn::functional::interpolate(m, torch::nn::functional::InterpolateFuncOptions().size(std::vector<int64_t>{size, size}).mode(torch::kBilinear).align_corners(alignCorners));
+}
+
+std::vector<torch::Tensor> TrainableParameters(torch::nn::Module& module) {
+  std::vector<torch::Tensor> out;
+  for (auto& p : module.parameters()) {
+    if (p.requires_grad()) out.push_back(p);
+  }
+  return out;
+}
+
+std::vector<NamedArray> HeadModel::State() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return ModuleState(*root_);
+}
+
+void HeadModel::LoadState(const std::vector<NamedArray>& state) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  LoadModuleState(*root_, state);
+}
+
+namespace {
+
+// libtorch keys an optimiser's per-parameter state by the parameter's TensorImpl address, as a string.
+std::string OptimizerKey(const torch::Tensor& p) { return c10::guts::to_string(p.unsafeGetTensorImpl()); }
+
+NamedArray Named(const std::string& name, const torch::Tensor& t) {
+  NamedArray a;
+  a.name = name;
+  a.shape = t.sizes().vec();
+  auto c = t.detach().to(torch::kCPU, torch::kFloat32).contiguous();
+  a.values.assign(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
+  return a;
+}
+
+torch::Tensor Restore(const std::map<std::string, const NamedArray*>& byName, const std::string& name, const torch::Tensor& like, size_t* used) {
+  auto it = byName.find(name);
+  if (it == byName.end()) throw InvalidArgument("ERR_IMIAD_CHECKPOINT", "The checkpoint's optimiser state lacks " + name);
+  const NamedArray& a = *it->second;
+  if (a.shape != like.sizes().vec() || static_cast<int64_t>(a.values.size()) != like.numel()) {
+    throw InvalidArgument("ERR_IMIAD_CHECKPOINT", "The checkpoint's optimiser tensor " + name + " does not match the parameter's shape");
+  }
+  (*used)++;
+  return torch::from_blob(const_cast<float*>(a.values.data()), like.sizes(), torch::kFloat32).clone().to(like.device());
+}
+
+// Adam and AdamW keep the same per-parameter state (step, first and second moments, amsgrad's maximum).
+template <typename ParamState>
+void SaveAdamState(const std::string& name, torch::optim::OptimizerParamState& state, std::vector<NamedArray>* out) {
+  auto& s = static_cast<ParamState&>(state);
+  out->push_back(Named("exp_avg:" + name, s.exp_avg()));
+  out->push_back(Named("exp_avg_sq:" + name, s.exp_avg_sq()));
+  if (s.max_exp_avg_sq().defined()) out->push_back(Named("max_exp_avg_sq:" + name, s.max_exp_avg_sq()));
+  NamedArray step;
+  step.name = "step:" + name;
+  step.shape = {2};
+  step.values = {static_cast<float>(s.step() >> 24), static_cast<float>(s.step() & 0xFFFFFF)};
+  out->push_back(std::move(step));
+}
+
+template <typename ParamState>
+std::unique_ptr<torch::optim::OptimizerParamState> LoadAdamState(const std::string& name, const torch::Tensor& param,
+                                                                  const std::map<std::string, const NamedArray*>& byName, size_t* used) {
+  auto it = byName.find("step:" + name);
+  if (it == byName.end()) return nullptr;
+  const NamedArray& step = *it->second;
+  if (step.values.size() != 2) throw InvalidArgument("ERR_IMIAD_CHECKPOINT", "The checkpoint's optimiser step of " + name + " is not two numbers");
+  (*used)++;
+  auto s = std::make_unique<ParamState>();
+  s->step((static_cast<int64_t>(step.values[0]) << 24) + static_cast<int64_t>(step.values[1]));
+  s->exp_avg(Restore(byName, "exp_avg:" + name, param, used));
+  s->exp_avg_sq(Restore(byName, "exp_avg_sq:" + name, param, used));
+  if (byName.count("max_exp_avg_sq:" + name)) s->max_exp_avg_sq(Restore(byName, "max_exp_avg_sq:" + name, param, used));
+  return s;
+}
+
+}  // namespace
+
+std::vector<NamedArray> HeadModel::OptimizerState() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::vector<NamedArray> out;
+  const bool adamw = dynamic_cast<torch::optim::AdamW*>(optimizer_.get()) != nullptr;
+  auto& states = optimizer_->state();
+  for (auto& p : root_->named_parameters()) {
+    auto it = states.find(OptimizerKey(p.value()));
+    if (it == states.end()) continue;
+    if (adamw) SaveAdamState<torch::optim::AdamWParamState>(p.key(), *it->second, &out);
+    else SaveAdamState<torch::optim::AdamParamState>(p.key(), *it->second, &out);
+  }
+  return out;
+}
+
+void HeadModel::LoadOptimizerState(const std::vector<NamedArray>& state) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::map<std::string, const NamedArray*> byName;
+  for (auto& a : state) byName[a.name] = &a;
+  const bool adamw = dynamic_cast<torch::optim::AdamW*>(optimizer_.get()) != nullptr;
+  // Parsed in full before the optimiser is touched: a bad checkpoint leaves it as it was.
+  std::vector<std::pair<std::string, std::unique_ptr<torch::optim::OptimizerParamState>>> parsed;
+  size_t used = 0;
+  for (auto& p : root_->named_parameters()) {
+    auto s = adamw ? LoadAdamState<torch::optim::AdamWParamState>(p.key(), p.value(), byName, &used)
+                   : LoadAdamState<torch::optim::AdamParamState>(p.key(), p.value(), byName, &used);
+    if (s) parsed.emplace_back(OptimizerKey(p.value()), std::move(s));
+  }
+  if (used != state.size()) {
+    throw InvalidArgument("ERR_IMIAD_CHECKPOINT", "The checkpoint's optimiser state holds " + std::to_string(state.size()) + " tensors but the model's parameters use " +
+                                                      std::to_string(used));
+  }
+  auto& states = optimizer_->state();
+  states.clear();
+  for (auto& kv : parsed) states[kv.first] = std::move(kv.second);
+}
+
+void HeadModel::Finish(std::shared_ptr<torch::nn::Module> root, std::unique_ptr<torch::optim::Optimizer> optimizer) {
+  root_ = std::move(root);
+  optimizer_ = std::move(optimizer);
+  root_->to(device_);
+}
+
+double HeadModel::Apply(const torch::Tensor& loss) {
+  const double value = loss.item<double>();
+  if (!std::isfinite(value)) return value;
+  optimizer_->zero_grad();
+  loss.backward();
+  if (clipNorm_ > 0) torch::nn::utils::clip_grad_norm_(TrainableParameters(*root_), clipNorm_);
+  optimizer_->step();
+  return value;
+}
+
+}  // namespace train
+}  // namespace imiad

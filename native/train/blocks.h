@@ -1,0 +1,87 @@
+// Building blocks shared by the trained heads on frozen features (native/train/flows.cc and later families):
+// zero-copy wrapping of the ONNX features, the 2-D sin/cos positional encoding (cflow-ad), the Gaussian
+// log-likelihood with log-det bookkeeping, the training device, and a module's state as named float arrays.
+// Internal to native/train (it speaks torch); the addon sees only train.h.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "train.h"
+
+namespace imiad {
+namespace train {
+
+// The device a model lives on: "cuda" only where libtorch has CUDA and sees a GPU (the TypeScript side resolves
+// 'auto' and refuses 'cuda' before this runs); anything else is the CPU.
+torch::Device TrainDevice(const std::string& device);
+
+// A [n, c, h, w] view as a tensor on `device` (a view of the caller's memory on the CPU, a copy on a GPU).
+torch::Tensor ViewTensor(const View& v, const torch::Device& device);
+
+// cflow-ad's positionalencoding2d(D, H, W) (custom_models/utils.py): [D, H, W], the first D/2 channels encode the
+// column (sin at even, cos at odd channels), the last D/2 the row, frequencies exp(-2k ln(1e4) / (D/2)).
+torch::Tensor PositionalEncoding2d(int64_t d, int64_t h, int64_t w);
+
+// log N(z; 0, I) of each row of z [n, C] plus its log-det [n]: C ln(1/sqrt(2 pi)) - 0.5 |z|^2 + logdet
+// (cflow-ad get_logp).
+torch::Tensor GaussianLogLikelihood(const torch::Tensor& z, const torch::Tensor& logdet);
+
+// The float parameters and buffers of a module as named arrays, and back (a checkpoint's tensors must all match).
+std::vector<NamedArray> ModuleState(torch::nn::Module& module);
+void LoadModuleState(torch::nn::Module& module, const std::vector<NamedArray>& state);
+int64_t TrainableCount(torch::nn::Module& module);
+
+// Reads an optional extra parameter of a model config (ModelConfig::extra), with a default.
+std::vector<double> Extra(const ModelConfig& config, const std::string& key, std::vector<double> fallback);
+
+// A [n, outSize, outSize] map tensor copied into `out` (on the CPU).
+void CopyOut(const torch::Tensor& map, float* out);
+
+// Pins the calling worker thread's intra-op thread count (OpenMP settings are per thread).
+void PinThreads(int threads);
+
+// Checks feature levels against the channels (and, when given, the sides h, w per level) the model was built for.
+void CheckLevels(const std::vector<View>& features, const std::vector<int64_t>& channels, const std::vector<int64_t>& sides);
+
+// Bilinear resize of [n, c, h, w] maps to size x size.
+torch::Tensor Upsample(const torch::Tensor& m, int64_t size, bool alignCorners);
+
+// The parameters that take gradients (FrEIA's fixed permutations are buffers here, so this is all of them).
+std::vector<torch::Tensor> TrainableParameters(torch::nn::Module& module);
+
+// A trained head on frozen features: one root module on one device, one optimiser, state as named arrays; every
+// call holds the model's mutex.
+class HeadModel : public Model {
+ public:
+  explicit HeadModel(const ModelConfig& config) : config_(config), device_(TrainDevice(config.device)) {}
+  std::vector<NamedArray> State() override;
+  void LoadState(const std::vector<NamedArray>& state) override;
+  // Adam's / AdamW's per-parameter state, named as the teacher-student models name theirs (exp_avg:<param>,
+  // exp_avg_sq:<param>, max_exp_avg_sq:<param> with amsgrad, step:<param> = {step / 2^24, step % 2^24}).
+  std::vector<NamedArray> OptimizerState() override;
+  void LoadOptimizerState(const std::vector<NamedArray>& state) override;
+  int64_t ParameterCount() override { return TrainableCount(*root_); }
+
+ protected:
+  // Takes the root module, moves it to the device, and the optimiser over its parameters (made before the move:
+  // the parameters move in place).
+  void Finish(std::shared_ptr<torch::nn::Module> root, std::unique_ptr<torch::optim::Optimizer> optimizer);
+  // One optimiser step on `loss` unless it is NaN or infinite (then the weights stay as they were); the loss.
+  double Apply(const torch::Tensor& loss);
+
+  ModelConfig config_;
+  torch::Device device_;
+  // > 0: the gradients' global norm is clipped to this before each step (CS-Flow: 1).
+  double clipNorm_ = 0;
+  std::shared_ptr<torch::nn::Module> root_;
+  std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  std::mutex mutex_;
+};
+
+}  // namespace train
+}  // namespace imiad
