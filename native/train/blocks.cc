@@ -138,8 +138,6 @@ void HeadModel::LoadState(const std::vector<NamedArray>& state) {
   LoadModuleState(*root_, state);
 }
 
-namespace {
-
 // libtorch keys an optimiser's per-parameter state by the parameter's TensorImpl address, as a string.
 std::string OptimizerKey(const torch::Tensor& p) { return c10::guts::to_string(p.unsafeGetTensorImpl()); }
 
@@ -162,6 +160,8 @@ torch::Tensor Restore(const std::map<std::string, const NamedArray*>& byName, co
   (*used)++;
   return torch::from_blob(const_cast<float*>(a.values.data()), like.sizes(), torch::kFloat32).clone().to(like.device());
 }
+
+namespace {
 
 // Adam and AdamW keep the same per-parameter state (step, first and second moments, amsgrad's maximum).
 template <typename ParamState>

@@ -6,6 +6,8 @@
 
 #include <torch/torch.h>
 
+#include <map>
+
 #include <memory>
 #include <mutex>
 #include <string>
@@ -35,6 +37,14 @@ torch::Tensor GaussianLogLikelihood(const torch::Tensor& z, const torch::Tensor&
 std::vector<NamedArray> ModuleState(torch::nn::Module& module);
 void LoadModuleState(torch::nn::Module& module, const std::vector<NamedArray>& state);
 int64_t TrainableCount(torch::nn::Module& module);
+
+// Optimiser state as named arrays (checkpoints): libtorch keys an optimiser's per-parameter state by the parameter's
+// TensorImpl address, as a string; Named copies a tensor out (float32, on the CPU); Restore reads `name` back shaped
+// and placed like `like`, counting the arrays read in `used`, and names what is missing or misshaped.
+std::string OptimizerKey(const torch::Tensor& p);
+NamedArray Named(const std::string& name, const torch::Tensor& t);
+torch::Tensor Restore(const std::map<std::string, const NamedArray*>& byName, const std::string& name, const torch::Tensor& like,
+                      size_t* used);
 
 // Reads an optional extra parameter of a model config (ModelConfig::extra), with a default.
 std::vector<double> Extra(const ModelConfig& config, const std::string& key, std::vector<double> fallback);

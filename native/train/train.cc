@@ -299,31 +299,6 @@ class ModelBase : public Model {
   }
 
  protected:
-  // libtorch keys an optimiser's per-parameter state by the parameter's TensorImpl address, as a string.
-  static std::string OptimizerKey(const torch::Tensor& p) { return c10::guts::to_string(p.unsafeGetTensorImpl()); }
-
-  static NamedArray Named(const std::string& name, const torch::Tensor& t) {
-    NamedArray a;
-    a.name = name;
-    a.shape = t.sizes().vec();
-    auto c = t.detach().to(torch::kFloat32).contiguous();
-    a.values.assign(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
-    return a;
-  }
-
-  // The named array `name` shaped like `like`, as a fresh tensor; `used` counts the arrays read.
-  static torch::Tensor Restore(const std::map<std::string, const NamedArray*>& byName, const std::string& name,
-                               const torch::Tensor& like, size_t* used) {
-    auto it = byName.find(name);
-    if (it == byName.end()) throw InvalidArgument("ERR_IMIAD_CHECKPOINT", "The checkpoint's optimiser state lacks " + name);
-    const NamedArray& a = *it->second;
-    if (a.shape != like.sizes().vec() || static_cast<int64_t>(a.values.size()) != like.numel()) {
-      throw InvalidArgument("ERR_IMIAD_CHECKPOINT", "The checkpoint's optimiser tensor " + name + " does not match the parameter's shape");
-    }
-    (*used)++;
-    return torch::from_blob(const_cast<float*>(a.values.data()), like.sizes(), torch::kFloat32).clone();
-  }
-
   virtual nn::Module* module() = 0;
   virtual torch::optim::Optimizer& optimizer() = 0;
   // One parameter's optimiser state to named arrays, and back (nullptr: the parameter has none yet).
