@@ -277,6 +277,8 @@ withRedis('grid on a queue (real redis-server)', () => {
     const first = cli(['grid', file, '--queue', redis.url, '--json']);
     const queue = inspect(redis);
     await until(async () => (await queue.getActiveCount()) > 0, 'a running job');
+    // Both workers must hold a connection before Redis goes away (a slow start would otherwise only ever see it down).
+    await until(() => workers.every((w) => w.err().includes('taking jobs from')), 'both workers connected');
     await redis.stop();
     await new Promise((r) => setTimeout(r, 1000));
     await redis.startAgain();
