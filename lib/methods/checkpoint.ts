@@ -17,6 +17,7 @@ import * as path from 'path';
 
 import { imiadError, type ImiadError } from '../../bindings/errors';
 import type { GaussianState } from '../../bindings/gaussian';
+import type { TrainModel } from '../../bindings/train/train';
 import type { DecisionThreshold } from '../metrics/threshold';
 import type { DetectorState, StateArray } from './types';
 
@@ -256,4 +257,20 @@ export function gaussianFromState(state: DetectorState, prefix: string): Gaussia
     mean: stateArray(state, `${prefix}mean`, Float32Array, channels * positions),
     cholesky: stateArray(state, `${prefix}cholesky`, Float32Array, ((channels * (channels + 1)) / 2) * positions),
   };
+}
+
+/**
+ * A trained model's weights (`w:<name>`) and optimiser state (`o:<name>`) as checkpoint arrays, with the names and
+ * shapes the config must carry to restore them (every libtorch-trained detector stores them this way).
+ */
+export function trainedModelState(model: TrainModel): {
+  arrays: DetectorState['arrays'];
+  config: { names: string[]; shapes: number[][]; optimizerNames: string[]; optimizerShapes: number[][] };
+} {
+  const s = model.state();
+  const o = model.optimizerState();
+  const arrays: DetectorState['arrays'] = {};
+  s.names.forEach((name, i) => (arrays[`w:${name}`] = s.arrays[i]));
+  o.names.forEach((name, i) => (arrays[`o:${name}`] = o.arrays[i]));
+  return { arrays, config: { names: s.names, shapes: s.shapes, optimizerNames: o.names, optimizerShapes: o.shapes } };
 }

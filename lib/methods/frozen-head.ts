@@ -22,7 +22,7 @@ import type { BackboneShape } from '../backbone/builder';
 import type { Sample } from '../datasets/types';
 import { batches, type Geometry } from '../image/pipeline';
 import { Random } from '../prng';
-import { configValue, stateArray } from './checkpoint';
+import { configValue, stateArray, trainedModelState } from './checkpoint';
 import {
   type BackboneParams,
   continuesTraining,
@@ -359,21 +359,14 @@ export abstract class FrozenFeatureHead implements Detector {
   saveState(): DetectorState {
     requireFitted(this.model !== null, this.defaults.label);
     const model = this.model as TrainModel;
-    const s = model.state();
-    const o = model.optimizerState();
-    const arrays: DetectorState['arrays'] = {};
-    s.names.forEach((name, i) => (arrays[`w:${name}`] = s.arrays[i]));
-    o.names.forEach((name, i) => (arrays[`o:${name}`] = o.arrays[i]));
+    const { arrays, config } = trainedModelState(model);
     const c = model.config;
     return {
       config: {
         kind: c.kind,
         channels: c.channels,
         extra: c.extra ?? {},
-        names: s.names,
-        shapes: s.shapes,
-        optimizerNames: o.names,
-        optimizerShapes: o.shapes,
+        ...config,
         fits: this.fits,
         cropSize: this.extractor.params.cropSize,
         stats: this.stats,

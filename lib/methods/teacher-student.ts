@@ -28,7 +28,7 @@ import type { FeatureMap } from '../backbone/session';
 import type { Sample } from '../datasets/types';
 import { batches } from '../image/pipeline';
 import { Random } from '../prng';
-import { configInt, configValue, stateArray } from './checkpoint';
+import { configInt, configValue, stateArray, trainedModelState } from './checkpoint';
 import {
   type BackboneParams,
   continuesTraining,
@@ -267,19 +267,12 @@ abstract class TeacherStudent implements Detector {
   saveState(): DetectorState {
     requireFitted(this.model !== null, this.defaults.label);
     const model = this.model as TrainModel;
-    const s = model.state();
-    const o = model.optimizerState();
-    const arrays: DetectorState['arrays'] = {};
-    s.names.forEach((name, i) => (arrays[`w:${name}`] = s.arrays[i]));
-    o.names.forEach((name, i) => (arrays[`o:${name}`] = o.arrays[i]));
+    const { arrays, config } = trainedModelState(model);
     return {
       config: {
         kind: this.defaults.kind,
         channels: model.config.channels,
-        names: s.names,
-        shapes: s.shapes,
-        optimizerNames: o.names,
-        optimizerShapes: o.shapes,
+        ...config,
         fits: this.fits,
         cropSize: this.extractor.params.cropSize,
         stats: this.stats,
