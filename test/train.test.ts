@@ -40,8 +40,8 @@ beforeAll(async () => {
   testSet = category.samples.filter((s) => s.split === 'test');
 });
 
-async function auroc(scores: Float64Array): Promise<number> {
-  const labels = Uint8Array.from(testSet.map((s) => (s.label === 'anomaly' ? 1 : 0)));
+async function auroc(scores: Float64Array, samples: Sample[] = testSet): Promise<number> {
+  const labels = Uint8Array.from(samples.map((s) => (s.label === 'anomaly' ? 1 : 0)));
   return (await binaryClassificationMetrics(scores, labels)).auroc;
 }
 
@@ -170,13 +170,20 @@ describe('STPM and RD4AD (libtorch)', () => {
   });
 
   withAddon('RD4AD: the loss falls and defects score higher (resnet18-shaped teacher for speed)', async () => {
+    // RD4AD on a random teacher and 8 images is chaotic: BLAS rounding alone moved AUROC on 10 test images between
+    // 0.8 and 1.0. With 16 training and 20 test images, seeds 3-6 scored 0.98-1.0 under OpenBLAS and reference BLAS.
+    const root = path.join(tmp, 'mvtec-rd4ad');
+    await synthesize('mvtec', root, { seed: 3, categories: 1, size: 64, train: 16, test: 20 });
+    const [cat] = await loadDataset('mvtec', root);
+    const rdTrain = cat.samples.filter((s) => s.split === 'train');
+    const rdTest = cat.samples.filter((s) => s.split === 'test');
     const d = new Rd4ad({ ...small, backboneShape: 'resnet18', epochs: 10, batchSize: 1 });
     try {
-      await d.fit(train);
+      await d.fit(rdTrain);
       const losses = d.trainingStats()!.losses;
       expect(losses[9]).toBeLessThan(losses[0] * 0.5);
-      const p = await d.predict(testSet);
-      expect(await auroc(p.scores)).toBeGreaterThan(0.8);
+      const p = await d.predict(rdTest);
+      expect(await auroc(p.scores, rdTest)).toBeGreaterThan(0.9);
       const state = d.saveState();
       expect(Object.keys(state.arrays).some((k) => k.startsWith('w:decoder_layer3'))).toBe(true);
     } finally {
