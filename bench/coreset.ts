@@ -71,7 +71,7 @@ export async function main(args: string[]): Promise<void> {
         const x = coresetData(kind, c.rows, c.dims, seed);
         const r = await measureCoresetCase({
           x, rows: c.rows, dims: c.dims, count: c.count, projectionDims: c.projectionDims, seed, repeats, device: 'cpu', oneThread: true,
-          plain: withPlain, peers: withPeer ? ['strong', 'reference'] : [], peerFile: file, peerThreads, peerDevice: 'cpu',
+          plain: withPlain, checkFloat64: true, peers: withPeer ? ['strong', 'reference'] : [], peerFile: file, peerThreads, peerDevice: 'cpu',
           onRun: (name, ms) => process.stdout.write(`  ${name} ${ms.toFixed(0)} ms\n`),
         });
         const fast = r.imiad;

@@ -102,6 +102,8 @@ export interface CoresetCaseOptions {
   oneThread: boolean;
   /** Also run the plain loop once, outside the rounds, and check the selection is the same. */
   plain: boolean;
+  /** Exact cases with peers: also run the float64 torch loop once to check imiad selects exactly the greedy rows. */
+  checkFloat64: boolean;
   /** The torch peers to run, the raw float32 file of x they read, their thread count and device. */
   peers: CoresetPeerForm[];
   peerFile?: string;
@@ -162,7 +164,7 @@ export async function measureCoresetCase(o: CoresetCaseOptions): Promise<Coreset
   }
   const firstDiff: Record<string, number> = {};
   if (peerForms.length > 0 && o.projectionDims === 0) {
-    firstDiff.float64 = firstDifference(selection, peer('float64').selected);
+    if (o.checkFloat64) firstDiff.float64 = firstDifference(selection, peer('float64').selected);
     for (const form of peerForms) firstDiff[form] = firstDifference(selection, peers[form]!.results[0]);
   }
   return { startIndex, imiad: fast, imiadOneThread: fast1, peers, selection, plainMs, samePlain, firstDifference: firstDiff };
