@@ -10,7 +10,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-import { imiadError } from '../../bindings/errors';
+import { invalidRange } from '../../bindings/errors';
 import { cpuAddon } from '../../bindings/load';
 import { version } from '../version';
 import { type LoadReport, machineInfo, type MachineInfo, missingPeerModules, PEER_PYTHON, ratioSpread, randomFloats, type Spread, watchLoad } from './common';
@@ -128,9 +128,6 @@ export function findPeer(name: string, modules: string[], mode: 'auto' | 'none',
   return { name, found: true, missing: [] };
 }
 
-const peerLine = (p: PeerNote): string =>
-  p.found ? `peer ${p.name}: found (${PEER_PYTHON})` : `peer ${p.name}: skipped (${p.reason})${p.install ? `; to run it: ${p.install}` : ''}`;
-
 interface Sweep {
   title: string;
   parameters: Record<string, number | string>;
@@ -142,7 +139,7 @@ interface Sweep {
 function requireSizes(sizes: number[], kernel: BenchKernel, min: number): void {
   for (const s of sizes) {
     if (!Number.isSafeInteger(s) || s < min) {
-      throw imiadError('RangeError', 'ERR_IMIAD_ARGUMENT', `Expected integers >= ${min} for --sizes of bench ${kernel} but received ${s}`);
+      throw invalidRange(`integers >= ${min}`, `--sizes of bench ${kernel}`, s);
     }
   }
 }
@@ -312,7 +309,6 @@ export async function benchKernel(kernel: BenchKernel, o: BenchOptions): Promise
   const load = watchLoad(`bench ${kernel}`, (text) => o.log(text.trimEnd()));
   const sweep = await SWEEPS[kernel](o, [...sizes].sort((a, b) => a - b));
   const report = load.finish();
-  for (const p of sweep.peers) o.log(peerLine(p));
   const growth = Object.fromEntries(seriesOf(sweep.points).map((s) => [s.name, growthExponent(s.points)]));
   return { kernel, title: sweep.title, size: defaults.size, variable: defaults.variable, device: o.device, repeats: o.repeats, parameters: sweep.parameters, peers: sweep.peers, points: sweep.points, growth, load: report, notes: sweep.notes };
 }
