@@ -19,8 +19,9 @@ import { FAISS_CPU_PEERS, FAISS_GPU_PEER, measureKnnCase, writePeerInputs } from
 import { makeData, measureMetricsMemory, METRICS_PEER_MODULES } from './metrics';
 import { measurePatchcoreCase, PATCHCORE_PEER_MODULES } from './patchcore';
 import { growthExponent, type Growth, seriesOf } from './scaling';
+import { measureTrainCase, prepareTrainFeatures, prepareTrainImages, TRAIN_PEER_MODULES } from './train';
 
-export const BENCH_KERNELS = ['knn', 'coreset', 'metrics', 'patchcore'] as const;
+export const BENCH_KERNELS = ['knn', 'coreset', 'metrics', 'patchcore', 'train'] as const;
 export type BenchKernel = (typeof BENCH_KERNELS)[number];
 
 export interface BenchOptions {
@@ -90,6 +91,7 @@ export const BENCH_DEFAULTS: Record<BenchKernel, { sizes: number[]; size: string
   coreset: { sizes: [10000, 40000, 160000, 400000], size: 'rows', variable: 'N' },
   metrics: { sizes: [10, 20, 50, 100, 200], size: 'anomaly maps', variable: 'M' },
   patchcore: { sizes: [10, 20, 40, 80], size: 'memory bank rows (from the training images swept)', variable: 'N' },
+  train: { sizes: [8, 16, 32], size: 'training images per epoch', variable: 'N' },
 };
 
 /** Debian package and pip name of each Python module a peer needs. */
@@ -294,11 +296,47 @@ async function sweepPatchcore(o: BenchOptions, sizes: number[]): Promise<Sweep> 
   };
 }
 
+async function sweepTrain(o: BenchOptions, sizes: number[]): Promise<Sweep> {
+  const imageSize = o.imageSize ?? 256;
+  const testCount = 8;
+  const threads = os.availableParallelism();
+  const note = findPeer('torch', TRAIN_PEER_MODULES, o.peers);
+  const points: BenchPoint[] = [];
+  for (const train of sizes) {
+    o.log(`train: STPM, one epoch of ${train} images of ${imageSize} px, batch 8, ${threads} thread(s)`);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'imiad-bench-train-'));
+    try {
+      const images = await prepareTrainImages(dir, { size: imageSize, train, test: testCount, epochs: 1 });
+      const features = await prepareTrainFeatures(images, 'stpm');
+      const r = await measureTrainCase(images, features, { threads, repeats: o.repeats, peer: note.found, log: (t) => o.log(t.trimEnd()), onRun: (name, ms) => o.log(msLine(`${name} epoch`, ms)) });
+      const epochMs = (s: Spread): Spread => ({ median: s.median * 1000, min: s.min * 1000, max: s.max * 1000, runs: s.runs.map((v) => v * 1000) });
+      const point: BenchPoint = { size: train, contenders: { imiad: epochMs(r.epoch_s.imiad) }, speedup: {}, checks: { 'imiad RSS MB': Math.round(r.rss_mb.imiad), 'imiad AUROC': r.imiad[0].auroc } };
+      if (r.epoch_s.peer && r.ratio) {
+        point.contenders.torch = epochMs(r.epoch_s.peer);
+        point.speedup.torch = { median: 1 / r.ratio.median, min: 1 / r.ratio.max, max: 1 / r.ratio.min, runs: r.ratio.runs.map((v) => 1 / v) };
+        point.checks['torch RSS MB'] = r.rss_mb.peer === null ? null : Math.round(r.rss_mb.peer);
+        point.checks['max loss rel. diff'] = r.max_loss_relative_diff;
+      }
+      points.push(point);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  return {
+    title: `STPM training, time of one epoch (ResNet-18-shaped teacher, ${imageSize} px, batch 8, ${threads} thread(s)), on the CPU`,
+    parameters: { method: 'stpm', imageSize, batch: 8, threads, epochs: 1 },
+    peers: [note],
+    points,
+    notes: o.device === 'cuda' ? ['the training addon runs on the CPU here: it ran on the CPU'] : [],
+  };
+}
+
 const SWEEPS: Record<BenchKernel, (o: BenchOptions, sizes: number[]) => Promise<Sweep>> = {
   knn: sweepKnn,
   coreset: sweepCoreset,
   metrics: sweepMetrics,
   patchcore: sweepPatchcore,
+  train: sweepTrain,
 };
 
 /** Sweeps one kernel and fits the growth of every contender. */

@@ -1,5 +1,5 @@
 /**
- * `imiad bench <knn|coreset|metrics|patchcore|all> [--sizes ...] [--repeats N] [--device auto|cpu|cuda]
+ * `imiad bench <knn|coreset|metrics|patchcore|train|all> [--sizes ...] [--repeats N] [--device auto|cpu|cuda]
  * [--peers auto|none] [--json [FILE]] [--out DIR]`: head-to-head kernel benchmarks with scaling curves, for the
  * package as installed (lib/bench/suite.ts). Each kernel is swept over sizes, imiad against the Python peers found
  * (faiss, torch, scikit-learn; skipped with a note saying how to install them), and prints its table with the fitted
@@ -17,6 +17,7 @@ import { machineInfo } from '../bench/common';
 import { formatResult, writeIndexHtml, writeKernelFiles, type KernelFiles } from '../bench/output';
 import { BENCH_DEFAULTS, BENCH_KERNELS, benchKernel, type BenchKernel, type BenchResult } from '../bench/suite';
 import { cpuAddon } from '../../bindings/load';
+import { trainAddon } from '../../bindings/train/train';
 import { version } from '../version';
 import { action } from './action';
 import { addComputeOptions, applyComputeOptions } from './compute-options';
@@ -86,6 +87,18 @@ export function registerBench(program: Command): void {
         log: info,
       };
       const kernels = kernel === 'all' ? [...BENCH_KERNELS] : [kernel as BenchKernel];
+      // The training addon is not part of the package: `bench train` says how to build it; `bench all` goes without.
+      const skipped: Array<{ kernel: BenchKernel; reason: string }> = [];
+      if (kernels.includes('train')) {
+        try {
+          trainAddon();
+        } catch (err) {
+          if (kernel === 'train') throw err;
+          skipped.push({ kernel: 'train', reason: (err as Error).message });
+          kernels.splice(kernels.indexOf('train'), 1);
+          info(`bench train: skipped: ${(err as Error).message}`);
+        }
+      }
       const out = path.resolve(flags.out);
       const toStdout = jsonToStdout(flags.json);
       const machine = machineInfo(cpuAddon<{ threadCount: () => number }>().threadCount());
@@ -99,7 +112,7 @@ export function registerBench(program: Command): void {
       }
       const page = writeIndexHtml(out);
       if (!toStdout) process.stdout.write(`page: ${page}\n`);
-      const written = writeJsonOutput(flags.json, `${JSON.stringify({ tool: 'imiad bench', version, machine, page, kernels: results }, null, 2)}\n`);
+      const written = writeJsonOutput(flags.json, `${JSON.stringify({ tool: 'imiad bench', version, machine, page, kernels: results, skipped }, null, 2)}\n`);
       if (written) process.stdout.write(`JSON written to ${written}\n`);
     }),
   );
