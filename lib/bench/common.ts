@@ -225,22 +225,24 @@ export function writeJson(name: string, payload: unknown, outDir = path.join(pro
   return file;
 }
 
-/** The Python that runs the peers: $IMIAD_PEER_PYTHON, else Debian's /usr/bin/python3. */
-export const PEER_PYTHON = process.env.IMIAD_PEER_PYTHON ?? '/usr/bin/python3';
+/** The Python that runs the peers: $IMIAD_PEER_PYTHON (read at each call), else Debian's /usr/bin/python3. */
+export function peerPython(): string {
+  return process.env.IMIAD_PEER_PYTHON || '/usr/bin/python3';
+}
 
-/** The modules of PEER_PYTHON's list that it cannot import (all of them when there is no such Python). */
+/** The modules of the list that the peers' Python cannot import (all of them when there is no such Python). */
 export function missingPeerModules(modules: string[]): string[] {
-  if (!fs.existsSync(PEER_PYTHON)) return modules.slice();
+  if (!fs.existsSync(peerPython())) return modules.slice();
   const probe = `import importlib.util, json; print(json.dumps([m for m in ${JSON.stringify(modules)} if importlib.util.find_spec(m) is None]))`;
-  const r = spawnSync(PEER_PYTHON, ['-c', probe], { encoding: 'utf8' });
+  const r = spawnSync(peerPython(), ['-c', probe], { encoding: 'utf8' });
   if (r.status !== 0) return modules.slice();
   return JSON.parse(r.stdout.trim().split('\n').pop() as string) as string[];
 }
 
-/** True when Debian's python3 can import every module named. */
+/** True when the peers' Python can import every module named. */
 export function peerAvailable(modules: string[]): boolean {
-  if (!fs.existsSync(PEER_PYTHON)) return false;
-  const r = spawnSync(PEER_PYTHON, ['-c', modules.map((m) => `import ${m}`).join(';')], { stdio: 'ignore' });
+  if (!fs.existsSync(peerPython())) return false;
+  const r = spawnSync(peerPython(), ['-c', modules.map((m) => `import ${m}`).join(';')], { stdio: 'ignore' });
   return r.status === 0;
 }
 
@@ -251,7 +253,7 @@ export function peerScript(script: string): string {
 
 /** Runs bench/peers/<script> with args (and extra environment variables) and parses the JSON of its last stdout line. */
 export function runPeer<T>(script: string, args: string[], env: Record<string, string> = {}): T {
-  const r = spawnSync(PEER_PYTHON, [peerScript(script), ...args], { encoding: 'utf8', maxBuffer: 1 << 30, env: { ...process.env, ...env } });
+  const r = spawnSync(peerPython(), [peerScript(script), ...args], { encoding: 'utf8', maxBuffer: 1 << 30, env: { ...process.env, ...env } });
   if (r.status !== 0) throw new Error(`peer ${script} failed (exit ${r.status}): ${r.stderr}`);
   const lines = r.stdout.trim().split('\n');
   return JSON.parse(lines[lines.length - 1]) as T;

@@ -13,7 +13,7 @@ import * as path from 'path';
 import { invalidRange } from '../../bindings/errors';
 import { cpuAddon } from '../../bindings/load';
 import { version } from '../version';
-import { type LoadReport, machineInfo, type MachineInfo, missingPeerModules, PEER_PYTHON, ratioSpread, randomFloats, type Spread, watchLoad } from './common';
+import { type LoadReport, machineInfo, type MachineInfo, missingPeerModules, peerPython, ratioSpread, randomFloats, type Spread, watchLoad } from './common';
 import { coresetData, measureCoresetCase } from './coreset';
 import { FAISS_CPU_PEERS, FAISS_GPU_PEER, measureKnnCase, writePeerInputs } from './knn';
 import { makeData, measureMetricsMemory, METRICS_PEER_MODULES } from './metrics';
@@ -44,7 +44,7 @@ export interface BenchOptions {
 export interface PeerNote {
   name: string;
   found: boolean;
-  /** The Python modules it needs that PEER_PYTHON lacks. */
+  /** The Python modules it needs that the peers' Python lacks. */
   missing: string[];
   reason?: string;
   install?: string;
@@ -113,9 +113,9 @@ export function installHint(modules: string[]): string {
   return `sudo apt-get install ${deb.join(' ')} (or pip install ${pip.join(' ')} and set IMIAD_PEER_PYTHON to that python)`;
 }
 
-/** Runs a Python snippet with PEER_PYTHON: true when it exits 0. */
+/** Runs a Python snippet with the peers' Python: true when it exits 0. */
 function pythonSays(code: string): boolean {
-  return spawnSync(PEER_PYTHON, ['-c', code], { stdio: 'ignore' }).status === 0;
+  return spawnSync(peerPython(), ['-c', code], { stdio: 'ignore' }).status === 0;
 }
 
 /** Whether a peer can run: its modules import, and with `gpu` its GPU check passes. */
@@ -123,7 +123,8 @@ export function findPeer(name: string, modules: string[], mode: 'auto' | 'none',
   if (mode === 'none') return { name, found: false, missing: [], reason: '--peers none' };
   const missing = missingPeerModules(modules);
   if (missing.length > 0) {
-    const where = fs.existsSync(PEER_PYTHON) ? `${PEER_PYTHON} lacks ${missing.join(', ')}` : `no Python at ${PEER_PYTHON}`;
+    const python = peerPython();
+    const where = fs.existsSync(python) ? `${python} lacks ${missing.join(', ')}` : `no Python at ${python}`;
     return { name, found: false, missing, reason: where, install: installHint(missing) };
   }
   if (gpu && !pythonSays(gpu.check)) return { name, found: false, missing: [], reason: gpu.reason, install: gpu.install };
