@@ -328,7 +328,7 @@ async function sweepTrain(o: BenchOptions, sizes: number[]): Promise<Sweep> {
     parameters: { method: 'stpm', imageSize, batch: 8, threads, epochs: 1 },
     peers: [note],
     points,
-    notes: o.device === 'cuda' ? ['the training addon runs on the CPU here: it ran on the CPU'] : [],
+    notes: o.device === 'cuda' ? ['the training benchmark times the training addon on the CPU (--device applies to the k-NN and coreset kernels)'] : [],
   };
 }
 
