@@ -15,7 +15,7 @@
 import * as os from 'os';
 
 import type { BackboneShape } from '../lib/backbone/builder';
-import { measurePatchcoreCase, PATCHCORE_PEER_MODULES } from '../lib/bench/patchcore';
+import { measurePatchcoreCase, PATCHCORE_PEER_MODULES, patchcoreCropSize } from '../lib/bench/patchcore';
 import { flag, formatSpread, intFlag, machineInfo, peerAvailable, printTable, ratioSpread, type Row, watchLoad, writeJson } from './common';
 
 export async function main(args: string[]): Promise<void> {
@@ -47,7 +47,7 @@ export async function main(args: string[]): Promise<void> {
     }
     results[shape] = entry;
   }
-  printTable(`PatchCore per-image latency, ms (per round the median over ${testCount} test images of ${size} px, crop 224; median (min-max) of ${repeats} interleaved rounds; ratio imiad/peer; ${threads} threads)`, rows);
+  printTable(`PatchCore per-image latency, ms (per round the median over ${testCount} test images of ${size} px, crop ${patchcoreCropSize(size)}; median (min-max) of ${repeats} interleaved rounds; ratio imiad/peer; ${threads} threads)`, rows);
   if (!withPeer) process.stdout.write('\n(peer skipped: Debian python3 with torch, faiss, torchvision, scipy and PIL not found)\n');
   writeJson('patchcore', { machine: machineInfo(threads), size, train: trainCount, test: testCount, repeats, load: load.finish(), results });
 }

@@ -20,6 +20,11 @@ import { type Contender, type Measured, measureInterleaved, median, runPeer } fr
 
 export const PATCHCORE_PEER_MODULES = ['torch', 'faiss', 'torchvision', 'scipy', 'PIL'];
 
+/** The centre crop of `imageSize` px images: 224 of 256 as PatchCore's defaults, else 7/8 of the side. */
+export function patchcoreCropSize(imageSize: number): number {
+  return imageSize === 256 ? 224 : Math.round((imageSize * 7) / 8);
+}
+
 export interface PatchcorePeerResult {
   scores: number[];
   times: Record<'decode' | 'backbone' | 'embed' | 'knn' | 'post', number[]>;
@@ -138,7 +143,7 @@ export interface PatchcoreCaseResult {
 
 export async function measurePatchcoreCase(o: PatchcoreCaseOptions): Promise<PatchcoreCaseResult> {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'imiad-bench-patchcore-'));
-  const cropSize = o.imageSize === 256 ? 224 : Math.round((o.imageSize * 7) / 8);
+  const cropSize = patchcoreCropSize(o.imageSize);
   const threads = os.availableParallelism();
   try {
     const root = path.join(tmp, 'mvtec');

@@ -23,6 +23,7 @@ import { action } from './action';
 import { addComputeOptions, applyComputeOptions } from './compute-options';
 import { addJsonOption, jsonToStdout, writeJsonOutput, type JsonFlag } from './json-output';
 import { info } from './progress';
+import { positiveFlag } from './worker';
 
 interface BenchFlags {
   sizes?: string;
@@ -35,15 +36,6 @@ interface BenchFlags {
   imageSize?: string;
   json?: JsonFlag;
   quiet?: boolean;
-}
-
-function positiveInteger(value: string | undefined, name: string): number | undefined {
-  if (value === undefined) return undefined;
-  const n = Number(value);
-  if (!/^\s*\d+\s*$/.test(value) || !Number.isSafeInteger(n) || n < 1) {
-    throw invalidType('a positive integer', name, value);
-  }
-  return n;
 }
 
 function sizeList(value: string | undefined): number[] | undefined {
@@ -78,12 +70,12 @@ export function registerBench(program: Command): void {
       const sizes = sizeList(flags.sizes);
       const opts = {
         sizes,
-        repeats: positiveInteger(flags.repeats, '--repeats') as number,
+        repeats: positiveFlag(flags.repeats, '--repeats', true) as number,
         device: resolveDevice((flags.device ?? 'auto') as Device),
         peers: flags.peers as 'auto' | 'none',
-        dims: positiveInteger(flags.dims, '--dims'),
-        queries: positiveInteger(flags.queries, '--queries'),
-        imageSize: positiveInteger(flags.imageSize, '--image-size'),
+        dims: positiveFlag(flags.dims, '--dims', true),
+        queries: positiveFlag(flags.queries, '--queries', true),
+        imageSize: positiveFlag(flags.imageSize, '--image-size', true),
         log: info,
       };
       const kernels = kernel === 'all' ? [...BENCH_KERNELS] : [kernel as BenchKernel];
