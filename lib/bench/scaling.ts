@@ -3,6 +3,7 @@
  * log(time) against log(size) over the sweep's points (time ~ size^exponent), and the curve is a log-log plot of the
  * median time per contender, drawn as SVG (PNG through sharp) and embedded in the HTML page of `imiad bench`.
  */
+import { PALETTE, svgOpen } from '../report/figures';
 import { escapeHtml as escapeXml } from '../report/table';
 import type { Spread } from './common';
 
@@ -56,8 +57,6 @@ export function seriesOf(points: Array<{ size: number; contenders: Record<string
   }));
 }
 
-const COLOURS = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b'];
-
 /** Powers of ten covering [lo, hi] (at least one step), for log axes. */
 function decades(lo: number, hi: number): number[] {
   const a = Math.floor(Math.log10(lo));
@@ -86,8 +85,7 @@ export function scalingSvg(title: string, xLabel: string, series: Series[], vari
   const py = (v: number): number => H - m.bottom - ((Math.log10(v) - y0) / (y1 - y0)) * (H - m.top - m.bottom);
   const f = (v: number): string => v.toFixed(1);
   const out: string[] = [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`,
-    `<rect width="${W}" height="${H}" fill="white"/>`,
+    svgOpen(W, H, title).trimEnd(),
     `<text x="${W / 2}" y="20" text-anchor="middle" font-size="14">${escapeXml(title)}</text>`,
   ];
   for (const t of xTicks) {
@@ -102,7 +100,7 @@ export function scalingSvg(title: string, xLabel: string, series: Series[], vari
   out.push(`<text x="${(m.left + W - m.right) / 2}" y="${H - m.bottom + 36}" text-anchor="middle">${escapeXml(xLabel)} (log)</text>`);
   out.push(`<text transform="translate(16 ${(m.top + H - m.bottom) / 2}) rotate(-90)" text-anchor="middle">time, ms (log)</text>`);
   series.forEach((s, i) => {
-    const colour = COLOURS[i % COLOURS.length];
+    const colour = PALETTE[i % PALETTE.length];
     const pts = s.points.filter((p) => p.size > 0 && p.ms > 0);
     if (pts.length > 1) out.push(`<polyline fill="none" stroke="${colour}" stroke-width="2" points="${pts.map((p) => `${f(px(p.size))},${f(py(p.ms))}`).join(' ')}"/>`);
     for (const p of pts) out.push(`<circle cx="${f(px(p.size))}" cy="${f(py(p.ms))}" r="3.5" fill="${colour}"/>`);
