@@ -182,6 +182,17 @@ describe('imiad bench: other kernels, peers, JSON on stdout', () => {
     }
   }, 180000);
 
+  test('knn-queries: the bank fixed (--rows), the queries swept', async () => {
+    const out = path.join(tmp, 'knn-queries');
+    const r = await runCli(['bench', 'knn-queries', '--sizes', '8,32', '--rows', '300', '--dims', '4', '--repeats', '1', '--out', out, '--json', '-']);
+    expect(r.code).toBe(0);
+    const k = (JSON.parse(r.stdout) as Run).kernels[0];
+    expect(k).toMatchObject({ kernel: 'knn-queries', size: 'queries', parameters: { rows: 300, dims: 4, k: 1 } });
+    expect(k.points.map((p) => p.size)).toEqual([8, 32]);
+    if (k.peers[0].found) for (const p of k.points) expect(p.checks['faiss: queries with other neighbours']).toBe(0);
+    expect(fs.existsSync(path.join(out, 'knn-queries.svg'))).toBe(true);
+  }, 60000);
+
   test('a Python without the modules: the peer is skipped, naming what is missing and how to install it', async () => {
     const saved = process.env.IMIAD_PEER_PYTHON;
     process.env.IMIAD_PEER_PYTHON = path.join(tmp, 'no-such-python');
@@ -239,10 +250,11 @@ describe('growth exponent and curve', () => {
 
 describe('imiad bench: argument errors name the argument', () => {
   const cases: Array<[string[], string]> = [
-    [['bench', 'faiss'], 'imiad: Expected one of knn, coreset, metrics, patchcore, train, all for <kernel> but received faiss of type string\n'],
+    [['bench', 'faiss'], 'imiad: Expected one of knn, knn-queries, coreset, metrics, patchcore, train, all for <kernel> but received faiss of type string\n'],
     [['bench', 'knn', '--sizes', '1024,x'], 'imiad: Expected positive integers separated by commas for --sizes but received 1024,x of type string\n'],
     [['bench', 'knn', '--sizes', '0'], 'imiad: Expected positive integers separated by commas for --sizes but received 0 of type string\n'],
     [['bench', 'knn', '--repeats', '0'], 'imiad: Expected a positive integer for --repeats but received 0 of type string\n'],
+    [['bench', 'knn-queries', '--rows', '-3'], 'imiad: Expected a positive integer for --rows but received -3 of type string\n'],
     [['bench', 'knn', '--dims', '1.5'], 'imiad: Expected a positive integer for --dims but received 1.5 of type string\n'],
     [['bench', 'knn', '--peers', 'some'], 'imiad: Expected auto or none for --peers but received some of type string\n'],
     [['bench', 'coreset', '--sizes', '5'], 'imiad: Expected integers >= 10 for --sizes of bench coreset but received 5 of type number\n'],

@@ -15,7 +15,7 @@ import { BENCH_KERNELS, type BenchResult } from './suite';
 /** One row per size: each contender's time (median (min-max) ms), each peer's time over imiad's, the checks. */
 export function resultRows(r: BenchResult): Row[] {
   return r.points.map((p) => {
-    const row: Row = { [r.size.replace(/ \(.*\)$/, '')]: p.size };
+    const row: Row = { [r.size]: p.size };
     for (const [name, ms] of Object.entries(p.contenders)) row[`${name} ms`] = formatSpread(ms);
     for (const [name, s] of Object.entries(p.speedup)) row[`${name} / imiad`] = formatSpread(s);
     for (const [name, v] of Object.entries(p.checks)) row[name] = typeof v === 'number' && !Number.isInteger(v) ? Number(v.toPrecision(4)) : v;
@@ -86,7 +86,7 @@ function htmlTable(rows: Row[]): string {
 
 /**
  * <out>/index.html: every kernel whose <kernel>.json is in `out` (this run's and earlier runs' into the same
- * folder), in the order knn, coreset, metrics, patchcore, each with its table, growth, peers, load and curve.
+ * folder), in the order of BENCH_KERNELS, each with its table, growth, peers, load and curve.
  */
 export function writeIndexHtml(out: string): string {
   const sections: string[] = [];

@@ -21,7 +21,7 @@ import { measurePatchcoreCase, PATCHCORE_PEER_MODULES } from './patchcore';
 import { growthExponent, type Growth, seriesOf } from './scaling';
 import { measureTrainCase, prepareTrainFeatures, prepareTrainImages, TRAIN_PEER_MODULES } from './train';
 
-export const BENCH_KERNELS = ['knn', 'coreset', 'metrics', 'patchcore', 'train'] as const;
+export const BENCH_KERNELS = ['knn', 'knn-queries', 'coreset', 'metrics', 'patchcore', 'train'] as const;
 export type BenchKernel = (typeof BENCH_KERNELS)[number];
 
 export interface BenchOptions {
@@ -34,6 +34,8 @@ export interface BenchOptions {
   dims?: number;
   /** k-NN queries (default 784: the patches of one 224 px image at stride 8). */
   queries?: number;
+  /** knn-queries: the bank's rows (default 16384). */
+  rows?: number;
   /** Metrics: the side of each square anomaly map (default 1024). PatchCore: the image side (default 256). */
   imageSize?: number;
   /** Progress and notes (stderr in the CLI). */
@@ -86,12 +88,14 @@ export interface BenchRun {
   kernels: BenchResult[];
 }
 
-export const BENCH_DEFAULTS: Record<BenchKernel, { sizes: number[]; size: string; variable: string }> = {
-  knn: { sizes: [4096, 16384, 65536, 262144], size: 'bank rows', variable: 'N' },
-  coreset: { sizes: [10000, 40000, 160000, 400000], size: 'rows', variable: 'N' },
-  metrics: { sizes: [10, 20, 50, 100, 200], size: 'anomaly maps', variable: 'M' },
-  patchcore: { sizes: [10, 20, 40, 80], size: 'memory bank rows (from the training images swept)', variable: 'N' },
-  train: { sizes: [8, 16, 32], size: 'training images per epoch', variable: 'N' },
+/** Per kernel: the default sweep, what --sizes counts, what the curve's x (a point's size) counts, the growth letter. */
+export const BENCH_DEFAULTS: Record<BenchKernel, { sizes: number[]; sweep: string; size: string; variable: string }> = {
+  knn: { sizes: [4096, 16384, 65536, 262144], sweep: 'bank rows', size: 'bank rows', variable: 'N' },
+  'knn-queries': { sizes: [196, 784, 3136, 12544], sweep: 'queries', size: 'queries', variable: 'Q' },
+  coreset: { sizes: [10000, 40000, 160000, 400000], sweep: 'rows', size: 'rows', variable: 'N' },
+  metrics: { sizes: [10, 20, 50, 100, 200], sweep: 'anomaly maps', size: 'anomaly maps', variable: 'M' },
+  patchcore: { sizes: [10, 20, 40, 80], sweep: 'training images (the curve: against the memory bank rows)', size: 'memory bank rows', variable: 'N' },
+  train: { sizes: [8, 16, 32], sweep: 'training images per epoch', size: 'training images per epoch', variable: 'N' },
 };
 
 /** Debian package and pip name of each Python module a peer needs. */
@@ -149,28 +153,38 @@ function requireSizes(sizes: number[], kernel: BenchKernel, min: number): void {
 
 const msLine = (name: string, ms: number): string => `  ${name} ${ms < 10 ? ms.toFixed(2) : ms.toFixed(0)} ms`;
 
-async function sweepKnn(o: BenchOptions, sizes: number[]): Promise<Sweep> {
+/** k-NN swept over the bank's rows (queries fixed: `knn`) or over the queries (bank fixed: `knn-queries`). */
+async function sweepKnnOver(axis: 'rows' | 'queries', o: BenchOptions, sizes: number[]): Promise<Sweep> {
   const dims = o.dims ?? 1024;
-  const nq = o.queries ?? 784;
   const k = 1;
   const gpu = o.device === 'cuda';
   const spec = gpu ? FAISS_GPU_PEER : FAISS_CPU_PEERS[0];
   const note = findPeer(spec.label, ['faiss', 'numpy'], o.peers, gpu
     ? { check: 'import faiss, sys; sys.exit(0 if faiss.get_num_gpus() > 0 else 1)', reason: 'faiss sees no GPU (a CPU-only faiss build)', install: 'pip install faiss-gpu (a faiss built with CUDA), and set IMIAD_PEER_PYTHON to that python' }
     : undefined);
-  const bank = randomFloats(Math.max(...sizes) * dims, 1);
-  const queries = randomFloats(nq * dims, 2);
+  const fixedRows = o.rows ?? 16384;
+  const fixedQueries = o.queries ?? 784;
+  const maxRows = axis === 'rows' ? Math.max(...sizes) : fixedRows;
+  const maxQueries = axis === 'queries' ? Math.max(...sizes) : fixedQueries;
+  const bank = randomFloats(maxRows * dims, 1);
+  const allQueries = randomFloats(maxQueries * dims, 2);
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'imiad-bench-knn-'));
   const points: BenchPoint[] = [];
+  let files: ReturnType<typeof writePeerInputs> | undefined;
   try {
-    const files = note.found ? writePeerInputs(bank, queries, tmp) : undefined;
-    for (const rows of sizes) {
+    for (const size of sizes) {
+      const rows = axis === 'rows' ? size : fixedRows;
+      const nq = axis === 'queries' ? size : fixedQueries;
+      const queries = allQueries.subarray(0, nq * dims);
+      // The peer reads the first `rows` rows of the bank file and exactly the queries of the case: the files are
+      // written once over the rows, once per size over the queries.
+      if (note.found && (files === undefined || axis === 'queries')) files = writePeerInputs(bank, queries, tmp);
       o.log(`knn: ${nq} queries x ${rows} rows x ${dims} dims, k = ${k}`);
       const r = await measureKnnCase({
         bank, queries, dims, rows, k, repeats: o.repeats, device: o.device, peers: note.found ? [spec] : [], files, plainQueries: 0,
         onRun: (name, ms) => o.log(msLine(name, ms)),
       });
-      const point: BenchPoint = { size: rows, contenders: { imiad: r.ours.ms }, speedup: {}, checks: { 'first search ms': r.prepareMs } };
+      const point: BenchPoint = { size, contenders: { imiad: r.ours.ms }, speedup: {}, checks: { 'first search ms': r.prepareMs } };
       for (const p of r.peers) {
         point.contenders[p.peer] = p.ms;
         point.speedup[p.peer] = ratioSpread(p.measured, r.ours);
@@ -181,14 +195,10 @@ async function sweepKnn(o: BenchOptions, sizes: number[]): Promise<Sweep> {
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
   }
-  const kernel = cpuAddon<{ knnKernel: string }>().knnKernel;
-  return {
-    title: `Exact k-NN (L2), ${nq} queries x ${dims} dims, k = ${k}, on the ${o.device.toUpperCase()}${gpu ? '' : ` (${kernel} kernel)`}`,
-    parameters: { queries: nq, dims, k },
-    peers: [note],
-    points,
-    notes: [],
-  };
+  const where = `on the ${o.device.toUpperCase()}${gpu ? '' : ` (${cpuAddon<{ knnKernel: string }>().knnKernel} kernel)`}`;
+  return axis === 'rows'
+    ? { title: `Exact k-NN (L2), ${fixedQueries} queries x ${dims} dims, k = ${k}, ${where}`, parameters: { queries: fixedQueries, dims, k }, peers: [note], points, notes: [] }
+    : { title: `Exact k-NN (L2), ${fixedRows} bank rows x ${dims} dims, k = ${k}, ${where}`, parameters: { rows: fixedRows, dims, k }, peers: [note], points, notes: [] };
 }
 
 async function sweepCoreset(o: BenchOptions, sizes: number[]): Promise<Sweep> {
@@ -333,7 +343,8 @@ async function sweepTrain(o: BenchOptions, sizes: number[]): Promise<Sweep> {
 }
 
 const SWEEPS: Record<BenchKernel, (o: BenchOptions, sizes: number[]) => Promise<Sweep>> = {
-  knn: sweepKnn,
+  knn: (o, sizes) => sweepKnnOver('rows', o, sizes),
+  'knn-queries': (o, sizes) => sweepKnnOver('queries', o, sizes),
   coreset: sweepCoreset,
   metrics: sweepMetrics,
   patchcore: sweepPatchcore,

@@ -1,5 +1,5 @@
 /**
- * `imiad bench <knn|coreset|metrics|patchcore|train|all> [--sizes ...] [--repeats N] [--device auto|cpu|cuda]
+ * `imiad bench <knn|knn-queries|coreset|metrics|patchcore|train|all> [--sizes ...] [--repeats N] [--device auto|cpu|cuda]
  * [--peers auto|none] [--json [FILE]] [--out DIR]`: head-to-head kernel benchmarks with scaling curves, for the
  * package as installed (lib/bench/suite.ts). Each kernel is swept over sizes, imiad against the Python peers found
  * (faiss, torch, scikit-learn; skipped with a note saying how to install them), and prints its table with the fitted
@@ -33,6 +33,7 @@ interface BenchFlags {
   out: string;
   dims?: string;
   queries?: string;
+  rows?: string;
   imageSize?: string;
   json?: JsonFlag;
   quiet?: boolean;
@@ -53,13 +54,14 @@ export function registerBench(program: Command): void {
     .command('bench')
     .argument('<kernel>', kinds.join('|'))
     .description('Benchmark imiad\'s kernels head to head against faiss, torch and scikit-learn (when python3 has them), swept over sizes, with scaling curves')
-    .option('--sizes <list>', `the sizes swept, comma-separated (defaults: ${BENCH_KERNELS.map((k) => `${k} ${BENCH_DEFAULTS[k].sizes.join(',')} ${BENCH_DEFAULTS[k].size}`).join('; ')})`)
+    .option('--sizes <list>', `the sizes swept, comma-separated (defaults: ${BENCH_KERNELS.map((k) => `${k} ${BENCH_DEFAULTS[k].sizes.join(',')} ${BENCH_DEFAULTS[k].sweep}`).join('; ')})`)
     .option('--repeats <n>', 'interleaved rounds per size (medians and min-max are reported)', '3')
     .option('--peers <mode>', 'auto: run the Python peers found; none: imiad alone', 'auto')
     .option('--out <dir>', 'folder for <kernel>.json, <kernel>.svg, <kernel>.png and index.html', 'imiad-bench')
     .option('--dims <n>', 'knn and coreset: feature width (default 1024 and 128)')
     .option('--queries <n>', 'knn: queries per search (default 784)')
-    .option('--image-size <px>', 'metrics: side of each anomaly map (default 1024); patchcore: image side (default 256)');
+    .option('--rows <n>', 'knn-queries: bank rows (default 16384)')
+    .option('--image-size <px>', 'metrics: side of each anomaly map (default 1024); patchcore and train: image side (default 256)');
   addComputeOptions(cmd);
   addJsonOption(cmd, 'every table, growth exponent, peer note and load');
   cmd.action(
@@ -75,6 +77,7 @@ export function registerBench(program: Command): void {
         peers: flags.peers as 'auto' | 'none',
         dims: positiveFlag(flags.dims, '--dims', true),
         queries: positiveFlag(flags.queries, '--queries', true),
+        rows: positiveFlag(flags.rows, '--rows', true),
         imageSize: positiveFlag(flags.imageSize, '--image-size', true),
         log: info,
       };
