@@ -3,7 +3,7 @@
  * measured like the repository's benches (lib/bench/common.ts measureInterleaved: interleaved rounds, medians with
  * their spread, the load watched), then the growth exponent of each contender fitted over the sweep and the curve
  * drawn (lib/bench/scaling.ts). The per-size measurements are the cases that `npm run bench` runs too
- * (lib/bench/knn.ts, coreset.ts, metrics.ts, patchcore.ts).
+ * (lib/bench/knn.ts, coreset.ts, metrics.ts, patchcore.ts, train.ts). The CLI is lib/cli/bench.ts.
  */
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
@@ -12,8 +12,7 @@ import * as path from 'path';
 
 import { invalidRange } from '../../bindings/errors';
 import { cpuAddon } from '../../bindings/load';
-import { version } from '../version';
-import { type LoadReport, machineInfo, type MachineInfo, missingPeerModules, peerPython, ratioSpread, randomFloats, type Spread, watchLoad } from './common';
+import { type LoadReport, missingPeerModules, peerPython, ratioSpread, randomFloats, type Spread, watchLoad } from './common';
 import { coresetData, measureCoresetCase } from './coreset';
 import { FAISS_CPU_PEERS, FAISS_GPU_PEER, measureKnnCase, writePeerInputs } from './knn';
 import { makeData, measureMetricsMemory, METRICS_PEER_MODULES } from './metrics';
@@ -25,7 +24,7 @@ export const BENCH_KERNELS = ['knn', 'knn-queries', 'coreset', 'metrics', 'patch
 export type BenchKernel = (typeof BENCH_KERNELS)[number];
 
 export interface BenchOptions {
-  /** The sweep (its meaning per kernel: BENCH_DEFAULTS[kernel].size); default BENCH_DEFAULTS[kernel].sizes. */
+  /** The sweep (its meaning per kernel: BENCH_DEFAULTS[kernel].sweep); default BENCH_DEFAULTS[kernel].sizes. */
   sizes?: number[];
   repeats: number;
   device: 'cpu' | 'cuda';
@@ -36,7 +35,7 @@ export interface BenchOptions {
   queries?: number;
   /** knn-queries: the bank's rows (default 16384). */
   rows?: number;
-  /** Metrics: the side of each square anomaly map (default 1024). PatchCore: the image side (default 256). */
+  /** Metrics: the side of each square anomaly map (default 1024). PatchCore and train: the image side (default 256). */
   imageSize?: number;
   /** Progress and notes (stderr in the CLI). */
   log: (line: string) => void;
@@ -79,13 +78,6 @@ export interface BenchResult {
   growth: Record<string, Growth>;
   load: LoadReport;
   notes: string[];
-}
-
-export interface BenchRun {
-  tool: 'imiad bench';
-  version: string;
-  machine: MachineInfo;
-  kernels: BenchResult[];
 }
 
 /** Per kernel: the default sweep, what --sizes counts, what the curve's x (a point's size) counts, the growth letter. */
@@ -361,11 +353,4 @@ export async function benchKernel(kernel: BenchKernel, o: BenchOptions): Promise
   const report = load.finish();
   const growth = Object.fromEntries(seriesOf(sweep.points).map((s) => [s.name, growthExponent(s.points)]));
   return { kernel, title: sweep.title, size: defaults.size, variable: defaults.variable, device: o.device, repeats: o.repeats, parameters: sweep.parameters, peers: sweep.peers, points: sweep.points, growth, load: report, notes: sweep.notes };
-}
-
-export async function runBench(kernels: BenchKernel[], o: BenchOptions): Promise<BenchRun> {
-  const threads = cpuAddon<{ threadCount: () => number }>().threadCount();
-  const results: BenchResult[] = [];
-  for (const k of kernels) results.push(await benchKernel(k, o));
-  return { tool: 'imiad bench', version, machine: machineInfo(threads), kernels: results };
 }
