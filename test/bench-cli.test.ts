@@ -218,6 +218,37 @@ describe('imiad bench: other kernels, peers, JSON on stdout', () => {
   }, 60000);
 });
 
+describe('imiad bench all', () => {
+  test('every kernel into one folder and one page; without the training addon, train is skipped with the reason', async () => {
+    const saved = process.env.IMIAD_TRAIN_ADDON;
+    const addon = path.join(tmp, 'no-addon.node');
+    process.env.IMIAD_TRAIN_ADDON = addon;
+    const out = path.join(tmp, 'all');
+    try {
+      const r = await runCli(['bench', 'all', '--sizes', '16,32', '--dims', '8', '--queries', '8', '--rows', '64', '--image-size', '64', '--repeats', '1', '--peers', 'none', '--device', 'cpu', '--out', out, '--json', path.join(out, 'run.json')]);
+      expect(r.code).toBe(0);
+      const run = JSON.parse(fs.readFileSync(path.join(out, 'run.json'), 'utf8')) as Run;
+      expect(run.kernels.map((k) => k.kernel)).toEqual(['knn', 'knn-queries', 'coreset', 'metrics', 'patchcore']);
+      expect(run.skipped).toEqual([{ kernel: 'train', reason: expect.stringContaining(`not available (${addon}: not built)`) }]);
+      expect(r.stderr).toContain('bench train: skipped: Trained detectors need');
+      for (const k of run.kernels) {
+        expect(k.points).toHaveLength(2);
+        for (const f of [k.files.json, k.files.svg]) expect(fs.existsSync(f)).toBe(true);
+      }
+      // PatchCore's curve is against the memory bank: 10 % of the training patches, more with more images.
+      const pc = run.kernels.find((k) => k.kernel === 'patchcore')!;
+      expect(pc.points.map((p) => p.checks['training images'])).toEqual([16, 32]);
+      expect(pc.points[1].size).toBeGreaterThan(pc.points[0].size);
+      const html = fs.readFileSync(path.join(out, 'index.html'), 'utf8');
+      expect((html.match(/<section id="([\w-]+)">/g) ?? []).map((m) => m.slice(13, -2))).toEqual(['knn', 'knn-queries', 'coreset', 'metrics', 'patchcore']);
+      expect((html.match(/<svg /g) ?? []).length).toBe(5);
+    } finally {
+      if (saved === undefined) delete process.env.IMIAD_TRAIN_ADDON;
+      else process.env.IMIAD_TRAIN_ADDON = saved;
+    }
+  }, 180000);
+});
+
 describe('growth exponent and curve', () => {
   test('the least-squares slope in log-log space, R^2 from three sizes, none from one', () => {
     const pts = [1000, 4000, 16000].map((size) => ({ size, ms: 3e-4 * size ** 1.5 }));
