@@ -193,6 +193,9 @@ async function sweepKnnOver(axis: 'rows' | 'queries', o: BenchOptions, sizes: nu
     : { title: `Exact k-NN (L2), ${fixedRows} bank rows x ${dims} dims, k = ${k}, ${where}`, parameters: { rows: fixedRows, dims, k }, peers: [note], points, notes: [] };
 }
 
+/** The reference-form torch loop is left out above this many rows: its time grows as N^2 or faster (hours at 400,000). */
+export const CORESET_REFERENCE_MAX_ROWS = 40000;
+
 async function sweepCoreset(o: BenchOptions, sizes: number[]): Promise<Sweep> {
   const dims = o.dims ?? 128;
   const seed = 1;
@@ -211,12 +214,13 @@ async function sweepCoreset(o: BenchOptions, sizes: number[]): Promise<Sweep> {
       const count = Math.max(1, Math.floor(rows / 10));
       o.log(`coreset: ${count} of ${rows} rows x ${dims} dims (patch-like data)`);
       const x = coresetData('patch', rows, dims, seed);
+      const formsHere = forms.filter((f) => f !== 'reference' || rows <= CORESET_REFERENCE_MAX_ROWS);
       const r = await measureCoresetCase({
         x, rows, dims, count, projectionDims: 0, seed, repeats: o.repeats, device: o.device, oneThread: false, plain: false, checkFloat64: false,
-        peers: [...forms], peerFile: file, peerThreads: 0, peerDevice: o.device, onRun: (name, ms) => o.log(msLine(name, ms)),
+        peers: formsHere, peerFile: file, peerThreads: 0, peerDevice: o.device, onRun: (name, ms) => o.log(msLine(name, ms)),
       });
       const point: BenchPoint = { size: rows, contenders: { imiad: r.imiad.ms }, speedup: {}, checks: {} };
-      for (const form of forms) {
+      for (const form of formsHere) {
         const m = r.peers[form]!;
         point.contenders[m.name] = m.ms;
         point.speedup[m.name] = ratioSpread(m, r.imiad);
@@ -233,7 +237,12 @@ async function sweepCoreset(o: BenchOptions, sizes: number[]): Promise<Sweep> {
     parameters: { dims, fraction: 0.1, data: 'patch', seed },
     peers: [strong, reference],
     points,
-    notes: ['torch strong: the greedy loop with the row norms computed once; torch reference: the step of patchcore-inspection\'s sampler as written there (norms recomputed every step).'],
+    notes: [
+      'torch strong: the greedy loop with the row norms computed once; torch reference: the step of patchcore-inspection\'s sampler as written there (norms recomputed every step).',
+      ...(forms.length > 0 && sizes.some((n) => n > CORESET_REFERENCE_MAX_ROWS)
+        ? [`torch reference: not run above ${CORESET_REFERENCE_MAX_ROWS} rows (its time grows as N^2 or faster: hours at 400,000 rows)`]
+        : []),
+    ],
   };
 }
 
