@@ -5,7 +5,8 @@
  *  - memory: pixel AUROC + AP + AU-PRO of --images anomaly maps of --size x --size with masks, in memory, in one
  *    evaluation (imiad's PixelAccumulator, with its default thread count and with one), against scikit-learn's
  *    roc_auc_score + average_precision_score and a numpy implementation of the official AU-PRO on the same data
- *    (bench/peers/metrics_official.py, reading raw arrays: its reading is not timed).
+ *    (bench/peers/metrics_official.py, reading raw arrays: its reading is not timed); lib/bench/metrics.ts
+ *    measureMetricsMemory, the case `imiad bench metrics` runs too.
  *  - files (--files: this case alone): `imiad evaluate` end to end (runEvaluate, lib/cli/evaluate.ts) on an MVTec
  *    layout written to a temporary folder, float32 TIFF maps and PNG masks, against the same Python reading the same
  *    files as the official scripts do (tifffile, PIL; bench/peers/metrics_files.py), reading timed on both sides.
@@ -15,111 +16,16 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import sharp from 'sharp';
 
 import { runEvaluate } from '../lib/cli/evaluate';
-import { encodeTiff } from '../lib/metrics/maps';
-import { PixelAccumulator, type MaskedAnomalyMap } from '../lib/metrics';
+import {
+  type FilesPeerResult, makeData, maxDifference, measureMetricsMemory, METRICS_FILES_PEER_MODULES, METRICS_PEER_MODULES, type Scores, writeLayout,
+} from '../lib/bench/metrics';
 import {
   type Contender, flag, formatSpread, intFlag, machineInfo, measureInterleaved, peerAvailable, printTable, ratioSpread,
-  type Row, runPeer, timed, watchLoad, writeJson, xorshift32,
+  type Row, runPeer, timed, watchLoad, writeJson,
 } from './common';
 import { cpuAddon } from '../bindings/load';
-
-interface PeerResult {
-  pixel_auroc: number;
-  pixel_ap: number;
-  aupro: number;
-  seconds: { roc_auc_score: number; average_precision_score: number; official_aupro: number };
-}
-
-interface FilesPeerResult {
-  images: number;
-  image_auroc: number;
-  image_ap: number;
-  pixel_auroc: number;
-  pixel_ap: number;
-  aupro: number;
-  seconds: { read: number; metrics: number; total: number };
-}
-
-interface Scores {
-  auroc: number;
-  ap: number;
-  aupro: number;
-  imageAuroc?: number;
-}
-
-/** Deterministic test set: a third of the images normal, the rest with 1-4 elliptic defects whose scores are raised. */
-export function makeData(count: number, size: number): MaskedAnomalyMap[] {
-  const next = xorshift32(0x9e3779b9);
-  const images: MaskedAnomalyMap[] = [];
-  for (let i = 0; i < count; i++) {
-    const mask = new Uint8Array(size * size);
-    if (i % 3 !== 0) {
-      const defects = 1 + Math.floor(next() * 4);
-      for (let d = 0; d < defects; d++) {
-        const cx = next() * size;
-        const cy = next() * size;
-        const rx = 4 + next() * size * 0.08;
-        const ry = 4 + next() * size * 0.08;
-        for (let y = Math.max(0, Math.floor(cy - ry)); y < Math.min(size, Math.ceil(cy + ry)); y++) {
-          for (let x = Math.max(0, Math.floor(cx - rx)); x < Math.min(size, Math.ceil(cx + rx)); x++) {
-            if (((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 <= 1) mask[y * size + x] = 255;
-          }
-        }
-      }
-    }
-    const map = new Float32Array(size * size);
-    for (let p = 0; p < map.length; p++) map[p] = next() + next() + (mask[p] ? 0.9 * next() + 0.3 : 0);
-    images.push({ anomalyMap: map, mask, width: size, height: size });
-  }
-  return images;
-}
-
-/** Writes the test set as an MVTec category `bench` under root (PNG images and masks) and its maps under maps. */
-export async function writeLayout(images: MaskedAnomalyMap[], root: string, maps: string): Promise<void> {
-  const size = { width: images[0].width, height: images[0].height };
-  const cat = path.join(root, 'bench');
-  for (const d of ['train/good', 'test/good', 'test/defect', 'ground_truth/defect']) fs.mkdirSync(path.join(cat, d), { recursive: true });
-  // Every test image is the same grey picture: only its size is read.
-  const picture = path.join(cat, 'train', 'good', '000.png');
-  await sharp({ create: { ...size, channels: 3, background: { r: 128, g: 128, b: 128 } } }).png().toFile(picture);
-  for (let i = 0; i < images.length; i++) {
-    const img = images[i];
-    const stem = String(i).padStart(3, '0');
-    const anomalous = img.mask?.some((v) => v !== 0) ?? false;
-    const defect = anomalous ? 'defect' : 'good';
-    fs.copyFileSync(picture, path.join(cat, 'test', defect, `${stem}.png`));
-    if (anomalous && img.mask) {
-      await sharp(Buffer.from(img.mask.buffer, img.mask.byteOffset, img.mask.byteLength), { raw: { ...size, channels: 1 } })
-        .toColourspace('b-w')
-        .png()
-        .toFile(path.join(cat, 'ground_truth', defect, `${stem}_mask.png`));
-    }
-    const dir = path.join(maps, 'bench', 'test', defect);
-    fs.mkdirSync(dir, { recursive: true });
-    fs.writeFileSync(path.join(dir, `${stem}.tiff`), encodeTiff({ data: img.anomalyMap, ...size }));
-  }
-}
-
-function withOneThread<T>(fn: () => Promise<T>): () => Promise<T> {
-  return async () => {
-    const saved = process.env.IMIAD_THREADS;
-    process.env.IMIAD_THREADS = '1';
-    try {
-      return await fn();
-    } finally {
-      if (saved === undefined) delete process.env.IMIAD_THREADS;
-      else process.env.IMIAD_THREADS = saved;
-    }
-  };
-}
-
-function maxDifference(a: Scores, b: Scores): number {
-  const keys: Array<keyof Scores> = ['auroc', 'ap', 'aupro', 'imageAuroc'];
-  return Math.max(...keys.filter((k) => a[k] !== undefined && b[k] !== undefined).map((k) => Math.abs((a[k] as number) - (b[k] as number))));
-}
 
 export async function main(args: string[]): Promise<void> {
   const count = intFlag(args, 'images', 20);
@@ -139,42 +45,14 @@ export async function main(args: string[]): Promise<void> {
   try {
     if (cases.includes('memory')) {
       process.stdout.write('memory: maps and masks in memory\n');
-      const evaluate = async (): Promise<Scores> => {
-        const acc = new PixelAccumulator();
-        await acc.addImages(images);
-        const r = await acc.compute({ limits: [limit] });
-        return { auroc: r.auroc, ap: r.ap, aupro: r.areaUnderPro[0] };
-      };
-      const contenders: Array<Contender<Scores>> = [
-        { name: 'imiad', run: () => timed(evaluate), warmup: 1 },
-        { name: 'imiad 1T', run: () => timed(withOneThread(evaluate)) },
-      ];
-      const withPeer = peerAvailable(['numpy', 'scipy', 'sklearn']);
-      if (withPeer) {
-        const mapsFile = path.join(dir, 'maps.f32');
-        const masksFile = path.join(dir, 'masks.u8');
-        const mapsFd = fs.openSync(mapsFile, 'w');
-        const masksFd = fs.openSync(masksFile, 'w');
-        for (const img of images) {
-          fs.writeSync(mapsFd, Buffer.from(img.anomalyMap.buffer, img.anomalyMap.byteOffset, img.anomalyMap.byteLength));
-          fs.writeSync(masksFd, img.mask ?? new Uint8Array(size * size));
-        }
-        fs.closeSync(mapsFd);
-        fs.closeSync(masksFd);
-        contenders.push({
-          name: 'scikit-learn + official AU-PRO',
-          run: () => {
-            const p = runPeer<PeerResult>('metrics_official.py', [mapsFile, masksFile, String(count), String(size), String(size), String(limit)]);
-            const sec = p.seconds;
-            return { ms: (sec.roc_auc_score + sec.average_precision_score + sec.official_aupro) * 1000, result: { auroc: p.pixel_auroc, ap: p.pixel_ap, aupro: p.aupro } };
-          },
-        });
-      } else {
-        process.stdout.write('peer skipped: /usr/bin/python3 lacks numpy, scipy or scikit-learn\n');
-      }
-      const [ours, ours1, peer] = await measureInterleaved(contenders, repeats, progressLine);
-      const difference = peer ? maxDifference(ours.results[0], peer.results[0]) : null;
-      const ratio = peer ? ratioSpread(peer, ours) : null;
+      const withPeer = peerAvailable(METRICS_PEER_MODULES);
+      if (!withPeer) process.stdout.write('peer skipped: /usr/bin/python3 lacks numpy, scipy or scikit-learn\n');
+      const r = await measureMetricsMemory({ images, limit, repeats, oneThread: true, peerDir: withPeer ? dir : undefined, onRun: (name, ms) => progressLine(name, { ms }) });
+      const ours = r.imiad;
+      const ours1 = r.imiadOneThread!;
+      const peer = r.peer;
+      const difference = r.difference;
+      const ratio = r.ratio;
       rows.push({
         case: `memory, ${count} maps`,
         'imiad ms': formatSpread(ours.ms),
@@ -197,7 +75,7 @@ export async function main(args: string[]): Promise<void> {
         return { auroc: r.pixel_auroc, ap: r.pixel_ap, aupro: Object.values(r.aupro)[0], imageAuroc: r.image_auroc };
       };
       const contenders: Array<Contender<Scores>> = [{ name: 'imiad evaluate', run: () => timed(evaluate), warmup: 1 }];
-      if (peerAvailable(['numpy', 'scipy', 'sklearn', 'tifffile', 'PIL'])) {
+      if (peerAvailable(METRICS_FILES_PEER_MODULES)) {
         contenders.push({
           name: 'tifffile + PIL + scikit-learn + official AU-PRO',
           run: () => {

@@ -3,182 +3,24 @@
  * [--methods stpm,rd4ad]`: training epochs of STPM and RD4AD on generated images (default 256 px, batch 8, the
  * default backbone shapes: ResNet-18 for STPM, WRN-50-2 for RD4AD). The teacher's features are computed once by ONNX
  * Runtime and written to binary files; then, for each method and thread count, imiad (the libtorch addon, in a child
- * process of this script: `train --child <job>`) and, when Debian's python3-torch is installed, the PyTorch peer
+ * process: lib/bench/train-child.ts) and, when Debian's python3-torch is installed, the PyTorch peer
  * (bench/peers/train_torch.py) train the same architectures on them with the same batches, `--repeats` times each,
- * interleaved (bench/common.ts measureInterleaved), so the epoch times compare the training engines alone. Each run
- * is its own process, so each side's peak resident memory (getrusage's maxrss, read by the process itself) covers
- * the same work: load the features, train, score the test images (max of the smoothed map, for image AUROC).
+ * interleaved (lib/bench/train.ts measureTrainCase, the case `imiad bench train` runs too), so the epoch times compare
+ * the training engines alone. Each run is its own process, so each side's peak resident memory covers the same work.
  * Reported: medians over the repeats with the min-max range, the CPU seconds and page faults of the training loops,
  * the load average before and after, and a warning when the machine was busy.
  * Targets: imiad's epoch time <= 0.9x the peer's, peak memory <= 1.2x, image AUROC within 0.02, losses identical.
  * Table + bench/results/train.json.
  */
-import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-import { gaussianBlur } from '../bindings/filters';
-import { binaryClassificationMetrics } from '../bindings/metrics';
-import { type Nchw, trainAddon, trainingAvailable, trainAddonPath, TrainModel } from '../bindings/train/train';
-import type { BackboneShape } from '../lib/backbone/builder';
-import { loadBackbone } from '../lib/backbone/session';
-import { loadDataset } from '../lib/datasets';
-import { synthesize } from '../lib/datasets/synth';
-import { batches } from '../lib/image/pipeline';
-import { Random } from '../lib/prng';
-import { flag, formatSpread, intFlag, machineInfo, measureInterleaved, median, peerAvailable, printTable, type Row, runPeer, spreadOf, timed, watchLoad, writeJson } from './common';
-
-const LAYERS = ['layer1', 'layer2', 'layer3'];
-const BATCH = 8;
-
-type Kind = 'stpm' | 'rd4ad';
-
-interface Features {
-  n: number;
-  images: Float32Array;
-  teacher: Float32Array[];
-  shapes: number[][];
-}
-
-/** What one training process is given (the peer reads the same file). */
-interface Job {
-  kind: Kind;
-  crop: number;
-  batch: number;
-  lr: number;
-  threads: number;
-  shapes: number[][];
-  orders: number[][];
-  labels: number[];
-  train: { n: number; images: string | null; teacher: string[] };
-  test: { n: number; images: string | null; teacher: string[] };
-}
-
-/** What one training process reports, imiad's or the peer's. */
-interface RunResult {
-  epoch_ms: number[];
-  losses: number[];
-  auroc: number;
-  /** CPU seconds (user + system), system seconds and minor page faults of the training loop. */
-  train_cpu_s: number;
-  train_sys_s: number;
-  train_minflt: number;
-  /** The whole process's CPU seconds and peak resident memory (getrusage maxrss, KiB). */
-  cpu_s: number;
-  max_rss_kb: number;
-}
-
-async function extract(paths: string[], shape: BackboneShape, size: number, threads: number): Promise<Features> {
-  const backbone = await loadBackbone({ shape, layers: LAYERS, threads });
-  const images: Float32Array[] = [];
-  const teacher: Float32Array[][] = [[], [], []];
-  let shapes: number[][] = [];
-  for await (const b of batches(paths, { imageSize: size, cropSize: size, batchSize: BATCH })) {
-    const f = await backbone.extract(b.data, b.n, size, size);
-    images.push(b.data.slice());
-    LAYERS.forEach((l, i) => teacher[i].push(f[l].data.slice()));
-    shapes = LAYERS.map((l) => [f[l].channels, f[l].height, f[l].width]);
-  }
-  await backbone.dispose();
-  const cat = (parts: Float32Array[]): Float32Array => {
-    const out = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
-    let o = 0;
-    for (const p of parts) {
-      out.set(p, o);
-      o += p.length;
-    }
-    return out;
-  };
-  return { n: paths.length, images: cat(images), teacher: teacher.map(cat), shapes };
-}
-
-function slice(f: Features, idx: number[], size: number, withImages: boolean): { images: Nchw | null; teacher: Nchw[] } {
-  const pick = (src: Float32Array, per: number): Float32Array => {
-    const out = new Float32Array(idx.length * per);
-    idx.forEach((i, j) => out.set(src.subarray(i * per, (i + 1) * per), j * per));
-    return out;
-  };
-  const m = idx.length;
-  return {
-    images: withImages ? { data: pick(f.images, 3 * size * size), shape: [m, 3, size, size] } : null,
-    teacher: f.shapes.map((s, l) => ({ data: pick(f.teacher[l], s[0] * s[1] * s[2]), shape: [m, s[0], s[1], s[2]] })),
-  };
-}
-
-function readFloats(file: string): Float32Array {
-  const b = fs.readFileSync(file);
-  const aligned = b.byteOffset % 4 === 0 ? b : Buffer.from(b);
-  return new Float32Array(aligned.buffer, aligned.byteOffset, aligned.byteLength / 4);
-}
-
-function readFeatures(job: Job, split: 'train' | 'test'): Features {
-  const s = job[split];
-  return { n: s.n, images: s.images ? readFloats(s.images) : new Float32Array(0), teacher: s.teacher.map(readFloats), shapes: job.shapes };
-}
-
-/** imiad's side of one run, in this (child) process: the same work as bench/peers/train_torch.py. */
-async function runChild(jobFile: string): Promise<void> {
-  const job = JSON.parse(fs.readFileSync(jobFile, 'utf8')) as Job;
-  const size = job.crop;
-  const withImages = job.kind === 'stpm';
-  const trainF = readFeatures(job, 'train');
-  const model = new TrainModel({ kind: job.kind, channels: job.shapes.map((s) => s[0]), seed: 0, threads: job.threads, lr: job.lr });
-  const epochMs: number[] = [];
-  const losses: number[] = [];
-  const u0 = process.resourceUsage();
-  for (const order of job.orders) {
-    const t0 = process.hrtime.bigint();
-    let sum = 0;
-    let steps = 0;
-    for (let s = 0; s < order.length; s += job.batch) {
-      const b = slice(trainF, order.slice(s, s + job.batch), size, withImages);
-      sum += await model.step(b.images, b.teacher);
-      steps += 1;
-    }
-    epochMs.push(Number(process.hrtime.bigint() - t0) / 1e6);
-    losses.push(sum / steps);
-  }
-  const u1 = process.resourceUsage();
-  const testF = readFeatures(job, 'test');
-  const scores = new Float64Array(testF.n);
-  for (let i = 0; i < testF.n; i++) {
-    const b = slice(testF, [i], size, withImages);
-    const raw = await model.maps(b.images, b.teacher, size);
-    const smooth = await gaussianBlur(raw, { count: 1, height: size, width: size, sigma: 4 });
-    let max = -Infinity;
-    for (const v of smooth) if (v > max) max = v;
-    scores[i] = max;
-  }
-  const auroc = (await binaryClassificationMetrics(scores, Uint8Array.from(job.labels))).auroc;
-  const u2 = process.resourceUsage();
-  const cpu = (u: NodeJS.ResourceUsage): number => (u.userCPUTime + u.systemCPUTime) / 1e6;
-  const result: RunResult & { runtime: unknown } = {
-    epoch_ms: epochMs,
-    losses,
-    auroc,
-    train_cpu_s: cpu(u1) - cpu(u0),
-    train_sys_s: (u1.systemCPUTime - u0.systemCPUTime) / 1e6,
-    train_minflt: u1.minorPageFault - u0.minorPageFault,
-    cpu_s: cpu(u2),
-    max_rss_kb: u2.maxRSS,
-    runtime: trainAddon().runtimeStats(),
-  };
-  process.stdout.write(`${JSON.stringify(result)}\n`);
-}
-
-/** Runs imiad's side of one run in a child process (its own peak memory, like the peer's). */
-function runImiad(jobFile: string): RunResult {
-  const runner = path.join(__dirname, 'run.js');
-  const r = spawnSync(process.execPath, [runner, 'train', '--child', jobFile], { encoding: 'utf8', maxBuffer: 1 << 30 });
-  if (r.status !== 0) throw new Error(`imiad training child failed (exit ${r.status}): ${r.stderr}`);
-  const lines = r.stdout.trim().split('\n');
-  return JSON.parse(lines[lines.length - 1]) as RunResult;
-}
+import { trainAddonPath, trainingAvailable } from '../bindings/train/train';
+import { measureTrainCase, prepareTrainFeatures, prepareTrainImages, BATCH, TRAIN_PEER_MODULES, type TrainKind } from '../lib/bench/train';
+import { flag, formatSpread, intFlag, machineInfo, peerAvailable, printTable, type Row, writeJson } from './common';
 
 export async function main(args: string[]): Promise<void> {
-  const child = flag(args, 'child');
-  if (child !== undefined) return runChild(child);
   const epochs = intFlag(args, 'epochs', 1);
   const nTrain = intFlag(args, 'train', 16);
   const nTest = intFlag(args, 'test', 16);
@@ -189,103 +31,43 @@ export async function main(args: string[]): Promise<void> {
     if (!Number.isSafeInteger(n) || n < 1) throw new Error(`--threads: expected integers >= 1 separated by commas but received ${t}`);
     return n;
   });
-  const methods = (flag(args, 'methods', 'stpm,rd4ad') as string).split(',') as Kind[];
+  const methods = (flag(args, 'methods', 'stpm,rd4ad') as string).split(',') as TrainKind[];
   for (const m of methods) if (m !== 'stpm' && m !== 'rd4ad') throw new Error(`--methods: expected stpm or rd4ad but received ${m}`);
   if (!trainingAvailable()) {
     process.stderr.write(`bench train: the training addon is not built (${trainAddonPath()}); run npm run build:train\n`);
     process.exitCode = 1;
     return;
   }
-  const peer = peerAvailable(['torch', 'scipy', 'sklearn']);
+  const peer = peerAvailable(TRAIN_PEER_MODULES);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'imiad-bench-train-'));
   try {
-    const root = path.join(dir, 'data');
-    await synthesize('mvtec', root, { seed: 7, categories: 1, size, train: nTrain, test: nTest });
-    const [category] = await loadDataset('mvtec', root);
-    const train = category.samples.filter((s) => s.split === 'train');
-    const test = category.samples.filter((s) => s.split === 'test');
-    const labels = Array.from(test, (s) => (s.label === 'anomaly' ? 1 : 0));
-    const rng = new Random(0);
-    const orders = Array.from({ length: epochs }, () => rng.shuffle(Array.from({ length: train.length }, (_, i) => i)));
+    const images = await prepareTrainImages(dir, { size, train: nTrain, test: nTest, epochs });
     const rows: Row[] = [];
     const results: Record<string, unknown> = {};
     const warnings: string[] = [];
     for (const kind of methods) {
-      const shape: BackboneShape = kind === 'stpm' ? 'resnet18' : 'wide_resnet50_2';
-      const lr = kind === 'stpm' ? 0.4 : 0.005;
-      const extractThreads = os.availableParallelism();
-      const trainF = await extract(train.map((s) => s.path), shape, size, extractThreads);
-      const testF = await extract(test.map((s) => s.path), shape, size, extractThreads);
-      const write = (name: string, a: Float32Array): string => {
-        const file = path.join(dir, `${kind}.${name}.f32`);
-        fs.writeFileSync(file, Buffer.from(a.buffer, a.byteOffset, a.byteLength));
-        return file;
-      };
-      const files = {
-        train: { n: trainF.n, images: kind === 'stpm' ? write('train.images', trainF.images) : null, teacher: trainF.teacher.map((t, l) => write(`train.l${l + 1}`, t)) },
-        test: { n: testF.n, images: kind === 'stpm' ? write('test.images', testF.images) : null, teacher: testF.teacher.map((t, l) => write(`test.l${l + 1}`, t)) },
-      };
+      const features = await prepareTrainFeatures(images, kind);
       for (const threads of threadList) {
-        const job: Job = { kind, crop: size, batch: BATCH, lr, threads, shapes: trainF.shapes, orders, labels, ...files };
-        const jobFile = path.join(dir, `${kind}.t${threads}.job.json`);
-        fs.writeFileSync(jobFile, JSON.stringify(job));
-        const contenders = [{ name: 'imiad', run: () => timed(() => runImiad(jobFile)) }];
-        if (peer) contenders.push({ name: 'torch', run: () => timed(() => runPeer<RunResult>('train_torch.py', [jobFile])) });
-        const watch = watchLoad(`train ${kind}, ${threads} thread(s)`);
-        const done = await measureInterleaved(contenders, repeats);
-        const load = watch.finish();
-        if (load.busy) warnings.push(`${kind}, ${threads} thread(s): the machine was busy; these figures are not quiet-machine figures`);
-        const mine = done[0].results;
-        const theirs = peer ? done[1].results : null;
-        // A run's epoch time is the median over its epochs; the table gives the median over the runs and their range.
-        const epochS = (r: RunResult): number => median(r.epoch_ms) / 1000;
-        const imiadEpoch = spreadOf(mine.map(epochS));
-        const peerEpoch = theirs ? spreadOf(theirs.map(epochS)) : null;
-        // Ratios of the interleaved pairs (run r of imiad against run r of the peer): drift hits both alike.
-        const ratio = theirs ? spreadOf(mine.map((r, i) => epochS(r) / epochS(theirs[i]))) : null;
-        const cpuRatio = theirs ? median(mine.map((r, i) => r.train_cpu_s / theirs[i].train_cpu_s)) : null;
-        const rssMb = (r: RunResult): number => r.max_rss_kb / 1024;
-        const imiadRss = median(mine.map(rssMb));
-        const peerRss = theirs ? median(theirs.map(rssMb)) : null;
-        const rssRatio = peerRss ? imiadRss / peerRss : null;
-        const auroc = mine[0].auroc;
-        const aurocDiff = theirs ? Math.abs(auroc - theirs[0].auroc) : null;
-        // Both seed libtorch's generator with 0 and initialise in the same module order, so the weights and the
-        // loss trajectories agree as far as the two engines compute the same thing.
-        const relDiff = (a: number[], b: number[]): number => Math.max(...a.map((l, i) => Math.abs(l - b[i]) / Math.abs(b[i])));
-        const lossDiff = theirs ? Math.max(...mine.map((r) => relDiff(r.losses, theirs[0].losses)), ...theirs.map((r) => relDiff(r.losses, theirs[0].losses))) : null;
+        const r = await measureTrainCase(images, features, { threads, repeats, peer });
+        if (r.load.busy) warnings.push(`${kind}, ${threads} thread(s): the machine was busy; these figures are not quiet-machine figures`);
         rows.push({
           method: kind,
           threads,
-          'imiad epoch s': formatSpread(imiadEpoch),
-          'torch epoch s': peerEpoch ? formatSpread(peerEpoch) : null,
-          'imiad/torch': ratio ? formatSpread(ratio) : null,
-          'CPU ratio': cpuRatio,
-          'imiad RSS MB': Math.round(imiadRss),
-          'torch RSS MB': peerRss === null ? null : Math.round(peerRss),
-          'RSS ratio': rssRatio,
-          'imiad AUROC': auroc,
-          'torch AUROC': theirs ? theirs[0].auroc : null,
-          'max loss rel. diff': lossDiff,
-          'time (<=0.9)': ratio === null ? null : ratio.median <= 0.9,
-          'RSS (<=1.2)': rssRatio === null ? null : rssRatio <= 1.2,
-          'AUROC (<=0.02)': aurocDiff === null ? null : aurocDiff <= 0.02,
+          'imiad epoch s': formatSpread(r.epoch_s.imiad),
+          'torch epoch s': r.epoch_s.peer ? formatSpread(r.epoch_s.peer) : null,
+          'imiad/torch': r.ratio ? formatSpread(r.ratio) : null,
+          'CPU ratio': r.cpu_ratio,
+          'imiad RSS MB': Math.round(r.rss_mb.imiad),
+          'torch RSS MB': r.rss_mb.peer === null ? null : Math.round(r.rss_mb.peer),
+          'RSS ratio': r.rss_ratio,
+          'imiad AUROC': r.imiad[0].auroc,
+          'torch AUROC': r.peer ? r.peer[0].auroc : null,
+          'max loss rel. diff': r.max_loss_relative_diff,
+          'time (<=0.9)': r.ratio === null ? null : r.ratio.median <= 0.9,
+          'RSS (<=1.2)': r.rss_ratio === null ? null : r.rss_ratio <= 1.2,
+          'AUROC (<=0.02)': r.auroc_diff === null ? null : r.auroc_diff <= 0.02,
         });
-        results[`${kind}.t${threads}`] = {
-          kind,
-          threads,
-          backbone: shape,
-          imiad: mine,
-          peer: theirs,
-          load,
-          epoch_s: { imiad: imiadEpoch, peer: peerEpoch },
-          ratio,
-          cpu_ratio: cpuRatio,
-          rss_mb: { imiad: imiadRss, peer: peerRss },
-          rss_ratio: rssRatio,
-          auroc_diff: aurocDiff,
-          max_loss_relative_diff: lossDiff,
-        };
+        results[`${kind}.t${threads}`] = r;
       }
     }
     printTable(

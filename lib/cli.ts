@@ -12,6 +12,7 @@ import { registerRun } from './cli/run';
 import { registerDemo } from './cli/demo';
 import { registerPredict } from './cli/predict';
 import { registerWorker } from './cli/worker';
+import { registerBench } from './cli/bench';
 import { createExecutor } from './runner/executor';
 import { version } from './version';
 
@@ -34,6 +35,7 @@ export function buildProgram(): Command {
   registerDemo(program);
   registerPredict(program);
   registerWorker(program);
+  registerBench(program);
   return program;
 }
 
