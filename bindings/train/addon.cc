@@ -104,7 +104,7 @@ class MapsWorker : public KernelWorker {
 
  protected:
   void Run(const RunControl& control) override {
-    out_.resize(static_cast<size_t>(teacher_[0].n * outSize_ * outSize_));
+    out_.resize(static_cast<size_t>((teacher_.empty() ? images_.n : teacher_[0].n) * outSize_ * outSize_));
     model_->Maps(images_, teacher_, outSize_, out_.data(), control);
   }
   Napi::Value Result(Napi::Env env) override { return VectorToTypedArray<float, Napi::Float32Array>(env, out_); }
@@ -197,7 +197,8 @@ class TrainModel : public Napi::ObjectWrap<TrainModel> {
                         InstanceMethod("loadOptimizerState", &TrainModel::LoadOptimizerState),
                         InstanceMethod("parameterCount", &TrainModel::ParameterCount),
                         InstanceMethod("calibrate", &TrainModel::Calibrate), InstanceMethod("scores", &TrainModel::Scores),
-                        InstanceMethod("forward", &TrainModel::Forward)});
+                        InstanceMethod("forward", &TrainModel::Forward),
+                        InstanceMethod("setLearningRate", &TrainModel::SetLearningRate)});
   }
 
   // new TrainModel(kind, channels[3], seed, threads, lr, momentum, weightDecay, beta1, beta2)
@@ -277,7 +278,8 @@ class TrainModel : public Napi::ObjectWrap<TrainModel> {
     View images;
     if (info.Length() > 0 && !info[0].IsNull() && !info[0].IsUndefined()) images = ViewArg(info, 0, 1, "images", &keep);
     std::vector<View> teacher = TeacherArg(info, 2, &keep);
-    if (teacher.empty()) ThrowRange(env, "ERR_IMIAD_DIMS", "Expected teacher layers");
+    // The image-input models (CutPaste) train on the images alone.
+    if (teacher.empty() && images.data == nullptr) ThrowRange(env, "ERR_IMIAD_DIMS", "Expected teacher layers");
     Napi::Value cancelKeep;
     const int32_t* cancel = CancelFlagArg(info, 4, &cancelKeep);
     KernelWorker* worker;
@@ -317,6 +319,17 @@ class TrainModel : public Napi::ObjectWrap<TrainModel> {
     for (auto& v : keep) worker->Keep(v);
     worker->SetCancelFlag(cancel, cancelKeep);
     return worker->Launch();
+  }
+
+  // setLearningRate(lr): the learning rate of the following steps (Model::SetLearningRate).
+  Napi::Value SetLearningRate(const Napi::CallbackInfo& info) {
+    const double lr = NumberArg(info, 0, "lr");
+    try {
+      model_->SetLearningRate(lr);
+    } catch (const InvalidArgument& e) {
+      ThrowRange(info.Env(), e.code, e.what());
+    }
+    return info.Env().Undefined();
   }
 
   // forward(images, shape, cancel) -> Promise<{ names, shapes, arrays }> (Model::Forward: eval-mode outputs)

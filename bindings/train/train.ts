@@ -39,6 +39,7 @@ interface NativeModel {
   calibrate(features: Float32Array[], shapes: number[][], reset: boolean, cancel: Int32Array): Promise<void>;
   scores(features: Float32Array[], shapes: number[][], cancel: Int32Array): Promise<Float32Array | null>;
   forward(images: Float32Array, imageShape: number[], cancel: Int32Array): Promise<TrainState>;
+  setLearningRate(lr: number): void;
 }
 
 /** Counters of the training thread and of the tensor cache (native/train/runtime.h, docs/training-speed.md). */
@@ -132,7 +133,7 @@ export function trainingAvailable(): boolean {
 }
 
 export interface TrainModelConfig {
-  kind: 'stpm' | 'rd4ad' | 'fastflow' | 'cflow' | 'cfa' | 'csflow' | 'resnet18';
+  kind: 'stpm' | 'rd4ad' | 'fastflow' | 'cflow' | 'cfa' | 'csflow' | 'resnet18' | 'cutpaste';
   /** Channels of the teacher's layers 1..3 (the flow heads: of the tapped levels). */
   channels: number[];
   seed: number;
@@ -209,6 +210,11 @@ export class TrainModel {
    */
   forward(images: Nchw, opts: { signal?: AbortSignal } = {}): Promise<TrainState> {
     return callKernel((cancel) => this.native.forward(images.data, images.shape, cancel), opts, this.forward);
+  }
+
+  /** The learning rate of the following steps, for schedules the caller computes (CutPaste's cosine restarts). */
+  setLearningRate(lr: number): void {
+    this.native.setLearningRate(lr);
   }
 
   state(): TrainState {

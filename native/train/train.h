@@ -71,6 +71,12 @@ class Model {
     (void)images, (void)control;
     throw InvalidArgument("ERR_IMIAD_ARGUMENT", "This model has no image network to run forward");
   }
+  // Sets the optimiser's learning rate for the following steps (schedules computed by the caller: CutPaste's cosine
+  // with warm restarts); models whose schedule is their own refuse.
+  virtual void SetLearningRate(double lr) {
+    (void)lr;
+    throw InvalidArgument("ERR_IMIAD_ARGUMENT", "This model keeps its own learning-rate schedule");
+  }
   virtual std::vector<NamedArray> State() = 0;
   virtual void LoadState(const std::vector<NamedArray>& state) = 0;
   // The optimiser's state, so that training can continue exactly where it stopped (a continual run resumed after a
