@@ -17,8 +17,9 @@
  * bias = the conv's bias (0 without one), running mean 0 and running variance 1 - 1e-5: in eval mode that BN adds the
  * bias and multiplies by 1/sqrt(1 - 1e-5 + 1e-5) = 1, so the network computes exactly what the file computes. The
  * original BN's scale and statistics are gone from such a file, so in training mode (batch statistics) the
- * fine-tuned network starts from a BN of weight 1 over the folded conv's output rather than from the trained BN;
- * export without folding (`do_constant_folding=False`, `training=torch.onnx.TrainingMode.PRESERVE`) to keep them.
+ * fine-tuned network starts from a BN of weight 1 over the folded conv's output rather than from the trained BN
+ * (PyTorch's exporter folds BN in eval mode whatever do_constant_folding says; a file with BatchNormalization nodes
+ * keeps them).
  * A BN whose epsilon is not torchvision's 1e-5 gets running_var + eps - 1e-5, so that var + 1e-5 is unchanged.
  */
 import * as fs from 'fs';
@@ -240,7 +241,7 @@ class GraphWalk {
   }
 }
 
-/** Walks a decoded graph; throws NotResNet18 with what is missing. Exported for tests through resnet18Weights. */
+/** Walks a decoded graph from its image input; throws NotResNet18 naming what is missing. */
 function walk(graph: GraphProto, upToLayer: number): ResNetWeights {
   const g = new GraphWalk(graph);
   const input = g.imageInput();

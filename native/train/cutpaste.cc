@@ -117,7 +117,10 @@ class CutPaste : public HeadModel {
       net_->train();
       const int64_t per = images.n / classes_;
       auto labels = torch::arange(classes_, torch::TensorOptions().dtype(torch::kLong)).repeat_interleave(per).to(device_);
-      auto loss = F::cross_entropy(net_->forward(ViewTensor(images, device_)).second, labels);
+      // cross_entropy(logits, labels) written as log_softmax times the one-hot labels: the same value, and its
+      // backward has no nll_loss_backward (atomicAdd on CUDA, refused under the deterministic algorithms).
+      auto logp = torch::log_softmax(net_->forward(ViewTensor(images, device_)).second, 1);
+      auto loss = -(logp * F::one_hot(labels, classes_).to(logp.scalar_type())).sum(1).mean();
       result = loss.item<double>();
       if (!std::isfinite(result)) return;  // the weights stay as they were; the caller stops
       loss.backward();
