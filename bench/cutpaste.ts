@@ -100,6 +100,9 @@ export async function writeCutPasteJob(dir: string, o: CutPasteJobOptions): Prom
 export interface CutPasteRun {
   losses: number[];
   stepSeconds: number[];
+  /** CPU seconds of each step (user + system, every thread of the process), and system seconds alone. */
+  stepCpuSeconds: number[];
+  stepSysSeconds: number[];
   scores?: number[];
 }
 
@@ -109,13 +112,19 @@ export async function runCutPasteJob(job: CutPasteJob, o: Pick<CutPasteJobOption
   model.loadState(job.state);
   const losses: number[] = [];
   const stepSeconds: number[] = [];
+  const stepCpuSeconds: number[] = [];
+  const stepSysSeconds: number[] = [];
   for (let step = 0; step < job.batches.length; step++) {
+    const c = process.cpuUsage();
     const t = process.hrtime.bigint();
     model.setLearningRate(job.lrs[step]);
     losses.push(await model.step(job.batches[step], []));
     stepSeconds.push(Number(process.hrtime.bigint() - t) / 1e9);
+    const used = process.cpuUsage(c);
+    stepCpuSeconds.push((used.user + used.system) / 1e6);
+    stepSysSeconds.push(used.system / 1e6);
   }
-  const out: CutPasteRun = { losses, stepSeconds };
+  const out: CutPasteRun = { losses, stepSeconds, stepCpuSeconds, stepSysSeconds };
   if (o.evalImages) {
     await model.calibrate([{ data: o.images, shape: [o.n, 3, o.size, o.size] }], true);
     out.scores = Array.from((await model.scores([{ data: o.evalImages.data, shape: [o.evalImages.n, 3, o.size, o.size] }])) ?? []);
@@ -182,8 +191,9 @@ export async function main(args: string[]): Promise<void> {
     // One more epoch first, untimed on both sides (a fresh PyTorch process initialises its kernels in its first steps).
     const sOpts: CutPasteJobOptions = { images: big.train, n: nTrain, size, batch, steps: stepsPerEpoch * (epochs + 1), stepsPerEpoch, t0: epochs + 1, lr: 1e-4, threads, seed: 2 };
     const sJob = await writeCutPasteJob(sDir, sOpts);
-    const epochSeconds = (r: CutPasteRun): number =>
-      median(Array.from({ length: epochs }, (_, e) => r.stepSeconds.slice((e + 1) * stepsPerEpoch, (e + 2) * stepsPerEpoch).reduce((a, b) => a + b, 0)));
+    const perEpoch = (values: number[]): number =>
+      median(Array.from({ length: epochs }, (_, e) => values.slice((e + 1) * stepsPerEpoch, (e + 2) * stepsPerEpoch).reduce((a, b) => a + b, 0)));
+    const epochSeconds = (r: CutPasteRun): number => perEpoch(r.stepSeconds);
     const contenders = [{ name: 'imiad', run: async () => { const r = await runCutPasteJob(sJob, sOpts); return { ms: epochSeconds(r) * 1000, result: r }; } }];
     if (havePeer) contenders.push({ name: 'torch', run: () => timed(() => runPeer<CutPasteRun>('cutpaste_torch.py', [sDir])).then((t) => ({ ms: epochSeconds(t.result) * 1000, result: t.result })) });
     const watch = watchLoad(`cutpaste ${size} px, ${threads} thread(s)`);
@@ -192,6 +202,9 @@ export async function main(args: string[]): Promise<void> {
     const imiadEpoch = spreadOf(done[0].results.map(epochSeconds));
     const peerEpoch = havePeer ? spreadOf(done[1].results.map(epochSeconds)) : null;
     const ratio = havePeer ? spreadOf(done[0].results.map((r, i) => epochSeconds(r) / epochSeconds(done[1].results[i]))) : null;
+    // On a busy machine the wall-clock ratio says little: the CPU seconds of the epochs' steps, and their system part.
+    const cpuRatio = havePeer ? median(done[0].results.map((r, i) => perEpoch(r.stepCpuSeconds) / perEpoch(done[1].results[i].stepCpuSeconds))) : null;
+    const sys = (rs: CutPasteRun[]): number => median(rs.map((r) => perEpoch(r.stepSysSeconds)));
     rows.push({
       method: 'cutpaste',
       threads,
@@ -199,12 +212,15 @@ export async function main(args: string[]): Promise<void> {
       'torch epoch s': peerEpoch ? formatSpread(peerEpoch) : null,
       'imiad/torch': ratio ? formatSpread(ratio) : null,
       'time (<=0.9)': ratio ? ratio.median <= 0.9 : null,
+      'CPU ratio': cpuRatio,
+      'imiad sys s': sys(done[0].results),
+      'torch sys s': havePeer ? sys(done[1].results) : null,
       [`max loss rel. diff (${steps} steps)`]: lossDiff === null ? null : lossDiff.toExponential(2),
       'loss (<=1e-4)': lossDiff === null ? null : lossDiff <= 1e-4,
       'max score rel. diff': scoreDiff === null ? null : scoreDiff.toExponential(2),
       'scores (<=1e-3)': scoreDiff === null ? null : scoreDiff <= 1e-3,
     });
-    results.speed = { size, train: nTrain, batch, epochs, repeats, imiad: done[0].results, peer: havePeer ? done[1].results : null, epoch_s: { imiad: imiadEpoch, peer: peerEpoch }, ratio, load };
+    results.speed = { size, train: nTrain, batch, epochs, repeats, imiad: done[0].results, peer: havePeer ? done[1].results : null, epoch_s: { imiad: imiadEpoch, peer: peerEpoch }, ratio, cpu_ratio: cpuRatio, load };
     printTable(
       `CutPaste: ${epochs} epoch(s) of ${nTrain} generated ${size} px images, batch ${batch} (x 3 views), median (min-max) of ${repeats} interleaved run(s); ` +
         `fidelity: ${steps} steps at ${fidelitySize} px${havePeer ? '' : ' (no python3-torch peer)'}`,

@@ -17,6 +17,7 @@ usage: cutpaste_torch.py <dir>   (dir/meta.json says the shapes, the schedule an
 """
 import json
 import os
+import resource
 import sys
 import time
 
@@ -76,10 +77,11 @@ def main():
     optimizer = torch.optim.Adam(net.parameters(), lr=meta["lr"], weight_decay=meta["weightDecay"])
     scheduler = CosineAnnealingWarmRestarts(optimizer, meta["t0"])
     classes = meta["classes"]
-    losses, seconds = [], []
+    losses, seconds, cpu, system = [], [], [], []
     for step, shape in enumerate(meta["batchShapes"]):
         x = read_floats(os.path.join(d, f"batch{step}.bin"), shape)
         labels = torch.arange(classes).repeat_interleave(shape[0] // classes)
+        r0 = resource.getrusage(resource.RUSAGE_SELF)
         t0 = time.perf_counter()
         net.train()
         optimizer.zero_grad()
@@ -89,9 +91,12 @@ def main():
         optimizer.step()
         scheduler.step(step // meta["stepsPerEpoch"])
         seconds.append(time.perf_counter() - t0)
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        cpu.append(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime)
+        system.append(r1.ru_stime - r0.ru_stime)
         losses.append(loss.item())
 
-    result = {"losses": losses, "stepSeconds": seconds, "torch": torch.__version__}
+    result = {"losses": losses, "stepSeconds": seconds, "stepCpuSeconds": cpu, "stepSysSeconds": system, "torch": torch.__version__}
     if "calibrateShape" in meta:
         net.eval()
         with torch.no_grad():
