@@ -71,6 +71,7 @@ export {
   type LoadBackboneOptions,
 } from './backbone/session';
 export { BACKBONE_SHAPES, backboneStages, buildBackboneModel, defaultBackboneFile, type BackboneShape } from './backbone/builder';
+export { resnet18Weights, type ResNetWeights, type WeightTensor } from './backbone/resnet-weights';
 export {
   adaptiveAvgPool1d,
   gatherChannels,

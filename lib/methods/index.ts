@@ -9,6 +9,7 @@ import type { Rd4adParams, StpmParams } from './teacher-student';
 import type { CfaParams } from './cfa';
 import type { CFlowParams } from './cflow';
 import type { CsFlowParams } from './csflow';
+import type { CutPasteParams } from './cutpaste';
 import type { FastFlowParams } from './fastflow';
 import type { Detector } from './types';
 
@@ -24,6 +25,7 @@ export interface MethodParams {
   cflow: CFlowParams;
   csflow: CsFlowParams;
   fastflow: FastFlowParams;
+  cutpaste: CutPasteParams;
 }
 export type MethodName = keyof MethodParams;
 
@@ -59,6 +61,7 @@ export { FastFlow, type FastFlowParams } from './fastflow';
 export { CFlow, type CFlowParams } from './cflow';
 export { Cfa, CFA_LAYERS, type CfaParams } from './cfa';
 export { CsFlow, type CsFlowParams } from './csflow';
+export { CutPasteDetector, cutPasteLearningRate, type CutPasteParams } from './cutpaste';
 export type { FrozenHeadParams } from './frozen-head';
 export { readCheckpoint, writeCheckpoint, encodeCheckpoint, decodeCheckpoint, type Checkpoint } from './checkpoint';
 export type { DetectorState, TrainingStats } from './types';

@@ -6,6 +6,7 @@
 import { Cfa } from './cfa';
 import { CFlow } from './cflow';
 import { CsFlow } from './csflow';
+import { CutPasteDetector } from './cutpaste';
 import { Dne } from './dne';
 import { FastFlow } from './fastflow';
 import { Padim } from './padim';
@@ -210,6 +211,20 @@ export const METHODS: readonly MethodEntry[] = [
     continual: 'sequential',
     options: TRAINED_OPTIONS,
     summary: '2-D normalizing flow with conv subnets on each feature level (libtorch)',
+  },
+  {
+    name: 'cutpaste',
+    label: 'CutPaste',
+    create: (p) => new CutPasteDetector(p),
+    trained: true,
+    usesLabelledAnomalies: false,
+    hasMaps: false,
+    imageSize: 224,
+    cropSize: 224,
+    normalisation: 'imagenet',
+    continual: 'sequential',
+    options: TRAINED_OPTIONS,
+    summary: 'ResNet-18 fine-tuned to tell cut-paste and scar views from normal images; Gaussian of its embeddings, image scores only (libtorch)',
   },
 ];
 
