@@ -10,6 +10,8 @@ import type { CfaParams } from './cfa';
 import type { CFlowParams } from './cflow';
 import type { CsFlowParams } from './csflow';
 import type { FastFlowParams } from './fastflow';
+import type { DevNetParams } from './devnet';
+import type { DraParams } from './dra';
 import type { Detector } from './types';
 
 /** Each registered method's parameters (the typed overload of createDetector). */
@@ -24,6 +26,8 @@ export interface MethodParams {
   cflow: CFlowParams;
   csflow: CsFlowParams;
   fastflow: FastFlowParams;
+  devnet: DevNetParams;
+  dra: DraParams;
 }
 export type MethodName = keyof MethodParams;
 
@@ -60,5 +64,8 @@ export { CFlow, type CFlowParams } from './cflow';
 export { Cfa, CFA_LAYERS, type CfaParams } from './cfa';
 export { CsFlow, type CsFlowParams } from './csflow';
 export type { FrozenHeadParams } from './frozen-head';
+export { DevNet, type DevNetParams } from './devnet';
+export { Dra, DRA_REFERENCES, type DraParams } from './dra';
+export type { DeviationParams } from './deviation';
 export { readCheckpoint, writeCheckpoint, encodeCheckpoint, decodeCheckpoint, type Checkpoint } from './checkpoint';
 export type { DetectorState, TrainingStats } from './types';

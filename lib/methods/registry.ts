@@ -6,7 +6,9 @@
 import { Cfa } from './cfa';
 import { CFlow } from './cflow';
 import { CsFlow } from './csflow';
+import { DevNet } from './devnet';
 import { Dne } from './dne';
+import { Dra } from './dra';
 import { FastFlow } from './fastflow';
 import { Padim } from './padim';
 import { PatchCore } from './patchcore';
@@ -210,6 +212,34 @@ export const METHODS: readonly MethodEntry[] = [
     continual: 'sequential',
     options: TRAINED_OPTIONS,
     summary: '2-D normalizing flow with conv subnets on each feature level (libtorch)',
+  },
+  {
+    name: 'devnet',
+    label: 'DevNet',
+    create: (p) => new DevNet(p),
+    trained: true,
+    usesLabelledAnomalies: true,
+    hasMaps: false,
+    imageSize: 448,
+    cropSize: 448,
+    normalisation: 'imagenet',
+    continual: 'sequential',
+    options: TRAINED_OPTIONS,
+    summary: 'deviation network: fine-tuned ResNet-18, top-k MIL score, deviation loss on labelled anomalies (supervised setting; libtorch)',
+  },
+  {
+    name: 'dra',
+    label: 'DRA',
+    create: (p) => new Dra(p),
+    trained: true,
+    usesLabelledAnomalies: true,
+    hasMaps: false,
+    imageSize: 448,
+    cropSize: 448,
+    normalisation: 'imagenet',
+    continual: 'sequential',
+    options: TRAINED_OPTIONS,
+    summary: 'dual residual heads (holistic, seen, CutMix pseudo, composite) on a fine-tuned ResNet-18 (supervised setting; libtorch)',
   },
 ];
 
