@@ -86,8 +86,8 @@ export interface DeviationDefaults {
   referenceImages: number;
 }
 
-/** One assembled training batch: normalised images, labels and reference draws. */
-interface TrainBatch {
+/** One assembled training batch: normalised images (DRA: the reference normals first), labels and reference draws. */
+export interface TrainBatch {
   images: Nchw;
   labels: Nchw;
   reference: Nchw;
@@ -113,6 +113,75 @@ class IndexStream {
 }
 
 const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+/** How a detector fills its batches (DeviationDetector.trainingBatches). */
+export interface BatchPlan {
+  side: number;
+  batchSize: number;
+  /** Normal slots at the start of the batch; the rest are labelled anomalies. */
+  normalSlots: number;
+  /** Reference normals before the batch (DRA 5). */
+  referenceImages: number;
+  /** Rows of reference draws (loss terms). */
+  referenceRows: number;
+  /** The image and label of a normal slot before its rotation (DRA: a CutMix pseudo-anomaly half of the time). */
+  normalSlot: (normals: RgbImage[], index: number, rng: Random) => { image: RgbImage; label: number };
+}
+
+/**
+ * The balanced training batches of one fit: BalancedBatchSampler's endless shuffled streams of normal and anomalous
+ * indices (and DRA's reference stream), RandomRotation(180) of every image, the reference draws; all from `rng`.
+ */
+export class BalancedBatches {
+  private readonly normalStream: IndexStream;
+  private readonly anomalyStream: IndexStream;
+  private readonly referenceStream: IndexStream;
+  private readonly augment: Random;
+  private readonly draws: Random;
+
+  constructor(
+    private readonly normals: RgbImage[],
+    private readonly anomalies: RgbImage[],
+    private readonly plan: BatchPlan,
+    rng: Random,
+  ) {
+    if (normals.length === 0 || anomalies.length === 0) throw imiadError('RangeError', 'ERR_IMIAD_EMPTY', 'Expected normal and anomalous training images for balanced batches');
+    this.normalStream = new IndexStream(normals.length, rng.fork('normal-stream'));
+    this.anomalyStream = new IndexStream(anomalies.length, rng.fork('anomaly-stream'));
+    this.referenceStream = new IndexStream(normals.length, rng.fork('reference-stream'));
+    this.augment = rng.fork('augment');
+    this.draws = rng.fork('reference-draws');
+  }
+
+  async next(): Promise<TrainBatch> {
+    const { side, batchSize: m, normalSlots, referenceImages: refs, referenceRows } = this.plan;
+    const plane = 3 * side * side;
+    const images = new Float32Array((refs + m) * plane);
+    const labels = new Float32Array(m);
+    let slot = 0;
+    const put = async (image: RgbImage): Promise<void> => {
+      normalisePixels(images, slot++, randomRotation(image, 180, this.augment).data, side);
+      await yieldToEventLoop();
+    };
+    for (let r = 0; r < refs; r++) await put(this.normals[this.referenceStream.next()]);
+    for (let i = 0; i < normalSlots; i++) {
+      const { image, label } = this.plan.normalSlot(this.normals, this.normalStream.next(), this.augment);
+      labels[i] = label;
+      await put(image);
+    }
+    for (let i = normalSlots; i < m; i++) {
+      labels[i] = 1;
+      await put(this.anomalies[this.anomalyStream.next()]);
+    }
+    const reference = new Float32Array(referenceRows * REFERENCE_DRAWS);
+    for (let i = 0; i < reference.length; i++) reference[i] = this.draws.normal();
+    return {
+      images: { data: images, shape: [refs + m, 3, side, side] },
+      labels: { data: labels, shape: [m, 1, 1, 1] },
+      reference: { data: reference, shape: [referenceRows, 1, 1, REFERENCE_DRAWS] },
+    };
+  }
+}
 
 export abstract class DeviationDetector implements Detector {
   abstract readonly name: string;
@@ -182,7 +251,21 @@ export abstract class DeviationDetector implements Detector {
     return { image: normals[index], label: 0 };
   }
 
-  private extra(): Record<string, number[]> {
+  /** The batches a fit draws from `rng` (exported for bench/deviation.ts, which hands the same ones to a peer). */
+  trainingBatches(normals: RgbImage[], anomalies: RgbImage[], rng: Random): BalancedBatches {
+    const plan: BatchPlan = {
+      side: this.cropSize,
+      batchSize: this.batchSize,
+      normalSlots: this.normalSlots(),
+      referenceImages: this.defaults.referenceImages,
+      referenceRows: this.defaults.referenceRows,
+      normalSlot: (n, i, r) => this.normalSlot(n, i, r),
+    };
+    return new BalancedBatches(normals, anomalies, plan, rng);
+  }
+
+  /** The native model's method numbers (sizes, schedule, loss constants). */
+  extra(): Record<string, number[]> {
     return {
       side: [this.cropSize],
       scales: [2],
@@ -197,7 +280,8 @@ export abstract class DeviationDetector implements Detector {
     };
   }
 
-  private createModel(weights: Awaited<ReturnType<typeof resnet18Weights>> | null, extra: Record<string, number[]>): TrainModel {
+  /** A fresh network: the imported weights (null: torchvision's initialisation, to be overwritten by a state). */
+  createModel(weights: Awaited<ReturnType<typeof resnet18Weights>> | null, extra: Record<string, number[]> = this.extra()): TrainModel {
     return new TrainModel({
       kind: this.defaults.kind,
       channels: [512],
@@ -211,7 +295,8 @@ export abstract class DeviationDetector implements Detector {
     });
   }
 
-  private async decode(samples: Sample[], signal?: AbortSignal): Promise<RgbImage[]> {
+  /** Training images as the batches take them: Resize((s, s)), centre crop, 8-bit RGB. */
+  async decode(samples: Sample[], signal?: AbortSignal): Promise<RgbImage[]> {
     const out: RgbImage[] = [];
     for (const s of samples) {
       if (signal?.aborted) throw imiadError('Error', 'ABORT_ERR', 'The operation was aborted');
@@ -255,41 +340,10 @@ export abstract class DeviationDetector implements Detector {
       this.fits = 0;
     }
     const root = new Random(this.seed).fork(fitIndex === 0 ? 'fit' : `fit-${fitIndex}`);
-    const normalStream = new IndexStream(normals.length, root.fork('normal-stream'));
-    const anomalyStream = new IndexStream(anomalies.length, root.fork('anomaly-stream'));
-    const referenceStream = new IndexStream(normals.length, root.fork('reference-stream'));
-    const augment = root.fork('augment');
-    const draws = root.fork('reference-draws');
+    const source = this.trainingBatches(normals, anomalies, root);
     const refs = this.defaults.referenceImages;
-    const nNormal = this.normalSlots();
     const m = this.batchSize;
-
-    const assemble = async (): Promise<TrainBatch> => {
-      const images = new Float32Array((refs + m) * plane);
-      const labels = new Float32Array(m);
-      let slot = 0;
-      const put = async (image: RgbImage): Promise<void> => {
-        normalisePixels(images, slot++, randomRotation(image, 180, augment).data, side);
-        await yieldToEventLoop();
-      };
-      for (let r = 0; r < refs; r++) await put(normals[referenceStream.next()]);
-      for (let i = 0; i < nNormal; i++) {
-        const { image, label: y } = this.normalSlot(normals, normalStream.next(), augment);
-        labels[i] = y;
-        await put(image);
-      }
-      for (let i = nNormal; i < m; i++) {
-        labels[i] = 1;
-        await put(anomalies[anomalyStream.next()]);
-      }
-      const reference = new Float32Array(this.defaults.referenceRows * REFERENCE_DRAWS);
-      for (let i = 0; i < reference.length; i++) reference[i] = draws.normal();
-      return {
-        images: { data: images, shape: [refs + m, 3, side, side] },
-        labels: { data: labels, shape: [m, 1, 1, 1] },
-        reference: { data: reference, shape: [this.defaults.referenceRows, 1, 1, REFERENCE_DRAWS] },
-      };
-    };
+    const assemble = (): Promise<TrainBatch> => source.next();
 
     const totalSteps = this.epochs * this.stepsPerEpoch;
     const losses: number[] = [];
@@ -343,7 +397,8 @@ export abstract class DeviationDetector implements Detector {
     await model.calibrate([{ data: images, shape: [refs, 3, side, side] }], true, { signal });
   }
 
-  private async weights(): Promise<Awaited<ReturnType<typeof resnet18Weights>>> {
+  /** The starting weights: the ONNX backbone's, by torchvision name. */
+  async weights(): Promise<Awaited<ReturnType<typeof resnet18Weights>>> {
     const file = this.backbone ?? defaultBackboneFile({ shape: 'resnet18', seed: this.backboneSeed });
     return resnet18Weights(file);
   }
