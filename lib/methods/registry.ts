@@ -243,6 +243,17 @@ export const METHODS: readonly MethodEntry[] = [
   },
 ];
 
+/**
+ * Why a method cannot run in a setting, or null when it can: the detectors that learn from labelled anomalies
+ * (usesLabelledAnomalies: DevNet, DRA) need the supervised setting, the only one that hands them any.
+ */
+export function settingRefusal(entry: MethodEntry, setting: string): string | null {
+  if (entry.usesLabelledAnomalies && setting !== 'supervised') {
+    return `${entry.label} learns from labelled anomalies, which only the supervised setting provides: use --setting supervised (not ${setting})`;
+  }
+  return null;
+}
+
 /** The entry of a method name, or undefined. */
 export function findMethod(name: unknown): MethodEntry | undefined {
   return METHODS.find((m) => m.name === name);
