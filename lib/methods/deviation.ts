@@ -9,13 +9,14 @@
  * Training follows the official loops (Choubo/deviation-network-image, Choubo/DRA train.py):
  * - images: Resize((s, s)) (bilinear, 448 px by default; a centre crop only if `cropSize` < `imageSize`), then
  *   RandomRotation(180) (nearest, black corners), then ImageNet normalisation; test images are not rotated;
- * - balanced batches (BalancedBatchSampler): each of `stepsPerEpoch` steps takes the next `normalShare` of the batch
- *   from an endless stream of shuffled normal images and the rest from a stream of shuffled labelled anomalies (each
- *   stream reshuffles when it runs out), so every batch holds anomalies however few there are;
+ * - balanced batches (BalancedBatchSampler): each of `stepsPerEpoch` steps takes its normal share of the batch (DevNet
+ *   1/2, DRA 2/3) from an endless stream of shuffled normal images and the rest from a stream of shuffled labelled
+ *   anomalies (each stream reshuffles when it runs out), so every batch holds anomalies however few there are;
  * - the deviation loss's 5000 reference draws from N(0, 1) are drawn here (one row per loss term, per step);
  * - every random choice comes from the seed (and from the fit's index when training continues), so the same seed
  *   gives the same network and the same scores.
- * The next batch is assembled while the addon runs the current step. Without labelled anomalies among the training
+ * The training images are decoded once (8-bit, at the network's side); the next batch is augmented while the addon
+ * runs the current step. Without labelled anomalies among the training
  * samples fit() refuses (ERR_IMIAD_EMPTY), naming `--setting supervised`. Scores are image-level only (no maps).
  */
 import * as os from 'os';
@@ -27,7 +28,7 @@ import { resolveTrainDevice, trainDeviceParam } from '../../bindings/train/devic
 import { type Nchw, trainAddon, TrainModel } from '../../bindings/train/train';
 import type { Device } from '../../bindings/validate';
 import { defaultBackboneFile } from '../backbone/builder';
-import { resnet18Weights } from '../backbone/resnet-weights';
+import { resnet18Weights, type ResNetWeights } from '../backbone/resnet-weights';
 import type { Sample } from '../datasets/types';
 import { type RgbImage, randomRotation } from '../image/cutmix';
 import { batches, normalisePixels, preparePixels } from '../image/pipeline';
@@ -281,7 +282,7 @@ export abstract class DeviationDetector implements Detector {
   }
 
   /** A fresh network: the imported weights (null: torchvision's initialisation, to be overwritten by a state). */
-  createModel(weights: Awaited<ReturnType<typeof resnet18Weights>> | null, extra: Record<string, number[]> = this.extra()): TrainModel {
+  createModel(weights: ResNetWeights | null, extra: Record<string, number[]> = this.extra()): TrainModel {
     return new TrainModel({
       kind: this.defaults.kind,
       channels: [512],
@@ -343,22 +344,20 @@ export abstract class DeviationDetector implements Detector {
     const source = this.trainingBatches(normals, anomalies, root);
     const refs = this.defaults.referenceImages;
     const m = this.batchSize;
-    const assemble = (): Promise<TrainBatch> => source.next();
 
     const totalSteps = this.epochs * this.stepsPerEpoch;
     const losses: number[] = [];
     const tTrain = process.hrtime.bigint();
     let step = 0;
-    let next = await assemble();
+    let next = await source.next();
     for (let epoch = 0; epoch < this.epochs; epoch++) {
       let sum = 0;
       for (let s = 0; s < this.stepsPerEpoch; s++) {
         if (opts.signal?.aborted) throw imiadError('Error', 'ABORT_ERR', 'The operation was aborted');
         const batch = next;
         const running = model.step(batch.images, [batch.labels, batch.reference], { signal: opts.signal });
-        // The next batch is decoded and augmented while the addon trains on this one.
-        const last = step + 1 === totalSteps;
-        const upcoming = last ? null : assemble();
+        // The next batch is augmented while the addon trains on this one.
+        const upcoming = step + 1 === totalSteps ? null : source.next();
         upcoming?.catch(() => undefined);
         const loss = await running;
         step += 1;
@@ -398,7 +397,7 @@ export abstract class DeviationDetector implements Detector {
   }
 
   /** The starting weights: the ONNX backbone's, by torchvision name. */
-  async weights(): Promise<Awaited<ReturnType<typeof resnet18Weights>>> {
+  async weights(): Promise<ResNetWeights> {
     const file = this.backbone ?? defaultBackboneFile({ shape: 'resnet18', seed: this.backboneSeed });
     return resnet18Weights(file);
   }
