@@ -36,6 +36,27 @@ describe('tables', () => {
     expect(toMarkdown(t)).toContain('| patchcore | Image AUC | **0.970** | **0.970** |');
     expect(t.notes).toEqual(['Ignores the labelled anomalies (trains on the normal images only): padim.']);
   });
+  test('Table VIII: the supervised detectors (DevNet, DRA) get image AUROC rows, with the note that they score images only', () => {
+    const sup = { name: 'supervised' as const, anomalies: 10 };
+    const pixel = (a: number): Record<string, number | null> => ({ imageAUROC: a, pixelAUROC: a - 0.05, pixelAP: a / 2, pixelPRO: a - 0.1 });
+    const imageOnly = (a: number): Record<string, number | null> => ({ imageAUROC: a, pixelAUROC: null, pixelAP: null, pixelPRO: null });
+    const rows = [
+      makeRow({ method: 'patchcore', category: 'bottle', setting: sup, metrics: pixel(0.9) }),
+      makeRow({ method: 'patchcore', category: 'cable', setting: sup, metrics: pixel(0.8) }),
+      makeRow({ method: 'devnet', category: 'bottle', setting: sup, metrics: imageOnly(0.95) }),
+      makeRow({ method: 'devnet', category: 'cable', setting: sup, metrics: imageOnly(0.85) }),
+      makeRow({ method: 'dra', category: 'bottle', setting: sup, metrics: imageOnly(0.97) }),
+      makeRow({ method: 'dra', category: 'cable', setting: sup, metrics: imageOnly(0.87) }),
+    ];
+    const [t] = tableVIII(reportData(rows));
+    const md = toMarkdown(t);
+    expect(md).toContain('| devnet | Image AUC | <u>0.950</u> | <u>0.850</u> | <u>0.900</u> |');
+    expect(md).toContain('| dra | Image AUC | **0.970** | **0.870** | **0.920** |');
+    expect(md).toContain('| patchcore | Pixel AUC |');
+    expect(md).not.toContain('| devnet | Pixel');
+    expect(md).not.toContain('| dra | Pixel');
+    expect(t.notes).toEqual(['Image-level only (no anomaly maps, so no pixel metrics): devnet, dra.']);
+  });
   test('Table IX: shots x augmentation, marked within each shot group', () => {
     const [t] = tableIX(data);
     expect(t.header).toEqual(['Shots', 'Method', 'Vanilla', 'Rotation']);

@@ -16,6 +16,7 @@ import { BACKBONE_SHAPES, type BackboneShape } from '../backbone/builder';
 import { loadDataset, requireDatasetName } from '../datasets';
 import type { Category, DatasetName, FolderLayout } from '../datasets/types';
 import { findMethod, METHOD_NAMES, METHODS } from '../methods';
+import { settingRefusal } from '../methods/registry';
 import { readCheckpointHeader, type Checkpoint } from '../methods/checkpoint';
 import { settingLabel } from '../settings';
 import type { SettingSpec } from '../settings/types';
@@ -226,6 +227,8 @@ async function planRun(opts: RunCommandOptions, heatmapDir: (key: string) => str
   if (!entry) throw invalidType(`one of ${METHOD_NAMES.join(', ')}`, '--method', opts.method);
   parseNumber(opts.seed, '--seed', (v) => Number.isInteger(v) && v >= 0 && v <= 0xffffffff, 'integer between 0 and 4294967295');
   const { spec, seed } = settingFromFlags(opts);
+  const refusal = settingRefusal(entry, spec.name);
+  if (refusal) throw argumentError(refusal);
   if (!fs.existsSync(opts.root) || !fs.statSync(opts.root).isDirectory()) throw imiadError('Error', 'ERR_IMIAD_FILE', `Dataset root ${opts.root} is not a folder`);
   if (opts.splitFile !== undefined && !SPLIT_FILE_DATASETS.includes(dataset)) {
     throw argumentError(`--split-file applies to --dataset ${SPLIT_FILE_DATASETS.join('|')} (no official split), not ${dataset}`);

@@ -138,6 +138,29 @@ export async function prepareImage(file: string, opts: PreprocessOptions = {}): 
   return { tensor, geometry };
 }
 
+/**
+ * Decodes, resizes and crops one file to 8-bit RGB (interleaved, cropSize x cropSize) without normalising: for
+ * detectors that augment the pixels before normalisation (DevNet, DRA: lib/methods/deviation.ts).
+ */
+export async function preparePixels(file: string, opts: PreprocessOptions = {}): Promise<{ rgb: Uint8Array; geometry: Geometry }> {
+  const o = resolveOptions(opts);
+  const { image, width, height } = await openImage(file);
+  const geometry = geometryFor(width, height, o);
+  try {
+    return { rgb: await resizeCrop(image, geometry), geometry };
+  } catch (err) {
+    rethrowDecode(file, err);
+  }
+}
+
+/** Normalises 8-bit RGB pixels (interleaved, side x side) into sample `index` of a CHW batch, as the pipeline does. */
+export function normalisePixels(out: Float32Array, index: number, rgb: Uint8Array, side: number, opts: Pick<PreprocessOptions, 'mean' | 'std'> = {}): void {
+  const o = resolveOptions({ imageSize: side, cropSize: side, mean: opts.mean, std: opts.std });
+  if (rgb.length !== side * side * 3) throw invalidRange(`${side * side * 3} (side ${side} squared x 3)`, 'length of rgb', rgb.length);
+  if (out.length < (index + 1) * 3 * side * side) throw invalidRange(`at least ${(index + 1) * 3 * side * side}`, 'length of out', out.length);
+  normaliseInto(out, index, rgb, side, o);
+}
+
 /** The same for pixels already in memory (augmented images). */
 export async function prepareRaw(raw: RawImage, opts: PreprocessOptions = {}): Promise<PreparedImage> {
   const o = resolveOptions(opts);

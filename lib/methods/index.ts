@@ -11,6 +11,8 @@ import type { CFlowParams } from './cflow';
 import type { CsFlowParams } from './csflow';
 import type { CutPasteParams } from './cutpaste';
 import type { FastFlowParams } from './fastflow';
+import type { DevNetParams } from './devnet';
+import type { DraParams } from './dra';
 import type { Detector } from './types';
 
 /** Each registered method's parameters (the typed overload of createDetector). */
@@ -26,6 +28,8 @@ export interface MethodParams {
   csflow: CsFlowParams;
   fastflow: FastFlowParams;
   cutpaste: CutPasteParams;
+  devnet: DevNetParams;
+  dra: DraParams;
 }
 export type MethodName = keyof MethodParams;
 
@@ -63,5 +67,8 @@ export { Cfa, CFA_LAYERS, type CfaParams } from './cfa';
 export { CsFlow, type CsFlowParams } from './csflow';
 export { CutPasteDetector, cutPasteLearningRate, type CutPasteParams } from './cutpaste';
 export type { FrozenHeadParams } from './frozen-head';
+export { DevNet, type DevNetParams } from './devnet';
+export { Dra, DRA_REFERENCES, type DraParams } from './dra';
+export type { DeviationParams } from './deviation';
 export { readCheckpoint, writeCheckpoint, encodeCheckpoint, decodeCheckpoint, type Checkpoint } from './checkpoint';
 export type { DetectorState, TrainingStats } from './types';

@@ -7,7 +7,9 @@ import { Cfa } from './cfa';
 import { CFlow } from './cflow';
 import { CsFlow } from './csflow';
 import { CutPasteDetector } from './cutpaste';
+import { DevNet } from './devnet';
 import { Dne } from './dne';
+import { Dra } from './dra';
 import { FastFlow } from './fastflow';
 import { Padim } from './padim';
 import { PatchCore } from './patchcore';
@@ -226,7 +228,46 @@ export const METHODS: readonly MethodEntry[] = [
     options: TRAINED_OPTIONS,
     summary: 'ResNet-18 fine-tuned to tell cut-paste and scar views from normal images; Gaussian of its embeddings, image scores only (libtorch)',
   },
+  {
+    name: 'devnet',
+    label: 'DevNet',
+    create: (p) => new DevNet(p),
+    trained: true,
+    usesLabelledAnomalies: true,
+    hasMaps: false,
+    imageSize: 448,
+    cropSize: 448,
+    normalisation: 'imagenet',
+    continual: 'sequential',
+    options: TRAINED_OPTIONS,
+    summary: 'deviation network: fine-tuned ResNet-18, top-k MIL score, deviation loss on labelled anomalies (supervised setting; libtorch)',
+  },
+  {
+    name: 'dra',
+    label: 'DRA',
+    create: (p) => new Dra(p),
+    trained: true,
+    usesLabelledAnomalies: true,
+    hasMaps: false,
+    imageSize: 448,
+    cropSize: 448,
+    normalisation: 'imagenet',
+    continual: 'sequential',
+    options: TRAINED_OPTIONS,
+    summary: 'dual residual heads (holistic, seen, CutMix pseudo, composite) on a fine-tuned ResNet-18 (supervised setting; libtorch)',
+  },
 ];
+
+/**
+ * Why a method cannot run in a setting, or null when it can: the detectors that learn from labelled anomalies
+ * (usesLabelledAnomalies: DevNet, DRA) need the supervised setting, the only one that hands them any.
+ */
+export function settingRefusal(entry: MethodEntry, setting: string): string | null {
+  if (entry.usesLabelledAnomalies && setting !== 'supervised') {
+    return `${entry.label} learns from labelled anomalies, which only the supervised setting provides: use --setting supervised (not ${setting})`;
+  }
+  return null;
+}
 
 /** The entry of a method name, or undefined. */
 export function findMethod(name: unknown): MethodEntry | undefined {

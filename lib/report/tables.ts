@@ -1,4 +1,5 @@
 /** The paper's tables VI-XIII, built from whatever the store holds (a table without data is left out). */
+import { findMethod } from '../methods/registry';
 import {
   NOTE_CONTINUAL_JOINT,
   NOTE_CONTINUAL_SEQUENTIAL,
@@ -105,7 +106,12 @@ export function tableVIII(data: ReportData): ReportTable[] {
       }
       for (const idx of groups.values()) for (let c = 2; c < t.header.length; c++) markColumn(t, c, idx, 'higher');
       const ignored = [...new Set(nr.filter((r) => r.notes.includes(NOTE_IGNORES_LABELLED_ANOMALIES)).map((r) => data.label.get(r)!))];
-      if (ignored.length) t.notes = [`Ignores the labelled anomalies (trains on the normal images only): ${ignored.join(', ')}.`];
+      const notes: string[] = [];
+      if (ignored.length) notes.push(`Ignores the labelled anomalies (trains on the normal images only): ${ignored.join(', ')}.`);
+      // The supervised detectors of the paper's Table VIII (DevNet, DRA) score images only: no pixel rows.
+      const imageOnly = [...new Set(nr.filter((r) => findMethod(r.config.method)?.hasMaps === false).map((r) => data.label.get(r)!))].sort();
+      if (imageOnly.length) notes.push(`Image-level only (no anomaly maps, so no pixel metrics): ${imageOnly.join(', ')}.`);
+      if (notes.length) t.notes = notes;
       if (t.rows.length) out.push(t);
     }
   }

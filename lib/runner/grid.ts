@@ -5,6 +5,7 @@
  * signal to the running experiments, records those that still finish, and returns.
  */
 import type { Category, DatasetName } from '../datasets/types';
+import { findMethod, settingRefusal } from '../methods/registry';
 import { forgettingMeasureWithGaps } from '../metrics/forgetting';
 import { categorySplit, continualTasks, finalAverage, manifestOf, settingLabel } from '../settings';
 import { version as codeVersion } from '../version';
@@ -52,6 +53,9 @@ export async function expandGrid(
                 seed,
               };
               try {
+                const entry = findMethod(method.name);
+                const refusal = entry ? settingRefusal(entry, setting.name) : null;
+                if (refusal) throw new Error(refusal);
                 const key = experimentKey(cfg, version);
                 const base = { key, config: cfg, root: dataset.root, heatmapDir: heatmapDir(key) };
                 if (category) {

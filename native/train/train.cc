@@ -24,6 +24,8 @@
 #include <sstream>
 
 #include "blocks.h"
+#include "devnet.h"
+#include "dra.h"
 #include "feature_heads.h"
 #include "cutpaste.h"
 #include "flows.h"
@@ -512,6 +514,14 @@ std::unique_ptr<Model> CreateModel(const ModelConfig& config) {
     std::lock_guard<std::mutex> lock(SeedMutex());
     if (config.kind == "resnet18") return CreateResNet18FeatureModel(config);
     return CreateCutPasteModel(config);
+  }
+  // The supervised detectors on the fine-tuned ResNet-18 (devnet.h, dra.h): images and labels in, no teacher.
+  if (config.kind == "devnet" || config.kind == "dra") {
+    if (config.threads < 1) throw InvalidArgument("ERR_IMIAD_RANGE", "Expected at least one thread");
+    ThreadScope threads(config.threads);
+    at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/false);
+    std::lock_guard<std::mutex> lock(SeedMutex());
+    return config.kind == "devnet" ? CreateDevNetModel(config) : CreateDraModel(config);
   }
   if (config.teacherChannels.size() != 3) throw InvalidArgument("ERR_IMIAD_DIMS", "Expected 3 teacher layers (layers 1..3)");
   for (auto c : config.teacherChannels) {
