@@ -162,7 +162,8 @@ class TrainModel : public Napi::ObjectWrap<TrainModel> {
                         InstanceMethod("optimizerState", &TrainModel::OptimizerState),
                         InstanceMethod("loadOptimizerState", &TrainModel::LoadOptimizerState),
                         InstanceMethod("parameterCount", &TrainModel::ParameterCount),
-                        InstanceMethod("calibrate", &TrainModel::Calibrate), InstanceMethod("scores", &TrainModel::Scores)});
+                        InstanceMethod("calibrate", &TrainModel::Calibrate), InstanceMethod("scores", &TrainModel::Scores),
+                        InstanceMethod("setLearningRate", &TrainModel::SetLearningRate)});
   }
 
   // new TrainModel(kind, channels[3], seed, threads, lr, momentum, weightDecay, beta1, beta2)
@@ -325,6 +326,18 @@ class TrainModel : public Napi::ObjectWrap<TrainModel> {
       state[i].values.assign(f.Data(), f.Data() + f.ElementLength());
     }
     return state;
+  }
+
+  // setLearningRate(lr): between steps (the caller awaits each step first), so the lock is free at once.
+  Napi::Value SetLearningRate(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const double lr = NumberArg(info, 0, "lr");
+    try {
+      model_->SetLearningRate(lr);
+    } catch (const InvalidArgument& e) {
+      ThrowRange(env, e.code, e.what());
+    }
+    return env.Undefined();
   }
 
   Napi::Value ParameterCount(const Napi::CallbackInfo& info) {

@@ -32,6 +32,7 @@ interface NativeModel {
   parameterCount(): number;
   calibrate(features: Float32Array[], shapes: number[][], reset: boolean, cancel: Int32Array): Promise<void>;
   scores(features: Float32Array[], shapes: number[][], cancel: Int32Array): Promise<Float32Array | null>;
+  setLearningRate(lr: number): void;
 }
 
 /** Counters of the training thread and of the tensor cache (native/train/runtime.h, docs/training-speed.md). */
@@ -125,7 +126,7 @@ export function trainingAvailable(): boolean {
 }
 
 export interface TrainModelConfig {
-  kind: 'stpm' | 'rd4ad' | 'fastflow' | 'cflow' | 'cfa' | 'csflow';
+  kind: 'stpm' | 'rd4ad' | 'fastflow' | 'cflow' | 'cfa' | 'csflow' | 'regad';
   /** Channels of the teacher's layers 1..3 (the flow heads: of the tapped levels). */
   channels: number[];
   seed: number;
@@ -188,6 +189,11 @@ export class TrainModel {
   /** Image scores of models that do not score by their map's maximum (CS-Flow: mean z^2); null for the others. */
   scores(features: Nchw[], opts: { signal?: AbortSignal } = {}): Promise<Float32Array | null> {
     return callKernel((cancel) => this.native.scores(features.map((t) => t.data), features.map((t) => t.shape), cancel), opts, this.scores);
+  }
+
+  /** Sets the optimiser's learning rate, for schedules run per epoch by the caller (RegAD's cosine); call between steps. */
+  setLearningRate(lr: number): void {
+    this.native.setLearningRate(lr);
   }
 
   state(): TrainState {

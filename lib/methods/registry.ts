@@ -9,6 +9,7 @@ import { CsFlow } from './csflow';
 import { Dne } from './dne';
 import { FastFlow } from './fastflow';
 import { Padim } from './padim';
+import { Regad } from './regad';
 import { PatchCore } from './patchcore';
 import { Spade } from './spade';
 import { Rd4ad, Stpm } from './teacher-student';
@@ -54,6 +55,12 @@ export interface MethodEntry {
   continual: ContinualMode;
   /** Parameters the continual setting adds when it creates the detector (PaDiM: runningSums: true). */
   continualParams?: Readonly<Record<string, boolean | number | string>>;
+  /**
+   * Meta-trains on the dataset's other categories before adapting to the target one (RegAD): the few-shot setting
+   * and the runner hand it those categories (FitOptions.metaTrain); it runs in the few-shot setting only and refuses
+   * a dataset of one category.
+   */
+  metaTraining?: boolean;
   /** The method-specific `imiad run` options it takes, beyond the common backbone and image options. */
   options: readonly MethodOption[];
   /** A one-line description for `--help` and the docs. */
@@ -210,6 +217,21 @@ export const METHODS: readonly MethodEntry[] = [
     continual: 'sequential',
     options: TRAINED_OPTIONS,
     summary: '2-D normalizing flow with conv subnets on each feature level (libtorch)',
+  },
+  {
+    name: 'regad',
+    label: 'RegAD',
+    create: (p) => new Regad(p),
+    trained: true,
+    usesLabelledAnomalies: false,
+    hasMaps: true,
+    imageSize: 224,
+    cropSize: 224,
+    normalisation: 'unit',
+    continual: 'sequential',
+    metaTraining: true,
+    options: TRAINED_OPTIONS,
+    summary: 'few-shot: STN-registered ResNet-18 meta-trained on the other categories, Gaussian of the K augmented shots (libtorch)',
   },
 ];
 

@@ -26,6 +26,7 @@
 #include "blocks.h"
 #include "feature_heads.h"
 #include "flows.h"
+#include "regad.h"
 
 namespace imiad {
 namespace train {
@@ -514,6 +515,10 @@ std::unique_ptr<Model> CreateModel(const ModelConfig& config) {
   if (config.kind == "fastflow" || config.kind == "cflow" || config.kind == "csflow") {
     std::lock_guard<std::mutex> lock(SeedMutex());
     return CreateFlowModel(config);
+  }
+  if (config.kind == "regad") {
+    std::lock_guard<std::mutex> lock(SeedMutex());
+    return CreateRegadModel(config);
   }
   if (config.kind == "cfa") {
     std::lock_guard<std::mutex> lock(SeedMutex());

@@ -62,6 +62,12 @@ class Model {
     (void)features, (void)out, (void)control;
     return false;
   }
+  // Sets the optimiser's learning rate (schedules the caller runs per epoch: RegAD's cosine); models whose schedule
+  // lives in the engine refuse.
+  virtual void SetLearningRate(double lr) {
+    (void)lr;
+    throw InvalidArgument("ERR_IMIAD_ARGUMENT", "This model schedules its own learning rate");
+  }
   virtual std::vector<NamedArray> State() = 0;
   virtual void LoadState(const std::vector<NamedArray>& state) = 0;
   // The optimiser's state, so that training can continue exactly where it stopped (a continual run resumed after a
