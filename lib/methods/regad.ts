@@ -38,7 +38,7 @@ import type { Sample } from '../datasets/types';
 import { batches, loadBatch } from '../image/pipeline';
 import { Random } from '../prng';
 import { configInt, configValue, stateArray, trainedModelState } from './checkpoint';
-import { type BackboneParams, elapsedMs, optionalInt, optionalSigma, requireFitted, requireSamples, resolveBackboneParams, type ResolvedBackboneParams, scoreGridsToMaps } from './features';
+import { type BackboneParams, elapsedMs, optionalInt, requireBudget, optionalSigma, requireFitted, requireSamples, resolveBackboneParams, type ResolvedBackboneParams, scoreGridsToMaps } from './features';
 import type { AnomalyMap, Detector, DetectorState, FitOptions, MetaTrainCategory, Prediction, RunOptions, Timing, TrainingStats, TrainSample } from './types';
 
 /** BackboneParams.batchSize is the number of queries per meta-training step (32). */
@@ -60,7 +60,7 @@ export interface RegadParams extends BackboneParams {
 }
 
 /** The support set's largest size: its Gaussian keeps 21 augmented embeddings per image and position. */
-export const REGAD_MAX_SUPPORT = 32;
+export const REGAD_MAX_SUPPORT = 16;
 
 const UNIT_MEAN: readonly [number, number, number] = [0, 0, 0];
 const UNIT_STD: readonly [number, number, number] = [1, 1, 1];
@@ -169,6 +169,7 @@ export class Regad implements Detector {
       throw imiadError('RangeError', 'ERR_IMIAD_RANGE', `Expected at most ${REGAD_MAX_SUPPORT} support images for RegAD (a few-shot detector: --setting fewshot --shots K) but received ${support.length}`);
     }
     const meta = requireMetaTraining(opts.metaTrain);
+    requireBudget('RegAD\'s support Gaussian', gaussianBytes(support.length, this.side), this.params.memoryBudgetBytes, defaultMemoryBudget());
     const t0 = process.hrtime.bigint();
     const shots = Math.min(support.length, this.trainShots);
     const small = meta.find((c) => c.samples.length < 2);
@@ -299,12 +300,8 @@ export class Regad implements Detector {
 
   stateBytes(): number {
     if (!this.model || !this.support) return 0;
-    // Weights, the support images, and the Gaussian: per position the mean, 21 K scaled embeddings (float32) and a
-    // 21 K x 21 K Cholesky factor (float64).
-    const k = this.support.length / (3 * this.side * this.side);
-    const n = 21 * k;
-    const positions = (this.side / 4) ** 2;
-    return this.model.parameterCount * 4 + this.support.byteLength + positions * (448 * 4 + n * 448 * 4 + n * n * 8);
+    // Weights, the support images, and the Gaussian.
+    return this.model.parameterCount * 4 + this.support.byteLength + gaussianBytes(this.support.length / (3 * this.side * this.side), this.side);
   }
 
   lastTiming(): Timing {
@@ -314,6 +311,15 @@ export class Regad implements Detector {
   async dispose(): Promise<void> {
     this.model = null;
   }
+}
+
+/**
+ * Bytes of the support Gaussian of k images at `side` px: per layer1 position the mean, the 21 k scaled embeddings
+ * (float32, 448 channels) and a 21 k x 21 k Cholesky factor (float64).
+ */
+export function gaussianBytes(k: number, side: number): number {
+  const n = 21 * k;
+  return (side / 4) ** 2 * (448 * 4 + n * 448 * 4 + n * n * 8);
 }
 
 /** FitOptions.metaTrain, checked: RegAD refuses to fit without the dataset's other categories. */
@@ -326,8 +332,9 @@ function requireMetaTraining(meta: unknown): MetaTrainCategory[] {
     );
   }
   if (!Array.isArray(meta)) throw invalidType('array of { category, samples }', 'metaTrain', meta);
-  meta.forEach((c, i) => {
-    if (!is.object(c) || !is.string((c as MetaTrainCategory).category) || !Array.isArray((c as MetaTrainCategory).samples)) {
+  meta.forEach((c: unknown, i) => {
+    const m = c as Partial<MetaTrainCategory> | null;
+    if (!is.object(c) || !is.string(m?.category) || !Array.isArray(m?.samples)) {
       throw invalidType('{ category, samples }', `metaTrain[${i}]`, c);
     }
   });

@@ -251,9 +251,14 @@ class Regad : public Model {
       if (n < 2) throw InvalidArgument("ERR_IMIAD_RANGE", "Expected at least 2 support embeddings");
       mean_ = e.mean(0).t().contiguous();                                                           // [p, c]
       u_ = ((e - e.mean(0, true)) / std::sqrt(static_cast<double>(n - 1))).permute({2, 0, 1}).contiguous();  // [p, n, c]
-      auto ud = u_.to(torch::kFloat64);
-      auto m = torch::bmm(ud, ud.transpose(1, 2)) + kCovarianceRidge * torch::eye(n, ud.options()).unsqueeze(0);
-      chol_ = torch::linalg_cholesky(m);  // [p, n, n]
+      const int64_t p = u_.size(0);
+      chol_ = torch::empty({p, n, n}, torch::TensorOptions().dtype(torch::kFloat64).device(device_));
+      auto ridge = kCovarianceRidge * torch::eye(n, chol_.options()).unsqueeze(0);
+      for (int64_t from = 0; from < p; from += kPositionChunk) {
+        const int64_t m = std::min(kPositionChunk, p - from);
+        auto ud = u_.narrow(0, from, m).to(torch::kFloat64);
+        chol_.narrow(0, from, m).copy_(torch::linalg_cholesky(torch::bmm(ud, ud.transpose(1, 2)) + ridge));
+      }
     });
   }
 
