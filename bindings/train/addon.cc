@@ -153,6 +153,40 @@ class ScoresWorker : public KernelWorker {
   bool has_ = false;
 };
 
+Napi::Value NamedArraysToJs(Napi::Env env, std::vector<train::NamedArray> state) {
+  Napi::Array names = Napi::Array::New(env, state.size());
+  Napi::Array shapes = Napi::Array::New(env, state.size());
+  Napi::Array arrays = Napi::Array::New(env, state.size());
+  for (uint32_t i = 0; i < state.size(); i++) {
+    names.Set(i, state[i].name);
+    Napi::Array s = Napi::Array::New(env, state[i].shape.size());
+    for (uint32_t k = 0; k < state[i].shape.size(); k++) s.Set(k, Napi::Number::New(env, static_cast<double>(state[i].shape[k])));
+    shapes.Set(i, s);
+    arrays.Set(i, VectorToTypedArray<float, Napi::Float32Array>(env, state[i].values));
+  }
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("names", names);
+  out.Set("shapes", shapes);
+  out.Set("arrays", arrays);
+  return out;
+}
+
+// forward(images, shape, cancel) -> Promise<{ names, shapes, arrays }>
+class ForwardWorker : public KernelWorker {
+ public:
+  ForwardWorker(Napi::Env env, std::shared_ptr<train::Model> model, View images)
+      : KernelWorker(env, "imiad.train.forward"), model_(std::move(model)), images_(images) {}
+
+ protected:
+  void Run(const RunControl& control) override { out_ = model_->Forward(images_, control); }
+  Napi::Value Result(Napi::Env env) override { return NamedArraysToJs(env, std::move(out_)); }
+
+ private:
+  std::shared_ptr<train::Model> model_;
+  View images_;
+  std::vector<train::NamedArray> out_;
+};
+
 class TrainModel : public Napi::ObjectWrap<TrainModel> {
  public:
   static Napi::Function Define(Napi::Env env) {
@@ -163,7 +197,8 @@ class TrainModel : public Napi::ObjectWrap<TrainModel> {
                         InstanceMethod("loadOptimizerState", &TrainModel::LoadOptimizerState),
                         InstanceMethod("parameterCount", &TrainModel::ParameterCount),
                         InstanceMethod("calibrate", &TrainModel::Calibrate), InstanceMethod("scores", &TrainModel::Scores),
-                        InstanceMethod("setLearningRate", &TrainModel::SetLearningRate)});
+                        InstanceMethod("setLearningRate", &TrainModel::SetLearningRate),
+                        InstanceMethod("forward", &TrainModel::Forward)});
   }
 
   // new TrainModel(kind, channels[3], seed, threads, lr, momentum, weightDecay, beta1, beta2)
@@ -181,7 +216,8 @@ class TrainModel : public Napi::ObjectWrap<TrainModel> {
     c.weightDecay = NumberArg(info, 6, "weightDecay");
     c.beta1 = NumberArg(info, 7, "beta1");
     c.beta2 = NumberArg(info, 8, "beta2");
-    // Optional { device: 'cpu' | 'cuda', extra: { name: number[] } } (the flow heads' sizes and schedules).
+    // Optional { device: 'cpu' | 'cuda', extra: { name: number[] }, weights: { name: { data, shape } } }: the flow
+    // heads' sizes and schedules; the imported ResNet-18 weights (native/train/resnet18.h), copied here.
     if (info.Length() > 9 && info[9].IsObject()) {
       Napi::Object o = info[9].As<Napi::Object>();
       if (o.Get("device").IsString()) c.device = o.Get("device").As<Napi::String>().Utf8Value();
@@ -194,6 +230,30 @@ class TrainModel : public Napi::ObjectWrap<TrainModel> {
           if (!v.IsArray()) ThrowType(env, "ERR_IMIAD_ARGUMENT", "Expected an array of numbers for extra." + key);
           Napi::Array a = v.As<Napi::Array>();
           for (uint32_t k = 0; k < a.Length(); k++) c.extra[key].push_back(a.Get(k).As<Napi::Number>().DoubleValue());
+        }
+      }
+      if (o.Get("weights").IsObject()) {
+        Napi::Object weights = o.Get("weights").As<Napi::Object>();
+        Napi::Array keys = weights.GetPropertyNames();
+        for (uint32_t i = 0; i < keys.Length(); i++) {
+          train::NamedArray w;
+          w.name = keys.Get(i).As<Napi::String>().Utf8Value();
+          Napi::Value v = weights.Get(w.name);
+          Napi::Value data = v.IsObject() ? v.As<Napi::Object>().Get("data") : env.Undefined();
+          Napi::Value shape = v.IsObject() ? v.As<Napi::Object>().Get("shape") : env.Undefined();
+          if (!data.IsTypedArray() || data.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array || !shape.IsArray()) {
+            ThrowType(env, "ERR_IMIAD_ARGUMENT", "Expected { data: Float32Array, shape: number[] } for weights." + w.name);
+          }
+          double product = 1;
+          Napi::Array dims = shape.As<Napi::Array>();
+          for (uint32_t k = 0; k < dims.Length(); k++) {
+            w.shape.push_back(dims.Get(k).As<Napi::Number>().Int64Value());
+            product *= static_cast<double>(w.shape.back());
+          }
+          auto f = data.As<Napi::TypedArrayOf<float>>();
+          if (product != static_cast<double>(f.ElementLength())) ThrowRange(env, "ERR_IMIAD_DIMS", "Expected the length of weights." + w.name + " to be the product of its shape");
+          w.values.assign(f.Data(), f.Data() + f.ElementLength());
+          c.weights.push_back(std::move(w));
         }
       }
     }
@@ -260,6 +320,18 @@ class TrainModel : public Napi::ObjectWrap<TrainModel> {
     return worker->Launch();
   }
 
+  // forward(images, shape, cancel) -> Promise<{ names, shapes, arrays }> (Model::Forward: eval-mode outputs)
+  Napi::Value Forward(const Napi::CallbackInfo& info) {
+    std::vector<Napi::Value> keep;
+    View images = ViewArg(info, 0, 1, "images", &keep);
+    Napi::Value cancelKeep;
+    const int32_t* cancel = CancelFlagArg(info, 2, &cancelKeep);
+    auto* worker = new ForwardWorker(info.Env(), model_, images);
+    for (auto& v : keep) worker->Keep(v);
+    worker->SetCancelFlag(cancel, cancelKeep);
+    return worker->Launch();
+  }
+
   // state() -> { names: string[], shapes: number[][], arrays: Float32Array[] }
   Napi::Value State(const Napi::CallbackInfo& info) { return NamedArraysToJs(info.Env(), model_->State()); }
 
@@ -286,24 +358,6 @@ class TrainModel : public Napi::ObjectWrap<TrainModel> {
       ThrowRange(info.Env(), e.code, e.what());
     }
     return info.Env().Undefined();
-  }
-
-  static Napi::Value NamedArraysToJs(Napi::Env env, std::vector<train::NamedArray> state) {
-    Napi::Array names = Napi::Array::New(env, state.size());
-    Napi::Array shapes = Napi::Array::New(env, state.size());
-    Napi::Array arrays = Napi::Array::New(env, state.size());
-    for (uint32_t i = 0; i < state.size(); i++) {
-      names.Set(i, state[i].name);
-      Napi::Array s = Napi::Array::New(env, state[i].shape.size());
-      for (uint32_t k = 0; k < state[i].shape.size(); k++) s.Set(k, Napi::Number::New(env, static_cast<double>(state[i].shape[k])));
-      shapes.Set(i, s);
-      arrays.Set(i, VectorToTypedArray<float, Napi::Float32Array>(env, state[i].values));
-    }
-    Napi::Object out = Napi::Object::New(env);
-    out.Set("names", names);
-    out.Set("shapes", shapes);
-    out.Set("arrays", arrays);
-    return out;
   }
 
   // (names, shapes, arrays) as given to loadState / loadOptimizerState.

@@ -16,6 +16,12 @@ export interface Nchw {
   shape: [number, number, number, number];
 }
 
+/** One imported weight tensor (TrainModelConfig.weights), row-major. */
+export interface WeightArray {
+  data: Float32Array;
+  shape: number[];
+}
+
 export interface TrainState {
   names: string[];
   shapes: number[][];
@@ -33,6 +39,7 @@ interface NativeModel {
   calibrate(features: Float32Array[], shapes: number[][], reset: boolean, cancel: Int32Array): Promise<void>;
   scores(features: Float32Array[], shapes: number[][], cancel: Int32Array): Promise<Float32Array | null>;
   setLearningRate(lr: number): void;
+  forward(images: Float32Array, imageShape: number[], cancel: Int32Array): Promise<TrainState>;
 }
 
 /** Counters of the training thread and of the tensor cache (native/train/runtime.h, docs/training-speed.md). */
@@ -68,7 +75,7 @@ interface TrainAddon {
     weightDecay: number,
     beta1: number,
     beta2: number,
-    options?: { device: 'cpu' | 'cuda'; extra: Record<string, number[]> },
+    options?: { device: 'cpu' | 'cuda'; extra: Record<string, number[]>; weights?: Record<string, WeightArray> },
   ) => NativeModel;
   torchVersion: string;
   /** Whether the linked libtorch has CUDA and sees a GPU. */
@@ -126,7 +133,7 @@ export function trainingAvailable(): boolean {
 }
 
 export interface TrainModelConfig {
-  kind: 'stpm' | 'rd4ad' | 'fastflow' | 'cflow' | 'cfa' | 'csflow' | 'regad';
+  kind: 'stpm' | 'rd4ad' | 'fastflow' | 'cflow' | 'cfa' | 'csflow' | 'resnet18' | 'regad';
   /** Channels of the teacher's layers 1..3 (the flow heads: of the tapped levels). */
   channels: number[];
   seed: number;
@@ -140,6 +147,11 @@ export interface TrainModelConfig {
   device?: 'cpu' | 'cuda';
   /** Method-specific numbers (native/train/flows.cc). */
   extra?: Record<string, number[]>;
+  /**
+   * Imported weights of the trainable ResNet-18 (native/train/resnet18.h), by torchvision name, as
+   * lib/backbone/resnet-weights.ts reads them from an ONNX file; the addon copies them at construction.
+   */
+  weights?: ReadonlyMap<string, WeightArray> | Readonly<Record<string, WeightArray>>;
 }
 
 /** One trainable network in libtorch. Calls run on worker threads, one at a time per model. */
@@ -152,6 +164,7 @@ export class TrainModel {
     this.native = new addon.TrainModel(c.kind, c.channels, c.seed, c.threads, c.lr, c.momentum ?? 0.9, c.weightDecay ?? 1e-4, c.beta1 ?? 0.5, c.beta2 ?? 0.999, {
       device: c.device ?? 'cpu',
       extra: c.extra ?? {},
+      weights: c.weights instanceof Map ? Object.fromEntries(c.weights) : ((c.weights as Record<string, WeightArray> | undefined) ?? {}),
     });
   }
 
@@ -194,6 +207,14 @@ export class TrainModel {
   /** Sets the optimiser's learning rate, for schedules run per epoch by the caller (RegAD's cosine); call between steps. */
   setLearningRate(lr: number): void {
     this.native.setLearningRate(lr);
+  }
+
+  /**
+   * The network's named eval-mode outputs for an image batch (the ResNet-18 models: layer1..layerN as [n, c, h, w];
+   * CutPaste also its embedding), in `names`/`shapes`/`arrays` form.
+   */
+  forward(images: Nchw, opts: { signal?: AbortSignal } = {}): Promise<TrainState> {
+    return callKernel((cancel) => this.native.forward(images.data, images.shape, cancel), opts, this.forward);
   }
 
   state(): TrainState {

@@ -20,6 +20,13 @@ struct View {
   int64_t n = 0, c = 0, h = 0, w = 0;
 };
 
+// A named float tensor of the model's state (parameters and batch-norm statistics).
+struct NamedArray {
+  std::string name;
+  std::vector<int64_t> shape;
+  std::vector<float> values;
+};
+
 struct ModelConfig {
   // "stpm" or "rd4ad".
   std::string kind;
@@ -34,13 +41,9 @@ struct ModelConfig {
   std::string device = "cpu";
   // Method-specific numbers (native/train/flows.cc: feature sides, blocks, clamp, schedule, ...).
   std::map<std::string, std::vector<double>> extra;
-};
-
-// A named float tensor of the model's state (parameters and batch-norm statistics).
-struct NamedArray {
-  std::string name;
-  std::vector<int64_t> shape;
-  std::vector<float> values;
+  // Imported weights, named as torchvision names a state dict's tensors (the trainable ResNet-18 of CutPaste,
+  // DevNet, DRA and RegAD: native/train/resnet18.h); empty = the network's own seeded initialisation.
+  std::vector<NamedArray> weights;
 };
 
 class Model {
@@ -67,6 +70,12 @@ class Model {
   virtual void SetLearningRate(double lr) {
     (void)lr;
     throw InvalidArgument("ERR_IMIAD_ARGUMENT", "This model schedules its own learning rate");
+  }
+  // The network's named outputs for an image batch [n, 3, h, w] in eval mode (the ResNet-18 models: layer1..layerN,
+  // CutPaste also its embedding); models without an image network throw.
+  virtual std::vector<NamedArray> Forward(const View& images, const RunControl& control) {
+    (void)images, (void)control;
+    throw InvalidArgument("ERR_IMIAD_ARGUMENT", "This model has no image network to run forward");
   }
   virtual std::vector<NamedArray> State() = 0;
   virtual void LoadState(const std::vector<NamedArray>& state) = 0;
