@@ -6,12 +6,13 @@
  * bench/peers/regad_torch.py) over 20 steps. Skipped, with the reason printed, without the training addon (and the
  * peer comparison without python3-torch).
  */
+import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
 import { maxRelativeDifference, type PeerResult, prepareRegadRun, runRegadSteps } from '../bench/regad';
-import { peerAvailable, runPeer } from '../bench/common';
+import { PEER_PYTHON, peerAvailable } from '../bench/common';
 import { binaryClassificationMetrics } from '../bindings/metrics';
 import { trainAddonPath, trainingAvailable } from '../bindings/train/train';
 import { loadDataset } from '../lib/datasets';
@@ -190,7 +191,10 @@ describe('RegAD', () => {
     const dir = fs.mkdtempSync(path.join(tmp, 'peer-'));
     const { model, batches } = await prepareRegadRun({ size: 32, batch: 4, shots: 2, steps: 20, lr: 0.01, threads: 1, seed: 2 }, dir);
     const mine = await runRegadSteps(model, batches);
-    const peer = runPeer<PeerResult>('regad_torch.py', [dir, '1']);
+    // runPeer resolves bench/peers from dist/bench; this test runs from the sources.
+    const r = spawnSync(PEER_PYTHON, [path.join(__dirname, '..', 'bench', 'peers', 'regad_torch.py'), dir, '1'], { encoding: 'utf8' });
+    expect(r.stderr.split('\n').filter((l) => /Error|Traceback/.test(l))).toEqual([]);
+    const peer = JSON.parse(r.stdout.trim().split('\n').pop()!) as PeerResult;
     process.stdout.write(`RegAD losses imiad ${mine.losses.map((l) => l.toFixed(6)).join(' ')}\nRegAD losses torch ${peer.losses.map((l) => l.toFixed(6)).join(' ')}\n`);
     expect(mine.losses[19]).not.toBe(mine.losses[0]);
     expect(maxRelativeDifference(mine.losses, peer.losses)).toBeLessThanOrEqual(1e-4);

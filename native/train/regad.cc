@@ -89,9 +89,17 @@ struct StnImpl : nn::Module {
   std::pair<torch::Tensor, torch::Tensor> forward(const torch::Tensor& x) {
     const int64_t b = x.size(0);
     auto p = fc->forward(conv->forward(x).view({b, -1}));
+    // Built op for op as the official (a zero matrix, then slice assignments, cos and sin taken twice), so that
+    // autograd sums the angle's gradient paths in the official order: float sums depend on it.
+    auto theta = torch::zeros({b, 2, 3}, x.options().requires_grad(c10::GradMode::is_enabled() && !c10::InferenceMode::is_enabled())) + 0;
+    auto at = [&](int64_t i, int64_t j) { return theta.select(1, i).select(1, j); };
+    at(0, 0).fill_(1.0);
+    at(1, 1).fill_(1.0);
     auto angle = p.select(1, 0);
-    auto c = torch::cos(angle), s = torch::sin(angle), z = torch::zeros_like(angle);
-    auto theta = torch::stack({torch::stack({c * p.select(1, 1), -s, z}, 1), torch::stack({s, c * p.select(1, 2), z}, 1)}, 1);
+    at(0, 0).copy_(torch::cos(angle) * p.select(1, 1));
+    at(0, 1).copy_(-torch::sin(angle));
+    at(1, 0).copy_(torch::sin(angle));
+    at(1, 1).copy_(torch::cos(angle) * p.select(1, 2));
     return {Warp(x, theta), theta};
   }
 };
