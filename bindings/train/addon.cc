@@ -104,7 +104,8 @@ class MapsWorker : public KernelWorker {
 
  protected:
   void Run(const RunControl& control) override {
-    out_.resize(static_cast<size_t>(teacher_[0].n * outSize_ * outSize_));
+    const int64_t n = teacher_.empty() ? images_.n : teacher_[0].n;
+    out_.resize(static_cast<size_t>(n * outSize_ * outSize_));
     model_->Maps(images_, teacher_, outSize_, out_.data(), control);
   }
   Napi::Value Result(Napi::Env env) override { return VectorToTypedArray<float, Napi::Float32Array>(env, out_); }
@@ -278,7 +279,8 @@ class TrainModel : public Napi::ObjectWrap<TrainModel> {
     View images;
     if (info.Length() > 0 && !info[0].IsNull() && !info[0].IsUndefined()) images = ViewArg(info, 0, 1, "images", &keep);
     std::vector<View> teacher = TeacherArg(info, 2, &keep);
-    if (teacher.empty()) ThrowRange(env, "ERR_IMIAD_DIMS", "Expected teacher layers");
+    // Image-input models (RegAD's maps) take the images alone; the others check their own layers.
+    if (teacher.empty() && images.data == nullptr) ThrowRange(env, "ERR_IMIAD_DIMS", "Expected teacher layers");
     Napi::Value cancelKeep;
     const int32_t* cancel = CancelFlagArg(info, 4, &cancelKeep);
     KernelWorker* worker;
