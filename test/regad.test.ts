@@ -187,6 +187,35 @@ describe('RegAD', () => {
     expect(grid.invalid[0].reason).toContain('a meta-training detector such as RegAD is a few-shot detector');
   });
 
+  withPeer('the support Gaussian and the maps equal the official test() (float64 covariance inverses), with rotated and scaled STNs', async () => {
+    const dir = fs.mkdtempSync(path.join(tmp, 'maps-'));
+    const side = 32;
+    const { model } = await prepareRegadRun({ size: side, batch: 1, shots: 1, steps: 0, lr: 0.01, threads: 1, seed: 4 }, dir);
+    // STNs that rotate and scale (the fc's bias is theta while its weight is zero): the inverse warps matter.
+    const state = model.state();
+    const thetas: Record<string, number[]> = { 'stn1.fc.2.bias': [0.3, 0.9, 1.1], 'stn2.fc.2.bias': [-0.2, 1.2, 0.8], 'stn3.fc.2.bias': [0.5, 1.0, 0.7] };
+    for (const [name, theta] of Object.entries(thetas)) state.arrays[state.names.indexOf(name)].set(theta);
+    model.loadState(state);
+    fs.writeFileSync(path.join(dir, 'state.bin'), Buffer.concat(state.arrays.map((a) => Buffer.from(a.buffer, a.byteOffset, a.byteLength))));
+    const rng = new Random(9);
+    const images = (n: number): Float32Array => Float32Array.from({ length: n * 3 * side * side }, () => rng.next());
+    const support = images(2);
+    const test = images(3);
+    fs.writeFileSync(path.join(dir, 'support.bin'), Buffer.from(support.buffer));
+    fs.writeFileSync(path.join(dir, 'test.bin'), Buffer.from(test.buffer));
+    const meta = JSON.parse(fs.readFileSync(path.join(dir, 'meta.json'), 'utf8')) as Record<string, unknown>;
+    fs.writeFileSync(path.join(dir, 'meta.json'), JSON.stringify({ ...meta, shots: 2, tests: 3 }));
+    await model.calibrate([{ data: support, shape: [2, 3, side, side] }], true);
+    const mine = await model.maps({ data: test, shape: [3, 3, side, side] }, [], side / 4);
+    const r = spawnSync(PEER_PYTHON, [path.join(__dirname, '..', 'bench', 'peers', 'regad_maps_torch.py'), dir, '1'], { encoding: 'utf8' });
+    expect(r.stderr.split('\n').filter((l) => /Error|Traceback/.test(l))).toEqual([]);
+    const official = (JSON.parse(r.stdout.trim().split('\n').pop()!) as { maps: number[][][] }).maps.flat(2);
+    expect(mine.length).toBe(official.length);
+    const rel = maxRelativeDifference(Array.from(mine), official);
+    process.stdout.write(`RegAD maps vs the official test(): max relative difference ${rel.toExponential(2)}\n`);
+    expect(rel).toBeLessThanOrEqual(1e-4);
+  }, 300_000);
+
   withPeer('20 meta-training steps agree with the official code (PyTorch) to 1e-4 relative', async () => {
     const dir = fs.mkdtempSync(path.join(tmp, 'peer-'));
     const { model, batches } = await prepareRegadRun({ size: 32, batch: 4, shots: 2, steps: 20, lr: 0.01, threads: 1, seed: 2 }, dir);
