@@ -10,6 +10,7 @@ import type { CfaParams } from './cfa';
 import type { CFlowParams } from './cflow';
 import type { CsFlowParams } from './csflow';
 import type { FastFlowParams } from './fastflow';
+import type { RegadParams } from './regad';
 import type { Detector } from './types';
 
 /** Each registered method's parameters (the typed overload of createDetector). */
@@ -24,6 +25,7 @@ export interface MethodParams {
   cflow: CFlowParams;
   csflow: CsFlowParams;
   fastflow: FastFlowParams;
+  regad: RegadParams;
 }
 export type MethodName = keyof MethodParams;
 
@@ -53,12 +55,13 @@ export { Padim, padimChannelCount, padimChannelSubset, type PadimParams } from '
 export { Spade, type SpadeParams } from './spade';
 export { Dne, type DneParams } from './dne';
 export type { BackboneParams } from './features';
-export type { AnomalyMap, Detector, FitOptions, Prediction, RunOptions, Timing, TrainSample } from './types';
+export type { AnomalyMap, Detector, FitOptions, MetaTrainCategory, Prediction, RunOptions, Timing, TrainSample } from './types';
 export { Stpm, Rd4ad, type StpmParams, type Rd4adParams, type TeacherStudentParams } from './teacher-student';
 export { FastFlow, type FastFlowParams } from './fastflow';
 export { CFlow, type CFlowParams } from './cflow';
 export { Cfa, CFA_LAYERS, type CfaParams } from './cfa';
 export { CsFlow, type CsFlowParams } from './csflow';
+export { Regad, type RegadParams } from './regad';
 export type { FrozenHeadParams } from './frozen-head';
 export { readCheckpoint, writeCheckpoint, encodeCheckpoint, decodeCheckpoint, type Checkpoint } from './checkpoint';
 export type { DetectorState, TrainingStats } from './types';
