@@ -12,7 +12,10 @@ MediaBrain-SJTU/RegAD, written out from its files so that it runs on a CPU:
 It starts from the weights imiad exported (state.bin, imiad's names: resnet.* = the ResNet-18, stn1..3, enc, pred)
 and trains on the same batches, printing the loss of every step and the time per step as JSON on the last line.
 
-usage: regad_torch.py <dir> <threads>
+With a third argument `lean`, the forward skips the inverse-warped stn{1,2,3}_output, which training never reads
+(imiad computes them only for the support set and the test images): the peer without that work, for a fairer time.
+
+usage: regad_torch.py <dir> <threads> [lean]
 """
 import json
 import os
@@ -116,7 +119,15 @@ class ResNet(nn.Module):
         grid = F.affine_grid(theta, torch.Size(x.shape))
         return F.grid_sample(x, grid, padding_mode="reflection")
 
+    lean = False
+
     def forward(self, x):
+        if self.lean:
+            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+            x, _ = self.stn1(self.layer1(x))
+            x, _ = self.stn2(self.layer2(x))
+            out, _ = self.stn3(self.layer3(x))
+            return out
         x = self.conv1(x)
         x = self.bn1(x)
         x = self.relu(x)
@@ -227,6 +238,7 @@ def main():
     state = load_state(meta, folder)
     side, batch, shots = meta['side'], meta['batch'], meta['shots']
     STN = ResNet(BasicBlock, [2, 2, 2, 2], side)
+    STN.lean = len(sys.argv) > 3 and sys.argv[3] == 'lean'
     ENC = Encoder()
     PRED = Predictor()
     # imiad's resnet.layer* are the official's layer*; its stn1..3 sit on the same ResNet module.
