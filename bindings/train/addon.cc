@@ -104,8 +104,7 @@ class MapsWorker : public KernelWorker {
 
  protected:
   void Run(const RunControl& control) override {
-    const int64_t n = teacher_.empty() ? images_.n : teacher_[0].n;
-    out_.resize(static_cast<size_t>(n * outSize_ * outSize_));
+    out_.resize(static_cast<size_t>((teacher_.empty() ? images_.n : teacher_[0].n) * outSize_ * outSize_));
     model_->Maps(images_, teacher_, outSize_, out_.data(), control);
   }
   Napi::Value Result(Napi::Env env) override { return VectorToTypedArray<float, Napi::Float32Array>(env, out_); }
@@ -198,8 +197,8 @@ class TrainModel : public Napi::ObjectWrap<TrainModel> {
                         InstanceMethod("loadOptimizerState", &TrainModel::LoadOptimizerState),
                         InstanceMethod("parameterCount", &TrainModel::ParameterCount),
                         InstanceMethod("calibrate", &TrainModel::Calibrate), InstanceMethod("scores", &TrainModel::Scores),
-                        InstanceMethod("setLearningRate", &TrainModel::SetLearningRate),
-                        InstanceMethod("forward", &TrainModel::Forward)});
+                        InstanceMethod("forward", &TrainModel::Forward),
+                        InstanceMethod("setLearningRate", &TrainModel::SetLearningRate)});
   }
 
   // new TrainModel(kind, channels[3], seed, threads, lr, momentum, weightDecay, beta1, beta2)
@@ -279,7 +278,7 @@ class TrainModel : public Napi::ObjectWrap<TrainModel> {
     View images;
     if (info.Length() > 0 && !info[0].IsNull() && !info[0].IsUndefined()) images = ViewArg(info, 0, 1, "images", &keep);
     std::vector<View> teacher = TeacherArg(info, 2, &keep);
-    // Image-input models (RegAD's maps) take the images alone; the others check their own layers.
+    // Image-input models train (CutPaste) or map (RegAD) on the images alone; the others check their own layers.
     if (teacher.empty() && images.data == nullptr) ThrowRange(env, "ERR_IMIAD_DIMS", "Expected teacher layers");
     Napi::Value cancelKeep;
     const int32_t* cancel = CancelFlagArg(info, 4, &cancelKeep);
@@ -320,6 +319,17 @@ class TrainModel : public Napi::ObjectWrap<TrainModel> {
     for (auto& v : keep) worker->Keep(v);
     worker->SetCancelFlag(cancel, cancelKeep);
     return worker->Launch();
+  }
+
+  // setLearningRate(lr): the learning rate of the following steps (Model::SetLearningRate).
+  Napi::Value SetLearningRate(const Napi::CallbackInfo& info) {
+    const double lr = NumberArg(info, 0, "lr");
+    try {
+      model_->SetLearningRate(lr);
+    } catch (const InvalidArgument& e) {
+      ThrowRange(info.Env(), e.code, e.what());
+    }
+    return info.Env().Undefined();
   }
 
   // forward(images, shape, cancel) -> Promise<{ names, shapes, arrays }> (Model::Forward: eval-mode outputs)
@@ -382,18 +392,6 @@ class TrainModel : public Napi::ObjectWrap<TrainModel> {
       state[i].values.assign(f.Data(), f.Data() + f.ElementLength());
     }
     return state;
-  }
-
-  // setLearningRate(lr): between steps (the caller awaits each step first), so the lock is free at once.
-  Napi::Value SetLearningRate(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    const double lr = NumberArg(info, 0, "lr");
-    try {
-      model_->SetLearningRate(lr);
-    } catch (const InvalidArgument& e) {
-      ThrowRange(env, e.code, e.what());
-    }
-    return env.Undefined();
   }
 
   Napi::Value ParameterCount(const Napi::CallbackInfo& info) {

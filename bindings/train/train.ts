@@ -38,8 +38,8 @@ interface NativeModel {
   parameterCount(): number;
   calibrate(features: Float32Array[], shapes: number[][], reset: boolean, cancel: Int32Array): Promise<void>;
   scores(features: Float32Array[], shapes: number[][], cancel: Int32Array): Promise<Float32Array | null>;
-  setLearningRate(lr: number): void;
   forward(images: Float32Array, imageShape: number[], cancel: Int32Array): Promise<TrainState>;
+  setLearningRate(lr: number): void;
 }
 
 /** Counters of the training thread and of the tensor cache (native/train/runtime.h, docs/training-speed.md). */
@@ -133,7 +133,7 @@ export function trainingAvailable(): boolean {
 }
 
 export interface TrainModelConfig {
-  kind: 'stpm' | 'rd4ad' | 'fastflow' | 'cflow' | 'cfa' | 'csflow' | 'resnet18' | 'regad';
+  kind: 'stpm' | 'rd4ad' | 'fastflow' | 'cflow' | 'cfa' | 'csflow' | 'resnet18' | 'cutpaste' | 'regad';
   /** Channels of the teacher's layers 1..3 (the flow heads: of the tapped levels). */
   channels: number[];
   seed: number;
@@ -204,17 +204,17 @@ export class TrainModel {
     return callKernel((cancel) => this.native.scores(features.map((t) => t.data), features.map((t) => t.shape), cancel), opts, this.scores);
   }
 
-  /** Sets the optimiser's learning rate, for schedules run per epoch by the caller (RegAD's cosine); call between steps. */
-  setLearningRate(lr: number): void {
-    this.native.setLearningRate(lr);
-  }
-
   /**
    * The network's named eval-mode outputs for an image batch (the ResNet-18 models: layer1..layerN as [n, c, h, w];
    * CutPaste also its embedding), in `names`/`shapes`/`arrays` form.
    */
   forward(images: Nchw, opts: { signal?: AbortSignal } = {}): Promise<TrainState> {
     return callKernel((cancel) => this.native.forward(images.data, images.shape, cancel), opts, this.forward);
+  }
+
+  /** The learning rate of the following steps, for schedules the caller computes (CutPaste's cosine restarts, RegAD's cosine). */
+  setLearningRate(lr: number): void {
+    this.native.setLearningRate(lr);
   }
 
   state(): TrainState {

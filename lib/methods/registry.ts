@@ -6,11 +6,12 @@
 import { Cfa } from './cfa';
 import { CFlow } from './cflow';
 import { CsFlow } from './csflow';
+import { CutPasteDetector } from './cutpaste';
 import { Dne } from './dne';
 import { FastFlow } from './fastflow';
 import { Padim } from './padim';
-import { Regad } from './regad';
 import { PatchCore } from './patchcore';
+import { Regad } from './regad';
 import { Spade } from './spade';
 import { Rd4ad, Stpm } from './teacher-student';
 import type { Detector } from './types';
@@ -217,6 +218,20 @@ export const METHODS: readonly MethodEntry[] = [
     continual: 'sequential',
     options: TRAINED_OPTIONS,
     summary: '2-D normalizing flow with conv subnets on each feature level (libtorch)',
+  },
+  {
+    name: 'cutpaste',
+    label: 'CutPaste',
+    create: (p) => new CutPasteDetector(p),
+    trained: true,
+    usesLabelledAnomalies: false,
+    hasMaps: false,
+    imageSize: 224,
+    cropSize: 224,
+    normalisation: 'imagenet',
+    continual: 'sequential',
+    options: TRAINED_OPTIONS,
+    summary: 'ResNet-18 fine-tuned to tell cut-paste and scar views from normal images; Gaussian of its embeddings, image scores only (libtorch)',
   },
   {
     name: 'regad',

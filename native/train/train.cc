@@ -25,6 +25,7 @@
 
 #include "blocks.h"
 #include "feature_heads.h"
+#include "cutpaste.h"
 #include "flows.h"
 #include "regad.h"
 #include "resnet18.h"
@@ -505,12 +506,13 @@ class Rd4ad : public ModelBase {
 
 std::unique_ptr<Model> CreateModel(const ModelConfig& config) {
   // The image-input networks on the trainable ResNet-18 (resnet18.h) have no teacher layers.
-  if (config.kind == "resnet18") {
+  if (config.kind == "resnet18" || config.kind == "cutpaste") {
     if (config.threads < 1) throw InvalidArgument("ERR_IMIAD_RANGE", "Expected at least one thread");
     ThreadScope threads(config.threads);
     at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/false);
     std::lock_guard<std::mutex> lock(SeedMutex());
-    return CreateResNet18FeatureModel(config);
+    if (config.kind == "resnet18") return CreateResNet18FeatureModel(config);
+    return CreateCutPasteModel(config);
   }
   if (config.teacherChannels.size() != 3) throw InvalidArgument("ERR_IMIAD_DIMS", "Expected 3 teacher layers (layers 1..3)");
   for (auto c : config.teacherChannels) {

@@ -65,17 +65,17 @@ class Model {
     (void)features, (void)out, (void)control;
     return false;
   }
-  // Sets the optimiser's learning rate (schedules the caller runs per epoch: RegAD's cosine); models whose schedule
-  // lives in the engine refuse.
-  virtual void SetLearningRate(double lr) {
-    (void)lr;
-    throw InvalidArgument("ERR_IMIAD_ARGUMENT", "This model schedules its own learning rate");
-  }
   // The network's named outputs for an image batch [n, 3, h, w] in eval mode (the ResNet-18 models: layer1..layerN,
   // CutPaste also its embedding); models without an image network throw.
   virtual std::vector<NamedArray> Forward(const View& images, const RunControl& control) {
     (void)images, (void)control;
     throw InvalidArgument("ERR_IMIAD_ARGUMENT", "This model has no image network to run forward");
+  }
+  // Sets the optimiser's learning rate for the following steps (schedules computed by the caller: CutPaste's cosine
+  // with warm restarts, RegAD's cosine per epoch); models whose schedule is their own refuse.
+  virtual void SetLearningRate(double lr) {
+    (void)lr;
+    throw InvalidArgument("ERR_IMIAD_ARGUMENT", "This model keeps its own learning-rate schedule");
   }
   virtual std::vector<NamedArray> State() = 0;
   virtual void LoadState(const std::vector<NamedArray>& state) = 0;
