@@ -52,6 +52,7 @@ export {
 export {
   Stpm,
   Rd4ad,
+  Regad,
   TRAINED_METHODS,
   readCheckpoint,
   writeCheckpoint,
@@ -59,6 +60,8 @@ export {
   type DetectorState,
   type TrainingStats,
   type TeacherStudentParams,
+  type RegadParams,
+  type MetaTrainCategory,
 } from './methods';
 export { trainingAvailable, trainAddonPath, TrainModel } from '../bindings/train/train';
 export { runExperiment, type ExperimentOptions, type ExperimentResult, type ExperimentMetrics, type ExperimentEfficiency } from './runner/experiment';

@@ -278,7 +278,7 @@ class TrainModel : public Napi::ObjectWrap<TrainModel> {
     View images;
     if (info.Length() > 0 && !info[0].IsNull() && !info[0].IsUndefined()) images = ViewArg(info, 0, 1, "images", &keep);
     std::vector<View> teacher = TeacherArg(info, 2, &keep);
-    // The image-input models (CutPaste) train on the images alone.
+    // Image-input models train (CutPaste) or map (RegAD) on the images alone; the others check their own layers.
     if (teacher.empty() && images.data == nullptr) ThrowRange(env, "ERR_IMIAD_DIMS", "Expected teacher layers");
     Napi::Value cancelKeep;
     const int32_t* cancel = CancelFlagArg(info, 4, &cancelKeep);

@@ -133,7 +133,7 @@ export function trainingAvailable(): boolean {
 }
 
 export interface TrainModelConfig {
-  kind: 'stpm' | 'rd4ad' | 'fastflow' | 'cflow' | 'cfa' | 'csflow' | 'resnet18' | 'cutpaste' | 'devnet' | 'dra';
+  kind: 'stpm' | 'rd4ad' | 'fastflow' | 'cflow' | 'cfa' | 'csflow' | 'resnet18' | 'cutpaste' | 'devnet' | 'dra' | 'regad';
   /** Channels of the teacher's layers 1..3 (the flow heads: of the tapped levels). */
   channels: number[];
   seed: number;
@@ -212,7 +212,7 @@ export class TrainModel {
     return callKernel((cancel) => this.native.forward(images.data, images.shape, cancel), opts, this.forward);
   }
 
-  /** The learning rate of the following steps, for schedules the caller computes (CutPaste's cosine restarts). */
+  /** The learning rate of the following steps, for schedules the caller computes (CutPaste's cosine restarts, RegAD's cosine). */
   setLearningRate(lr: number): void {
     this.native.setLearningRate(lr);
   }

@@ -13,6 +13,7 @@ import type { CutPasteParams } from './cutpaste';
 import type { FastFlowParams } from './fastflow';
 import type { DevNetParams } from './devnet';
 import type { DraParams } from './dra';
+import type { RegadParams } from './regad';
 import type { Detector } from './types';
 
 /** Each registered method's parameters (the typed overload of createDetector). */
@@ -30,6 +31,7 @@ export interface MethodParams {
   cutpaste: CutPasteParams;
   devnet: DevNetParams;
   dra: DraParams;
+  regad: RegadParams;
 }
 export type MethodName = keyof MethodParams;
 
@@ -59,13 +61,14 @@ export { Padim, padimChannelCount, padimChannelSubset, type PadimParams } from '
 export { Spade, type SpadeParams } from './spade';
 export { Dne, type DneParams } from './dne';
 export type { BackboneParams } from './features';
-export type { AnomalyMap, Detector, FitOptions, Prediction, RunOptions, Timing, TrainSample } from './types';
+export type { AnomalyMap, Detector, FitOptions, MetaTrainCategory, Prediction, RunOptions, Timing, TrainSample } from './types';
 export { Stpm, Rd4ad, type StpmParams, type Rd4adParams, type TeacherStudentParams } from './teacher-student';
 export { FastFlow, type FastFlowParams } from './fastflow';
 export { CFlow, type CFlowParams } from './cflow';
 export { Cfa, CFA_LAYERS, type CfaParams } from './cfa';
 export { CsFlow, type CsFlowParams } from './csflow';
 export { CutPasteDetector, cutPasteLearningRate, type CutPasteParams } from './cutpaste';
+export { Regad, type RegadParams } from './regad';
 export type { FrozenHeadParams } from './frozen-head';
 export { DevNet, type DevNetParams } from './devnet';
 export { Dra, DRA_REFERENCES, type DraParams } from './dra';

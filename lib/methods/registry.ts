@@ -13,6 +13,7 @@ import { Dra } from './dra';
 import { FastFlow } from './fastflow';
 import { Padim } from './padim';
 import { PatchCore } from './patchcore';
+import { Regad } from './regad';
 import { Spade } from './spade';
 import { Rd4ad, Stpm } from './teacher-student';
 import type { Detector } from './types';
@@ -57,6 +58,12 @@ export interface MethodEntry {
   continual: ContinualMode;
   /** Parameters the continual setting adds when it creates the detector (PaDiM: runningSums: true). */
   continualParams?: Readonly<Record<string, boolean | number | string>>;
+  /**
+   * Meta-trains on the dataset's other categories before adapting to the target one (RegAD): the few-shot setting
+   * and the runner hand it those categories (FitOptions.metaTrain); it runs in the few-shot setting only and refuses
+   * a dataset of one category.
+   */
+  metaTraining?: boolean;
   /** The method-specific `imiad run` options it takes, beyond the common backbone and image options. */
   options: readonly MethodOption[];
   /** A one-line description for `--help` and the docs. */
@@ -255,6 +262,21 @@ export const METHODS: readonly MethodEntry[] = [
     continual: 'sequential',
     options: TRAINED_OPTIONS,
     summary: 'dual residual heads (holistic, seen, CutMix pseudo, composite) on a fine-tuned ResNet-18 (supervised setting; libtorch)',
+  },
+  {
+    name: 'regad',
+    label: 'RegAD',
+    create: (p) => new Regad(p),
+    trained: true,
+    usesLabelledAnomalies: false,
+    hasMaps: true,
+    imageSize: 224,
+    cropSize: 224,
+    normalisation: 'unit',
+    continual: 'sequential',
+    metaTraining: true,
+    options: TRAINED_OPTIONS,
+    summary: 'few-shot: STN-registered ResNet-18 meta-trained on the other categories, Gaussian of the K augmented shots (libtorch)',
   },
 ];
 

@@ -24,6 +24,13 @@ export interface RunOptions {
   onProgress?: (done: number, total: number, detail?: string) => void;
 }
 
+/** One other category of the dataset, for detectors that meta-train across categories (RegAD). */
+export interface MetaTrainCategory {
+  category: string;
+  /** Its normal training images. */
+  samples: Sample[];
+}
+
 /**
  * Options of Detector.fit(). The continual setting (lib/runner/executor.ts) calls fit() once per task with
  * `continueTraining: true`; every other caller fits from scratch.
@@ -45,6 +52,12 @@ export interface FitOptions extends RunOptions {
    * initialisation), so that fitting twice gives the same detector as fitting once.
    */
   continueTraining?: boolean;
+  /**
+   * The dataset's other categories, for detectors that meta-train on them before adapting to this one (RegAD;
+   * MethodEntry.metaTraining). The few-shot setting puts them in the split (CategorySplit.meta) and the runner
+   * passes them; the others ignore them.
+   */
+  metaTrain?: MetaTrainCategory[];
 }
 
 /** Typed arrays a fitted state is made of. */

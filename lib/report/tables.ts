@@ -150,9 +150,16 @@ export function tableIX(data: ReportData): ReportTable[] {
       }
       for (let c = 2; c < t.header.length; c++) markColumn(t, c, idx, 'higher');
     }
+    const metaTrained = [...new Set(dr.filter(metaTrainedRow).map((r) => data.label.get(r)!))].sort();
+    if (metaTrained.length) t.notes = [`Meta-trained on the dataset's other categories, then adapted to the K shots without training on them: ${metaTrained.join(', ')}.`];
     if (t.rows.length) out.push(t);
   }
   return out;
+}
+
+/** A few-shot row whose split handed the detector the dataset's other categories (RegAD; split info metaCategories). */
+function metaTrainedRow(r: ResultRow): boolean {
+  return !Array.isArray(r.manifest) && Object.values(r.manifest).some((m) => (m.info.metaCategories?.length ?? 0) > 0);
 }
 
 /** Table X: image AUROC under noise ratios, datasets side by side. */

@@ -160,6 +160,7 @@ export function createExecutor(opts: ExecutorOptions = {}): ExperimentExecutor {
         seed: config.seed,
         trainSamples: await trainingSamples(split, augmentDir(experiment)),
         testSamples: test,
+        ...(split.meta ? { metaTrain: split.meta.map((m) => ({ category: m.category, samples: m.samples.map((x) => x.sample) })) } : {}),
         signal,
         loadCheckpoint: files.load,
         saveCheckpoint: files.save,

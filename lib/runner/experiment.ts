@@ -17,7 +17,8 @@ import { evaluateCategory, evaluateLocoCategory, type Prediction as EvalPredicti
 import { encodeTiff } from '../metrics/maps';
 import { createDetector, findMethod } from '../methods';
 import { type CheckpointRun, readCheckpoint, writeCheckpoint } from '../methods/checkpoint';
-import type { AnomalyMap, Detector, DetectorState } from '../methods/types';
+import type { AnomalyMap, Detector, DetectorState, MetaTrainCategory } from '../methods/types';
+import { metaTrainingSplit } from '../settings/fewshot';
 import { f1OptimalThreshold, quantileThreshold, type DecisionThreshold } from '../metrics/threshold';
 import { bootstrapAuroc, type BootstrapInterval } from '../stats/bootstrap';
 
@@ -34,6 +35,12 @@ export interface ExperimentOptions {
   trainSamples?: Sample[];
   /** Default: the category's 'test' samples. */
   testSamples?: Sample[];
+  /**
+   * A meta-training detector's other categories (RegAD; MethodEntry.metaTraining). Default for such a detector:
+   * every other category of the dataset at `root`, their normal training images (a dataset of one category is
+   * refused); ignored by the others.
+   */
+  metaTrain?: MetaTrainCategory[];
   seed?: number;
   /** Write float32 TIFF maps as MAPS/<category>/test/<defect>/<stem>.tiff. */
   mapsDir?: string;
@@ -234,6 +241,12 @@ function namingCheckpoint(err: unknown, file: string | undefined): unknown {
   return err;
 }
 
+/** Every other category of the dataset with its normal training images (RegAD's meta-training set). */
+async function otherCategories(dataset: DatasetName, root: string, category: Category, seed: number): Promise<MetaTrainCategory[]> {
+  const all = await loadDataset(dataset, root, { seed });
+  return metaTrainingSplit(category, all).map((m) => ({ category: m.category, samples: m.samples.map((x) => x.sample) }));
+}
+
 export async function runExperiment(opts: ExperimentOptions): Promise<ExperimentResult> {
   const seed = opts.seed ?? 0;
   let category: Category;
@@ -271,7 +284,8 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
         throw err;
       }
     } else if (opts.fit !== false) {
-      await detector.fit(train, { signal: opts.signal, onProgress: (d, t, detail) => progress?.('fit', d, t, detail) });
+      const metaTrain = findMethod(opts.method)?.metaTraining ? (opts.metaTrain ?? (await otherCategories(opts.dataset, opts.root, category, seed))) : undefined;
+      await detector.fit(train, { signal: opts.signal, onProgress: (d, t, detail) => progress?.('fit', d, t, detail), ...(metaTrain ? { metaTrain } : {}) });
     }
     const fitSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
     // Captured now, written after the evaluation with the decision threshold the test scores give.

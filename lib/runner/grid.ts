@@ -38,6 +38,12 @@ export async function expandGrid(
   const invalid: InvalidExperiment[] = [];
   for (const dataset of config.datasets) {
     const categories = await loadCategories(dataset.name, dataset.root, dataset.categories ? { categories: dataset.categories } : {});
+    // A meta-training detector (RegAD) trains on every other category of the dataset, not only the selected ones.
+    let everyCategory: Promise<Category[]> | null = null;
+    const metaFrom = (): Promise<Category[]> => {
+      everyCategory ??= dataset.categories ? loadCategories(dataset.name, dataset.root, {}) : Promise.resolve(categories);
+      return everyCategory;
+    };
     for (const setting of config.settings) {
       for (const method of config.methods) {
         for (const params of methodVariants(method)) {
@@ -58,8 +64,12 @@ export async function expandGrid(
                 if (refusal) throw new Error(refusal);
                 const key = experimentKey(cfg, version);
                 const base = { key, config: cfg, root: dataset.root, heatmapDir: heatmapDir(key) };
+                const metaTraining = entry?.metaTraining === true;
+                if (metaTraining && setting.name === 'continual') {
+                  throw new Error(`${method.name} is a few-shot detector that meta-trains on the other categories: use --setting fewshot --shots K`);
+                }
                 if (category) {
-                  const split = categorySplit(setting, category, seed);
+                  const split = categorySplit(setting, category, seed, metaTraining ? { metaFrom: await metaFrom() } : {});
                   experiments.push({ ...base, split, manifest: manifestOf([split]) });
                 } else {
                   const tasks = continualTasks(categories, { seed, order: setting.name === 'continual' ? setting.order : null });

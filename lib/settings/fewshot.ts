@@ -1,6 +1,7 @@
 /**
  * Few-shot IAD (paper III-A-3): k normal training images (k in {1, 2, 4, 8} in the paper) chosen by the seed; the
- * test set is the whole test split. With `augment`, each shot is followed by `augmentCount` augmented copies; the
+ * test set is the whole test split. The k shots are the manifest's train entries (a meta-training detector's support
+ * set, RegAD); its meta-training categories are named in the manifest's info. With `augment`, each shot is followed by `augmentCount` augmented copies; the
  * manifest names the copies (kind and a per-copy seed) and lib/image/augment.ts makes them.
  */
 import * as path from 'path';
@@ -19,6 +20,29 @@ export interface FewshotOptions {
   shots: number;
   augment?: AugmentKind | null;
   augmentCount?: number;
+  /**
+   * For a meta-training detector (RegAD): the dataset's categories (this one among them or not). Every OTHER one
+   * with normal training images goes into the split as meta-training data (CategorySplit.meta), its name into
+   * info.metaCategories; a dataset without another such category is refused (ERR_IMIAD_SETTING).
+   */
+  metaFrom?: Category[];
+}
+
+/** The other categories' normal training images, in the given order (RegAD's meta-training set). */
+export function metaTrainingSplit(category: Category, all: Category[]): { category: string; samples: SplitSample[] }[] {
+  const meta = all
+    .filter((c) => c.name !== category.name)
+    .map((c) => ({ category: c.name, samples: trainNormals(c).map(asIs) }))
+    .filter((c) => c.samples.length > 0);
+  if (meta.length === 0) {
+    const names = all.map((c) => c.name).join(', ') || category.name;
+    throw imiadError(
+      'RangeError',
+      'ERR_IMIAD_SETTING',
+      `RegAD meta-trains on the other categories of the dataset, but category ${category.name} (${category.root}) has none beside it (categories: ${names}): use a dataset with at least two categories`,
+    );
+  }
+  return meta;
 }
 
 export function requireAugment(augment: unknown): AugmentKind | null {
@@ -54,10 +78,19 @@ export function fewshotSplit(category: Category, opts: FewshotOptions): Category
       train.push({ entry: { path: shot.path, label: 'normal', augment: { kind: augment!, seed: copySeed } }, sample: shot });
     }
   }
+  const meta = opts.metaFrom ? metaTrainingSplit(category, opts.metaFrom) : null;
   return {
     category: category.name,
     train,
     test: testSamples(category).map(asIs),
-    info: { setting: 'fewshot', seed, shots: k, augment, augmentCount },
+    info: {
+      setting: 'fewshot',
+      seed,
+      shots: k,
+      augment,
+      augmentCount,
+      ...(meta ? { metaCategories: meta.map((m) => m.category), metaImages: meta.reduce((a, m) => a + m.samples.length, 0) } : {}),
+    },
+    ...(meta ? { meta } : {}),
   };
 }

@@ -15,7 +15,7 @@ import { vanillaSplit } from './vanilla';
 export * from './types';
 export { vanillaSplit } from './vanilla';
 export { supervisedSplit, DEFAULT_SUPERVISED_ANOMALIES } from './supervised';
-export { fewshotSplit, DEFAULT_AUGMENT_COUNT } from './fewshot';
+export { fewshotSplit, metaTrainingSplit, DEFAULT_AUGMENT_COUNT } from './fewshot';
 export { noisySplit, noiseCount } from './noisy';
 export { continualTasks, forgettingMeasure, finalAverage, type ForgettingMeasure } from './continual';
 export { manifestOf } from './common';
@@ -86,16 +86,22 @@ export function settingLabel(spec: SettingSpec): string {
   }
 }
 
-/** Splits of one category under a non-continual setting. */
-export function categorySplit(spec: SettingSpec, category: Category, seed: number): CategorySplit {
+/**
+ * Splits of one category under a non-continual setting. `metaFrom` (few-shot only): the dataset's categories, for a
+ * meta-training detector (RegAD; fewshotSplit).
+ */
+export function categorySplit(spec: SettingSpec, category: Category, seed: number, opts: { metaFrom?: Category[] } = {}): CategorySplit {
   requireSeed(seed);
+  if (opts.metaFrom && spec.name !== 'fewshot') {
+    throw invalidRange("'fewshot' (a meta-training detector such as RegAD is a few-shot detector: --setting fewshot --shots K)", 'setting', spec.name);
+  }
   switch (spec.name) {
     case 'vanilla':
       return vanillaSplit(category, { seed });
     case 'supervised':
       return supervisedSplit(category, { seed, anomalies: spec.anomalies });
     case 'fewshot':
-      return fewshotSplit(category, { seed, shots: spec.shots, augment: spec.augment, augmentCount: spec.augmentCount });
+      return fewshotSplit(category, { seed, shots: spec.shots, augment: spec.augment, augmentCount: spec.augmentCount, metaFrom: opts.metaFrom });
     case 'noisy':
       return noisySplit(category, { seed, noise: spec.noise });
     case 'continual':

@@ -49,6 +49,12 @@ export interface SplitInfo {
   noiseCount?: number;
   normalCount?: number;
   capped?: boolean;
+  /**
+   * fewshot, for a meta-training detector (RegAD): the dataset's other categories whose normal training images it
+   * meta-trains on (all of them), and how many images that is.
+   */
+  metaCategories?: string[];
+  metaImages?: number;
   /** continual: the task index (0-based) and the task order. */
   task?: number;
   order?: string[];
@@ -76,4 +82,6 @@ export interface CategorySplit {
   train: SplitSample[];
   test: SplitSample[];
   info: SplitInfo;
+  /** fewshot for a meta-training detector: the other categories' normal training images (info.metaCategories). */
+  meta?: { category: string; samples: SplitSample[] }[];
 }

@@ -29,6 +29,7 @@
 #include "feature_heads.h"
 #include "cutpaste.h"
 #include "flows.h"
+#include "regad.h"
 #include "resnet18.h"
 
 namespace imiad {
@@ -535,6 +536,10 @@ std::unique_ptr<Model> CreateModel(const ModelConfig& config) {
   if (config.kind == "fastflow" || config.kind == "cflow" || config.kind == "csflow") {
     std::lock_guard<std::mutex> lock(SeedMutex());
     return CreateFlowModel(config);
+  }
+  if (config.kind == "regad") {
+    std::lock_guard<std::mutex> lock(SeedMutex());
+    return CreateRegadModel(config);
   }
   if (config.kind == "cfa") {
     std::lock_guard<std::mutex> lock(SeedMutex());

@@ -72,7 +72,7 @@ class Model {
     throw InvalidArgument("ERR_IMIAD_ARGUMENT", "This model has no image network to run forward");
   }
   // Sets the optimiser's learning rate for the following steps (schedules computed by the caller: CutPaste's cosine
-  // with warm restarts); models whose schedule is their own refuse.
+  // with warm restarts, RegAD's cosine per epoch); models whose schedule is their own refuse.
   virtual void SetLearningRate(double lr) {
     (void)lr;
     throw InvalidArgument("ERR_IMIAD_ARGUMENT", "This model keeps its own learning-rate schedule");
