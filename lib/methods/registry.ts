@@ -7,6 +7,7 @@ import { Cfa } from './cfa';
 import { CFlow } from './cflow';
 import { CsFlow } from './csflow';
 import { Dne } from './dne';
+import { Draem } from './draem';
 import { FastFlow } from './fastflow';
 import { Padim } from './padim';
 import { PatchCore } from './patchcore';
@@ -15,7 +16,8 @@ import { Rd4ad, Stpm } from './teacher-student';
 import type { Detector } from './types';
 
 /** How the image pipeline normalises a detector's input: ImageNet statistics, or plain [0, 1] pixels. */
-export type InputNormalisation = 'imagenet' | 'unit';
+export type { InputNormalisation } from '../image/pipeline';
+import type { InputNormalisation } from '../image/pipeline';
 
 /**
  * How a detector learns in the continual setting (paper III-A): `accumulate` (its memory bank or Gaussians grow
@@ -210,6 +212,20 @@ export const METHODS: readonly MethodEntry[] = [
     continual: 'sequential',
     options: TRAINED_OPTIONS,
     summary: '2-D normalizing flow with conv subnets on each feature level (libtorch)',
+  },
+  {
+    name: 'draem',
+    label: 'DRAEM',
+    create: (p) => new Draem(p),
+    trained: true,
+    usesLabelledAnomalies: false,
+    hasMaps: true,
+    imageSize: 256,
+    cropSize: 256,
+    normalisation: 'unit',
+    continual: 'sequential',
+    options: [...TRAINED_OPTIONS, { flag: 'texture-root', param: 'textureRoot' }],
+    summary: 'reconstructive auto-encoder + discriminative U-Net trained on synthetic Perlin/texture anomalies (libtorch)',
   },
 ];
 
