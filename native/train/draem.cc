@@ -8,8 +8,8 @@
 //   (5 pools) and a decoder with skip connections, a 3x3 conv to 2 logits.
 // - weights_init: conv weights N(0, 0.02) (conv biases keep PyTorch's default init), BN weight N(1, 0.02), bias 0.
 // - loss = MSE(rec, clean) + (1 - SSIM(rec, clean)) + Focal(softmax(logits), mask), where SSIM uses an 11 x 11
-//   Gaussian window (sigma 1.5, zero padding 5, per channel) and the value range L = 1 (the official guesses it from
-//   the reconstruction's range: 1 for [0, 1] images), and the focal loss has gamma 2, alpha 1 and label smoothing
+//   Gaussian window (sigma 1.5, zero padding 5, per channel) and the value range L guessed from the reconstruction
+//   as the official does (1, or 2 while the reconstruction dips below -0.5, as early in training), and the focal loss has gamma 2, alpha 1 and label smoothing
 //   1e-5 (loss.py FocalLoss: one-hot clamped to [1e-5, 1 - 1e-5], pt = sum(one_hot * p) + 1e-5).
 // - One Adam (betas 0.9, 0.999, eps 1e-8) over both networks; the learning rate of each step is handed in with the
 //   batch (lib/methods/draem.ts applies MultiStepLR(0.8, 0.9 of the epochs; gamma 0.2) per epoch).
@@ -150,14 +150,22 @@ torch::Tensor SsimWindow(int64_t size, int64_t channels) {
   return t.mm(t.t()).unsqueeze(0).unsqueeze(0).expand({channels, 1, size, size}).contiguous();
 }
 
-// loss.py ssim(img1, img2, window_size=11) with val_range 1: the mean SSIM.
+// loss.py ssim(img1, img2, window_size=11, val_range=None): the mean SSIM, with the value range L guessed from img1
+// (the reconstruction) as the official does: max 255 if max(img1) > 128 else 1, min -1 if min(img1) < -0.5 else 0.
 torch::Tensor Ssim(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& window) {
   const int64_t c = a.size(1), pad = window.size(2) / 2;
+  double l = 1;
+  {
+    torch::NoGradGuard guard;
+    const double maxVal = a.max().item<double>() > 128 ? 255 : 1;
+    const double minVal = a.min().item<double>() < -0.5 ? -1 : 0;
+    l = maxVal - minVal;
+  }
   auto conv = [&](const torch::Tensor& x) { return F::conv2d(x, window, F::Conv2dFuncOptions().padding(pad).groups(c)); };
   auto mu1 = conv(a), mu2 = conv(b);
   auto mu1sq = mu1.pow(2), mu2sq = mu2.pow(2), mu12 = mu1 * mu2;
   auto s1 = conv(a * a) - mu1sq, s2 = conv(b * b) - mu2sq, s12 = conv(a * b) - mu12;
-  const double c1 = 0.01 * 0.01, c2 = 0.03 * 0.03;
+  const double c1 = (0.01 * l) * (0.01 * l), c2 = (0.03 * l) * (0.03 * l);
   auto v1 = 2.0 * s12 + c2, v2 = s1 + s2 + c2;
   return (((2 * mu12 + c1) * v1) / ((mu1sq + mu2sq + c1) * v2)).mean();
 }
@@ -203,9 +211,15 @@ class Draem : public HeadModel {
       control.throwIfCancelled();
       net_->train();
       auto clean = ViewTensor(images, device_), aug = ViewTensor(views[0], device_), mask = ViewTensor(views[1], device_);
+      // The official's order of operations (autograd's backward order, hence the order in which the gradients of
+      // the reconstruction's three uses are summed, follows it).
       auto rec = net_->recon->forward(aug);
-      auto logits = net_->seg->forward(torch::cat({rec, aug}, 1));
-      auto loss = F::mse_loss(rec, clean) + (1 - Ssim(rec, clean, window_)) + Focal(torch::softmax(logits, 1), mask);
+      auto joined = torch::cat({rec, aug}, 1);
+      auto probabilities = torch::softmax(net_->seg->forward(joined), 1);
+      auto l2 = F::mse_loss(rec, clean);
+      auto ssim = 1.0 - Ssim(rec, clean, window_);
+      auto focal = Focal(probabilities, mask);
+      auto loss = l2 + ssim + focal;
       result = loss.item<double>();
       if (!std::isfinite(result)) return;  // the weights stay as they were; the caller stops with the epoch and step
       loss.backward();
