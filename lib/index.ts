@@ -62,7 +62,11 @@ export {
   type TeacherStudentParams,
   type RegadParams,
   type MetaTrainCategory,
+  Draem,
+  type DraemParams,
 } from './methods';
+// Anomaly synthesis (DRAEM-style Perlin masks and textures), reusable by any method that trains on pseudo-anomalies.
+export { AnomalySynthesiser, listTextures, perlinNoise, type SynthesisOptions, type SynthesisedSample } from './synthesis';
 export { trainingAvailable, trainAddonPath, TrainModel } from '../bindings/train/train';
 export { runExperiment, type ExperimentOptions, type ExperimentResult, type ExperimentMetrics, type ExperimentEfficiency } from './runner/experiment';
 export {

@@ -49,6 +49,7 @@ export interface RunCommandOptions extends SettingFlags {
   crop?: string;
   coreset?: string;
   reweight?: string;
+  textureRoot?: string;
   seed?: string;
   store?: string;
   maps?: string;
@@ -120,7 +121,7 @@ export function commandParams(opts: RunCommandOptions): { params: Record<string,
   if (crop !== undefined) set('cropSize', crop, '--crop');
   else if (imageSize !== undefined && imageSize < 224) set('cropSize', imageSize, '--image-size (below 224 it is also the crop)');
   // Method-specific options (the registry's `options`): refused, naming the methods that take them, elsewhere.
-  const methodOption = (flag: string, value: number | undefined): void => {
+  const methodOption = (flag: string, value: number | string | undefined): void => {
     if (value === undefined) return;
     const option = findMethod(opts.method)?.options.find((o) => o.flag === flag);
     if (option === undefined) {
@@ -137,6 +138,8 @@ export function commandParams(opts: RunCommandOptions): { params: Record<string,
   methodOption('reweight', parseNumber(opts.reweight, '--reweight', (v) => int(v) && v >= 1 && v <= 1024, 'integer between 1 and 1024'));
   methodOption('epochs', parseNumber(opts.epochs, '--epochs', (v) => int(v) && v >= 1 && v <= 1_000_000, 'integer between 1 and 1000000'));
   methodOption('lr', parseNumber(opts.lr, '--lr', (v) => v > 0, 'positive number'));
+  if (opts.textureRoot !== undefined && opts.textureRoot.trim() === '') throw invalidType('a folder of texture images', '--texture-root', opts.textureRoot);
+  methodOption('texture-root', opts.textureRoot);
   const batchSize = parseNumber(opts.batchSize, '--batch-size', (v) => int(v) && v >= 1 && v <= 4096, 'integer between 1 and 4096');
   if (batchSize !== undefined) set('batchSize', batchSize, '--batch-size');
   return { params, flags };
@@ -373,6 +376,7 @@ export function registerRun(program: Command): void {
     .option('--crop <n>', 'centre crop side (default 224, or the image size when smaller)')
     .option('--coreset <x>', 'PatchCore: fraction of patches kept in the memory bank (default 0.1)')
     .option('--reweight <b>', 'PatchCore: importance re-weighting over b nearest neighbours (default 1 = none)')
+    .option('--texture-root <dir>', 'DRAEM: folder of anomaly texture images, e.g. DTD (read recursively; default: Perlin noise as texture)')
     .option('--maps <dir>', 'write float32 TIFF maps as DIR/<category>/test/<defect>/<stem>.tiff (continual: DIR/task<N>/...)')
     .option('--scores <file>', 'write image,label,score rows (several categories: FILE.<category>.csv; continual: FILE.task<N>.<category>.csv)')
     .option('--store <file>', 'write each result as a row of this results store (skips what it already holds)')

@@ -1,5 +1,5 @@
 /**
- * The image pipeline in front of the backbone: decode, resize (bilinear), centre crop, ImageNet normalisation into a
+ * The image pipeline in front of the backbone: decode, resize (bilinear), centre crop, normalisation (ImageNet, or [0, 1] for DRAEM) into a
  * Float32Array CHW batch; masks by the same geometry with nearest neighbour; and the inverse mapping of an anomaly
  * map back to the original image for evaluation at original resolution.
  *
@@ -24,12 +24,28 @@ const Math = globalThis.Math;
 export const IMAGENET_MEAN: readonly [number, number, number] = [0.485, 0.456, 0.406];
 export const IMAGENET_STD: readonly [number, number, number] = [0.229, 0.224, 0.225];
 
+/**
+ * How a detector's input is normalised (its registry entry's `normalisation`): 'imagenet' subtracts the ImageNet
+ * mean and divides by its standard deviation (every detector on an ImageNet backbone); 'unit' keeps the pixels in
+ * [0, 1] (DRAEM, whose official code never normalises).
+ */
+export type InputNormalisation = 'imagenet' | 'unit';
+
+/** The mean and standard deviation that give a normalisation. */
+export function normalisationStats(n: InputNormalisation): { mean: readonly [number, number, number]; std: readonly [number, number, number] } {
+  if (n === 'imagenet') return { mean: IMAGENET_MEAN, std: IMAGENET_STD };
+  if (n === 'unit') return { mean: [0, 0, 0], std: [1, 1, 1] };
+  throw invalidType("one of 'imagenet', 'unit'", 'normalisation', n);
+}
+
 export interface PreprocessOptions {
   /** Size after resizing (the shorter side, or both sides with resize 'exact'). Default 256. */
   imageSize?: number;
   /** Side of the square centre crop. Default 224; equal to imageSize for no crop. */
   cropSize?: number;
   resize?: 'shorter' | 'exact';
+  /** 'imagenet' (default) or 'unit' ([0, 1] pixels); mean and std, when given, override it. */
+  normalisation?: InputNormalisation;
   mean?: readonly [number, number, number];
   std?: readonly [number, number, number];
 }
@@ -62,8 +78,9 @@ function resolveOptions(options: PreprocessOptions = {}): ResolvedOptions {
   if (!is.integer(cropSize) || cropSize < 1 || cropSize > imageSize) throw invalidRange(`integer between 1 and imageSize (${imageSize})`, 'cropSize', cropSize);
   const resize = opts.resize ?? 'shorter';
   if (resize !== 'shorter' && resize !== 'exact') throw invalidType("one of 'shorter', 'exact'", 'resize', resize);
-  const mean: unknown = opts.mean ?? IMAGENET_MEAN;
-  const std: unknown = opts.std ?? IMAGENET_STD;
+  const stats = normalisationStats(opts.normalisation ?? 'imagenet');
+  const mean: unknown = opts.mean ?? stats.mean;
+  const std: unknown = opts.std ?? stats.std;
   if (!Array.isArray(mean) || mean.length !== 3 || !mean.every(is.number)) throw invalidType('array of 3 finite numbers', 'mean', mean);
   if (!Array.isArray(std) || std.length !== 3 || !std.every((v) => is.number(v) && v > 0)) throw invalidType('array of 3 positive numbers', 'std', std);
   return { imageSize, cropSize, resize, mean: mean as [number, number, number], std: std as [number, number, number] };
@@ -174,7 +191,7 @@ export async function prepareRaw(raw: RawImage, opts: PreprocessOptions = {}): P
 }
 
 export interface ImageBatch {
-  /** [n, 3, cropSize, cropSize], row-major, ImageNet-normalised. */
+  /** [n, 3, cropSize, cropSize], row-major, normalised as the options say (ImageNet by default). */
   data: Float32Array;
   n: number;
   cropSize: number;

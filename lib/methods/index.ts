@@ -14,6 +14,7 @@ import type { FastFlowParams } from './fastflow';
 import type { DevNetParams } from './devnet';
 import type { DraParams } from './dra';
 import type { RegadParams } from './regad';
+import type { DraemParams } from './draem';
 import type { Detector } from './types';
 
 /** Each registered method's parameters (the typed overload of createDetector). */
@@ -32,6 +33,7 @@ export interface MethodParams {
   devnet: DevNetParams;
   dra: DraParams;
   regad: RegadParams;
+  draem: DraemParams;
 }
 export type MethodName = keyof MethodParams;
 
@@ -69,6 +71,7 @@ export { Cfa, CFA_LAYERS, type CfaParams } from './cfa';
 export { CsFlow, type CsFlowParams } from './csflow';
 export { CutPasteDetector, cutPasteLearningRate, type CutPasteParams } from './cutpaste';
 export { Regad, type RegadParams } from './regad';
+export { Draem, draemLearningRate, pooledMax, type DraemParams } from './draem';
 export type { FrozenHeadParams } from './frozen-head';
 export { DevNet, type DevNetParams } from './devnet';
 export { Dra, DRA_REFERENCES, type DraParams } from './dra';

@@ -10,6 +10,7 @@ import { CutPasteDetector } from './cutpaste';
 import { DevNet } from './devnet';
 import { Dne } from './dne';
 import { Dra } from './dra';
+import { Draem } from './draem';
 import { FastFlow } from './fastflow';
 import { Padim } from './padim';
 import { PatchCore } from './patchcore';
@@ -19,7 +20,8 @@ import { Rd4ad, Stpm } from './teacher-student';
 import type { Detector } from './types';
 
 /** How the image pipeline normalises a detector's input: ImageNet statistics, or plain [0, 1] pixels. */
-export type InputNormalisation = 'imagenet' | 'unit';
+export type { InputNormalisation } from '../image/pipeline';
+import type { InputNormalisation } from '../image/pipeline';
 
 /**
  * How a detector learns in the continual setting (paper III-A): `accumulate` (its memory bank or Gaussians grow
@@ -277,6 +279,20 @@ export const METHODS: readonly MethodEntry[] = [
     metaTraining: true,
     options: TRAINED_OPTIONS,
     summary: 'few-shot: STN-registered ResNet-18 meta-trained on the other categories, Gaussian of the K augmented shots (libtorch)',
+  },
+  {
+    name: 'draem',
+    label: 'DRAEM',
+    create: (p) => new Draem(p),
+    trained: true,
+    usesLabelledAnomalies: false,
+    hasMaps: true,
+    imageSize: 256,
+    cropSize: 256,
+    normalisation: 'unit',
+    continual: 'sequential',
+    options: [...TRAINED_OPTIONS, { flag: 'texture-root', param: 'textureRoot' }],
+    summary: 'reconstructive auto-encoder + discriminative U-Net trained on synthetic Perlin/texture anomalies (libtorch)',
   },
 ];
 

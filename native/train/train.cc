@@ -26,6 +26,7 @@
 #include "blocks.h"
 #include "devnet.h"
 #include "dra.h"
+#include "draem.h"
 #include "feature_heads.h"
 #include "cutpaste.h"
 #include "flows.h"
@@ -523,6 +524,13 @@ std::unique_ptr<Model> CreateModel(const ModelConfig& config) {
     at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/false);
     std::lock_guard<std::mutex> lock(SeedMutex());
     return config.kind == "devnet" ? CreateDevNetModel(config) : CreateDraModel(config);
+  }
+  if (config.kind == "draem") {  // image models: no teacher
+    if (config.threads < 1) throw InvalidArgument("ERR_IMIAD_RANGE", "Expected at least one thread");
+    ThreadScope threads(config.threads);
+    at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/false);
+    std::lock_guard<std::mutex> lock(SeedMutex());
+    return CreateDraemModel(config);
   }
   if (config.teacherChannels.size() != 3) throw InvalidArgument("ERR_IMIAD_DIMS", "Expected 3 teacher layers (layers 1..3)");
   for (auto c : config.teacherChannels) {

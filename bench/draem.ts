@@ -1,0 +1,166 @@
+/**
+ * `npm run bench -- draem [--steps 20] [--size 64] [--batch 8] [--threads 1] [--repeats 3] [--widths 128,64]`:
+ * fidelity and speed of DRAEM's training step (native/train/draem.cc) against the PyTorch peer that runs the official
+ * VitjanZ/DRAEM networks and losses (bench/peers/draem_torch.py, Debian's python3-torch). imiad builds both networks
+ * (seed 1), exports their initial weights, and draws `steps` synthetic batches with lib/synthesis from seeded
+ * Perlin-noise "clean" images (Perlin textures, the official probabilities); the learning rate follows MultiStepLR
+ * as if each step were an epoch of a `steps`-epoch run (so the 80 % / 90 % drops happen inside the trajectory).
+ * The peer loads the same weights and trains on the same batches (the batches are passed, not the seed).
+ * Reported: the largest relative difference of the two loss trajectories (target 1e-4), and, over `repeats`
+ * interleaved rounds (bench/common.ts measureInterleaved, fresh networks each round), the time of the `steps` steps
+ * (an "epoch" of steps x batch images) of imiad over the peer's (target <= 0.9x), with the machine's load.
+ * Table + bench/results/draem.json.
+ */
+import { spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
+import { trainingAvailable, trainAddonPath, TrainModel, type Nchw } from '../bindings/train/train';
+import { draemLearningRate } from '../lib/methods/draem';
+import { Random } from '../lib/prng';
+import { AnomalySynthesiser, perlinNoise } from '../lib/synthesis';
+import { flag, formatSpread, intFlag, machineInfo, measureInterleaved, peerAvailable, peerPython, printTable, ratioSpread, runPeer, spreadOf, timed, watchLoad, writeJson } from './common';
+
+export interface DraemJob {
+  dir: string;
+  size: number;
+  batch: number;
+  steps: number;
+  widths: [number, number];
+  seed: number;
+  threads: number;
+  /** Each step's clean images, augmented images, masks and learning rate. */
+  batches: Array<{ clean: Nchw; augmented: Nchw; mask: Nchw; lr: Nchw }>;
+}
+
+/** A smooth random RGB image in [0, 1] (CHW): a Perlin field per channel. */
+function cleanImage(rng: Random, size: number): Float32Array {
+  const out = new Float32Array(3 * size * size);
+  for (let c = 0; c < 3; c++) {
+    const p = perlinNoise(rng, size, size, 4, 4);
+    for (let i = 0; i < p.length; i++) out[c * size * size + i] = Math.min(1, Math.max(0, 0.5 + 0.4 * p[i]));
+  }
+  return out;
+}
+
+/**
+ * Writes a job to `dir`: meta.json, the initial weights of a seeded DRAEM (state.bin) and the synthetic batches
+ * (batch<i>.bin: clean, augmented, mask, lr as float32). Returns the batches too.
+ */
+export async function writeDraemJob(dir: string, o: { size: number; batch: number; steps: number; widths: [number, number]; seed: number; threads: number; lr?: number }): Promise<DraemJob> {
+  const lr0 = o.lr ?? 1e-4;
+  const model = new TrainModel({ kind: 'draem', channels: [], seed: o.seed, threads: o.threads, lr: lr0, beta1: 0.9, beta2: 0.999, extra: { widths: o.widths } });
+  const state = model.state();
+  fs.writeFileSync(path.join(dir, 'state.bin'), Buffer.concat(state.arrays.map((a) => Buffer.from(a.buffer, a.byteOffset, a.byteLength))));
+  const synth = await AnomalySynthesiser.create({ size: o.size });
+  const rng = new Random(o.seed).fork('draem-bench');
+  const plane = 3 * o.size * o.size;
+  const batches: DraemJob['batches'] = [];
+  for (let step = 0; step < o.steps; step++) {
+    const clean = new Float32Array(o.batch * plane);
+    const augmented = new Float32Array(o.batch * plane);
+    const mask = new Float32Array(o.batch * o.size * o.size);
+    for (let j = 0; j < o.batch; j++) {
+      const s = await synth.sample(cleanImage(rng.fork('image', step, j), o.size), rng.fork('synthesis', step, j));
+      clean.set(s.clean, j * plane);
+      augmented.set(s.augmented, j * plane);
+      mask.set(s.mask, j * o.size * o.size);
+    }
+    const lr = new Float32Array([draemLearningRate(lr0, step, o.steps)]);
+    const shape: [number, number, number, number] = [o.batch, 3, o.size, o.size];
+    batches.push({ clean: { data: clean, shape }, augmented: { data: augmented, shape }, mask: { data: mask, shape: [o.batch, 1, o.size, o.size] }, lr: { data: lr, shape: [1, 1, 1, 1] } });
+    fs.writeFileSync(path.join(dir, `batch${step}.bin`), Buffer.concat([clean, augmented, mask, lr].map((a) => Buffer.from(a.buffer))));
+  }
+  const meta = { size: o.size, batch: o.batch, steps: o.steps, widths: o.widths, lr: lr0, state: state.names.map((name, i) => ({ name, shape: state.shapes[i] })) };
+  fs.writeFileSync(path.join(dir, 'meta.json'), JSON.stringify(meta));
+  return { dir, ...o, batches };
+}
+
+/** imiad's run of a job from the seeded initial weights: each step's loss and seconds. */
+export async function runDraemJob(job: DraemJob): Promise<{ losses: number[]; stepSeconds: number[] }> {
+  const model = new TrainModel({ kind: 'draem', channels: [], seed: job.seed, threads: job.threads, lr: 1e-4, beta1: 0.9, beta2: 0.999, extra: { widths: job.widths } });
+  const losses: number[] = [];
+  const stepSeconds: number[] = [];
+  for (const b of job.batches) {
+    const t = process.hrtime.bigint();
+    losses.push(await model.step(b.clean, [b.augmented, b.mask, b.lr]));
+    stepSeconds.push(Number(process.hrtime.bigint() - t) / 1e9);
+  }
+  return { losses, stepSeconds };
+}
+
+export interface PeerResult {
+  losses: number[];
+  stepSeconds: number[];
+  loopSeconds: number;
+  torch: string;
+}
+
+/** The PyTorch peer's run of the job in `dir` (from dist/bench, or from bench/ under ts-jest). */
+export function runDraemPeer(job: DraemJob): PeerResult {
+  const args = [job.dir, String(job.threads)];
+  const source = path.join(__dirname, 'peers', 'draem_torch.py');
+  if (!fs.existsSync(source)) return runPeer<PeerResult>('draem_torch.py', args);
+  const r = spawnSync(peerPython(), [source, ...args], { encoding: 'utf8', maxBuffer: 1 << 30 });
+  if (r.status !== 0) throw new Error(`peer draem_torch.py failed (exit ${r.status}): ${r.stderr}`);
+  const lines = r.stdout.trim().split('\n');
+  return JSON.parse(lines[lines.length - 1]) as PeerResult;
+}
+
+/** The largest relative difference between two loss trajectories. */
+export function maxRelativeDiff(a: number[], b: number[]): number {
+  return Math.max(...a.map((v, i) => Math.abs(v - b[i]) / Math.max(Math.abs(b[i]), 1e-12)));
+}
+
+export async function main(args: string[]): Promise<void> {
+  if (!trainingAvailable()) {
+    process.stdout.write(`draem bench skipped: the training addon is not built (${trainAddonPath()}); run npm run build:train\n`);
+    return;
+  }
+  const steps = intFlag(args, 'steps', 20);
+  const size = intFlag(args, 'size', 64, 32);
+  const batch = intFlag(args, 'batch', 8);
+  const threads = intFlag(args, 'threads', 1);
+  const repeats = intFlag(args, 'repeats', 3);
+  const w = (flag(args, 'widths', '128,64') as string).split(',').map(Number);
+  if (w.length !== 2 || !w.every((v) => Number.isInteger(v) && v >= 1)) throw new Error(`Expected --widths as two integers but received ${flag(args, 'widths')}`);
+  if (size % 32 !== 0) throw new Error(`Expected --size to be a multiple of 32 but received ${size}`);
+  const widths: [number, number] = [w[0], w[1]];
+  const havePeer = peerAvailable(['torch']);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'imiad-bench-draem-'));
+  const load = watchLoad('draem bench');
+  try {
+    const job = await writeDraemJob(dir, { size, batch, steps, widths, seed: 1, threads });
+    const contenders = [
+      { name: 'imiad', run: async () => {
+        const r = await timed(() => runDraemJob(job));
+        return { ms: r.result.stepSeconds.reduce((a, b) => a + b, 0) * 1000, result: r.result.losses };
+      } },
+      ...(havePeer ? [{ name: 'torch', run: () => {
+        const p = runDraemPeer(job);
+        return { ms: p.loopSeconds * 1000, result: p.losses };
+      } }] : []),
+    ];
+    const measured = await measureInterleaved<number[]>(contenders, repeats, (name, run, round) => process.stdout.write(`  round ${round + 1} ${name}: ${(run.ms / 1000).toFixed(2)} s\n`));
+    const report = load.finish();
+    const ours = measured[0];
+    const peer = measured[1];
+    const rel = peer ? maxRelativeDiff(ours.results[0], peer.results[0]) : null;
+    const ratio = peer ? ratioSpread(ours, peer) : null;
+    printTable(`DRAEM: ${steps} steps, batch ${batch}, ${size} px, widths ${widths.join('/')}, ${threads} thread(s)`, [
+      {
+        method: 'draem',
+        'imiad s/epoch': formatSpread(spreadOf(ours.ms.runs.map((v) => v / 1000))),
+        'torch s/epoch': peer ? formatSpread(spreadOf(peer.ms.runs.map((v) => v / 1000))) : '-',
+        'time ratio': ratio ? formatSpread(ratio) : '-',
+        'max rel loss diff': rel === null ? '-' : rel.toExponential(2),
+        target: '<= 0.9x, 1e-4',
+        busy: report.busy,
+      },
+    ]);
+    writeJson('draem', { machine: machineInfo(threads), load: report, size, batch, steps, widths, threads, repeats, imiad: ours, peer: peer ?? null, maxRelativeLossDiff: rel, timeRatio: ratio });
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
