@@ -125,7 +125,7 @@ export function trainingAvailable(): boolean {
 }
 
 export interface TrainModelConfig {
-  kind: 'stpm' | 'rd4ad' | 'fastflow' | 'cflow' | 'cfa' | 'csflow';
+  kind: 'stpm' | 'rd4ad' | 'fastflow' | 'cflow' | 'cfa' | 'csflow' | 'favae';
   /** Channels of the teacher's layers 1..3 (the flow heads: of the tapped levels). */
   channels: number[];
   seed: number;

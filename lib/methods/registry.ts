@@ -8,6 +8,7 @@ import { CFlow } from './cflow';
 import { CsFlow } from './csflow';
 import { Dne } from './dne';
 import { FastFlow } from './fastflow';
+import { Favae } from './favae';
 import { Padim } from './padim';
 import { PatchCore } from './patchcore';
 import { Spade } from './spade';
@@ -210,6 +211,21 @@ export const METHODS: readonly MethodEntry[] = [
     continual: 'sequential',
     options: TRAINED_OPTIONS,
     summary: '2-D normalizing flow with conv subnets on each feature level (libtorch)',
+  },
+  {
+    name: 'favae',
+    label: 'FAVAE',
+    create: (p) => new Favae(p),
+    trained: true,
+    usesLabelledAnomalies: false,
+    hasMaps: true,
+    // Fixed by the architecture (Table V's 256 px does not apply): docs/detectors-favae.md.
+    imageSize: 128,
+    cropSize: 128,
+    normalisation: 'unit',
+    continual: 'sequential',
+    options: TRAINED_OPTIONS,
+    summary: 'VAE on [0, 1] images whose decoder also regresses a frozen teacher’s features; pixel + feature errors (libtorch)',
   },
 ];
 
