@@ -9,13 +9,14 @@ import { createDetector, findMethod, METHOD_NAMES, METHODS, methodNames, TRAINED
 
 describe('registry', () => {
   test('lists every detector once, in the paper’s order, with its facts', () => {
-    expect(methodNames()).toEqual(['patchcore', 'padim', 'spade', 'dne', 'stpm', 'rd4ad', 'cfa', 'cflow', 'csflow', 'fastflow']);
+    expect(methodNames()).toEqual(['patchcore', 'padim', 'spade', 'dne', 'stpm', 'rd4ad', 'cfa', 'cflow', 'csflow', 'fastflow', 'favae']);
     expect([...METHOD_NAMES]).toEqual(methodNames());
-    expect([...TRAINED_METHODS]).toEqual(['stpm', 'rd4ad', 'cfa', 'cflow', 'csflow', 'fastflow']);
+    expect([...TRAINED_METHODS]).toEqual(['stpm', 'rd4ad', 'cfa', 'cflow', 'csflow', 'fastflow', 'favae']);
     expect(new Set(methodNames()).size).toBe(METHODS.length);
     expect(findMethod('dne')).toMatchObject({ hasMaps: false, trained: false, continual: 'accumulate' });
     expect(findMethod('padim')).toMatchObject({ continual: 'statistics', imageSize: 256, cropSize: 224, normalisation: 'imagenet' });
     expect(findMethod('stpm')).toMatchObject({ trained: true, continual: 'sequential', cropSize: 256 });
+    expect(findMethod('favae')).toMatchObject({ trained: true, continual: 'sequential', imageSize: 128, cropSize: 128, normalisation: 'unit' });
     expect(findMethod('draem')).toBeUndefined();
     for (const m of METHODS) expect(m.usesLabelledAnomalies).toBe(false);
   });
@@ -32,7 +33,7 @@ describe('registry', () => {
     const base = { dataset: 'mvtec', root: '.', method: 'padim' };
     expect(() => runParams({ ...base, coreset: '0.5' })).toThrow('--coreset applies to --method patchcore, not padim');
     expect(() => runParams({ ...base, reweight: '3' })).toThrow('--reweight applies to --method patchcore, not padim');
-    expect(() => runParams({ ...base, epochs: '3' })).toThrow('--epochs applies to the trained methods (stpm, rd4ad, cfa, cflow, csflow, fastflow), not padim');
+    expect(() => runParams({ ...base, epochs: '3' })).toThrow('--epochs applies to the trained methods (stpm, rd4ad, cfa, cflow, csflow, fastflow, favae), not padim');
     expect(runParams({ ...base, method: 'patchcore', coreset: '0.5', reweight: '3' })).toEqual({ coreset: 0.5, reweight: 3 });
     expect(runParams({ ...base, method: 'stpm', epochs: '3', lr: '0.1' })).toEqual({ epochs: 3, lr: 0.1 });
   });

@@ -15,8 +15,11 @@
 // + kld * 0.5 * sum(-1 - logvar + exp(logvar) + mu^2), Adam(lr, weight_decay). The reparameterisation noise comes
 // from the model's own generator (seed ^ 0x7a3e5, torch::randn on the CPU: the peer draws the same numbers); its
 // state is part of the optimiser state of a checkpoint. The official loop runs the decoder a second time to collect
-// the taps (so BN running statistics move twice per step); here one decoder pass gives the output and the taps: the
-// loss and the gradients are the same, the running statistics move once (momentum 0.1) per step.
+// the taps (so BN running statistics move twice per step); here one decoder pass gives the output and the taps by
+// default: the same loss and gradients (up to float rounding: the two gradient contributions are summed per
+// activation instead of per parameter), the running statistics move once (momentum 0.1) per step, and a step costs
+// one decoder pass less. extra "decoderPasses" {2} runs the official two passes (bench/favae.ts: bit-for-bit the
+// arithmetic of the PyTorch peer).
 //
 // Map (prediction): z = mu; sum_c (rec - x)^2 + sum_l bilinear(sum_c (adapter_l(s_l) - t_l)^2) to 128 px
 // (align_corners=False); the caller blurs (sigma 4) and takes the maximum as the image score.
@@ -139,6 +142,8 @@ class Favae : public HeadModel {
     }
     zdim_ = static_cast<int64_t>(Extra(config, "zdim", {100})[0]);
     kld_ = Extra(config, "kld", {1.0})[0];
+    passes_ = static_cast<int>(Extra(config, "decoderPasses", {1})[0]);
+    if (passes_ != 1 && passes_ != 2) throw InvalidArgument("ERR_IMIAD_RANGE", "Expected 1 or 2 decoder passes per FAVAE step");
     if (zdim_ < 1) throw InvalidArgument("ERR_IMIAD_RANGE", "Expected a positive latent size");
     auto sides = Extra(config, "sides", {});
     if (sides.size() != config.teacherChannels.size() || sides.empty()) {
@@ -177,9 +182,11 @@ class Favae : public HeadModel {
       auto eps = torch::randn({images.n, zdim_}, generator_, torch::TensorOptions().dtype(torch::kFloat32));
       auto z = eps.to(device_) * (0.5 * logvar).exp() + mu;
       std::vector<torch::Tensor> s;
-      auto rec = net_->Decode(z, taps_, &s);
-      auto loss = (rec - x).pow(2).sum();
-      for (size_t l = 0; l < teacher.size(); l++) loss = loss + (net_->adapters[l]->forward(s[l]) - ViewTensor(teacher[l], device_)).pow(2).sum();
+      auto rec = net_->Decode(z, passes_ == 2 ? std::vector<int64_t>{} : taps_, &s);
+      if (passes_ == 2) net_->Decode(z, taps_, &s);  // the official second pass (feature_extractor(z, decode, ...))
+      const auto sum = at::Reduction::Sum;
+      auto loss = torch::mse_loss(rec, x, sum);
+      for (size_t l = 0; l < teacher.size(); l++) loss = loss + torch::mse_loss(net_->adapters[l]->forward(s[l]), ViewTensor(teacher[l], device_), sum);
       loss = loss + kld_ * (0.5 * (-1 - logvar + logvar.exp() + mu.pow(2)).sum());
       result = loss.item<double>();
       if (!std::isfinite(result)) return;  // the weights stay as they were; the caller stops training
@@ -275,6 +282,7 @@ class Favae : public HeadModel {
   at::Generator generator_;
   int64_t size_ = 128, zdim_ = 100;
   double kld_ = 1.0;
+  int passes_ = 1;
   std::vector<int64_t> taps_, sides_;
 };
 
