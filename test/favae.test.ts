@@ -159,6 +159,27 @@ describe('FAVAE', () => {
     }
   });
 
+  withAddon('training stops cleanly on abort (Ctrl-C) between steps; the detector stays unfitted', async () => {
+    const d = new Favae({ ...small, epochs: 1000, batchSize: 1, lr: 1e-3 });
+    const ac = new AbortController();
+    let steps = 0;
+    try {
+      await expect(
+        d.fit(train.slice(0, 2), {
+          signal: ac.signal,
+          onProgress: (done) => {
+            steps = done;
+            if (done === 2) ac.abort();
+          },
+        }),
+      ).rejects.toMatchObject({ code: 'ABORT_ERR' });
+      expect(steps).toBe(2);
+      await expect(d.predict(testSet.slice(0, 1))).rejects.toMatchObject({ code: 'ERR_IMIAD_STATE' });
+    } finally {
+      await d.dispose();
+    }
+  });
+
   withAddon('imiad run --method favae trains, scores and saves; --image-size 256 is refused', async () => {
     const base = { dataset: 'mvtec', root: path.join(tmp, 'mvtec'), method: 'favae', epochs: '1', batchSize: '8' };
     await expect(runRun({ ...base, imageSize: '256' })).rejects.toThrow(/Expected 128 \(FAVAE's encoder takes 128 x 128 images/);
