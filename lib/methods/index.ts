@@ -15,6 +15,7 @@ import type { DevNetParams } from './devnet';
 import type { DraParams } from './dra';
 import type { RegadParams } from './regad';
 import type { DraemParams } from './draem';
+import type { FavaeParams } from './favae';
 import type { Detector } from './types';
 
 /** Each registered method's parameters (the typed overload of createDetector). */
@@ -34,6 +35,7 @@ export interface MethodParams {
   dra: DraParams;
   regad: RegadParams;
   draem: DraemParams;
+  favae: FavaeParams;
 }
 export type MethodName = keyof MethodParams;
 
@@ -72,6 +74,7 @@ export { CsFlow, type CsFlowParams } from './csflow';
 export { CutPasteDetector, cutPasteLearningRate, type CutPasteParams } from './cutpaste';
 export { Regad, type RegadParams } from './regad';
 export { Draem, draemLearningRate, pooledMax, type DraemParams } from './draem';
+export { Favae, FAVAE_SIZE, FAVAE_VGG16_LAYERS, FAVAE_DEFAULT_LAYERS, imagenetFromUnit, type FavaeParams } from './favae';
 export type { FrozenHeadParams } from './frozen-head';
 export { DevNet, type DevNetParams } from './devnet';
 export { Dra, DRA_REFERENCES, type DraParams } from './dra';

@@ -12,6 +12,7 @@ import { Dne } from './dne';
 import { Dra } from './dra';
 import { Draem } from './draem';
 import { FastFlow } from './fastflow';
+import { Favae } from './favae';
 import { Padim } from './padim';
 import { PatchCore } from './patchcore';
 import { Regad } from './regad';
@@ -293,6 +294,21 @@ export const METHODS: readonly MethodEntry[] = [
     continual: 'sequential',
     options: [...TRAINED_OPTIONS, { flag: 'texture-root', param: 'textureRoot' }],
     summary: 'reconstructive auto-encoder + discriminative U-Net trained on synthetic Perlin/texture anomalies (libtorch)',
+  },
+  {
+    name: 'favae',
+    label: 'FAVAE',
+    create: (p) => new Favae(p),
+    trained: true,
+    usesLabelledAnomalies: false,
+    hasMaps: true,
+    // Fixed by the architecture (Table V's 256 px does not apply): docs/detectors-favae.md.
+    imageSize: 128,
+    cropSize: 128,
+    normalisation: 'unit',
+    continual: 'sequential',
+    options: TRAINED_OPTIONS,
+    summary: 'VAE on [0, 1] images whose decoder also regresses a frozen teacher’s features; pixel + feature errors (libtorch)',
   },
 ];
 

@@ -1,4 +1,5 @@
-// The trainable networks of the teacher-student detectors, on libtorch.
+// The trainable networks of the teacher-student detectors, on libtorch (and CreateModel, which dispatches every kind:
+// flows.cc, feature_heads.cc, favae.cc).
 //
 // STPM follows Wang et al., "Student-Teacher Feature Pyramid Matching for Anomaly Detection" (BMVC 2021) and its
 // official code gdwang08/STFPM: a ResNet-18-shaped student from random initialisation (conv1 .. layer3, torchvision
@@ -27,6 +28,7 @@
 #include "devnet.h"
 #include "dra.h"
 #include "draem.h"
+#include "favae.h"
 #include "feature_heads.h"
 #include "cutpaste.h"
 #include "flows.h"
@@ -552,6 +554,10 @@ std::unique_ptr<Model> CreateModel(const ModelConfig& config) {
   if (config.kind == "cfa") {
     std::lock_guard<std::mutex> lock(SeedMutex());
     return CreateFeatureHeadModel(config);
+  }
+  if (config.kind == "favae") {
+    std::lock_guard<std::mutex> lock(SeedMutex());
+    return CreateFavaeModel(config);
   }
   throw InvalidArgument("ERR_IMIAD_ARGUMENT", "Unknown trained model kind " + config.kind);
 }
