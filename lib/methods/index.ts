@@ -10,6 +10,7 @@ import type { CfaParams } from './cfa';
 import type { CFlowParams } from './cflow';
 import type { CsFlowParams } from './csflow';
 import type { FastFlowParams } from './fastflow';
+import type { IgdParams } from './igd';
 import type { Detector } from './types';
 
 /** Each registered method's parameters (the typed overload of createDetector). */
@@ -24,6 +25,7 @@ export interface MethodParams {
   cflow: CFlowParams;
   csflow: CsFlowParams;
   fastflow: FastFlowParams;
+  igd: IgdParams;
 }
 export type MethodName = keyof MethodParams;
 
@@ -59,6 +61,7 @@ export { FastFlow, type FastFlowParams } from './fastflow';
 export { CFlow, type CFlowParams } from './cflow';
 export { Cfa, CFA_LAYERS, type CfaParams } from './cfa';
 export { CsFlow, type CsFlowParams } from './csflow';
+export { Igd, IGD_RANGE, type IgdParams } from './igd';
 export type { FrozenHeadParams } from './frozen-head';
 export { readCheckpoint, writeCheckpoint, encodeCheckpoint, decodeCheckpoint, type Checkpoint } from './checkpoint';
 export type { DetectorState, TrainingStats } from './types';
