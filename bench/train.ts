@@ -11,6 +11,9 @@
  * Reported: medians over the repeats with the min-max range, the CPU seconds and page faults of the training loops,
  * the load average before and after, and a warning when the machine was busy.
  * Targets: imiad's epoch time <= 0.9x the peer's, peak memory <= 1.2x, image AUROC within 0.02, losses identical.
+ * `--methods igd` adds IGD (batch 16, the default ResNet-18's pooled layer4; peer bench/peers/igd_torch.py from the
+ * official code): both sides load the same initial weights and run the same descriptor passes and batches; its rows
+ * report the per-step loss trajectories' largest relative difference and no AUROC.
  * Table + bench/results/train.json.
  */
 import { spawnSync } from 'child_process';
@@ -26,13 +29,14 @@ import { loadBackbone } from '../lib/backbone/session';
 import { loadDataset } from '../lib/datasets';
 import { synthesize } from '../lib/datasets/synth';
 import { batches } from '../lib/image/pipeline';
+import { globalAverage } from '../lib/methods/spade';
 import { Random } from '../lib/prng';
 import { flag, formatSpread, intFlag, machineInfo, measureInterleaved, median, peerAvailable, printTable, type Row, runPeer, spreadOf, timed, watchLoad, writeJson } from './common';
 
 const LAYERS = ['layer1', 'layer2', 'layer3'];
 const BATCH = 8;
 
-type Kind = 'stpm' | 'rd4ad';
+type Kind = 'stpm' | 'rd4ad' | 'igd';
 
 interface Features {
   n: number;
@@ -43,7 +47,7 @@ interface Features {
 
 /** What one training process is given (the peer reads the same file). */
 interface Job {
-  kind: Kind;
+  kind: 'stpm' | 'rd4ad';
   crop: number;
   batch: number;
   lr: number;
@@ -117,9 +121,137 @@ function readFeatures(job: Job, split: 'train' | 'test'): Features {
   return { n: s.n, images: s.images ? readFloats(s.images) : new Float32Array(0), teacher: s.teacher.map(readFloats), shapes: job.shapes };
 }
 
+/** An IGD run (bench/peers/igd_torch.py reads the same file): images, pooled features, weights, batches. */
+interface IgdJob {
+  kind: 'igd';
+  side: number;
+  channels: number;
+  lr: number;
+  /** The poly schedule's length: every step of the run. */
+  steps: number;
+  seed: number;
+  threads: number;
+  names: string[];
+  shapes: number[][];
+  weights: string;
+  images: string;
+  features: string;
+  /** Index batches of one descriptor pass (run twice before training). */
+  calibration: number[][];
+  /** Index batches of the steps; `epochs` of them make an epoch. */
+  batches: number[][];
+  epochs: number;
+}
+
+/** imiad's side of an IGD run: the same weights, descriptor passes and batches as the peer; step losses. */
+async function runIgdChild(job: IgdJob): Promise<void> {
+  const images = readFloats(job.images);
+  const features = readFloats(job.features);
+  const model = new TrainModel({ kind: 'igd', channels: [job.channels], seed: job.seed, threads: job.threads, lr: job.lr, beta1: 0, beta2: 0.9, extra: { size: [job.side] } });
+  const flat = readFloats(job.weights);
+  let at = 0;
+  const arrays = job.shapes.map((shape) => {
+    const size = shape.reduce((a, b) => a * b, 1);
+    at += size;
+    return flat.slice(at - size, at);
+  });
+  model.loadState({ names: job.names, shapes: job.shapes, arrays });
+  model.configure('fit', [job.steps, 0]);
+  const plane = 3 * job.side * job.side;
+  const pick = (idx: number[]): [Nchw, Nchw] => {
+    const im = new Float32Array(idx.length * plane);
+    const f = new Float32Array(idx.length * job.channels);
+    idx.forEach((k, j) => {
+      im.set(images.subarray(k * plane, (k + 1) * plane), j * plane);
+      f.set(features.subarray(k * job.channels, (k + 1) * job.channels), j * job.channels);
+    });
+    return [
+      { data: im, shape: [idx.length, 3, job.side, job.side] },
+      { data: f, shape: [idx.length, job.channels, 1, 1] },
+    ];
+  };
+  for (let pass = 0; pass < 2; pass++) for (const [j, b] of job.calibration.entries()) await model.calibrate([pick(b)[1]], j === 0);
+  const epochMs: number[] = [];
+  const losses: number[] = [];
+  const u0 = process.resourceUsage();
+  let t0 = process.hrtime.bigint();
+  for (const [i, b] of job.batches.entries()) {
+    const [im, f] = pick(b);
+    losses.push(await model.step(im, [f]));
+    if ((i + 1) % job.epochs === 0) {
+      epochMs.push(Number(process.hrtime.bigint() - t0) / 1e6);
+      t0 = process.hrtime.bigint();
+    }
+  }
+  const u1 = process.resourceUsage();
+  const cpu = (u: NodeJS.ResourceUsage): number => (u.userCPUTime + u.systemCPUTime) / 1e6;
+  const result: RunResult = {
+    epoch_ms: epochMs,
+    losses,
+    auroc: NaN,
+    train_cpu_s: cpu(u1) - cpu(u0),
+    train_sys_s: (u1.systemCPUTime - u0.systemCPUTime) / 1e6,
+    train_minflt: u1.minorPageFault - u0.minorPageFault,
+    cpu_s: cpu(u1),
+    max_rss_kb: u1.maxRSS,
+  };
+  process.stdout.write(`${JSON.stringify(result)}\n`);
+}
+
+/**
+ * The IGD job on the training images at `size`: the default ResNet-18's pooled layer4, weights of a seed-0 model,
+ * batch 16 (Table V), one shuffle per epoch.
+ */
+async function igdJob(dir: string, paths: string[], size: number, epochs: number, threads: number): Promise<Omit<IgdJob, 'threads'>> {
+  const backbone = await loadBackbone({ shape: 'resnet18', layers: ['layer4'], threads: os.availableParallelism() });
+  const images: Float32Array[] = [];
+  const pooled: Float32Array[] = [];
+  let channels = 0;
+  for await (const b of batches(paths, { imageSize: size, cropSize: size, batchSize: BATCH })) {
+    const f = (await backbone.extract(b.data, b.n, size, size)).layer4;
+    images.push(b.data.slice());
+    pooled.push(globalAverage(f, b.n));
+    channels = f.channels;
+  }
+  await backbone.dispose();
+  const write = (name: string, parts: Float32Array[]): string => {
+    const file = path.join(dir, `igd.${name}.f32`);
+    fs.writeFileSync(file, Buffer.concat(parts.map((a) => Buffer.from(a.buffer, a.byteOffset, a.byteLength))));
+    return file;
+  };
+  const batch = 16;
+  const n = paths.length;
+  const rng = new Random(0);
+  const batchList: number[][] = [];
+  for (let e = 0; e < epochs; e++) {
+    const order = rng.shuffle(Array.from({ length: n }, (_, i) => i));
+    for (let s = 0; s < n; s += batch) batchList.push(order.slice(s, s + batch));
+  }
+  const model = new TrainModel({ kind: 'igd', channels: [channels], seed: 0, threads, lr: 1e-4, beta1: 0, beta2: 0.9, extra: { size: [size] } });
+  const state = model.state();
+  return {
+    kind: 'igd',
+    side: size,
+    channels,
+    lr: 1e-4,
+    steps: batchList.length,
+    seed: 0,
+    names: state.names,
+    shapes: state.shapes,
+    weights: write('weights', state.arrays),
+    images: write('images', images),
+    features: write('features', pooled),
+    calibration: Array.from({ length: Math.ceil(n / batch) }, (_, k) => Array.from({ length: Math.min(batch, n - k * batch) }, (_, j) => k * batch + j)),
+    batches: batchList,
+    epochs: Math.ceil(n / batch),
+  };
+}
+
 /** imiad's side of one run, in this (child) process: the same work as bench/peers/train_torch.py. */
 async function runChild(jobFile: string): Promise<void> {
-  const job = JSON.parse(fs.readFileSync(jobFile, 'utf8')) as Job;
+  const parsed = JSON.parse(fs.readFileSync(jobFile, 'utf8')) as Job | IgdJob;
+  if (parsed.kind === 'igd') return runIgdChild(parsed as IgdJob);
+  const job = parsed as Job;
   const size = job.crop;
   const withImages = job.kind === 'stpm';
   const trainF = readFeatures(job, 'train');
@@ -190,7 +322,7 @@ export async function main(args: string[]): Promise<void> {
     return n;
   });
   const methods = (flag(args, 'methods', 'stpm,rd4ad') as string).split(',') as Kind[];
-  for (const m of methods) if (m !== 'stpm' && m !== 'rd4ad') throw new Error(`--methods: expected stpm or rd4ad but received ${m}`);
+  for (const m of methods) if (m !== 'stpm' && m !== 'rd4ad' && m !== 'igd') throw new Error(`--methods: expected stpm, rd4ad or igd but received ${m}`);
   if (!trainingAvailable()) {
     process.stderr.write(`bench train: the training addon is not built (${trainAddonPath()}); run npm run build:train\n`);
     process.exitCode = 1;
@@ -211,6 +343,47 @@ export async function main(args: string[]): Promise<void> {
     const results: Record<string, unknown> = {};
     const warnings: string[] = [];
     for (const kind of methods) {
+      if (kind === 'igd') {
+        // IGD (bench/peers/igd_torch.py): batch 16, the poly schedule over the run, per-step losses.
+        const base = await igdJob(dir, train.map((s) => s.path), size, epochs, 1);
+        for (const threads of threadList) {
+          const jobFile = path.join(dir, `igd.t${threads}.job.json`);
+          fs.writeFileSync(jobFile, JSON.stringify({ ...base, threads }));
+          const contenders = [{ name: 'imiad', run: () => timed(() => runImiad(jobFile)) }];
+          if (peer) contenders.push({ name: 'torch', run: () => timed(() => runPeer<RunResult>('igd_torch.py', [jobFile])) });
+          const watch = watchLoad(`train igd, ${threads} thread(s)`);
+          const done = await measureInterleaved(contenders, repeats);
+          const load = watch.finish();
+          if (load.busy) warnings.push(`igd, ${threads} thread(s): the machine was busy; these figures are not quiet-machine figures`);
+          const mine = done[0].results;
+          const theirs = peer ? done[1].results : null;
+          const epochS = (r: RunResult): number => median(r.epoch_ms) / 1000;
+          const ratio = theirs ? spreadOf(mine.map((r, i) => epochS(r) / epochS(theirs[i]))) : null;
+          const imiadRss = median(mine.map((r) => r.max_rss_kb / 1024));
+          const peerRss = theirs ? median(theirs.map((r) => r.max_rss_kb / 1024)) : null;
+          const relDiff = (a: number[], b: number[]): number => Math.max(...a.map((l, i) => Math.abs(l - b[i]) / Math.abs(b[i])));
+          const lossDiff = theirs ? relDiff(mine[0].losses, theirs[0].losses) : null;
+          rows.push({
+            method: 'igd',
+            threads,
+            'imiad epoch s': formatSpread(spreadOf(mine.map(epochS))),
+            'torch epoch s': theirs ? formatSpread(spreadOf(theirs.map(epochS))) : null,
+            'imiad/torch': ratio ? formatSpread(ratio) : null,
+            'CPU ratio': theirs ? median(mine.map((r, i) => r.train_cpu_s / theirs[i].train_cpu_s)) : null,
+            'imiad RSS MB': Math.round(imiadRss),
+            'torch RSS MB': peerRss === null ? null : Math.round(peerRss),
+            'RSS ratio': peerRss ? imiadRss / peerRss : null,
+            'imiad AUROC': null,
+            'torch AUROC': null,
+            'max loss rel. diff': lossDiff,
+            'time (<=0.9)': ratio === null ? null : ratio.median <= 0.9,
+            'RSS (<=1.2)': peerRss ? imiadRss / peerRss <= 1.2 : null,
+            'AUROC (<=0.02)': null,
+          });
+          results[`igd.t${threads}`] = { kind: 'igd', threads, backbone: 'resnet18', batch: 16, imiad: mine, peer: theirs, load, ratio, max_loss_relative_diff: lossDiff };
+        }
+        continue;
+      }
       const shape: BackboneShape = kind === 'stpm' ? 'resnet18' : 'wide_resnet50_2';
       const lr = kind === 'stpm' ? 0.4 : 0.005;
       const extractThreads = os.availableParallelism();

@@ -15,7 +15,7 @@ weights (imiad's state: names, shapes, one float32 file), of the images [n, 3, s
 [n, channels] (float32), `calibration` (index batches of the descriptor's passes), `batches` (index batches of the
 steps), `epochs` (how many steps make an epoch, for the times), `refresh` (steps after which one descriptor pass
 runs), threads. Prints JSON on its last line: the loss of each step (generator + discriminator), the epoch times
-(seconds, training steps only), c and sigma, and the peak resident memory."""
+(milliseconds, training steps only), c and sigma, the CPU seconds of the training loop and the peak resident memory."""
 import json
 import resource
 import sys
@@ -307,6 +307,7 @@ def main():
     refresh = set(job.get('refresh', []))
     losses, epoch_times = [], []
     per_epoch = job['epochs']
+    u0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     for iteration, batch in enumerate(job['batches']):
         poly_lr_scheduler(optimizer_d, init_lr=LR, iter=iteration, max_iter=END_ITER)
@@ -351,12 +352,14 @@ def main():
         if (iteration + 1) % per_epoch == 0:
             epoch_times.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
+    u1 = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({
         'losses': losses,
-        'epochSeconds': epoch_times,
+        'epoch_ms': [1000 * t for t in epoch_times],
         'c': c.view(-1).tolist(),
         'sigma': float(sigma),
-        'maxRssKb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        'train_cpu_s': (u1.ru_utime + u1.ru_stime) - (u0.ru_utime + u0.ru_stime),
+        'max_rss_kb': u1.ru_maxrss,
     }))
 
 
