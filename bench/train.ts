@@ -462,7 +462,7 @@ export async function main(args: string[]): Promise<void> {
       }
     }
     printTable(
-      `Training: ${epochs} epoch(s) on ${nTrain} generated ${size} px images, batch ${BATCH}, median (min-max) of ${repeats} interleaved run(s)` +
+      `Training: ${epochs} epoch(s) on ${nTrain} generated ${size} px images, batch ${BATCH}${methods.includes('igd') ? ' (IGD: 16)' : ''}, median (min-max) of ${repeats} interleaved run(s)` +
         `${peer ? '' : ' (no python3-torch peer)'}; CPU ratio = CPU seconds of the training loops; RSS = peak resident memory of each side's process`,
       rows,
     );
