@@ -111,6 +111,31 @@ describe('IGD', () => {
     }
   }, 600_000);
 
+  withAddon('an abort stops training between steps with ABORT_ERR and keeps no model', async () => {
+    const d = new Igd({ ...small, epochs: 50 });
+    const ac = new AbortController();
+    try {
+      let steps = 0;
+      const err = await d
+        .fit(train, {
+          signal: ac.signal,
+          onProgress: () => {
+            steps += 1;
+            ac.abort();
+          },
+        })
+        .then(
+          () => null,
+          (e: Error & { code: string }) => e,
+        );
+      expect(err?.code).toBe('ABORT_ERR');
+      expect(steps).toBe(1);
+      expect(() => d.saveState()).toThrow('IGD: call fit() before predict()');
+    } finally {
+      await d.dispose();
+    }
+  });
+
   withAddon('an image side the generator cannot make is refused with the sides it accepts', () => {
     expect(() => new Igd({ ...small, imageSize: 96, cropSize: 96 })).toThrow(
       'Expected cropSize to be a multiple of 64 (64, 128, 192, 256, ...) for IGD, whose generator doubles a side of cropSize / 64 six times, but received 96',
