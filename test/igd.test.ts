@@ -174,6 +174,56 @@ describe('IGD', () => {
     );
   });
 
+  withAddon('the descriptor: c = mean latent (|c_i| < 0.1 pushed to 0.1), sigma around the centre from before the pass', async () => {
+    const channels = 8;
+    const n = 6;
+    const rng = new Random(4);
+    const features = Float32Array.from({ length: n * channels }, () => rng.normal());
+    const m = new TrainModel({ kind: 'igd', channels: [channels], seed: 1, threads: 1, lr: 1e-3, beta1: 0, beta2: 0.9, extra: { size: [64] } });
+    m.configure('fit', [10, 0]);
+    const batchesOf = [[0, 1, 2, 3], [4, 5]];
+    const pass = async (): Promise<void> => {
+      for (const [j, b] of batchesOf.entries()) {
+        const f = new Float32Array(b.length * channels);
+        b.forEach((k, i) => f.set(features.subarray(k * channels, (k + 1) * channels), i * channels));
+        await m.calibrate([{ data: f, shape: [b.length, channels, 1, 1] }], j === 0);
+      }
+    };
+    const get = (name: string): Float32Array => {
+      const st = m.state();
+      return st.arrays[st.names.indexOf(name)];
+    };
+    // The latents of the current encoder head, in float64.
+    const latents = (): number[][] => {
+      const w = get('generator.ln11.weight');
+      const bias = get('generator.ln11.bias');
+      return Array.from({ length: n }, (_, i) => Array.from({ length: 128 }, (_, o) => bias[o] + Array.from({ length: channels }, (_, k) => w[o * channels + k] * features[i * channels + k]).reduce((a, x) => a + x, 0)));
+    };
+    const centre = (z: number[][]): number[] =>
+      z[0].map((_, o) => {
+        const v = z.reduce((a, row) => a + row[o], 0) / n;
+        return Math.abs(v) < 0.1 && v !== 0 ? Math.sign(v) * 0.1 : v;
+      });
+    const sigmaAround = (z: number[][], c: ArrayLike<number>): number =>
+      batchesOf.map((b) => Math.max(1, b.reduce((a, i) => a + z[i].reduce((d, v, o) => d + (v - c[o]) ** 2, 0), 0) / b.length)).reduce((a, x) => a + x, 0) / batchesOf.length;
+    await pass();
+    const z0 = latents();
+    const c0 = centre(z0);
+    get('c').forEach((v, o) => expect(v).toBeCloseTo(c0[o], 5));
+    expect(get('sigma')[0]).toBe(0);
+    await pass();
+    expect(get('sigma')[0]).toBeCloseTo(sigmaAround(z0, c0), 4);
+    // One step moves the encoder head; a refresh pass takes sigma around the old centre, then the new centre.
+    const images: Nchw = { data: Float32Array.from({ length: 2 * 3 * 64 * 64 }, () => rng.normal()), shape: [2, 3, 64, 64] };
+    await m.step(images, [{ data: features.slice(0, 2 * channels), shape: [2, channels, 1, 1] }]);
+    const z1 = latents();
+    expect(z1[0][0]).not.toBe(z0[0][0]);
+    await pass();
+    expect(get('sigma')[0]).toBeCloseTo(sigmaAround(z1, c0), 4);
+    const c1 = centre(z1);
+    get('c').forEach((v, o) => expect(v).toBeCloseTo(c1[o], 5));
+  });
+
   withPeer('the loss trajectory over 20 steps matches the PyTorch peer from the same weights and batches', async () => {
     const side = 64;
     const channels = 16;

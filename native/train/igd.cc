@@ -389,8 +389,10 @@ class Igd : public Model {
     throw InvalidArgument("ERR_IMIAD_ARGUMENT", "IGD's image scores need the images as well as their features");
   }
 
+  // Closes an open calibration pass first, so that the state holds the descriptor it computed.
   std::vector<NamedArray> State() override {
     std::lock_guard<std::mutex> lock(mutex_);
+    FinishPass();
     return ModuleState(*net_);
   }
 
