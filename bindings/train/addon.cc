@@ -133,22 +133,24 @@ class CalibrateWorker : public KernelWorker {
   bool reset_;
 };
 
-// scores(features[], shapes[], cancel) -> Promise<Float32Array | null> (null: the model scores by its map's maximum)
+// scores(features[], shapes[], cancel, images?, imageShape?) -> Promise<Float32Array | null> (null: the model scores
+// by its map's maximum); the images go to models whose score needs them (Model::ImageScores).
 class ScoresWorker : public KernelWorker {
  public:
-  ScoresWorker(Napi::Env env, std::shared_ptr<train::Model> model, std::vector<View> features)
-      : KernelWorker(env, "imiad.train.scores"), model_(std::move(model)), features_(std::move(features)) {}
+  ScoresWorker(Napi::Env env, std::shared_ptr<train::Model> model, std::vector<View> features, View images)
+      : KernelWorker(env, "imiad.train.scores"), model_(std::move(model)), features_(std::move(features)), images_(images) {}
 
  protected:
   void Run(const RunControl& control) override {
     out_.resize(static_cast<size_t>(features_[0].n));
-    has_ = model_->Scores(features_, out_.data(), control);
+    has_ = model_->ImageScores(images_, features_, out_.data(), control);
   }
   Napi::Value Result(Napi::Env env) override { return has_ ? VectorToTypedArray<float, Napi::Float32Array>(env, out_) : env.Null(); }
 
  private:
   std::shared_ptr<train::Model> model_;
   std::vector<View> features_;
+  View images_;
   std::vector<float> out_;
   bool has_ = false;
 };
@@ -198,7 +200,8 @@ class TrainModel : public Napi::ObjectWrap<TrainModel> {
                         InstanceMethod("parameterCount", &TrainModel::ParameterCount),
                         InstanceMethod("calibrate", &TrainModel::Calibrate), InstanceMethod("scores", &TrainModel::Scores),
                         InstanceMethod("forward", &TrainModel::Forward),
-                        InstanceMethod("setLearningRate", &TrainModel::SetLearningRate)});
+                        InstanceMethod("setLearningRate", &TrainModel::SetLearningRate),
+                        InstanceMethod("configure", &TrainModel::Configure)});
   }
 
   // new TrainModel(kind, channels[3], seed, threads, lr, momentum, weightDecay, beta1, beta2)
@@ -315,7 +318,9 @@ class TrainModel : public Napi::ObjectWrap<TrainModel> {
     if (features.empty()) ThrowRange(env, "ERR_IMIAD_DIMS", "Expected feature levels");
     Napi::Value cancelKeep;
     const int32_t* cancel = CancelFlagArg(info, 2, &cancelKeep);
-    auto* worker = new ScoresWorker(env, model_, features);
+    View images;
+    if (info.Length() > 3 && !info[3].IsNull() && !info[3].IsUndefined()) images = ViewArg(info, 3, 4, "images", &keep);
+    auto* worker = new ScoresWorker(env, model_, features, images);
     for (auto& v : keep) worker->Keep(v);
     worker->SetCancelFlag(cancel, cancelKeep);
     return worker->Launch();
@@ -342,6 +347,24 @@ class TrainModel : public Napi::ObjectWrap<TrainModel> {
     for (auto& v : keep) worker->Keep(v);
     worker->SetCancelFlag(cancel, cancelKeep);
     return worker->Launch();
+  }
+
+  // configure(key, values: number[]) (native/train/train.h: Model::Configure; quick, on the JS thread)
+  Napi::Value Configure(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 2 || !info[0].IsString() || !info[1].IsArray()) ThrowType(env, "ERR_IMIAD_ARGUMENT", "Expected (key, values)");
+    std::vector<double> values;
+    Napi::Array a = info[1].As<Napi::Array>();
+    for (uint32_t i = 0; i < a.Length(); i++) {
+      if (!a.Get(i).IsNumber()) ThrowType(env, "ERR_IMIAD_ARGUMENT", "Expected numbers for the values of " + info[0].As<Napi::String>().Utf8Value());
+      values.push_back(a.Get(i).As<Napi::Number>().DoubleValue());
+    }
+    try {
+      model_->Configure(info[0].As<Napi::String>().Utf8Value(), values);
+    } catch (const InvalidArgument& e) {
+      ThrowRange(env, e.code, e.what());
+    }
+    return env.Undefined();
   }
 
   // state() -> { names: string[], shapes: number[][], arrays: Float32Array[] }

@@ -37,7 +37,8 @@ interface NativeModel {
   loadOptimizerState(names: string[], shapes: number[][], arrays: Float32Array[]): void;
   parameterCount(): number;
   calibrate(features: Float32Array[], shapes: number[][], reset: boolean, cancel: Int32Array): Promise<void>;
-  scores(features: Float32Array[], shapes: number[][], cancel: Int32Array): Promise<Float32Array | null>;
+  scores(features: Float32Array[], shapes: number[][], cancel: Int32Array, images?: Float32Array | null, imageShape?: number[] | null): Promise<Float32Array | null>;
+  configure(key: string, values: number[]): void;
   forward(images: Float32Array, imageShape: number[], cancel: Int32Array): Promise<TrainState>;
   setLearningRate(lr: number): void;
 }
@@ -133,7 +134,7 @@ export function trainingAvailable(): boolean {
 }
 
 export interface TrainModelConfig {
-  kind: 'stpm' | 'rd4ad' | 'fastflow' | 'cflow' | 'cfa' | 'csflow' | 'resnet18' | 'cutpaste' | 'devnet' | 'dra' | 'regad' | 'draem' | 'favae';
+  kind: 'stpm' | 'rd4ad' | 'fastflow' | 'cflow' | 'cfa' | 'csflow' | 'resnet18' | 'cutpaste' | 'devnet' | 'dra' | 'regad' | 'draem' | 'favae' | 'igd';
   /** Channels of the teacher's layers 1..3 (the flow heads: of the tapped levels). */
   channels: number[];
   seed: number;
@@ -199,9 +200,21 @@ export class TrainModel {
     );
   }
 
-  /** Image scores of models that do not score by their map's maximum (CS-Flow: mean z^2); null for the others. */
-  scores(features: Nchw[], opts: { signal?: AbortSignal } = {}): Promise<Float32Array | null> {
-    return callKernel((cancel) => this.native.scores(features.map((t) => t.data), features.map((t) => t.shape), cancel), opts, this.scores);
+  /**
+   * Image scores of models that do not score by their map's maximum (CS-Flow: mean z^2; IGD, which needs `images`:
+   * reconstruction error and latent distance); null for the others.
+   */
+  scores(features: Nchw[], opts: { signal?: AbortSignal } = {}, images: Nchw | null = null): Promise<Float32Array | null> {
+    return callKernel(
+      (cancel) => this.native.scores(features.map((t) => t.data), features.map((t) => t.shape), cancel, images?.data ?? null, images?.shape ?? null),
+      opts,
+      this.scores,
+    );
+  }
+
+  /** A method-specific setting between calls (IGD: `fit` = [steps, fit index] starts a fit); RangeError when unknown. */
+  configure(key: string, values: number[]): void {
+    this.native.configure(key, values);
   }
 
   /**

@@ -16,6 +16,7 @@ import type { DraParams } from './dra';
 import type { RegadParams } from './regad';
 import type { DraemParams } from './draem';
 import type { FavaeParams } from './favae';
+import type { IgdParams } from './igd';
 import type { Detector } from './types';
 
 /** Each registered method's parameters (the typed overload of createDetector). */
@@ -36,6 +37,7 @@ export interface MethodParams {
   regad: RegadParams;
   draem: DraemParams;
   favae: FavaeParams;
+  igd: IgdParams;
 }
 export type MethodName = keyof MethodParams;
 
@@ -75,6 +77,7 @@ export { CutPasteDetector, cutPasteLearningRate, type CutPasteParams } from './c
 export { Regad, type RegadParams } from './regad';
 export { Draem, draemLearningRate, pooledMax, type DraemParams } from './draem';
 export { Favae, FAVAE_SIZE, FAVAE_VGG16_LAYERS, FAVAE_DEFAULT_LAYERS, imagenetFromUnit, type FavaeParams } from './favae';
+export { Igd, IGD_RANGE, type IgdParams } from './igd';
 export type { FrozenHeadParams } from './frozen-head';
 export { DevNet, type DevNetParams } from './devnet';
 export { Dra, DRA_REFERENCES, type DraParams } from './dra';

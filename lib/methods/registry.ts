@@ -13,6 +13,7 @@ import { Dra } from './dra';
 import { Draem } from './draem';
 import { FastFlow } from './fastflow';
 import { Favae } from './favae';
+import { Igd } from './igd';
 import { Padim } from './padim';
 import { PatchCore } from './patchcore';
 import { Regad } from './regad';
@@ -309,6 +310,20 @@ export const METHODS: readonly MethodEntry[] = [
     continual: 'sequential',
     options: TRAINED_OPTIONS,
     summary: 'VAE on [0, 1] images whose decoder also regresses a frozen teacher’s features; pixel + feature errors (libtorch)',
+  },
+  {
+    name: 'igd',
+    label: 'IGD',
+    create: (p) => new Igd(p),
+    trained: true,
+    usesLabelledAnomalies: false,
+    hasMaps: true,
+    imageSize: 256,
+    cropSize: 256,
+    normalisation: 'imagenet',
+    continual: 'sequential',
+    options: TRAINED_OPTIONS,
+    summary: 'interpolated Gaussian descriptor: image generator from pooled features, adversarial interpolation, MS-SSIM score (libtorch)',
   },
 ];
 

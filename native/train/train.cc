@@ -32,6 +32,7 @@
 #include "feature_heads.h"
 #include "cutpaste.h"
 #include "flows.h"
+#include "igd.h"
 #include "regad.h"
 #include "resnet18.h"
 
@@ -533,6 +534,13 @@ std::unique_ptr<Model> CreateModel(const ModelConfig& config) {
     at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/false);
     std::lock_guard<std::mutex> lock(SeedMutex());
     return CreateDraemModel(config);
+  }
+  if (config.kind == "igd") {  // one pooled level (native/train/igd.cc checks it), not three teacher layers
+    if (config.threads < 1) throw InvalidArgument("ERR_IMIAD_RANGE", "Expected at least one thread");
+    ThreadScope threads(config.threads);
+    at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/false);
+    std::lock_guard<std::mutex> lock(SeedMutex());
+    return CreateIgdModel(config);
   }
   if (config.teacherChannels.size() != 3) throw InvalidArgument("ERR_IMIAD_DIMS", "Expected 3 teacher layers (layers 1..3)");
   for (auto c : config.teacherChannels) {

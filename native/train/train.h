@@ -28,7 +28,7 @@ struct NamedArray {
 };
 
 struct ModelConfig {
-  // "stpm" or "rd4ad".
+  // "stpm", "rd4ad", the frozen-feature heads ("fastflow", "cflow", "csflow", "cfa") or "igd".
   std::string kind;
   // Channels of the teacher's layers 1..3.
   std::vector<int64_t> teacherChannels;
@@ -76,6 +76,18 @@ class Model {
   virtual void SetLearningRate(double lr) {
     (void)lr;
     throw InvalidArgument("ERR_IMIAD_ARGUMENT", "This model keeps its own learning-rate schedule");
+  }
+  // Image scores [n] from the images and their features, for models whose score needs the image itself (IGD:
+  // reconstruction error plus latent distance); by default Scores(features), which ignores the images.
+  virtual bool ImageScores(const View& images, const std::vector<View>& features, float* out, const RunControl& control) {
+    (void)images;
+    return Scores(features, out, control);
+  }
+  // A method-specific setting between calls (IGD: "fit" = {steps} starts a fit's learning-rate schedule over that
+  // many steps and drops its Gaussian descriptor); models without settings refuse every key.
+  virtual void Configure(const std::string& key, const std::vector<double>& values) {
+    (void)values;
+    throw InvalidArgument("ERR_IMIAD_ARGUMENT", "This model takes no setting " + key);
   }
   virtual std::vector<NamedArray> State() = 0;
   virtual void LoadState(const std::vector<NamedArray>& state) = 0;
