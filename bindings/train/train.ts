@@ -31,6 +31,7 @@ interface NativeModel {
   loadOptimizerState(names: string[], shapes: number[][], arrays: Float32Array[]): void;
   parameterCount(): number;
   calibrate(features: Float32Array[], shapes: number[][], reset: boolean, cancel: Int32Array): Promise<void>;
+  calibrateStage(stage: string, images: Float32Array | null, imageShape: number[] | null, teacher: Float32Array[], shapes: number[][], reset: boolean, cancel: Int32Array): Promise<void>;
   scores(features: Float32Array[], shapes: number[][], cancel: Int32Array): Promise<Float32Array | null>;
 }
 
@@ -125,7 +126,7 @@ export function trainingAvailable(): boolean {
 }
 
 export interface TrainModelConfig {
-  kind: 'stpm' | 'rd4ad' | 'fastflow' | 'cflow' | 'cfa' | 'csflow';
+  kind: 'stpm' | 'rd4ad' | 'fastflow' | 'cflow' | 'cfa' | 'csflow' | 'gcad';
   /** Channels of the teacher's layers 1..3 (the flow heads: of the tapped levels). */
   channels: number[];
   seed: number;
@@ -182,6 +183,19 @@ export class TrainModel {
       (cancel) => this.native.calibrate(features.map((t) => t.data), features.map((t) => t.shape), reset, cancel),
       opts,
       this.calibrate,
+    );
+  }
+
+  /**
+   * Feeds images and their teacher features to a model that fixes constants in named stages (GCAD: 'teacher' = the
+   * teacher's per-channel statistics over the training images, images may be null; 'maps' = each branch's map
+   * statistics on normal validation images); `reset` starts the stage over.
+   */
+  calibrateStage(stage: string, images: Nchw | null, teacher: Nchw[], reset: boolean, opts: { signal?: AbortSignal } = {}): Promise<void> {
+    return callKernel(
+      (cancel) => this.native.calibrateStage(stage, images?.data ?? null, images?.shape ?? null, teacher.map((t) => t.data), teacher.map((t) => t.shape), reset, cancel),
+      opts,
+      this.calibrateStage,
     );
   }
 

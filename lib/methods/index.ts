@@ -10,6 +10,7 @@ import type { CfaParams } from './cfa';
 import type { CFlowParams } from './cflow';
 import type { CsFlowParams } from './csflow';
 import type { FastFlowParams } from './fastflow';
+import type { GcadParams } from './gcad';
 import type { Detector } from './types';
 
 /** Each registered method's parameters (the typed overload of createDetector). */
@@ -24,6 +25,7 @@ export interface MethodParams {
   cflow: CFlowParams;
   csflow: CsFlowParams;
   fastflow: FastFlowParams;
+  gcad: GcadParams;
 }
 export type MethodName = keyof MethodParams;
 

@@ -8,6 +8,7 @@ import { CFlow } from './cflow';
 import { CsFlow } from './csflow';
 import { Dne } from './dne';
 import { FastFlow } from './fastflow';
+import { Gcad } from './gcad';
 import { Padim } from './padim';
 import { PatchCore } from './patchcore';
 import { Spade } from './spade';
@@ -210,6 +211,20 @@ export const METHODS: readonly MethodEntry[] = [
     continual: 'sequential',
     options: TRAINED_OPTIONS,
     summary: '2-D normalizing flow with conv subnets on each feature level (libtorch)',
+  },
+  {
+    name: 'gcad',
+    label: 'GCAD',
+    create: (p) => new Gcad(p),
+    trained: true,
+    usesLabelledAnomalies: false,
+    hasMaps: true,
+    imageSize: 256,
+    cropSize: 256,
+    normalisation: 'imagenet',
+    continual: 'sequential',
+    options: TRAINED_OPTIONS,
+    summary: 'global context AD: local student and bottleneck auto-encoder regress teacher features, maps normalised on validation normals (libtorch)',
   },
 ];
 

@@ -45,6 +45,13 @@ export interface FitOptions extends RunOptions {
    * initialisation), so that fitting twice gives the same detector as fitting once.
    */
   continueTraining?: boolean;
+  /**
+   * Normal images of the dataset's validation split (MVTec LOCO AD's `validation/good`), never trained on. Detectors
+   * that fix constants on held-out normals use them (GCAD: its map statistics); the others ignore them. The runner
+   * passes them when the category has a validation split; absent or empty, such a detector holds out a seeded slice
+   * of the training normals instead.
+   */
+  validation?: Sample[];
 }
 
 /** Typed arrays a fitted state is made of. */

@@ -271,7 +271,8 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
         throw err;
       }
     } else if (opts.fit !== false) {
-      await detector.fit(train, { signal: opts.signal, onProgress: (d, t, detail) => progress?.('fit', d, t, detail) });
+      const validation = category.samples.filter((s) => s.split === 'validation' && s.label === 'normal');
+      await detector.fit(train, { signal: opts.signal, validation, onProgress: (d, t, detail) => progress?.('fit', d, t, detail) });
     }
     const fitSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
     // Captured now, written after the evaluation with the decision threshold the test scores give.

@@ -26,6 +26,7 @@
 #include "blocks.h"
 #include "feature_heads.h"
 #include "flows.h"
+#include "gcad.h"
 
 namespace imiad {
 namespace train {
@@ -502,6 +503,13 @@ class Rd4ad : public ModelBase {
 }  // namespace
 
 std::unique_ptr<Model> CreateModel(const ModelConfig& config) {
+  if (config.kind == "gcad") {
+    if (config.threads < 1) throw InvalidArgument("ERR_IMIAD_RANGE", "Expected at least one thread");
+    ThreadScope threads(config.threads);
+    at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/false);
+    std::lock_guard<std::mutex> lock(SeedMutex());
+    return CreateGcadModel(config);
+  }
   if (config.teacherChannels.size() != 3) throw InvalidArgument("ERR_IMIAD_DIMS", "Expected 3 teacher layers (layers 1..3)");
   for (auto c : config.teacherChannels) {
     if (c < 4 || c % 4 != 0) throw InvalidArgument("ERR_IMIAD_DIMS", "Expected teacher channel counts that are multiples of 4");
