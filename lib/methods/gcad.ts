@@ -73,7 +73,7 @@ export interface GcadParams extends BackboneParams {
   device?: Device;
 }
 
-export const GCAD_DEFAULTS = { imageSize: 256, batchSize: 8, epochs: 100, lr: 1e-4, weightDecay: 1e-5, bottleneck: 64, validationFraction: 0.1, layers: ['layer2', 'layer3'] } as const;
+export const GCAD_DEFAULTS = { imageSize: 256, batchSize: 8, epochs: 100, lr: 1e-4, weightDecay: 1e-5, bottleneck: 64, validationFraction: 0.1, layers: ['layer2'] } as const;
 
 interface GcadBatch {
   start: number;
