@@ -23,6 +23,8 @@ import { createDetector, readCheckpoint, writeCheckpoint } from '../lib/methods'
 import { Gcad } from '../lib/methods/gcad';
 import { findMethod } from '../lib/methods/registry';
 import { Random } from '../lib/prng';
+import { reportData, tableVII, toMarkdown } from '../lib/report';
+import { ResultsStore } from '../lib/runner/store';
 import { runCli } from './helpers/cli';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'imiad-gcad-'));
@@ -135,7 +137,8 @@ describe('GCAD', () => {
   withAddon('imiad run on the LOCO layout reports image AUROC and sPRO per anomaly type; --load scores identically', async () => {
     const model = path.join(tmp, 'run-gcad.imiad');
     const args = ['run', '--dataset', 'loco', '--root', path.dirname(category.root), '--method', 'gcad', '--image-size', '64', '--epochs', '1', '--batch-size', '4', '--device', 'cpu', '--quiet'];
-    const fitted = await runCli([...args, '--save', model, '--json']);
+    const store = path.join(tmp, 'gcad-results.db');
+    const fitted = await runCli([...args, '--save', model, '--store', store, '--json']);
     expect(fitted.stderr).toBe('');
     expect(fitted.code).toBe(0);
     const out = JSON.parse(fitted.stdout) as { results: Array<{ metrics: Record<string, number | null>; efficiency: Record<string, number | null> }> };
@@ -151,6 +154,17 @@ describe('GCAD', () => {
     expect(again.imageAUROC).toBe(m.imageAUROC);
     expect(again.sPRO).toBe(m.sPRO);
     expect(again.pixelAUROC).toBe(m.pixelAUROC);
+    // The stored row becomes GCAD's row of Table VII (image AUROC and sPRO, logical / structural / mean).
+    const results = new ResultsStore(store, { readonly: true });
+    try {
+      const md = toMarkdown(tableVII(reportData(results.rows()))!);
+      const f = (v: number | null): string => (v as number).toFixed(3);
+      const mean = ((m.imageAUROCLogical as number) + (m.imageAUROCStructural as number)) / 2;
+      expect(md).toMatch(new RegExp(`\\| gcad \\| [*<u>]*${f(m.imageAUROCLogical)}[*</u>]* \\| [*<u>]*${f(m.imageAUROCStructural)}[*</u>]* \\| [*<u>]*${f(mean)}`));
+      expect(md).toContain(f(m.sPRO));
+    } finally {
+      results.close();
+    }
   });
 
   withAddon('training stops cleanly on abort and reports progress until then', async () => {
