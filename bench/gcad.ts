@@ -1,8 +1,8 @@
 /**
- * `npm run bench -- gcad [--train 16] [--size 256] [--epochs 2] [--threads 1,2] [--repeats 3]`: GCAD's training
+ * `npm run bench -- gcad [--train 16] [--size 256] [--epochs 2] [--threads 1,2] [--repeats 3] [--layers layer2]`: GCAD's training
  * (native/train/gcad.cc) against its PyTorch peer (bench/peers/gcad_torch.py, written from the paper's text: no
  * official code exists). Generated MVTec-layout images (`imiad synth`) go through the default ResNet-18-shaped
- * backbone once (layer2 + layer3, the teacher); the images and features are written to files, imiad builds the
+ * backbone once (the teacher: GCAD's default tap, layer2, or --layers); the images and features are written to files, imiad builds the
  * networks and the teacher statistics and writes the initial state; then, for each thread count, imiad (a child
  * process of this script: `gcad --child <job>`) and the peer train from that state on the same batches, `--repeats`
  * times each, interleaved (bench/common.ts measureInterleaved), and compute the map statistics on the validation
@@ -22,6 +22,7 @@ import { loadBackbone } from '../lib/backbone/session';
 import { loadDataset } from '../lib/datasets';
 import { synthesize } from '../lib/datasets/synth';
 import { batches } from '../lib/image/pipeline';
+import { GCAD_DEFAULTS } from '../lib/methods/gcad';
 import { Random } from '../lib/prng';
 import { flag, formatSpread, intFlag, machineInfo, measureInterleaved, median, peerAvailable, printTable, type Row, runPeer, spreadOf, timed, watchLoad, writeJson } from './common';
 
@@ -185,9 +186,8 @@ export function maxRelativeDiff(a: number[], b: number[]): number {
   return Math.max(...a.map((v, i) => Math.abs(v - b[i]) / Math.max(Math.abs(b[i]), 1e-12)));
 }
 
-/** Images and teacher features (the default ResNet-18-shaped backbone's layer2 and layer3) of image files. */
-async function extract(paths: string[], size: number, threads: number): Promise<{ data: GcadData; shapes: number[][] }> {
-  const layers = ['layer2', 'layer3'];
+/** Images and teacher features (taps of the default ResNet-18-shaped backbone) of image files. */
+async function extract(paths: string[], size: number, threads: number, layers: string[]): Promise<{ data: GcadData; shapes: number[][] }> {
   const backbone = await loadBackbone({ shape: 'resnet18', layers, threads });
   const images: Float32Array[] = [];
   const teacher: Float32Array[][] = layers.map(() => []);
@@ -229,6 +229,7 @@ export async function main(args: string[]): Promise<void> {
   const epochs = intFlag(args, 'epochs', 2);
   const repeats = intFlag(args, 'repeats', 3);
   const batch = 8;
+  const layers = (flag(args, 'layers', GCAD_DEFAULTS.layers.join(',')) as string).split(',');
   const threadList = (flag(args, 'threads', '1,2') as string).split(',').map((t) => {
     const n = Number(t);
     if (!Number.isSafeInteger(n) || n < 1) throw new Error(`--threads: expected integers >= 1 separated by commas but received ${t}`);
@@ -248,8 +249,8 @@ export async function main(args: string[]): Promise<void> {
     await synthesize('mvtec', root, { seed: 7, categories: 1, size, train: nTrain + nValidation, test: 4 });
     const [category] = await loadDataset('mvtec', root);
     const normals = category.samples.filter((s) => s.split === 'train').map((s) => s.path);
-    const train = await extract(normals.slice(0, nTrain), size, os.availableParallelism());
-    const validation = await extract(normals.slice(nTrain), size, os.availableParallelism());
+    const train = await extract(normals.slice(0, nTrain), size, os.availableParallelism(), layers);
+    const validation = await extract(normals.slice(nTrain), size, os.availableParallelism(), layers);
     const rng = new Random(0);
     const order = (): number[][] => {
       const o = rng.shuffle(Array.from({ length: nTrain }, (_, i) => i));
@@ -311,12 +312,12 @@ export async function main(args: string[]): Promise<void> {
       results[`t${threads}`] = { threads, imiad: mine, peer: theirs, load, epoch_s: { imiad: imiadEpoch, peer: peerEpoch }, ratio, cpu_ratio: cpuRatio, max_loss_relative_diff: lossDiff, map_stats_relative_diff: statDiff };
     }
     printTable(
-      `GCAD training: ${epochs} epoch(s) on ${nTrain} generated ${size} px images (teacher: default ResNet-18 layer2 + layer3), batch ${batch}, median (min-max) of ${repeats} interleaved run(s)` +
+      `GCAD training: ${epochs} epoch(s) on ${nTrain} generated ${size} px images (teacher: default ResNet-18 ${layers.join(' + ')}), batch ${batch}, median (min-max) of ${repeats} interleaved run(s)` +
         `${peer ? '' : ' (no python3-torch peer)'}`,
       rows,
     );
     for (const line of warnings) process.stdout.write(`WARNING: ${line}\n`);
-    writeJson('gcad', { machine: machineInfo(Math.max(...threadList)), size, batch, epochs, train: nTrain, repeats, results });
+    writeJson('gcad', { machine: machineInfo(Math.max(...threadList)), size, batch, epochs, train: nTrain, layers, repeats, results });
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

@@ -52,6 +52,8 @@ export {
 export {
   Stpm,
   Rd4ad,
+  Gcad,
+  type GcadParams,
   TRAINED_METHODS,
   readCheckpoint,
   writeCheckpoint,

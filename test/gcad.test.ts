@@ -15,7 +15,7 @@ import { maxRelativeDiff, runImiadJob, writeGcadJob } from '../bench/gcad';
 import { PEER_PYTHON, peerAvailable } from '../bench/common';
 import type { GcadRunResult } from '../bench/gcad';
 import { binaryClassificationMetrics } from '../bindings/metrics';
-import { trainAddonPath, trainingAvailable, TrainModel, type Nchw } from '../bindings/train/train';
+import { trainAddon, trainAddonPath, trainingAvailable, TrainModel, type Nchw } from '../bindings/train/train';
 import { loadDataset } from '../lib/datasets';
 import { synthesize } from '../lib/datasets/synth';
 import type { Category, Sample } from '../lib/datasets/types';
@@ -230,6 +230,23 @@ describe('GCAD', () => {
     );
     // Constant teacher features: every standard deviation is 0, so they are taken as 1 (no division by zero).
     expect(Number.isFinite(await m.step(images, teacher))).toBe(true);
+  });
+
+  withAddon("--device: 'cuda' without a CUDA libtorch is ERR_IMIAD_CUDA_UNAVAILABLE, 'auto' trains on the CPU, others are refused", () => {
+    const addon = trainAddon();
+    if (addon.cudaAvailable) {
+      expect(new Gcad({ ...small, device: 'cuda' }).trainDevice).toBe('cuda');
+      return;
+    }
+    const reason = addon.cudaBuilt ? "the training addon's libtorch sees no GPU" : 'the training addon was built against a libtorch without CUDA';
+    expect(() => new Gcad({ ...small, device: 'cuda' })).toThrow(`CUDA was requested (device: 'cuda') but is unavailable: ${reason}`);
+    const spy = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      expect(new Gcad({ ...small, device: 'auto' }).trainDevice).toBe('cpu');
+    } finally {
+      spy.mockRestore();
+    }
+    expect(() => new Gcad({ ...small, device: 'gpu' as 'cpu' })).toThrow("Expected one of 'auto', 'cpu', 'cuda' for device but received gpu of type string");
   });
 
   withPeer('the PyTorch peer, from the same weights on the same batches, gives the same 20 losses and statistics', async () => {

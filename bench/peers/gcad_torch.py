@@ -157,7 +157,7 @@ def main():
             with torch.no_grad():
                 target = model.target([lv.index_select(0, idx) for lv in teacher], mean, std)
             local, glob = model(x)
-            loss = ((local - target) ** 2).mean() + ((glob - target) ** 2).mean()
+            loss = F.mse_loss(local, target) + F.mse_loss(glob, target)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

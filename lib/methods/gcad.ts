@@ -3,8 +3,9 @@
  * official code exists. The networks and the choices the paper leaves open are in native/train/gcad.cc and
  * docs/detectors-gcad.md.
  *
- * The frozen teacher is the backbone in ONNX Runtime (default: the ResNet-18-shaped backbone's layer2 and layer3,
- * layer3 upsampled to layer2's grid and concatenated: 384 channels at 1/8 of the image). A local student with a
+ * The frozen teacher is the backbone in ONNX Runtime (default: the ResNet-18-shaped backbone's layer2, 128 channels
+ * at 1/8 of the image; with several `layers`, the deeper ones are upsampled to the first one's grid and
+ * concatenated). A local student with a
  * 38-pixel receptive field and a global auto-encoder with a 64-d bottleneck take the image (ImageNet-normalised, as
  * the teacher sees it) and regress the teacher's features, normalised per channel with their mean and standard
  * deviation over the training images. Each branch's map (squared error averaged over the channels) is normalised

@@ -45,6 +45,10 @@ nn::Conv2d Conv(int64_t in, int64_t out, int64_t k, int64_t stride, int64_t pad)
   return nn::Conv2d(nn::Conv2dOptions(in, out, k).stride(stride).padding(pad));
 }
 
+// In place: a convolution's backward pass needs its input, not its output, so the ReLU may overwrite it (as
+// torchvision's ReLU(inplace=True)); the same values with fewer tensors.
+nn::ReLU Relu() { return nn::ReLU(nn::ReLUOptions(true)); }
+
 torch::Tensor Resize(const torch::Tensor& x, int64_t h, int64_t w) {
   if (x.size(2) == h && x.size(3) == w) return x;
   return F::interpolate(x, F::InterpolateFuncOptions().size(std::vector<int64_t>{h, w}).mode(torch::kBilinear).align_corners(false));
@@ -59,8 +63,8 @@ int64_t EncodedSide(int64_t s) {
 struct LocalStudentImpl : nn::Module {
   nn::Sequential net{nullptr};
   explicit LocalStudentImpl(int64_t d) {
-    net = register_module("net", nn::Sequential(Conv(3, 64, 4, 2, 1), nn::ReLU(), Conv(64, 128, 4, 2, 1), nn::ReLU(), Conv(128, 256, 4, 2, 1), nn::ReLU(),
-                                                Conv(256, 256, 3, 1, 1), nn::ReLU(), Conv(256, d, 1, 1, 0)));
+    net = register_module("net", nn::Sequential(Conv(3, 64, 4, 2, 1), Relu(), Conv(64, 128, 4, 2, 1), Relu(), Conv(128, 256, 4, 2, 1), Relu(),
+                                                Conv(256, 256, 3, 1, 1), Relu(), Conv(256, d, 1, 1, 0)));
   }
   torch::Tensor forward(const torch::Tensor& x) { return net->forward(x); }
 };
@@ -72,8 +76,8 @@ struct GlobalAutoencoderImpl : nn::Module {
   std::vector<std::pair<int64_t, int64_t>> sizes;
   GlobalAutoencoderImpl(int64_t d, int64_t bottleneck, int64_t imageH, int64_t imageW, int64_t gridH, int64_t gridW) {
     const int64_t eh = EncodedSide(imageH), ew = EncodedSide(imageW);
-    encoder = register_module("encoder", nn::Sequential(Conv(3, 32, 4, 2, 1), nn::ReLU(), Conv(32, 32, 4, 2, 1), nn::ReLU(), Conv(32, 64, 4, 2, 1), nn::ReLU(),
-                                                        Conv(64, 64, 4, 2, 1), nn::ReLU(), Conv(64, 64, 4, 2, 1), nn::ReLU(),
+    encoder = register_module("encoder", nn::Sequential(Conv(3, 32, 4, 2, 1), Relu(), Conv(32, 32, 4, 2, 1), Relu(), Conv(32, 64, 4, 2, 1), Relu(),
+                                                        Conv(64, 64, 4, 2, 1), Relu(), Conv(64, 64, 4, 2, 1), Relu(),
                                                         nn::Conv2d(nn::Conv2dOptions(64, bottleneck, {eh, ew}))));
     decoder = register_module("decoder", nn::ModuleList());
     auto up = [](int64_t g, int64_t f) { return (g + f - 1) / f; };
@@ -86,9 +90,9 @@ struct GlobalAutoencoderImpl : nn::Module {
     auto h = encoder->forward(x);
     for (size_t i = 0; i < sizes.size(); i++) {
       h = Resize(h, sizes[i].first, sizes[i].second);
-      h = decoder[i]->as<nn::Conv2d>()->forward(h).relu();
+      h = decoder[i]->as<nn::Conv2d>()->forward(h).relu_();
     }
-    h = decoder[4]->as<nn::Conv2d>()->forward(h).relu();
+    h = decoder[4]->as<nn::Conv2d>()->forward(h).relu_();
     return decoder[5]->as<nn::Conv2d>()->forward(h);
   }
 };
@@ -183,8 +187,17 @@ class Gcad : public HeadModel {
       auto x = ViewTensor(images, device_);
       auto local = Resize(net_->local(x), gridH_, gridW_);
       auto global = net_->global(x);
-      auto loss = (local - target).pow(2).mean() + (global - target).pow(2).mean();
-      result = Apply(loss);
+      auto loss = torch::mse_loss(local, target) + torch::mse_loss(global, target);
+      result = loss.item<double>();
+      if (!std::isfinite(result)) return;  // the weights stay as they were; the caller stops training
+      loss.backward();
+      optimizer_->step();
+      // Gradients set to none right after the step instead of zeroed before the next backward pass (PyTorch's
+      // zero_grad() in the peer): the next backward pass stores each gradient instead of adding it to zeros (the
+      // same values), and no gradient memory is held between steps.
+      for (auto& group : optimizer_->param_groups()) {
+        for (auto& p : group.params()) p.mutable_grad().reset();
+      }
     });
     return result;
   }
