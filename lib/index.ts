@@ -53,6 +53,8 @@ export {
   Stpm,
   Rd4ad,
   Regad,
+  Gcad,
+  type GcadParams,
   TRAINED_METHODS,
   readCheckpoint,
   writeCheckpoint,

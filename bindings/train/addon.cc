@@ -133,6 +133,29 @@ class CalibrateWorker : public KernelWorker {
   bool reset_;
 };
 
+// calibrateStage(stage, images | null, imageShape | null, teacher[], shapes[], reset, cancel) -> Promise<undefined>
+class CalibrateStageWorker : public KernelWorker {
+ public:
+  CalibrateStageWorker(Napi::Env env, std::shared_ptr<train::Model> model, std::string stage, View images, std::vector<View> teacher, bool reset)
+      : KernelWorker(env, "imiad.train.calibrateStage"),
+        model_(std::move(model)),
+        stage_(std::move(stage)),
+        images_(images),
+        teacher_(std::move(teacher)),
+        reset_(reset) {}
+
+ protected:
+  void Run(const RunControl& control) override { model_->CalibrateStage(stage_, images_, teacher_, reset_, control); }
+  Napi::Value Result(Napi::Env env) override { return env.Undefined(); }
+
+ private:
+  std::shared_ptr<train::Model> model_;
+  std::string stage_;
+  View images_;
+  std::vector<View> teacher_;
+  bool reset_;
+};
+
 // scores(features[], shapes[], cancel, images?, imageShape?) -> Promise<Float32Array | null> (null: the model scores
 // by its map's maximum); the images go to models whose score needs them (Model::ImageScores).
 class ScoresWorker : public KernelWorker {
@@ -198,7 +221,8 @@ class TrainModel : public Napi::ObjectWrap<TrainModel> {
                         InstanceMethod("optimizerState", &TrainModel::OptimizerState),
                         InstanceMethod("loadOptimizerState", &TrainModel::LoadOptimizerState),
                         InstanceMethod("parameterCount", &TrainModel::ParameterCount),
-                        InstanceMethod("calibrate", &TrainModel::Calibrate), InstanceMethod("scores", &TrainModel::Scores),
+                        InstanceMethod("calibrate", &TrainModel::Calibrate), InstanceMethod("calibrateStage", &TrainModel::CalibrateStage),
+                        InstanceMethod("scores", &TrainModel::Scores),
                         InstanceMethod("forward", &TrainModel::Forward),
                         InstanceMethod("setLearningRate", &TrainModel::SetLearningRate),
                         InstanceMethod("configure", &TrainModel::Configure)});
@@ -306,6 +330,24 @@ class TrainModel : public Napi::ObjectWrap<TrainModel> {
     Napi::Value cancelKeep;
     const int32_t* cancel = CancelFlagArg(info, 3, &cancelKeep);
     auto* worker = new CalibrateWorker(env, model_, features, reset);
+    for (auto& v : keep) worker->Keep(v);
+    worker->SetCancelFlag(cancel, cancelKeep);
+    return worker->Launch();
+  }
+
+  Napi::Value CalibrateStage(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsString()) ThrowType(env, "ERR_IMIAD_ARGUMENT", "Expected the calibration stage's name");
+    std::string stage = info[0].As<Napi::String>().Utf8Value();
+    std::vector<Napi::Value> keep;
+    View images;
+    if (info.Length() > 1 && !info[1].IsNull() && !info[1].IsUndefined()) images = ViewArg(info, 1, 2, "images", &keep);
+    std::vector<View> teacher = TeacherArg(info, 3, &keep);
+    if (teacher.empty()) ThrowRange(env, "ERR_IMIAD_DIMS", "Expected teacher layers");
+    const bool reset = info.Length() > 5 && info[5].ToBoolean().Value();
+    Napi::Value cancelKeep;
+    const int32_t* cancel = CancelFlagArg(info, 6, &cancelKeep);
+    auto* worker = new CalibrateStageWorker(env, model_, std::move(stage), images, teacher, reset);
     for (auto& v : keep) worker->Keep(v);
     worker->SetCancelFlag(cancel, cancelKeep);
     return worker->Launch();

@@ -41,6 +41,7 @@ interface NativeModel {
   configure(key: string, values: number[]): void;
   forward(images: Float32Array, imageShape: number[], cancel: Int32Array): Promise<TrainState>;
   setLearningRate(lr: number): void;
+  calibrateStage(stage: string, images: Float32Array | null, imageShape: number[] | null, teacher: Float32Array[], shapes: number[][], reset: boolean, cancel: Int32Array): Promise<void>;
 }
 
 /** Counters of the training thread and of the tensor cache (native/train/runtime.h, docs/training-speed.md). */
@@ -134,7 +135,7 @@ export function trainingAvailable(): boolean {
 }
 
 export interface TrainModelConfig {
-  kind: 'stpm' | 'rd4ad' | 'fastflow' | 'cflow' | 'cfa' | 'csflow' | 'resnet18' | 'cutpaste' | 'devnet' | 'dra' | 'regad' | 'draem' | 'favae' | 'igd';
+  kind: 'stpm' | 'rd4ad' | 'fastflow' | 'cflow' | 'cfa' | 'csflow' | 'resnet18' | 'cutpaste' | 'devnet' | 'dra' | 'regad' | 'draem' | 'favae' | 'igd' | 'gcad';
   /** Channels of the teacher's layers 1..3 (the flow heads: of the tapped levels). */
   channels: number[];
   seed: number;
@@ -228,6 +229,19 @@ export class TrainModel {
   /** The learning rate of the following steps, for schedules the caller computes (CutPaste's cosine restarts, RegAD's cosine). */
   setLearningRate(lr: number): void {
     this.native.setLearningRate(lr);
+  }
+
+  /**
+   * Feeds images and their teacher features to a model that fixes constants in named stages (GCAD: 'teacher' = the
+   * teacher's per-channel statistics over the training images, images may be null; 'maps' = each branch's map
+   * statistics on normal validation images); `reset` starts the stage over.
+   */
+  calibrateStage(stage: string, images: Nchw | null, teacher: Nchw[], reset: boolean, opts: { signal?: AbortSignal } = {}): Promise<void> {
+    return callKernel(
+      (cancel) => this.native.calibrateStage(stage, images?.data ?? null, images?.shape ?? null, teacher.map((t) => t.data), teacher.map((t) => t.shape), reset, cancel),
+      opts,
+      this.calibrateStage,
+    );
   }
 
   state(): TrainState {

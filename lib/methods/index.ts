@@ -17,6 +17,7 @@ import type { RegadParams } from './regad';
 import type { DraemParams } from './draem';
 import type { FavaeParams } from './favae';
 import type { IgdParams } from './igd';
+import type { GcadParams } from './gcad';
 import type { Detector } from './types';
 
 /** Each registered method's parameters (the typed overload of createDetector). */
@@ -38,6 +39,7 @@ export interface MethodParams {
   draem: DraemParams;
   favae: FavaeParams;
   igd: IgdParams;
+  gcad: GcadParams;
 }
 export type MethodName = keyof MethodParams;
 
@@ -78,6 +80,7 @@ export { Regad, type RegadParams } from './regad';
 export { Draem, draemLearningRate, pooledMax, type DraemParams } from './draem';
 export { Favae, FAVAE_SIZE, FAVAE_VGG16_LAYERS, FAVAE_DEFAULT_LAYERS, imagenetFromUnit, type FavaeParams } from './favae';
 export { Igd, IGD_RANGE, type IgdParams } from './igd';
+export { Gcad, GCAD_DEFAULTS, type GcadParams, type GcadValidationSource } from './gcad';
 export type { FrozenHeadParams } from './frozen-head';
 export { DevNet, type DevNetParams } from './devnet';
 export { Dra, DRA_REFERENCES, type DraParams } from './dra';

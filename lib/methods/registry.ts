@@ -13,6 +13,7 @@ import { Dra } from './dra';
 import { Draem } from './draem';
 import { FastFlow } from './fastflow';
 import { Favae } from './favae';
+import { Gcad } from './gcad';
 import { Igd } from './igd';
 import { Padim } from './padim';
 import { PatchCore } from './patchcore';
@@ -324,6 +325,20 @@ export const METHODS: readonly MethodEntry[] = [
     continual: 'sequential',
     options: TRAINED_OPTIONS,
     summary: 'interpolated Gaussian descriptor: image generator from pooled features, adversarial interpolation, MS-SSIM score (libtorch)',
+  },
+  {
+    name: 'gcad',
+    label: 'GCAD',
+    create: (p) => new Gcad(p),
+    trained: true,
+    usesLabelledAnomalies: false,
+    hasMaps: true,
+    imageSize: 256,
+    cropSize: 256,
+    normalisation: 'imagenet',
+    continual: 'sequential',
+    options: TRAINED_OPTIONS,
+    summary: 'global context AD: local student and bottleneck auto-encoder regress teacher features, maps normalised on validation normals (libtorch)',
   },
 ];
 

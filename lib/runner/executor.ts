@@ -218,8 +218,13 @@ export function createExecutor(opts: ExecutorOptions = {}): ExperimentExecutor {
         // task l comes from its own checkpoint instead (read by the first runExperiment call below).
         if (!files.load) {
           const t0 = process.hrtime.bigint();
+          // Held-out normals of the dataset's validation split (GCAD's map statistics): this task's, joint: every task's so far.
+          const validationOf = async (j: number): Promise<Sample[]> =>
+            (await category(experiment, tasks[j].category)).samples.filter((s) => s.split === 'validation' && s.label === 'normal');
+          const validation = joint ? (await Promise.all(tasks.slice(0, l + 1).map((_, j) => validationOf(j)))).flat() : await validationOf(l);
           await detector.fit(joint ? seen.slice() : train, {
             continueTraining: !joint,
+            validation,
             signal,
             onProgress: (done, total, detail) => opts.onStage?.(experiment, stage(l, 'fit'), done, total, detail),
           });

@@ -285,7 +285,8 @@ export async function runExperiment(opts: ExperimentOptions): Promise<Experiment
       }
     } else if (opts.fit !== false) {
       const metaTrain = findMethod(opts.method)?.metaTraining ? (opts.metaTrain ?? (await otherCategories(opts.dataset, opts.root, category, seed))) : undefined;
-      await detector.fit(train, { signal: opts.signal, onProgress: (d, t, detail) => progress?.('fit', d, t, detail), ...(metaTrain ? { metaTrain } : {}) });
+      const validation = category.samples.filter((s) => s.split === 'validation' && s.label === 'normal');
+      await detector.fit(train, { signal: opts.signal, validation, onProgress: (d, t, detail) => progress?.('fit', d, t, detail), ...(metaTrain ? { metaTrain } : {}) });
     }
     const fitSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
     // Captured now, written after the evaluation with the decision threshold the test scores give.

@@ -32,6 +32,7 @@
 #include "feature_heads.h"
 #include "cutpaste.h"
 #include "flows.h"
+#include "gcad.h"
 #include "igd.h"
 #include "regad.h"
 #include "resnet18.h"
@@ -511,36 +512,25 @@ class Rd4ad : public ModelBase {
 }  // namespace
 
 std::unique_ptr<Model> CreateModel(const ModelConfig& config) {
-  // The image-input networks on the trainable ResNet-18 (resnet18.h) have no teacher layers.
-  if (config.kind == "resnet18" || config.kind == "cutpaste") {
+  // Models that take images (and, for some, one tapped level of their own) instead of the three teacher layers:
+  // each factory checks its own inputs.
+  using Factory = std::unique_ptr<Model> (*)(const ModelConfig&);
+  static const std::pair<const char*, Factory> kImageModels[] = {
+      {"resnet18", CreateResNet18FeatureModel},  // the trainable ResNet-18 (resnet18.h)
+      {"cutpaste", CreateCutPasteModel},
+      {"devnet", CreateDevNetModel},  // the supervised detectors on the fine-tuned ResNet-18 (devnet.h, dra.h)
+      {"dra", CreateDraModel},
+      {"draem", CreateDraemModel},
+      {"igd", CreateIgdModel},  // one pooled level (igd.cc checks it)
+      {"gcad", CreateGcadModel},
+  };
+  for (const auto& [kind, create] : kImageModels) {
+    if (config.kind != kind) continue;
     if (config.threads < 1) throw InvalidArgument("ERR_IMIAD_RANGE", "Expected at least one thread");
     ThreadScope threads(config.threads);
     at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/false);
     std::lock_guard<std::mutex> lock(SeedMutex());
-    if (config.kind == "resnet18") return CreateResNet18FeatureModel(config);
-    return CreateCutPasteModel(config);
-  }
-  // The supervised detectors on the fine-tuned ResNet-18 (devnet.h, dra.h): images and labels in, no teacher.
-  if (config.kind == "devnet" || config.kind == "dra") {
-    if (config.threads < 1) throw InvalidArgument("ERR_IMIAD_RANGE", "Expected at least one thread");
-    ThreadScope threads(config.threads);
-    at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/false);
-    std::lock_guard<std::mutex> lock(SeedMutex());
-    return config.kind == "devnet" ? CreateDevNetModel(config) : CreateDraModel(config);
-  }
-  if (config.kind == "draem") {  // image models: no teacher
-    if (config.threads < 1) throw InvalidArgument("ERR_IMIAD_RANGE", "Expected at least one thread");
-    ThreadScope threads(config.threads);
-    at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/false);
-    std::lock_guard<std::mutex> lock(SeedMutex());
-    return CreateDraemModel(config);
-  }
-  if (config.kind == "igd") {  // one pooled level (native/train/igd.cc checks it), not three teacher layers
-    if (config.threads < 1) throw InvalidArgument("ERR_IMIAD_RANGE", "Expected at least one thread");
-    ThreadScope threads(config.threads);
-    at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/false);
-    std::lock_guard<std::mutex> lock(SeedMutex());
-    return CreateIgdModel(config);
+    return create(config);
   }
   if (config.teacherChannels.size() != 3) throw InvalidArgument("ERR_IMIAD_DIMS", "Expected 3 teacher layers (layers 1..3)");
   for (auto c : config.teacherChannels) {
@@ -551,21 +541,15 @@ std::unique_ptr<Model> CreateModel(const ModelConfig& config) {
   at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/false);
   if (config.kind == "stpm") return std::make_unique<Stpm>(config);
   if (config.kind == "rd4ad") return std::make_unique<Rd4ad>(config);
-  if (config.kind == "fastflow" || config.kind == "cflow" || config.kind == "csflow") {
+  // The heads on the teacher's three levels, seeded under the seed lock.
+  static const std::pair<const char*, Factory> kHeadModels[] = {
+      {"fastflow", CreateFlowModel}, {"cflow", CreateFlowModel}, {"csflow", CreateFlowModel},
+      {"cfa", CreateFeatureHeadModel}, {"regad", CreateRegadModel}, {"favae", CreateFavaeModel},
+  };
+  for (const auto& [kind, create] : kHeadModels) {
+    if (config.kind != kind) continue;
     std::lock_guard<std::mutex> lock(SeedMutex());
-    return CreateFlowModel(config);
-  }
-  if (config.kind == "regad") {
-    std::lock_guard<std::mutex> lock(SeedMutex());
-    return CreateRegadModel(config);
-  }
-  if (config.kind == "cfa") {
-    std::lock_guard<std::mutex> lock(SeedMutex());
-    return CreateFeatureHeadModel(config);
-  }
-  if (config.kind == "favae") {
-    std::lock_guard<std::mutex> lock(SeedMutex());
-    return CreateFavaeModel(config);
+    return create(config);
   }
   throw InvalidArgument("ERR_IMIAD_ARGUMENT", "Unknown trained model kind " + config.kind);
 }

@@ -28,9 +28,9 @@ struct NamedArray {
 };
 
 struct ModelConfig {
-  // "stpm", "rd4ad", the frozen-feature heads ("fastflow", "cflow", "csflow", "cfa") or "igd".
+  // "stpm", "rd4ad", the frozen-feature heads ("fastflow", "cflow", "csflow", "cfa"), or an image model (see CreateModel).
   std::string kind;
-  // Channels of the teacher's layers 1..3.
+  // Channels of the teacher's layers 1..3 (the heads and GCAD: of the tapped levels).
   std::vector<int64_t> teacherChannels;
   uint64_t seed = 0;
   // Intra-op threads of every call on this model (fixed, so results are reproducible).
@@ -58,6 +58,15 @@ class Model {
   // maximum of log p / C over the training normals); `reset` starts over. Most models have none.
   virtual void Calibrate(const std::vector<View>& features, bool reset, const RunControl& control) {
     (void)features, (void)reset, (void)control;
+  }
+  // Feeds images with their teacher features to a model that fixes constants from data in named stages; `reset`
+  // starts the stage over. GCAD (native/train/gcad.cc): "teacher" = the per-channel mean and standard deviation of
+  // the training set's teacher features (before training, images unused), "maps" = the mean and standard deviation
+  // of each branch's map on normal validation images (after training). Models without stages refuse any.
+  virtual void CalibrateStage(const std::string& stage, const View& images, const std::vector<View>& teacher, bool reset,
+                              const RunControl& control) {
+    (void)images, (void)teacher, (void)reset, (void)control;
+    throw InvalidArgument("ERR_IMIAD_ARGUMENT", "This model has no calibration stage " + stage);
   }
   // Image scores [n] written to `out`, for models whose score is not their map's maximum (CS-Flow: mean z^2);
   // false when the model has none.
