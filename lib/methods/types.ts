@@ -58,6 +58,7 @@ export interface FitOptions extends RunOptions {
    * passes them; the others ignore them.
    */
   metaTrain?: MetaTrainCategory[];
+  /**
    * Normal images of the dataset's validation split (MVTec LOCO AD's `validation/good`), never trained on. Detectors
    * that fix constants on held-out normals use them (GCAD: its map statistics); the others ignore them. The runner
    * passes them when the category has a validation split; absent or empty, such a detector holds out a seeded slice
