@@ -12,7 +12,7 @@ import * as os from 'os';
 import * as path from 'path';
 
 import { maxRelativeDiff, runImiadJob, writeGcadJob } from '../bench/gcad';
-import { PEER_PYTHON, peerAvailable } from '../bench/common';
+import { peerAvailable, peerPython } from '../bench/common';
 import type { GcadRunResult } from '../bench/gcad';
 import { binaryClassificationMetrics } from '../bindings/metrics';
 import { trainAddon, trainAddonPath, trainingAvailable, TrainModel, type Nchw } from '../bindings/train/train';
@@ -270,7 +270,7 @@ describe('GCAD', () => {
     const job = await writeGcadJob(dir, { threads: 1, lr: 1e-4, weightDecay: 1e-5, bottleneck: 64, image: [size, size], grid: [8, 8], shapes, epochs, train: data(16), validation: data(4) });
     const mine = await runImiadJob(job);
     // bench/common's runPeer resolves the script from dist/; here it is run from the source tree.
-    const r = spawnSync(PEER_PYTHON, [path.join(__dirname, '..', 'bench', 'peers', 'gcad_torch.py'), job], { encoding: 'utf8', maxBuffer: 1 << 28 });
+    const r = spawnSync(peerPython(), [path.join(__dirname, '..', 'bench', 'peers', 'gcad_torch.py'), job], { encoding: 'utf8', maxBuffer: 1 << 28 });
     expect(r.stderr).toBe('');
     const theirs = JSON.parse(r.stdout.trim().split('\n').pop() as string) as GcadRunResult;
     expect(mine.losses).toHaveLength(20);

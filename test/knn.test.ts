@@ -69,6 +69,9 @@ function expectSame(got: KnnResult, want: KnnResult): void {
   );
 }
 
+/** A call, and the error it must throw or reject with: name, code, message. */
+type ErrorCase = [() => unknown, string, string, string];
+
 describe('exact k-NN against the plain TypeScript reference', () => {
   const shapes: Array<{ rows: number; dims: number; nq: number; ks: number[]; scale?: number }> = [
     { rows: 1, dims: 1, nq: 3, ks: [1] },
@@ -246,7 +249,7 @@ describe('argument errors', () => {
     throw new Error('did not throw');
   }
 
-  test.each([
+  test.each<ErrorCase>([
     [() => new KnnIndex([1, 2] as unknown as Float32Array, { dims: 1 }), 'TypeError', 'ERR_IMIAD_ARGUMENT', 'Expected Float32Array for bank but received Array(2) of type object'],
     [() => new KnnIndex(new Float64Array(4) as unknown as Float32Array, { dims: 1 }), 'TypeError', 'ERR_IMIAD_ARGUMENT', 'Expected Float32Array for bank but received Float64Array(4) of type object'],
     [() => new KnnIndex(bank, undefined as unknown as { dims: number }), 'TypeError', 'ERR_IMIAD_ARGUMENT', 'Expected object for options but received undefined of type undefined'],
@@ -257,13 +260,13 @@ describe('argument errors', () => {
     [() => new KnnIndex(new Float32Array([1, 2, NaN, 4]), { dims }), 'RangeError', 'ERR_IMIAD_NOT_FINITE', 'Expected finite numbers in bank but received NaN of type number at index 2'],
     [() => new KnnIndex(new Float32Array([1, 2, 3, -Infinity]), { dims }), 'RangeError', 'ERR_IMIAD_NOT_FINITE', 'Expected finite numbers in bank but received -Infinity of type number at index 3'],
     [() => new KnnIndex(bank, { dims, device: 'gpu' as 'cuda' }), 'TypeError', 'ERR_IMIAD_ARGUMENT', "Expected one of 'auto', 'cpu', 'cuda' for device but received gpu of type string"],
-    ...(cudaProbe.usable ? [] : [[() => new KnnIndex(bank, { dims, device: 'cuda' }), 'Error', 'ERR_IMIAD_CUDA_UNAVAILABLE', noCudaMessage] as const]),
+    ...(cudaProbe.usable ? [] : [[() => new KnnIndex(bank, { dims, device: 'cuda' }), 'Error', 'ERR_IMIAD_CUDA_UNAVAILABLE', noCudaMessage] as ErrorCase]),
   ])('constructor %#', (fn, name, code, message) => {
     expect(thrown(fn)).toEqual({ name, code, message });
   });
 
   const index = new KnnIndex(bank, { dims });
-  test.each([
+  test.each<ErrorCase>([
     [() => index.search([0, 0, 0, 0] as unknown as Float32Array, 1), 'TypeError', 'ERR_IMIAD_ARGUMENT', 'Expected Float32Array for queries but received Array(4) of type object'],
     [() => index.search(new Float32Array(6), 1), 'RangeError', 'ERR_IMIAD_DIMS', 'Expected length of queries to be a multiple of dims (4) but received 6 of type number'],
     [() => index.search(new Float32Array(0), 1), 'RangeError', 'ERR_IMIAD_EMPTY', 'Expected non-empty Float32Array for queries but received Float32Array(0) of type object'],
@@ -276,7 +279,7 @@ describe('argument errors', () => {
     [() => knnSearch(bank, new Float32Array(5), { dims, k: 1 }), 'RangeError', 'ERR_IMIAD_DIMS', 'Expected length of queries to be a multiple of dims (4) but received 5 of type number'],
     [() => knnSearch(bank, 'x' as unknown as Float32Array, { dims, k: 1 }), 'TypeError', 'ERR_IMIAD_ARGUMENT', 'Expected Float32Array for queries but received x of type string'],
     [() => knnSearch(new Float32Array([NaN]), queries, { dims: 1, k: 1 }), 'RangeError', 'ERR_IMIAD_NOT_FINITE', 'Expected finite numbers in bank but received NaN of type number at index 0'],
-    ...(cudaProbe.usable ? [] : [[() => knnSearch(bank, queries, { dims, k: 1, device: 'cuda' }), 'Error', 'ERR_IMIAD_CUDA_UNAVAILABLE', noCudaMessage] as const]),
+    ...(cudaProbe.usable ? [] : [[() => knnSearch(bank, queries, { dims, k: 1, device: 'cuda' }), 'Error', 'ERR_IMIAD_CUDA_UNAVAILABLE', noCudaMessage] as ErrorCase]),
   ])('search %#: rejects with the exact message', async (fn, name, code, message) => {
     const err = (await (fn() as Promise<unknown>).then(
       () => {
@@ -305,7 +308,7 @@ describe('argument errors', () => {
   test('a bank whose buffer was transferred away is refused, not read', async () => {
     const own = randomMatrix(8 * dims, 17);
     const idx = new KnnIndex(own, { dims });
-    structuredClone(own.buffer, { transfer: [own.buffer] });
+    structuredClone(own.buffer, { transfer: [own.buffer as ArrayBuffer] });
     await expect(idx.search(queries, 1)).rejects.toMatchObject({
       name: 'TypeError',
       code: 'ERR_IMIAD_ARGUMENT',
