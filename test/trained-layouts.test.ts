@@ -1,0 +1,71 @@
+/**
+ * `imiad run` (lib/cli/run.ts, the path the command line takes) with each detector trained on images, in its setting,
+ * on every synthetic layout: CutPaste, FAVAE, IGD and GCAD in the vanilla setting, DevNet and DRA in the supervised
+ * one, RegAD few-shot (K = 2, meta-trained on the layout's other category; refused on MTD, which has one). Tiny images and one epoch: this proves the
+ * layouts' loaders, splits, masks (MVTec LOCO: sPRO) and grey images reach each detector and its evaluation, not
+ * accuracy (each detector's own test does that). DRAEM's layout test is in test/draem.test.ts. The tests skip, with
+ * the reason printed, when the training addon is not built.
+ */
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
+import { trainAddonPath, trainingAvailable } from '../bindings/train/train';
+import { runRun, type RunCommandOptions } from '../lib/cli/run';
+import { loadDataset } from '../lib/datasets';
+import { synthesize, SYNTH_LAYOUTS } from '../lib/datasets/synth';
+import { findMethod } from '../lib/methods/registry';
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'imiad-layouts-'));
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+const available = trainingAvailable();
+if (!available) process.stdout.write(`test/trained-layouts.test.ts: skipping: the training addon is not built (${trainAddonPath()}); run npm run build:train\n`);
+const withAddon = available ? test : test.skip;
+
+/** One root per layout with two categories of 64 px images (RegAD meta-trains on the other one). */
+const roots = new Map<string, { root: string; category: string }>();
+beforeAll(async () => {
+  for (const layout of SYNTH_LAYOUTS) {
+    const root = path.join(tmp, layout);
+    await synthesize(layout, root, { seed: 2, categories: 2, size: 64, train: 6, test: 8 });
+    const [first] = await loadDataset(layout, root);
+    roots.set(layout, { root, category: first.name });
+  }
+}, 300_000);
+
+const cases: { method: string; flags: Partial<RunCommandOptions> }[] = [
+  { method: 'cutpaste', flags: { imageSize: '64', batchSize: '4' } },
+  { method: 'favae', flags: { imageSize: '128', batchSize: '4' } },
+  { method: 'igd', flags: { imageSize: '64', batchSize: '4' } },
+  { method: 'gcad', flags: { imageSize: '64', batchSize: '4' } },
+  { method: 'devnet', flags: { imageSize: '64', batchSize: '4', setting: 'supervised', anomalies: '2' } },
+  { method: 'dra', flags: { imageSize: '64', batchSize: '6', setting: 'supervised', anomalies: '2' } },
+  { method: 'regad', flags: { imageSize: '64', batchSize: '4', setting: 'fewshot', shots: '2' } },
+];
+
+describe('imiad run on every synthetic layout', () => {
+  for (const { method, flags } of cases) {
+    withAddon(`${method} (${flags.setting ?? 'vanilla'})`, async () => {
+      const hasMaps = findMethod(method)!.hasMaps;
+      for (const layout of SYNTH_LAYOUTS) {
+        const { root, category } = roots.get(layout)!;
+        if (method === 'regad' && layout === 'mtd') {
+          // MTD is one category (magnetic tiles): nothing to meta-train on, refused before anything runs.
+          await expect(runRun({ dataset: layout, root, method, epochs: '1', categories: category, ...flags })).rejects.toThrow(/RegAD meta-trains on the other categories of the dataset, but category mtd .* has none beside it/);
+          continue;
+        }
+        const outcome = await runRun({ dataset: layout, root, method, epochs: '1', categories: category, ...flags });
+        expect(outcome.aborted).toBe(false);
+        expect(outcome.results).toHaveLength(1);
+        const m = outcome.results[0].metrics as Record<string, number | null | undefined>;
+        // One epoch on 6 images: any AUROC in [0, 1] (a NaN, a missing metric or a crash fails).
+        expect(m.imageAUROC).toBeGreaterThanOrEqual(0);
+        expect(m.imageAUROC).toBeLessThanOrEqual(1);
+        if (!hasMaps) expect(m.pixelAUROC ?? null).toBeNull();
+        else if (layout === 'loco') expect(m.sPRO).toBeGreaterThanOrEqual(0);
+        else expect(m.pixelAUROC).toBeGreaterThanOrEqual(0);
+      }
+    }, 900_000);
+  }
+});
