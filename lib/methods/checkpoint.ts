@@ -274,3 +274,52 @@ export function trainedModelState(model: TrainModel): {
   o.names.forEach((name, i) => (arrays[`o:${name}`] = o.arrays[i]));
   return { arrays, config: { names: s.names, shapes: s.shapes, optimizerNames: o.names, optimizerShapes: o.shapes } };
 }
+
+const isInts = (v: unknown): boolean => Array.isArray(v) && v.every((x) => Number.isInteger(x));
+const isNames = (v: unknown): boolean => Array.isArray(v) && v.every((x) => typeof x === 'string');
+const isShapes = (v: unknown): boolean => Array.isArray(v) && v.every(isInts);
+const isExtra = (v: unknown): boolean =>
+  typeof v === 'object' && v !== null && !Array.isArray(v) && Object.values(v).every((a) => Array.isArray(a) && a.every((x) => typeof x === 'number'));
+
+/** Refuses the checkpoint of another trained model kind (ERR_IMIAD_CHECKPOINT naming both). */
+export function requireCheckpointKind(state: DetectorState, kind: string): void {
+  const found = configValue<string>(state, 'kind', (v) => typeof v === 'string', 'a string');
+  if (found !== kind) throw imiadError('Error', 'ERR_IMIAD_CHECKPOINT', `Expected ${kind} weights but the checkpoint holds ${found} weights`);
+}
+
+/** Refuses a checkpoint trained at another input side than the detector's. */
+export function requireCheckpointCrop(state: DetectorState, cropSize: number): void {
+  if (configInt(state, 'cropSize') !== cropSize) {
+    throw imiadError('Error', 'ERR_IMIAD_CHECKPOINT', `Expected a model trained at ${cropSize} px but the checkpoint's was trained at ${String(state.config.cropSize)} px`);
+  }
+}
+
+/** An integer list of a trained model's config (channels, widths, head dims). */
+export function configInts(state: DetectorState, key: string): number[] {
+  return configValue<number[]>(state, key, isInts, 'an array of integers');
+}
+
+/** The native model's `extra` options as the checkpoint holds them. */
+export function configExtra(state: DetectorState): Record<string, number[]> {
+  return configValue<Record<string, number[]>>(state, 'extra', isExtra, 'an object of number arrays');
+}
+
+/**
+ * Restores into `model` the weights and optimiser state that trainedModelState wrote; a name, shape or array that
+ * does not fit is ERR_IMIAD_CHECKPOINT. `optionalOptimizer`: checkpoints written before optimiser state was saved
+ * (STPM, RD4AD) have none, and training then continues with a fresh optimiser.
+ */
+export function restoreTrainedModel(model: TrainModel, state: DetectorState, opts: { optionalOptimizer?: boolean } = {}): void {
+  const names = configValue<string[]>(state, 'names', isNames, 'an array of names');
+  const shapes = configValue<number[][]>(state, 'shapes', isShapes, 'an array of shapes');
+  const legacy = opts.optionalOptimizer === true && state.config.optimizerNames === undefined;
+  const optimizerNames = legacy ? [] : configValue<string[]>(state, 'optimizerNames', isNames, 'an array of names');
+  const optimizerShapes = legacy ? [] : configValue<number[][]>(state, 'optimizerShapes', isShapes, 'an array of shapes');
+  try {
+    model.loadState({ names, shapes, arrays: names.map((n) => stateArray(state, `w:${n}`, Float32Array)) });
+    model.loadOptimizerState({ names: optimizerNames, shapes: optimizerShapes, arrays: optimizerNames.map((n) => stateArray(state, `o:${n}`, Float32Array)) });
+  } catch (err) {
+    if ((err as { code?: string }).code === 'ERR_IMIAD_CHECKPOINT') throw err;
+    throw imiadError('Error', 'ERR_IMIAD_CHECKPOINT', `The checkpoint's weights do not fit the model: ${(err as Error).message}`);
+  }
+}

@@ -32,7 +32,7 @@ import type { Sample } from '../datasets/types';
 import { cutPasteViews } from '../image/cutpaste';
 import { batches, IMAGENET_MEAN, IMAGENET_STD } from '../image/pipeline';
 import { Random } from '../prng';
-import { configInt, configValue, stateArray, trainedModelState } from './checkpoint';
+import { configInt, configInts, requireCheckpointCrop, requireCheckpointKind, restoreTrainedModel, trainedModelState } from './checkpoint';
 import { type BackboneParams, continuesTraining, elapsedMs, optionalInt, requireFitted, requireSamples, resolveBackboneParams, type ResolvedBackboneParams } from './features';
 import type { Detector, DetectorState, FitOptions, Prediction, RunOptions, Timing, TrainingStats, TrainSample } from './types';
 
@@ -282,30 +282,17 @@ export class CutPasteDetector implements Detector {
   }
 
   async loadState(state: DetectorState): Promise<void> {
-    const kind = configValue<string>(state, 'kind', is.string, 'a string');
-    if (kind !== 'cutpaste') throw imiadError('Error', 'ERR_IMIAD_CHECKPOINT', `Expected cutpaste weights but the checkpoint holds ${kind} weights`);
-    const isInts = (v: unknown): boolean => Array.isArray(v) && v.every((x) => Number.isInteger(x));
-    const headDims = configValue<number[]>(state, 'headDims', isInts, 'an array of integers');
+    requireCheckpointKind(state, 'cutpaste');
+    const headDims = configInts(state, 'headDims');
     if (headDims.join() !== this.headDims.join()) {
       throw imiadError('Error', 'ERR_IMIAD_CHECKPOINT', `Expected a projection head of ${this.headDims.join(', ')} but the checkpoint's is ${headDims.join(', ')}`);
     }
-    if (configInt(state, 'cropSize') !== this.params.cropSize) {
-      throw imiadError('Error', 'ERR_IMIAD_CHECKPOINT', `Expected a model trained at ${this.params.cropSize} px but the checkpoint's was trained at ${String(state.config.cropSize)} px`);
-    }
-    const names = configValue<string[]>(state, 'names', (v) => Array.isArray(v) && v.every(is.string), 'an array of names');
-    const shapes = configValue<number[][]>(state, 'shapes', (v) => Array.isArray(v) && v.every(isInts), 'an array of shapes');
-    const optimizerNames = configValue<string[]>(state, 'optimizerNames', (v) => Array.isArray(v) && v.every(is.string), 'an array of names');
-    const optimizerShapes = configValue<number[][]>(state, 'optimizerShapes', (v) => Array.isArray(v) && v.every(isInts), 'an array of shapes');
+    requireCheckpointCrop(state, this.params.cropSize);
+    const fits = configInt(state, 'fits');
     const model = this.createModel(null);
-    try {
-      model.loadState({ names, shapes, arrays: names.map((n) => stateArray(state, `w:${n}`, Float32Array)) });
-      model.loadOptimizerState({ names: optimizerNames, shapes: optimizerShapes, arrays: optimizerNames.map((n) => stateArray(state, `o:${n}`, Float32Array)) });
-    } catch (err) {
-      if ((err as { code?: string }).code === 'ERR_IMIAD_CHECKPOINT') throw err;
-      throw imiadError('Error', 'ERR_IMIAD_CHECKPOINT', `The checkpoint's weights do not fit the model: ${(err as Error).message}`);
-    }
+    restoreTrainedModel(model, state);
     this.model = model;
-    this.fits = configInt(state, 'fits');
+    this.fits = fits;
     this.stats = null;
   }
 

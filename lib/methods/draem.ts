@@ -27,7 +27,7 @@ import type { Sample } from '../datasets/types';
 import { batches } from '../image/pipeline';
 import { Random } from '../prng';
 import { AnomalySynthesiser, type SynthesisedSample } from '../synthesis';
-import { configInt, configValue, stateArray, trainedModelState } from './checkpoint';
+import { configInt, configInts, requireCheckpointCrop, requireCheckpointKind, restoreTrainedModel, trainedModelState } from './checkpoint';
 import { continuesTraining, elapsedMs, optionalInt, requireFitted, requireSamples, scoreGridsToMaps } from './features';
 import type { AnomalyMap, Detector, DetectorState, FitOptions, Prediction, RunOptions, Timing, TrainingStats, TrainSample } from './types';
 
@@ -309,29 +309,15 @@ export class Draem implements Detector {
   }
 
   async loadState(state: DetectorState): Promise<void> {
-    const kind = configValue<string>(state, 'kind', is.string, 'a string');
-    if (kind !== 'draem') throw imiadError('Error', 'ERR_IMIAD_CHECKPOINT', `Expected draem weights but the checkpoint holds ${kind} weights`);
-    const isInts = (v: unknown): boolean => Array.isArray(v) && v.every((x) => Number.isInteger(x));
-    const widths = configValue<number[]>(state, 'widths', isInts, 'an array of integers');
+    requireCheckpointKind(state, 'draem');
+    const widths = configInts(state, 'widths');
     if (widths.join() !== this.widths.join()) {
       throw imiadError('Error', 'ERR_IMIAD_CHECKPOINT', `Expected DRAEM networks of widths ${this.widths.join(', ')} but the checkpoint's have ${widths.join(', ')}`);
     }
-    if (configInt(state, 'cropSize') !== this.cropSize) {
-      throw imiadError('Error', 'ERR_IMIAD_CHECKPOINT', `Expected a model trained at ${this.cropSize} px but the checkpoint's was trained at ${String(state.config.cropSize)} px`);
-    }
-    const names = configValue<string[]>(state, 'names', (v) => Array.isArray(v) && v.every(is.string), 'an array of names');
-    const shapes = configValue<number[][]>(state, 'shapes', (v) => Array.isArray(v) && v.every(isInts), 'an array of shapes');
-    const optimizerNames = configValue<string[]>(state, 'optimizerNames', (v) => Array.isArray(v) && v.every(is.string), 'an array of names');
-    const optimizerShapes = configValue<number[][]>(state, 'optimizerShapes', (v) => Array.isArray(v) && v.every(isInts), 'an array of shapes');
+    requireCheckpointCrop(state, this.cropSize);
     const fits = configInt(state, 'fits');
     const model = this.createModel();
-    try {
-      model.loadState({ names, shapes, arrays: names.map((x) => stateArray(state, `w:${x}`, Float32Array)) });
-      model.loadOptimizerState({ names: optimizerNames, shapes: optimizerShapes, arrays: optimizerNames.map((x) => stateArray(state, `o:${x}`, Float32Array)) });
-    } catch (err) {
-      if ((err as { code?: string }).code === 'ERR_IMIAD_CHECKPOINT') throw err;
-      throw imiadError('Error', 'ERR_IMIAD_CHECKPOINT', `The checkpoint's weights do not fit the model: ${(err as Error).message}`);
-    }
+    restoreTrainedModel(model, state);
     this.model = model;
     this.fits = fits;
     this.stats = null;

@@ -35,7 +35,7 @@ import type { Device } from '../../bindings/validate';
 import type { Sample } from '../datasets/types';
 import { batches, type Geometry, IMAGENET_MEAN, IMAGENET_STD } from '../image/pipeline';
 import { Random } from '../prng';
-import { configValue, stateArray, trainedModelState } from './checkpoint';
+import { configExtra, configInt, configInts, requireCheckpointKind, restoreTrainedModel, trainedModelState } from './checkpoint';
 import {
   type BackboneParams,
   continuesTraining,
@@ -349,27 +349,13 @@ export class Favae implements Detector {
   }
 
   async loadState(state: DetectorState): Promise<void> {
-    const kind = configValue<string>(state, 'kind', is.string, 'a string');
-    if (kind !== 'favae') throw imiadError('Error', 'ERR_IMIAD_CHECKPOINT', `Expected favae weights but the checkpoint holds ${kind} weights`);
-    const isInts = (v: unknown): boolean => Array.isArray(v) && v.every((x) => Number.isInteger(x));
-    const channels = configValue<number[]>(state, 'channels', isInts, 'an array of integers');
-    const isExtra = (v: unknown): boolean => is.object(v) && Object.values(v as object).every((a) => Array.isArray(a) && a.every(is.number));
-    const extra = configValue<Record<string, number[]>>(state, 'extra', isExtra, 'an object of number arrays');
-    const names = configValue<string[]>(state, 'names', (v) => Array.isArray(v) && v.every(is.string), 'an array of names');
-    const shapes = configValue<number[][]>(state, 'shapes', (v) => Array.isArray(v) && v.every(isInts), 'an array of shapes');
-    const optimizerNames = configValue<string[]>(state, 'optimizerNames', (v) => Array.isArray(v) && v.every(is.string), 'an array of names');
-    const optimizerShapes = configValue<number[][]>(state, 'optimizerShapes', (v) => Array.isArray(v) && v.every(isInts), 'an array of shapes');
-    const fits = configValue<number>(state, 'fits', (v) => is.integer(v) && (v as number) >= 1, 'a positive integer');
-    const sides = extra.sides;
+    requireCheckpointKind(state, 'favae');
+    const channels = configInts(state, 'channels');
+    const sides = configExtra(state).sides;
     if (!Array.isArray(sides) || sides.length !== channels.length) throw imiadError('Error', 'ERR_IMIAD_CHECKPOINT', "Expected the checkpoint's extra.sides to hold one side per teacher level");
+    const fits = configInt(state, 'fits');
     const model = this.createModel(channels, sides);
-    try {
-      model.loadState({ names, shapes, arrays: names.map((n) => stateArray(state, `w:${n}`, Float32Array)) });
-      model.loadOptimizerState({ names: optimizerNames, shapes: optimizerShapes, arrays: optimizerNames.map((n) => stateArray(state, `o:${n}`, Float32Array)) });
-    } catch (err) {
-      if ((err as { code?: string }).code === 'ERR_IMIAD_CHECKPOINT') throw err;
-      throw imiadError('Error', 'ERR_IMIAD_CHECKPOINT', `The checkpoint's weights do not fit the model: ${(err as Error).message}`);
-    }
+    restoreTrainedModel(model, state);
     this.setModel(model);
     this.fits = fits;
     this.stats = null;

@@ -37,7 +37,7 @@ import { resnet18Weights } from '../backbone/resnet-weights';
 import type { Sample } from '../datasets/types';
 import { batches, loadBatch } from '../image/pipeline';
 import { Random } from '../prng';
-import { configInt, configValue, stateArray, trainedModelState } from './checkpoint';
+import { configInt, requireCheckpointCrop, requireCheckpointKind, restoreTrainedModel, stateArray, trainedModelState } from './checkpoint';
 import { type BackboneParams, elapsedMs, optionalInt, requireBudget, optionalSigma, requireFitted, requireSamples, resolveBackboneParams, type ResolvedBackboneParams, scoreGridsToMaps } from './features';
 import type { AnomalyMap, Detector, DetectorState, FitOptions, MetaTrainCategory, Prediction, RunOptions, Timing, TrainingStats, TrainSample } from './types';
 
@@ -268,26 +268,12 @@ export class Regad implements Detector {
   }
 
   async loadState(state: DetectorState): Promise<void> {
-    const kind = configValue<string>(state, 'kind', is.string, 'a string');
-    if (kind !== 'regad') throw imiadError('Error', 'ERR_IMIAD_CHECKPOINT', `Expected regad weights but the checkpoint holds ${kind} weights`);
-    if (configInt(state, 'cropSize') !== this.side) {
-      throw imiadError('Error', 'ERR_IMIAD_CHECKPOINT', `Expected a model trained at ${this.side} px but the checkpoint's was trained at ${String(state.config.cropSize)} px`);
-    }
-    const isInts = (v: unknown): boolean => Array.isArray(v) && v.every((x) => Number.isInteger(x));
-    const names = configValue<string[]>(state, 'names', (v) => Array.isArray(v) && v.every(is.string), 'an array of names');
-    const shapes = configValue<number[][]>(state, 'shapes', (v) => Array.isArray(v) && v.every(isInts), 'an array of shapes');
-    const optimizerNames = configValue<string[]>(state, 'optimizerNames', (v) => Array.isArray(v) && v.every(is.string), 'an array of names');
-    const optimizerShapes = configValue<number[][]>(state, 'optimizerShapes', (v) => Array.isArray(v) && v.every(isInts), 'an array of shapes');
+    requireCheckpointKind(state, 'regad');
+    requireCheckpointCrop(state, this.side);
     const k = configInt(state, 'supportCount');
     const support = stateArray(state, 'support', Float32Array, k * 3 * this.side * this.side);
     const model = await this.createModel(false);
-    try {
-      model.loadState({ names, shapes, arrays: names.map((n) => stateArray(state, `w:${n}`, Float32Array)) });
-      model.loadOptimizerState({ names: optimizerNames, shapes: optimizerShapes, arrays: optimizerNames.map((n) => stateArray(state, `o:${n}`, Float32Array)) });
-    } catch (err) {
-      if ((err as { code?: string }).code === 'ERR_IMIAD_CHECKPOINT') throw err;
-      throw imiadError('Error', 'ERR_IMIAD_CHECKPOINT', `The checkpoint's weights do not fit the model: ${(err as Error).message}`);
-    }
+    restoreTrainedModel(model, state);
     await model.calibrate([{ data: support, shape: [k, 3, this.side, this.side] }], true);
     this.model = model;
     this.support = support;

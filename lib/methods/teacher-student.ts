@@ -28,7 +28,7 @@ import type { FeatureMap } from '../backbone/session';
 import type { Sample } from '../datasets/types';
 import { batches } from '../image/pipeline';
 import { Random } from '../prng';
-import { configInt, configValue, stateArray, trainedModelState } from './checkpoint';
+import { configInt, configInts, requireCheckpointCrop, requireCheckpointKind, restoreTrainedModel, trainedModelState } from './checkpoint';
 import {
   type BackboneParams,
   continuesTraining,
@@ -282,27 +282,11 @@ abstract class TeacherStudent implements Detector {
   }
 
   async loadState(state: DetectorState): Promise<void> {
-    const kind = configValue<string>(state, 'kind', is.string, 'a string');
-    if (kind !== this.defaults.kind) throw imiadError('Error', 'ERR_IMIAD_CHECKPOINT', `Expected ${this.defaults.kind} weights but the checkpoint holds ${kind} weights`);
-    const isInts = (v: unknown): boolean => Array.isArray(v) && v.every((x) => Number.isInteger(x));
-    const channels = configValue<number[]>(state, 'channels', isInts, 'an array of integers');
-    const names = configValue<string[]>(state, 'names', (v) => Array.isArray(v) && v.every(is.string), 'an array of names');
-    const shapes = configValue<number[][]>(state, 'shapes', (v) => Array.isArray(v) && v.every(isInts), 'an array of shapes');
-    if (configInt(state, 'cropSize') !== this.extractor.params.cropSize) {
-      throw imiadError('Error', 'ERR_IMIAD_CHECKPOINT', `Expected a model trained at ${this.extractor.params.cropSize} px but the checkpoint's was trained at ${String(state.config.cropSize)} px`);
-    }
-    // Checkpoints written before optimiser state was saved have none: training then continues with a fresh optimiser.
-    const optimizerNames = state.config.optimizerNames === undefined ? [] : configValue<string[]>(state, 'optimizerNames', (v) => Array.isArray(v) && v.every(is.string), 'an array of names');
-    const optimizerShapes = state.config.optimizerShapes === undefined ? [] : configValue<number[][]>(state, 'optimizerShapes', (v) => Array.isArray(v) && v.every(isInts), 'an array of shapes');
+    requireCheckpointKind(state, this.defaults.kind);
+    requireCheckpointCrop(state, this.extractor.params.cropSize);
     const fits = state.config.fits === undefined ? 1 : configInt(state, 'fits');
-    const model = this.createModel(channels);
-    try {
-      model.loadState({ names, shapes, arrays: names.map((n) => stateArray(state, `w:${n}`, Float32Array)) });
-      model.loadOptimizerState({ names: optimizerNames, shapes: optimizerShapes, arrays: optimizerNames.map((n) => stateArray(state, `o:${n}`, Float32Array)) });
-    } catch (err) {
-      if ((err as { code?: string }).code === 'ERR_IMIAD_CHECKPOINT') throw err;
-      throw imiadError('Error', 'ERR_IMIAD_CHECKPOINT', `The checkpoint's weights do not fit the model: ${(err as Error).message}`);
-    }
+    const model = this.createModel(configInts(state, 'channels'));
+    restoreTrainedModel(model, state, { optionalOptimizer: true });
     this.model = model;
     this.fits = fits;
     this.stats = null;
