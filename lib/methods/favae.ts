@@ -36,20 +36,8 @@ import type { Sample } from '../datasets/types';
 import { batches, type Geometry, IMAGENET_MEAN, IMAGENET_STD } from '../image/pipeline';
 import { Random } from '../prng';
 import { configExtra, configInt, configInts, requireCheckpointKind, restoreTrainedModel, trainedModelState } from './checkpoint';
-import {
-  type BackboneParams,
-  continuesTraining,
-  elapsedMs,
-  FeatureExtractor,
-  layerOf,
-  optionalInt,
-  optionalSigma,
-  requireFitted,
-  requireSamples,
-  resolveBackboneParams,
-  scoreGridsToMaps,
-} from './features';
-import type { AnomalyMap, Detector, DetectorState, FitOptions, Prediction, RunOptions, Timing, TrainingStats, TrainSample } from './types';
+import { type BackboneParams, continuesTraining, elapsedMs, FeatureExtractor, layerOf, optionalInt, optionalSigma, predictInBatches, requireFitted, requireSamples, resolveBackboneParams, scoreGridsToMaps } from './features';
+import type { Detector, DetectorState, FitOptions, Prediction, RunOptions, Timing, TrainingStats, TrainSample } from './types';
 
 export interface FavaeParams extends BackboneParams {
   /** Training epochs (default 100). */
@@ -317,22 +305,11 @@ export class Favae implements Detector {
     requireFitted(this.model !== null, 'FAVAE');
     const model = this.model as TrainModel;
     const list = requireSamples(samples, 'samples');
-    const scores = new Float64Array(list.length);
-    const maps: AnomalyMap[] = [];
-    const timing: Timing = { backboneMs: [], methodMs: [] };
-    for await (const b of this.favaeBatches(list, 1, opts)) {
-      const t = process.hrtime.bigint();
+    const { scores, maps, timing } = await predictInBatches(this.favaeBatches(list, 1, opts), list.length, opts, async (b) => {
       const raw = await model.maps(b.images, b.teacher, FAVAE_SIZE, { signal: opts.signal });
       const out = await scoreGridsToMaps(raw, b.n, FAVAE_SIZE, FAVAE_SIZE, b.geometries, FAVAE_SIZE, { sigma: this.sigma, signal: opts.signal });
-      const methodMs = elapsedMs(t);
-      for (let i = 0; i < b.n; i++) {
-        scores[b.start + i] = out.maxima[i];
-        maps.push(out.maps[i]);
-        timing.backboneMs.push(b.backboneMs / b.n);
-        timing.methodMs.push(methodMs / b.n);
-      }
-      opts.onProgress?.(b.start + b.n, list.length);
-    }
+      return { scores: out.maxima, maps: out.maps };
+    });
     this.timing = timing;
     return { scores, maps };
   }

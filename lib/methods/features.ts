@@ -10,7 +10,7 @@ import { type BackboneShape, BACKBONE_SHAPES } from '../backbone/builder';
 import { type Backbone, type FeatureMap, loadBackbone } from '../backbone/session';
 import type { Sample } from '../datasets/types';
 import { batches, type Geometry, mapToOriginal } from '../image/pipeline';
-import type { AnomalyMap, RunOptions } from './types';
+import type { AnomalyMap, RunOptions, Timing } from './types';
 
 /** Options every backbone-based detector accepts. */
 export interface BackboneParams {
@@ -221,4 +221,39 @@ export function continuesTraining(opts: unknown): boolean {
   const v = (opts as { continueTraining?: unknown }).continueTraining;
   if (v !== undefined && typeof v !== 'boolean') throw invalidType('boolean', 'continueTraining', v);
   return v === true;
+}
+
+/** What predictInBatches needs of a batch: its size, its first sample's index and the backbone's time on it. */
+export interface ScoredBatch {
+  n: number;
+  start: number;
+  backboneMs: number;
+}
+
+/**
+ * The trained detectors' predict loop: `score` turns each batch into image scores and maps; the scores, maps and
+ * per-image times (the backbone's and the method's share of the batch) are gathered in sample order, with progress.
+ */
+export async function predictInBatches<B extends ScoredBatch>(
+  batchesOf: AsyncIterable<B>,
+  total: number,
+  opts: RunOptions,
+  score: (b: B) => Promise<{ scores: ArrayLike<number>; maps: AnomalyMap[] }>,
+): Promise<{ scores: Float64Array; maps: AnomalyMap[]; timing: Timing }> {
+  const scores = new Float64Array(total);
+  const maps: AnomalyMap[] = [];
+  const timing: Timing = { backboneMs: [], methodMs: [] };
+  for await (const b of batchesOf) {
+    const t = process.hrtime.bigint();
+    const out = await score(b);
+    const methodMs = elapsedMs(t);
+    for (let i = 0; i < b.n; i++) {
+      scores[b.start + i] = out.scores[i];
+      maps.push(out.maps[i]);
+      timing.backboneMs.push(b.backboneMs / b.n);
+      timing.methodMs.push(methodMs / b.n);
+    }
+    opts.onProgress?.(b.start + b.n, total);
+  }
+  return { scores, maps, timing };
 }

@@ -23,20 +23,8 @@ import type { Sample } from '../datasets/types';
 import { batches, type Geometry } from '../image/pipeline';
 import { Random } from '../prng';
 import { configExtra, configInt, configInts, requireCheckpointCrop, requireCheckpointKind, restoreTrainedModel, trainedModelState } from './checkpoint';
-import {
-  type BackboneParams,
-  continuesTraining,
-  elapsedMs,
-  FeatureExtractor,
-  layerOf,
-  optionalInt,
-  optionalSigma,
-  requireFitted,
-  requireSamples,
-  resolveBackboneParams,
-  scoreGridsToMaps,
-} from './features';
-import type { AnomalyMap, Detector, DetectorState, FitOptions, Prediction, RunOptions, Timing, TrainingStats, TrainSample } from './types';
+import { type BackboneParams, continuesTraining, elapsedMs, FeatureExtractor, layerOf, optionalInt, optionalSigma, predictInBatches, requireFitted, requireSamples, resolveBackboneParams, scoreGridsToMaps } from './features';
+import type { Detector, DetectorState, FitOptions, Prediction, RunOptions, Timing, TrainingStats, TrainSample } from './types';
 
 export interface FrozenHeadParams extends BackboneParams {
   /** Training epochs (default per method, IM-IAD Table V). */
@@ -333,24 +321,13 @@ export abstract class FrozenFeatureHead implements Detector {
     const model = this.model as TrainModel;
     const list = requireSamples(samples, 'samples');
     const crop = this.extractor.params.cropSize;
-    const scores = new Float64Array(list.length);
-    const maps: AnomalyMap[] = [];
-    const timing: Timing = { backboneMs: [], methodMs: [] };
-    for await (const b of this.featureBatches(list, 1, opts)) {
-      const t = process.hrtime.bigint();
+    const { scores, maps, timing } = await predictInBatches(this.featureBatches(list, 1, opts), list.length, opts, async (b) => {
       const raw = await model.maps(null, b.features, crop, { signal: opts.signal });
       const out = await scoreGridsToMaps(raw, b.n, crop, crop, b.geometries, crop, { sigma: this.sigma, signal: opts.signal });
       // CS-Flow scores images by mean z^2, the others by their map's maximum.
       const own = await model.scores(b.features, { signal: opts.signal });
-      const methodMs = elapsedMs(t);
-      for (let i = 0; i < b.n; i++) {
-        scores[b.start + i] = own ? own[i] : out.maxima[i];
-        maps.push(out.maps[i]);
-        timing.backboneMs.push(b.backboneMs / b.n);
-        timing.methodMs.push(methodMs / b.n);
-      }
-      opts.onProgress?.(b.start + b.n, list.length);
-    }
+      return { scores: own ?? out.maxima, maps: out.maps };
+    });
     this.timing = timing;
     return { scores, maps };
   }

@@ -29,22 +29,9 @@ import type { Sample } from '../datasets/types';
 import { batches, type Geometry } from '../image/pipeline';
 import { Random } from '../prng';
 import { configExtra, configInt, configValue, requireCheckpointCrop, requireCheckpointKind, restoreTrainedModel, trainedModelState } from './checkpoint';
-import {
-  type BackboneParams,
-  continuesTraining,
-  elapsedMs,
-  FeatureExtractor,
-  layerOf,
-  optionalInt,
-  optionalSigma,
-  requireBudget,
-  requireFitted,
-  requireSamples,
-  resolveBackboneParams,
-  scoreGridsToMaps,
-} from './features';
+import { type BackboneParams, continuesTraining, elapsedMs, FeatureExtractor, layerOf, optionalInt, optionalSigma, predictInBatches, requireBudget, requireFitted, requireSamples, resolveBackboneParams, scoreGridsToMaps } from './features';
 import { globalAverage } from './spade';
-import type { AnomalyMap, Detector, DetectorState, FitOptions, Prediction, RunOptions, Timing, TrainingStats, TrainSample } from './types';
+import type { Detector, DetectorState, FitOptions, Prediction, RunOptions, Timing, TrainingStats, TrainSample } from './types';
 
 export interface IgdParams extends BackboneParams {
   /** Training epochs (default 256, Table V). */
@@ -291,25 +278,14 @@ export class Igd implements Detector {
     const model = this.model as TrainModel;
     const list = requireSamples(samples, 'samples');
     const crop = this.extractor.params.cropSize;
-    const scores = new Float64Array(list.length);
-    const maps: AnomalyMap[] = [];
-    const timing: Timing = { backboneMs: [], methodMs: [] };
-    for await (const b of this.imageBatches(list, 1, opts)) {
-      const t = process.hrtime.bigint();
+    const { scores, maps, timing } = await predictInBatches(this.imageBatches(list, 1, opts), list.length, opts, async (b) => {
       const images: Nchw = { data: b.images, shape: [b.n, 3, crop, crop] };
       const features: Nchw[] = [{ data: b.features, shape: [b.n, b.channels, 1, 1] }];
       const raw = await model.maps(images, features, crop, { signal: opts.signal });
       const out = await scoreGridsToMaps(raw, b.n, crop, crop, b.geometries, crop, { sigma: this.sigma, signal: opts.signal });
       const own = (await model.scores(features, { signal: opts.signal }, images)) as Float32Array;
-      const methodMs = elapsedMs(t);
-      for (let i = 0; i < b.n; i++) {
-        scores[b.start + i] = own[i];
-        maps.push(out.maps[i]);
-        timing.backboneMs.push(b.backboneMs / b.n);
-        timing.methodMs.push(methodMs / b.n);
-      }
-      opts.onProgress?.(b.start + b.n, list.length);
-    }
+      return { scores: own, maps: out.maps };
+    });
     this.timing = timing;
     return { scores, maps };
   }
