@@ -95,11 +95,6 @@ void CopyOut(const torch::Tensor& map, float* out) {
   std::copy(c.data_ptr<float>(), c.data_ptr<float>() + c.numel(), out);
 }
 
-void PinThreads(int threads) {
-  at::init_num_threads();
-  torch::set_num_threads(threads);
-}
-
 void CheckLevels(const std::vector<View>& features, const std::vector<int64_t>& channels, const std::vector<int64_t>& sides) {
   if (features.size() != channels.size()) {
     throw InvalidArgument("ERR_IMIAD_DIMS", "Expected " + std::to_string(channels.size()) + " feature levels but received " + std::to_string(features.size()));

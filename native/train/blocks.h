@@ -11,8 +11,10 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <type_traits>
 #include <vector>
 
+#include "runtime.h"
 #include "train.h"
 
 namespace imiad {
@@ -52,9 +54,6 @@ std::vector<double> Extra(const ModelConfig& config, const std::string& key, std
 // A [n, outSize, outSize] map tensor copied into `out` (on the CPU).
 void CopyOut(const torch::Tensor& map, float* out);
 
-// Pins the calling worker thread's intra-op thread count (OpenMP settings are per thread).
-void PinThreads(int threads);
-
 // Checks feature levels against the channels (and, when given, the sides h, w per level) the model was built for.
 void CheckLevels(const std::vector<View>& features, const std::vector<int64_t>& channels, const std::vector<int64_t>& sides);
 
@@ -83,6 +82,19 @@ class HeadModel : public Model {
   void Finish(std::shared_ptr<torch::nn::Module> root, std::unique_ptr<torch::optim::Optimizer> optimizer);
   // One optimiser step on `loss` unless it is NaN or infinite (then the weights stay as they were); the loss.
   double Apply(const torch::Tensor& loss);
+  // Runs fn on the training thread (runtime.h) with the model's thread count, one call of this model at a time, and
+  // returns what fn returns.
+  template <typename F>
+  auto OnTrainingThread(F&& fn) -> decltype(fn()) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if constexpr (std::is_void_v<decltype(fn())>) {
+      runtime::Run(config_.threads, fn);
+    } else {
+      decltype(fn()) result{};
+      runtime::Run(config_.threads, [&] { result = fn(); });
+      return result;
+    }
+  }
 
   ModelConfig config_;
   torch::Device device_;

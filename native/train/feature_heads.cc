@@ -52,48 +52,48 @@ class Cfa : public HeadModel {
 
   // _init_centroid: the running mean, over batches, of the untrained descriptor's batch-mean output.
   void Calibrate(const std::vector<View>& features, bool reset, const RunControl& control) override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    PinThreads(config_.threads);
-    CheckLevels(features, config_.teacherChannels, {});
-    control.throwIfCancelled();
-    torch::NoGradGuard guard;
-    if (reset) {
-      net_->bank.zero_();
-      net_->batches.zero_();
-    }
-    auto phi = Describe(features);  // [n, h w, dim]
-    const double i = net_->batches.item<double>();
-    net_->bank.copy_((net_->bank * i + phi.mean(0)) / (i + 1));
-    net_->batches.add_(1);
+    return OnTrainingThread([&] {
+      CheckLevels(features, config_.teacherChannels, {});
+      control.throwIfCancelled();
+      torch::NoGradGuard guard;
+      if (reset) {
+        net_->bank.zero_();
+        net_->batches.zero_();
+      }
+      auto phi = Describe(features);  // [n, h w, dim]
+      const double i = net_->batches.item<double>();
+      net_->bank.copy_((net_->bank * i + phi.mean(0)) / (i + 1));
+      net_->batches.add_(1);
+    });
   }
 
   double Step(const View&, const std::vector<View>& features, const RunControl& control) override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    PinThreads(config_.threads);
-    CheckLevels(features, config_.teacherChannels, {});
-    RequireBank();
-    control.throwIfCancelled();
-    net_->train();
-    auto d = std::get<0>(SquaredDistances(Describe(features)).topk(k_ + j_, -1, /*largest=*/false));
-    auto r2 = net_->radius.pow(2);
-    auto att = F::relu(d.narrow(-1, 0, k_) - r2).mean() / nu_;
-    // The official slices dist[:, :, J:], the K + J - J nearest after the first J.
-    auto rep = F::relu(r2 - d.narrow(-1, j_, k_ + j_ - j_) - alpha_).mean() / nu_;
-    return Apply(att + rep);
+    return OnTrainingThread([&] {
+      CheckLevels(features, config_.teacherChannels, {});
+      RequireBank();
+      control.throwIfCancelled();
+      net_->train();
+      auto d = std::get<0>(SquaredDistances(Describe(features)).topk(k_ + j_, -1, /*largest=*/false));
+      auto r2 = net_->radius.pow(2);
+      auto att = F::relu(d.narrow(-1, 0, k_) - r2).mean() / nu_;
+      // The official slices dist[:, :, J:], the K + J - J nearest after the first J.
+      auto rep = F::relu(r2 - d.narrow(-1, j_, k_ + j_ - j_) - alpha_).mean() / nu_;
+      return Apply(att + rep);
+    });
   }
 
   void Maps(const View&, const std::vector<View>& features, int64_t outSize, float* out, const RunControl& control) override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    PinThreads(config_.threads);
-    CheckLevels(features, config_.teacherChannels, {});
-    RequireBank();
-    control.throwIfCancelled();
-    torch::NoGradGuard guard;
-    net_->eval();
-    auto d = std::get<0>(SquaredDistances(Describe(features)).clamp_min(0).sqrt().topk(k_, -1, /*largest=*/false));
-    auto score = torch::softmax(-d, -1).select(-1, 0) * d.select(-1, 0);  // softmin(d)  // [n, h w]
-    auto map = score.reshape({features[0].n, 1, h_, w_});
-    CopyOut(Upsample(map, outSize, false), out);
+    return OnTrainingThread([&] {
+      CheckLevels(features, config_.teacherChannels, {});
+      RequireBank();
+      control.throwIfCancelled();
+      torch::NoGradGuard guard;
+      net_->eval();
+      auto d = std::get<0>(SquaredDistances(Describe(features)).clamp_min(0).sqrt().topk(k_, -1, /*largest=*/false));
+      auto score = torch::softmax(-d, -1).select(-1, 0) * d.select(-1, 0);  // softmin(d)  // [n, h w]
+      auto map = score.reshape({features[0].n, 1, h_, w_});
+      CopyOut(Upsample(map, outSize, false), out);
+    });
   }
 
  private:

@@ -206,33 +206,33 @@ class FastFlow : public HeadModel {
   }
 
   double Step(const View&, const std::vector<View>& features, const RunControl& control) override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    PinThreads(config_.threads);
-    CheckLevels(features, config_.teacherChannels, sides_);
-    control.throwIfCancelled();
-    net_->train();
-    torch::Tensor loss = torch::zeros({}, torch::TensorOptions().device(device_));
-    for (size_t i = 0; i < features.size(); i++) {
-      auto out = net_->flows[i]->forward(net_->norms[i]->forward(ViewTensor(features[i], device_)));
-      loss = loss + (0.5 * out.first.pow(2).sum({1, 2, 3}) - out.second).mean();
-    }
-    return Apply(loss);
+    return OnTrainingThread([&] {
+      CheckLevels(features, config_.teacherChannels, sides_);
+      control.throwIfCancelled();
+      net_->train();
+      torch::Tensor loss = torch::zeros({}, torch::TensorOptions().device(device_));
+      for (size_t i = 0; i < features.size(); i++) {
+        auto out = net_->flows[i]->forward(net_->norms[i]->forward(ViewTensor(features[i], device_)));
+        loss = loss + (0.5 * out.first.pow(2).sum({1, 2, 3}) - out.second).mean();
+      }
+      return Apply(loss);
+    });
   }
 
   void Maps(const View&, const std::vector<View>& features, int64_t outSize, float* out, const RunControl& control) override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    PinThreads(config_.threads);
-    CheckLevels(features, config_.teacherChannels, sides_);
-    control.throwIfCancelled();
-    torch::NoGradGuard guard;
-    net_->eval();
-    auto map = torch::zeros({features[0].n, 1, outSize, outSize}, torch::TensorOptions().device(device_));
-    for (size_t i = 0; i < features.size(); i++) {
-      auto z = net_->flows[i]->forward(net_->norms[i]->forward(ViewTensor(features[i], device_))).first;
-      auto prob = torch::exp(-0.5 * z.pow(2).mean(1, true));
-      map = map + Upsample(-prob, outSize, false);
-    }
-    CopyOut(map / static_cast<double>(features.size()), out);
+    return OnTrainingThread([&] {
+      CheckLevels(features, config_.teacherChannels, sides_);
+      control.throwIfCancelled();
+      torch::NoGradGuard guard;
+      net_->eval();
+      auto map = torch::zeros({features[0].n, 1, outSize, outSize}, torch::TensorOptions().device(device_));
+      for (size_t i = 0; i < features.size(); i++) {
+        auto z = net_->flows[i]->forward(net_->norms[i]->forward(ViewTensor(features[i], device_))).first;
+        auto prob = torch::exp(-0.5 * z.pow(2).mean(1, true));
+        map = map + Upsample(-prob, outSize, false);
+      }
+      CopyOut(map / static_cast<double>(features.size()), out);
+    });
   }
 
  private:
@@ -281,66 +281,66 @@ class CFlow : public HeadModel {
   }
 
   double Step(const View&, const std::vector<View>& features, const RunControl& control) override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    PinThreads(config_.threads);
-    CheckLevels(features, config_.teacherChannels, {});
-    SetLearningRate();
-    net_->train();
-    double sum = 0;
-    int64_t count = 0;
-    for (size_t l = 0; l < features.size(); l++) {
-      torch::Tensor e, c;
-      Fibers(features[l], &e, &c);
-      const int64_t total = e.size(0);
-      auto order = torch::randperm(total, generator_, torch::TensorOptions().dtype(torch::kInt64)).to(device_);
-      // The official loop drops the remainder (E // N chunks); a level with fewer than N fibers is one chunk.
-      const int64_t chunk = std::min(fibers_, total);
-      for (int64_t f = 0; f + chunk <= total; f += chunk) {
-        control.throwIfCancelled();
-        auto idx = order.narrow(0, f, chunk);
-        auto out = net_->flows[l]->forward(e.index_select(0, idx), c.index_select(0, idx));
-        auto logp = GaussianLogLikelihood(out.first, out.second) / static_cast<double>(e.size(1));
-        auto loss = -F::logsigmoid(logp);
-        const double value = Apply(loss.mean());
-        if (!std::isfinite(value)) return value;
-        sum += value * static_cast<double>(chunk);
-        count += chunk;
+    return OnTrainingThread([&] {
+      CheckLevels(features, config_.teacherChannels, {});
+      SetLearningRate();
+      net_->train();
+      double sum = 0;
+      int64_t count = 0;
+      for (size_t l = 0; l < features.size(); l++) {
+        torch::Tensor e, c;
+        Fibers(features[l], &e, &c);
+        const int64_t total = e.size(0);
+        auto order = torch::randperm(total, generator_, torch::TensorOptions().dtype(torch::kInt64)).to(device_);
+        // The official loop drops the remainder (E // N chunks); a level with fewer than N fibers is one chunk.
+        const int64_t chunk = std::min(fibers_, total);
+        for (int64_t f = 0; f + chunk <= total; f += chunk) {
+          control.throwIfCancelled();
+          auto idx = order.narrow(0, f, chunk);
+          auto out = net_->flows[l]->forward(e.index_select(0, idx), c.index_select(0, idx));
+          auto logp = GaussianLogLikelihood(out.first, out.second) / static_cast<double>(e.size(1));
+          auto loss = -F::logsigmoid(logp);
+          const double value = Apply(loss.mean());
+          if (!std::isfinite(value)) return value;
+          sum += value * static_cast<double>(chunk);
+          count += chunk;
+        }
       }
-    }
-    step_++;
-    return sum / static_cast<double>(count);
+      step_++;
+      return sum / static_cast<double>(count);
+    });
   }
 
   void Calibrate(const std::vector<View>& features, bool reset, const RunControl& control) override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    PinThreads(config_.threads);
-    CheckLevels(features, config_.teacherChannels, {});
-    control.throwIfCancelled();
-    torch::NoGradGuard guard;
-    net_->eval();
-    if (reset) net_->levelMax.fill_(-std::numeric_limits<float>::infinity());
-    for (size_t l = 0; l < features.size(); l++) {
-      auto m = LogLikelihoodMap(l, features[l]).max();
-      net_->levelMax[l] = torch::maximum(net_->levelMax[l], m);
-    }
+    return OnTrainingThread([&] {
+      CheckLevels(features, config_.teacherChannels, {});
+      control.throwIfCancelled();
+      torch::NoGradGuard guard;
+      net_->eval();
+      if (reset) net_->levelMax.fill_(-std::numeric_limits<float>::infinity());
+      for (size_t l = 0; l < features.size(); l++) {
+        auto m = LogLikelihoodMap(l, features[l]).max();
+        net_->levelMax[l] = torch::maximum(net_->levelMax[l], m);
+      }
+    });
   }
 
   void Maps(const View&, const std::vector<View>& features, int64_t outSize, float* out, const RunControl& control) override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    PinThreads(config_.threads);
-    CheckLevels(features, config_.teacherChannels, {});
-    control.throwIfCancelled();
-    torch::NoGradGuard guard;
-    net_->eval();
-    if (!torch::isfinite(net_->levelMax).all().item<bool>()) {
-      throw InvalidArgument("ERR_IMIAD_STATE", "CFlow's normalising maxima are not fixed: calibrate on the training normals first");
-    }
-    auto sum = torch::zeros({features[0].n, 1, outSize, outSize}, torch::TensorOptions().device(device_));
-    for (size_t l = 0; l < features.size(); l++) {
-      auto prob = torch::exp(LogLikelihoodMap(l, features[l]) - net_->levelMax[l]);
-      sum = sum + Upsample(prob, outSize, true);
-    }
-    CopyOut(static_cast<double>(features.size()) - sum, out);
+    return OnTrainingThread([&] {
+      CheckLevels(features, config_.teacherChannels, {});
+      control.throwIfCancelled();
+      torch::NoGradGuard guard;
+      net_->eval();
+      if (!torch::isfinite(net_->levelMax).all().item<bool>()) {
+        throw InvalidArgument("ERR_IMIAD_STATE", "CFlow's normalising maxima are not fixed: calibrate on the training normals first");
+      }
+      auto sum = torch::zeros({features[0].n, 1, outSize, outSize}, torch::TensorOptions().device(device_));
+      for (size_t l = 0; l < features.size(); l++) {
+        auto prob = torch::exp(LogLikelihoodMap(l, features[l]) - net_->levelMax[l]);
+        sum = sum + Upsample(prob, outSize, true);
+      }
+      CopyOut(static_cast<double>(features.size()) - sum, out);
+    });
   }
 
  private:
@@ -421,48 +421,48 @@ class CsFlow : public HeadModel {
   }
 
   double Step(const View&, const std::vector<View>& features, const RunControl& control) override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    PinThreads(config_.threads);
-    Check(features);
-    control.throwIfCancelled();
-    net_->train();
-    auto out = Forward(features);
-    torch::Tensor sq, logdet;
-    int64_t dims = 0;
-    for (int i = 0; i < 3; i++) {
-      auto q = out.first[i].pow(2).sum({1, 2, 3});
-      sq = i == 0 ? q : sq + q;
-      logdet = i == 0 ? out.second[i] : logdet + out.second[i];
-      dims += out.first[i].numel() / out.first[i].size(0);
-    }
-    return Apply((0.5 * sq - logdet).mean() / static_cast<double>(dims));
+    return OnTrainingThread([&] {
+      Check(features);
+      control.throwIfCancelled();
+      net_->train();
+      auto out = Forward(features);
+      torch::Tensor sq, logdet;
+      int64_t dims = 0;
+      for (int i = 0; i < 3; i++) {
+        auto q = out.first[i].pow(2).sum({1, 2, 3});
+        sq = i == 0 ? q : sq + q;
+        logdet = i == 0 ? out.second[i] : logdet + out.second[i];
+        dims += out.first[i].numel() / out.first[i].size(0);
+      }
+      return Apply((0.5 * sq - logdet).mean() / static_cast<double>(dims));
+    });
   }
 
   bool Scores(const std::vector<View>& features, float* out, const RunControl& control) override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    PinThreads(config_.threads);
-    Check(features);
-    control.throwIfCancelled();
-    torch::NoGradGuard guard;
-    net_->eval();
-    auto z = Forward(features).first;
-    const int64_t n = features[0].n;
-    auto flat = torch::cat({z[0].reshape({n, -1}), z[1].reshape({n, -1}), z[2].reshape({n, -1})}, 1);
-    CopyOut(flat.pow(2).mean(1), out);
-    return true;
+    return OnTrainingThread([&] {
+      Check(features);
+      control.throwIfCancelled();
+      torch::NoGradGuard guard;
+      net_->eval();
+      auto z = Forward(features).first;
+      const int64_t n = features[0].n;
+      auto flat = torch::cat({z[0].reshape({n, -1}), z[1].reshape({n, -1}), z[2].reshape({n, -1})}, 1);
+      CopyOut(flat.pow(2).mean(1), out);
+      return true;
+    });
   }
 
   void Maps(const View&, const std::vector<View>& features, int64_t outSize, float* out, const RunControl& control) override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    PinThreads(config_.threads);
-    Check(features);
-    control.throwIfCancelled();
-    torch::NoGradGuard guard;
-    net_->eval();
-    auto z = Forward(features).first;
-    auto map = torch::ones({features[0].n, 1, outSize, outSize}, torch::TensorOptions().device(device_));
-    for (int i = 0; i < 3; i++) map = map * Upsample(z[i].pow(2).mean(1, true), outSize, false);
-    CopyOut(map, out);
+    return OnTrainingThread([&] {
+      Check(features);
+      control.throwIfCancelled();
+      torch::NoGradGuard guard;
+      net_->eval();
+      auto z = Forward(features).first;
+      auto map = torch::ones({features[0].n, 1, outSize, outSize}, torch::TensorOptions().device(device_));
+      for (int i = 0; i < 3; i++) map = map * Upsample(z[i].pow(2).mean(1, true), outSize, false);
+      CopyOut(map, out);
+    });
   }
 
  private:
