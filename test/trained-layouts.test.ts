@@ -14,6 +14,7 @@ import { trainAddonPath, trainingAvailable } from '../bindings/train/train';
 import { runRun, type RunCommandOptions } from '../lib/cli/run';
 import { loadDataset } from '../lib/datasets';
 import { synthesize, SYNTH_LAYOUTS } from '../lib/datasets/synth';
+import { createDetector } from '../lib/methods';
 import { findMethod } from '../lib/methods/registry';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'imiad-layouts-'));
@@ -67,5 +68,37 @@ describe('imiad run on every synthetic layout', () => {
         else expect(m.pixelAUROC).toBeGreaterThanOrEqual(0);
       }
     }, 900_000);
+  }
+});
+
+describe('Ctrl-C during training', () => {
+  // CutPaste, DRAEM, DevNet and DRA on MVTec-layout images (labelled anomalies in training for the supervised two):
+  // an abort after the first progress event stops training between steps with ABORT_ERR and keeps no model.
+  for (const method of ['cutpaste', 'draem', 'devnet', 'dra']) {
+    withAddon(method, async () => {
+      const [cat] = await loadDataset('mvtec', roots.get('mvtec')!.root);
+      const supervised = findMethod(method)!.usesLabelledAnomalies;
+      const train = cat.samples.filter((s) => s.split === 'train' || (supervised && s.label === 'anomaly'));
+      const params = method === 'draem' ? { imageSize: 32, widths: [8, 4], batchSize: 4 } : { imageSize: 64, cropSize: 64, batchSize: 4 };
+      const d = createDetector(method as 'cutpaste', { ...params, epochs: 1000, trainThreads: 1, device: 'cpu' } as never);
+      const ac = new AbortController();
+      let events = 0;
+      try {
+        await expect(
+          d.fit(train, {
+            signal: ac.signal,
+            onProgress: () => {
+              events++;
+              ac.abort();
+            },
+          }),
+        ).rejects.toMatchObject({ code: 'ABORT_ERR' });
+        expect(events).toBeGreaterThanOrEqual(1);
+        expect(events).toBeLessThanOrEqual(3);
+        expect(() => d.saveState!()).toThrow(/call fit\(\) before predict\(\)/);
+      } finally {
+        await d.dispose?.();
+      }
+    }, 300_000);
   }
 });
