@@ -3,7 +3,8 @@
  * on every synthetic layout: CutPaste, FAVAE, IGD and GCAD in the vanilla setting, DevNet and DRA in the supervised
  * one, RegAD few-shot (K = 2, meta-trained on the layout's other category; refused on MTD, which has one). Tiny images and one epoch: this proves the
  * layouts' loaders, splits, masks (MVTec LOCO: sPRO) and grey images reach each detector and its evaluation, not
- * accuracy (each detector's own test does that). DRAEM's layout test is in test/draem.test.ts. The tests skip, with
+ * accuracy (each detector's own test does that). DRAEM's layout test is in test/draem.test.ts. Then Ctrl-C: an abort
+ * during training stops CutPaste, DRAEM, DevNet and DRA between steps. The tests skip, with
  * the reason printed, when the training addon is not built.
  */
 import * as fs from 'fs';
