@@ -1,6 +1,6 @@
 /**
  * `npm run bench -- flows [--methods fastflow,cflow,cfa,csflow] [--steps 20] [--size 128] [--batch 8] [--threads N]
- * [--hidden 128]`:
+ * [--hidden 128] [--repeats 3]`:
  * fidelity and speed of the trained heads on frozen features (native/train/flows.cc, feature_heads.cc) against a
  * PyTorch peer that follows the official code with FrEIA's old AllInOneBlock written out
  * (bench/peers/flows_torch.py, Debian's python3-torch). imiad builds the head (CFA: and its memory bank from two
@@ -10,7 +10,8 @@
  * subnets of `hidden` channels); the peer loads the same weights and
  * trains on the same batches (CFlow: the same seeded fiber shuffles). Reported: the largest relative difference of
  * the two loss trajectories (target 1e-4; CS-Flow 1e-3) and imiad's time per step over the peer's (target <= 0.9x), medians over
- * the steps after the first. Table + bench/results/flows.json.
+ * the steps after the first, per round; imiad and the peer run `--repeats` interleaved rounds (measureInterleaved), from
+ * the same exported state each time, with the load printed. Table + bench/results/flows.json.
  */
 import * as fs from 'fs';
 import * as os from 'os';
@@ -18,7 +19,13 @@ import * as path from 'path';
 
 import { trainingAvailable, trainAddonPath, TrainModel, type Nchw, type TrainModelConfig } from '../bindings/train/train';
 import { Random } from '../lib/prng';
-import { flag, intFlag, machineInfo, median, peerAvailable, printTable, type Row, runPeer, writeJson } from './common';
+import { type Contender, flag, formatSpread, intFlag, machineInfo, measureInterleaved, median, peerAvailable, printTable, ratioSpread, type Row, type Run, runPeer, spreadOf, watchLoad, writeJson } from './common';
+
+/** One training run of 20 (or --steps) steps: the losses and each step's seconds. */
+interface Trajectory {
+  losses: number[];
+  stepSeconds: number[];
+}
 
 interface Setup {
   method: 'fastflow' | 'cflow' | 'cfa' | 'csflow';
@@ -112,11 +119,13 @@ export async function main(args: string[]): Promise<void> {
   const batch = intFlag(args, 'batch', 8);
   const threads = intFlag(args, 'threads', os.availableParallelism());
   const hidden = intFlag(args, 'hidden', 128);
+  const repeats = intFlag(args, 'repeats', 3);
   if (size % 128 !== 0) throw new Error(`--size must be a multiple of 128 but is ${size}`);
   const havePeer = peerAvailable(['torch', 'numpy']);
   if (!havePeer) process.stdout.write('PyTorch peer skipped: /usr/bin/python3 cannot import torch (apt-get install python3-torch)\n');
   const rows: Row[] = [];
   const results: unknown[] = [];
+  const warnings: string[] = [];
   for (const method of methods) {
     const s = setup(method, size, threads, hidden);
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), `imiad-bench-${method}-`));
@@ -132,14 +141,11 @@ export async function main(args: string[]): Promise<void> {
       }
       const state = model.state();
       fs.writeFileSync(path.join(dir, 'state.bin'), Buffer.concat(state.arrays.map((a) => Buffer.from(a.buffer, a.byteOffset, a.byteLength))));
-      const losses: number[] = [];
-      const seconds: number[] = [];
+      const batchList: Nchw[][] = [];
       for (let step = 0; step < steps; step++) {
         const features = batchOf(s.levels, batch, rng);
         fs.writeFileSync(path.join(dir, `batch${step}.bin`), Buffer.concat(features.map((f) => Buffer.from(f.data.buffer))));
-        const t = process.hrtime.bigint();
-        losses.push(await model.step(null, features));
-        seconds.push(Number(process.hrtime.bigint() - t) / 1e9);
+        batchList.push(features);
       }
       const meta = {
         method,
@@ -150,26 +156,51 @@ export async function main(args: string[]): Promise<void> {
         ...s.meta,
       };
       fs.writeFileSync(path.join(dir, 'meta.json'), JSON.stringify(meta));
-      let peer: { losses: number[]; stepSeconds: number[]; torch: string } | null = null;
-      if (havePeer) peer = runPeer('flows_torch.py', [dir, String(threads)]);
-      const rel = peer ? Math.max(...losses.map((l, i) => Math.abs(l - peer!.losses[i]) / Math.max(Math.abs(peer!.losses[i]), 1e-12))) : null;
-      const imiadStep = median(seconds.slice(1));
-      const peerStep = peer ? median(peer.stepSeconds.slice(1)) : null;
+      // Each round: imiad from the exported state (a fresh model each time, so every round does the same work) and
+      // the peer, interleaved; a round's time is the median step after the first.
+      const imiadRound = async (): Promise<Run<Trajectory>> => {
+        const m = new TrainModel(s.config);
+        m.loadState(state);
+        const losses: number[] = [];
+        const stepSeconds: number[] = [];
+        for (const features of batchList) {
+          const t = process.hrtime.bigint();
+          losses.push(await m.step(null, features));
+          stepSeconds.push(Number(process.hrtime.bigint() - t) / 1e9);
+        }
+        return { ms: median(stepSeconds.slice(1)) * 1000, result: { losses, stepSeconds } };
+      };
+      const peerRound = async (): Promise<Run<Trajectory>> => {
+        const r = runPeer<Trajectory & { torch: string }>('flows_torch.py', [dir, String(threads)]);
+        return { ms: median(r.stepSeconds.slice(1)) * 1000, result: r };
+      };
+      const contenders: Array<Contender<Trajectory>> = [{ name: 'imiad', run: imiadRound }];
+      if (havePeer) contenders.push({ name: 'torch', run: peerRound });
+      const watch = watchLoad(`flows ${method}`);
+      const done = await measureInterleaved(contenders, repeats);
+      const load = watch.finish();
+      if (load.busy) warnings.push(`${method}: the machine was busy; these figures are not quiet-machine figures`);
+      const losses = done[0].results[0].losses;
+      const peer = havePeer ? done[1].results[0] : null;
+      const rel = peer ? Math.max(...losses.map((l, i) => Math.abs(l - peer.losses[i]) / Math.max(Math.abs(peer.losses[i]), 1e-12))) : null;
+      const ratio = havePeer ? ratioSpread(done[0], done[1]) : null;
       rows.push({
         method,
         params: model.parameterCount,
-        'imiad s/step': imiadStep.toFixed(3),
-        'torch s/step': peerStep === null ? '-' : peerStep.toFixed(3),
-        'time ratio': peerStep === null ? '-' : (imiadStep / peerStep).toFixed(2),
+        'imiad s/step': formatSpread(spreadOf(done[0].ms.runs.map((v) => v / 1000))),
+        'torch s/step': havePeer ? formatSpread(spreadOf(done[1].ms.runs.map((v) => v / 1000))) : '-',
+        'time ratio': ratio === null ? '-' : formatSpread(ratio),
         'max rel loss diff': rel === null ? '-' : rel.toExponential(2),
         target: method === 'csflow' ? 1e-3 : 1e-4,
         agrees: rel === null ? '-' : rel <= (method === 'csflow' ? 1e-3 : 1e-4),
+        'time (<=0.9)': ratio === null ? '-' : ratio.median <= 0.9,
       });
-      results.push({ method, size, batch, steps, threads, parameters: model.parameterCount, imiad: { losses, stepSeconds: seconds }, peer, maxRelativeLossDiff: rel });
+      results.push({ method, size, batch, steps, threads, repeats, parameters: model.parameterCount, imiad: done[0].results, peer: havePeer ? done[1].results : null, load, ratio, maxRelativeLossDiff: rel });
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
   }
-  printTable(`flow heads: ${steps} steps, batch ${batch}, ${size} px feature shapes, ${threads} threads`, rows);
+  printTable(`flow heads: ${steps} steps, batch ${batch}, ${size} px feature shapes, ${threads} threads; median (min-max) over ${repeats} interleaved rounds of each round's median step`, rows);
+  for (const line of warnings) process.stdout.write(`WARNING: ${line}\n`);
   writeJson('flows', { machine: machineInfo(threads), results });
 }
