@@ -4,7 +4,7 @@
  * one, RegAD few-shot (K = 2, meta-trained on the layout's other category; refused on MTD, which has one). Tiny images and one epoch: this proves the
  * layouts' loaders, splits, masks (MVTec LOCO: sPRO) and grey images reach each detector and its evaluation, not
  * accuracy (each detector's own test does that). DRAEM's layout test is in test/draem.test.ts. Then Ctrl-C: an abort
- * during training stops CutPaste, DRAEM, DevNet and DRA between steps. The tests skip, with
+ * during training stops the flow heads, CFA, CutPaste, DRAEM, DevNet and DRA between steps. The tests skip, with
  * the reason printed, when the training addon is not built.
  */
 import * as fs from 'fs';
@@ -73,14 +73,16 @@ describe('imiad run on every synthetic layout', () => {
 });
 
 describe('Ctrl-C during training', () => {
-  // CutPaste, DRAEM, DevNet and DRA on MVTec-layout images (labelled anomalies in training for the supervised two):
-  // an abort after the first progress event stops training between steps with ABORT_ERR and keeps no model.
-  for (const method of ['cutpaste', 'draem', 'devnet', 'dra']) {
+  // The flow heads, CFA, CutPaste, DRAEM, DevNet and DRA on MVTec-layout images (labelled anomalies in training for
+  // the supervised two): an abort after the first progress event stops training between steps with ABORT_ERR and
+  // keeps no model.
+  for (const method of ['fastflow', 'cflow', 'csflow', 'cfa', 'cutpaste', 'draem', 'devnet', 'dra']) {
     withAddon(method, async () => {
       const [cat] = await loadDataset('mvtec', roots.get('mvtec')!.root);
       const supervised = findMethod(method)!.usesLabelledAnomalies;
       const train = cat.samples.filter((s) => s.split === 'train' || (supervised && s.label === 'anomaly'));
-      const params = method === 'draem' ? { imageSize: 32, widths: [8, 4], batchSize: 4 } : { imageSize: 64, cropSize: 64, batchSize: 4 };
+      const side = method === 'csflow' ? 128 : 64; // CS-Flow's three scales need a multiple of 128
+      const params = method === 'draem' ? { imageSize: 32, widths: [8, 4], batchSize: 4 } : { imageSize: side, cropSize: side, batchSize: 4 };
       const d = createDetector(method as 'cutpaste', { ...params, epochs: 1000, trainThreads: 1, device: 'cpu' } as never);
       const ac = new AbortController();
       let events = 0;
