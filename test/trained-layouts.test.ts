@@ -1,11 +1,12 @@
 /**
  * `imiad run` (lib/cli/run.ts, the path the command line takes) with each detector trained on images, in its setting,
- * on every synthetic layout: CutPaste, FAVAE, IGD and GCAD in the vanilla setting, DevNet and DRA in the supervised
+ * on every synthetic layout: FastFlow, CFlow, CS-Flow, CFA, CutPaste, FAVAE, IGD and GCAD in the vanilla setting, DevNet and DRA in the supervised
  * one, RegAD few-shot (K = 2, meta-trained on the layout's other category; refused on MTD, which has one). Tiny images and one epoch: this proves the
  * layouts' loaders, splits, masks (MVTec LOCO: sPRO) and grey images reach each detector and its evaluation, not
  * accuracy (each detector's own test does that). DRAEM's layout test is in test/draem.test.ts. Then Ctrl-C: an abort
  * during training stops the flow heads, CFA, CutPaste, DRAEM, DevNet and DRA between steps. The tests skip, with
- * the reason printed, when the training addon is not built.
+ * the reason printed, when the training addon is not built. The runs share one results store, and the report's
+ * Tables VI, VII, XIII and Fig. 2 are checked to show every method that ran.
  */
 import * as fs from 'fs';
 import * as os from 'os';
@@ -17,6 +18,11 @@ import { loadDataset } from '../lib/datasets';
 import { synthesize, SYNTH_LAYOUTS } from '../lib/datasets/synth';
 import { createDetector } from '../lib/methods';
 import { findMethod } from '../lib/methods/registry';
+import { reportData } from '../lib/report/data';
+import { accuracyEfficiencyFigures } from '../lib/report/figures';
+import { toMarkdown } from '../lib/report/table';
+import { tableVI, tableVII, tableXIII } from '../lib/report/tables';
+import { ResultsStore } from '../lib/runner/store';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'imiad-layouts-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -24,6 +30,9 @@ afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 const available = trainingAvailable();
 if (!available) process.stdout.write(`test/trained-layouts.test.ts: skipping: the training addon is not built (${trainAddonPath()}); run npm run build:train\n`);
 const withAddon = available ? test : test.skip;
+
+/** Every run's row, for the report test at the end. */
+const store = path.join(tmp, 'results.db');
 
 /** One root per layout with two categories of 64 px images (RegAD meta-trains on the other one). */
 const roots = new Map<string, { root: string; category: string }>();
@@ -37,6 +46,10 @@ beforeAll(async () => {
 }, 300_000);
 
 const cases: { method: string; flags: Partial<RunCommandOptions> }[] = [
+  { method: 'fastflow', flags: { imageSize: '64', batchSize: '4' } },
+  { method: 'cflow', flags: { imageSize: '64', batchSize: '4' } },
+  { method: 'csflow', flags: { imageSize: '128', batchSize: '4' } },
+  { method: 'cfa', flags: { imageSize: '64', batchSize: '4' } },
   { method: 'cutpaste', flags: { imageSize: '64', batchSize: '4' } },
   { method: 'favae', flags: { imageSize: '128', batchSize: '4' } },
   { method: 'igd', flags: { imageSize: '64', batchSize: '4' } },
@@ -57,7 +70,7 @@ describe('imiad run on every synthetic layout', () => {
           await expect(runRun({ dataset: layout, root, method, epochs: '1', categories: category, ...flags })).rejects.toThrow(/RegAD meta-trains on the other categories of the dataset, but category mtd .* has none beside it/);
           continue;
         }
-        const outcome = await runRun({ dataset: layout, root, method, epochs: '1', categories: category, ...flags });
+        const outcome = await runRun({ dataset: layout, root, method, epochs: '1', categories: category, store, ...flags });
         expect(outcome.aborted).toBe(false);
         expect(outcome.results).toHaveLength(1);
         const m = outcome.results[0].metrics as Record<string, number | null | undefined>;
@@ -70,6 +83,29 @@ describe('imiad run on every synthetic layout', () => {
       }
     }, 900_000);
   }
+
+  withAddon('the report shows them: Tables VI, VII (LOCO), XIII and Fig. 2 from the same store', () => {
+    const results = new ResultsStore(store, { readonly: true });
+    try {
+      const rows = results.rows();
+      const data = reportData(rows);
+      // Checked for the methods that ran (all of them, asserted last; fewer when a -t filter ran some).
+      const ran = new Set(rows.map((r) => r.config.method));
+      const vanilla = cases.filter((c) => (c.flags.setting ?? 'vanilla') === 'vanilla' && ran.has(c.method)).map((c) => c.method);
+      const header = toMarkdown(tableVI(data)!).split('\n').find((l) => l.startsWith('| Dataset'))!;
+      for (const m of vanilla) expect(header).toContain(` ${m} `);
+      const vii = toMarkdown(tableVII(data)!);
+      for (const m of vanilla) expect(vii).toMatch(new RegExp(`\\| ${m} \\| [*<u>]*\\d\\.\\d{3}`));
+      // Table XIII: the vanilla methods beside RegAD's few-shot column, per dataset.
+      const xiii = toMarkdown(tableXIII(data).find((t) => t.slug === 'table-XIII-mvtec')!);
+      for (const m of [...vanilla, ...(ran.has('regad') ? ['regad'] : [])]) expect(xiii).toContain(` ${m} `);
+      const fig2 = accuracyEfficiencyFigures(data).find((f) => f.slug === 'fig2-mvtec')!;
+      for (const m of vanilla) expect(fig2.svg).toContain(`>${m}<`);
+      expect(ran).toEqual(new Set(cases.map((c) => c.method)));
+    } finally {
+      results.close();
+    }
+  });
 });
 
 describe('Ctrl-C during training', () => {
