@@ -65,6 +65,8 @@ export {
   type CutPasteParams,
   DevNet,
   type DevNetParams,
+  Bgad,
+  type BgadParams,
   Dra,
   type DraParams,
   Regad,

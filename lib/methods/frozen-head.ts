@@ -85,7 +85,7 @@ interface FeatureCache {
 
 export abstract class FrozenFeatureHead implements Detector {
   abstract readonly name: string;
-  readonly usesLabelledAnomalies = false;
+  readonly usesLabelledAnomalies: boolean = false;
   readonly epochs: number;
   readonly lr: number;
   readonly sigma: number;
@@ -95,12 +95,12 @@ export abstract class FrozenFeatureHead implements Detector {
   readonly trainThreads: number;
   protected readonly extractor: FeatureExtractor;
   private readonly cacheFeatures?: boolean;
-  private model: TrainModel | null = null;
+  protected model: TrainModel | null = null;
   /** fit() calls the current head has been trained by (continued fits count on). */
-  private fits = 0;
+  protected fits = 0;
   private modelBytes = 0;
   private timing: Timing = { backboneMs: [], methodMs: [] };
-  private stats: TrainingStats | null = null;
+  protected stats: TrainingStats | null = null;
 
   protected constructor(
     params: FrozenHeadParams,
@@ -151,7 +151,7 @@ export abstract class FrozenFeatureHead implements Detector {
     return 'none';
   }
 
-  private createModel(channels: number[], extra: Record<string, number[]>): TrainModel {
+  protected createModel(channels: number[], extra: Record<string, number[]>): TrainModel {
     return new TrainModel({
       kind: this.defaults.kind,
       channels,
@@ -173,7 +173,7 @@ export abstract class FrozenFeatureHead implements Detector {
   }
 
   /** Features of the samples in batches of `batchSize`, in the given order. */
-  private async *featureBatches(samples: Sample[], batchSize: number, opts: RunOptions): AsyncGenerator<HeadBatch> {
+  protected async *featureBatches(samples: Sample[], batchSize: number, opts: RunOptions): AsyncGenerator<HeadBatch> {
     const { imageSize, cropSize: crop, layers } = this.extractor.params;
     const backbone = await this.extractor.load();
     const paths = samples.map((s) => s.path);
@@ -311,7 +311,7 @@ export abstract class FrozenFeatureHead implements Detector {
     this.stats = { epochs: passes, trainSeconds: elapsedMs(t0) / 1000, imagesPerSecond: seen / loopSeconds, losses };
   }
 
-  private setModel(model: TrainModel): void {
+  protected setModel(model: TrainModel): void {
     this.model = model;
     this.modelBytes = model.state().arrays.reduce((a, x) => a + x.byteLength, 0);
   }

@@ -3,6 +3,7 @@
  * `createDetector`, `imiad run --method` (its checks and `--help`), the grid, the demo and the reports read the
  * list from this table; nothing else names the methods.
  */
+import { Bgad } from './bgad';
 import { Cfa } from './cfa';
 import { CFlow } from './cflow';
 import { CsFlow } from './csflow';
@@ -267,6 +268,20 @@ export const METHODS: readonly MethodEntry[] = [
     continual: 'sequential',
     options: TRAINED_OPTIONS,
     summary: 'dual residual heads (holistic, seen, CutMix pseudo, composite) on a fine-tuned ResNet-18 (supervised setting; libtorch)',
+  },
+  {
+    name: 'bgad',
+    label: 'BGAD',
+    create: (p) => new Bgad(p),
+    trained: true,
+    usesLabelledAnomalies: true,
+    hasMaps: true,
+    imageSize: 256,
+    cropSize: 256,
+    normalisation: 'imagenet',
+    continual: 'sequential',
+    options: [...TRAINED_OPTIONS, { flag: 'foreground', param: 'foregroundRoot' }],
+    summary: "CFlow's conditional flows trained on normals, labelled anomalies and their copy-pastes with masks: focal ML + explicit boundary loss (supervised setting; libtorch)",
   },
   {
     name: 'regad',

@@ -16,6 +16,19 @@
 // a cosine per meta-epoch down to lr 1e-3 (warmup_learning_rate / adjust_learning_rate). Map per level:
 // exp(log p / C - m_l), m_l the maximum over the TRAINING normals (the official code takes it over the test set),
 // upsampled bilinearly (align_corners=True) and summed; map = levels - sum.
+//
+// BGAD (Yao et al., "Explicit Boundary Guided Semi-Push-Pull Contrastive Learning for Supervised Anomaly Detection",
+// CVPR 2023; xcyao00/BGAD engines/bgad_fas_train_engine.py, losses/losses.py) is CFlow's decoder with another loss
+// (kind "bgad"): Step's `images` are the batch's pixel masks [n, 1, S, S] (null: all normal), downsampled (nearest)
+// to each level; chunks of N = 4096 fibers. Meta-epoch 0 (Configure("epoch", {0})): chunks holding no anomalous fiber,
+// -logsigmoid(log p / C); chunks with one are skipped. Later meta-epochs: a chunk without anomalous fibers takes the
+// focal-weighted ML loss mean(-logsigmoid(l) w_n(l)); a chunk with some takes mean over its normal fibers of
+// -logsigmoid(l) w_n(l) plus lambda (L_n + L_a): b_n = the floor(beta count_n)-th smallest normal l, / 10; b_a = b_n - tau;
+// L_n = mean over normal l / 10 <= b_n of (b_n - l / 10) w_n; L_a = mean over anomalous l / 10 >= b_a of
+// (l / 10 - b_a) w_a (weights detached). Focal weights (normal_fl_weighting, abnormal_fl_weighting) of q = l / 10:
+// w_n = 1 where q > -0.2, else 11.7 (1 - e^q)^0.5 |q|; w_a = 1 where q <= -1, else 0.53 (1 + e^q)^2 / |q|. An empty L_a
+// (no anomalous fiber above b_a) counts 0: the official loss value is then NaN, its gradient the same. The caller sets
+// the learning rate before every batch (SetLearningRate: the official warm-up + cosine, lib/methods/bgad.ts).
 #include "flows.h"
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -253,7 +266,14 @@ class CFlow : public HeadModel {
     const int64_t blocks = static_cast<int64_t>(Extra(config, "blocks", {8})[0]);
     const double clamp = Extra(config, "clamp", {1.9})[0];
     condition_ = static_cast<int64_t>(Extra(config, "condition", {128})[0]);
-    fibers_ = static_cast<int64_t>(Extra(config, "fibers", {256})[0]);
+    bgad_ = config.kind == "bgad";
+    fibers_ = static_cast<int64_t>(Extra(config, "fibers", {bgad_ ? 4096.0 : 256.0})[0]);
+    // BGAD: beta, tau, normaliser, lambda, focal weighting (0/1); README / scripts.sh: beta 0.01 with focal weights.
+    auto boundary = Extra(config, "boundary", {0.01, 0.1, 10, 1, 1});
+    if (boundary.size() != 5 || !(boundary[0] >= 0 && boundary[0] < 1) || !(boundary[2] > 0)) {
+      throw InvalidArgument("ERR_IMIAD_RANGE", "Expected BGAD's boundary settings {beta in [0, 1), tau, normaliser > 0, lambda, focal 0/1}");
+    }
+    beta_ = boundary[0], tau_ = boundary[1], normalizer_ = boundary[2], lambda_ = boundary[3], focal_ = boundary[4] != 0;
     auto schedule = Extra(config, "schedule", {1, 25, 8, 2});  // steps per sub-epoch, meta-epochs, sub-epochs, warm-up
     stepsPerEpoch_ = static_cast<int64_t>(schedule.at(0));
     metaEpochs_ = static_cast<int64_t>(schedule.at(1));
@@ -280,10 +300,14 @@ class CFlow : public HeadModel {
     Finish(net, std::make_unique<torch::optim::Adam>(TrainableParameters(*net), torch::optim::AdamOptions(config.lr).weight_decay(config.weightDecay)));
   }
 
-  double Step(const View&, const std::vector<View>& features, const RunControl& control) override {
+  double Step(const View& masks, const std::vector<View>& features, const RunControl& control) override {
     return OnTrainingThread([&] {
       CheckLevels(features, config_.teacherChannels, {});
-      SetLearningRate();
+      if (bgad_) {
+        CheckMasks(masks, features[0].n);
+      } else {
+        SetLearningRate();
+      }
       net_->train();
       double sum = 0;
       int64_t count = 0;
@@ -291,6 +315,8 @@ class CFlow : public HeadModel {
         torch::Tensor e, c;
         Fibers(features[l], &e, &c);
         const int64_t total = e.size(0);
+        torch::Tensor m;
+        if (bgad_) m = LevelMask(masks, features[l]);
         auto order = torch::randperm(total, generator_, torch::TensorOptions().dtype(torch::kInt64)).to(device_);
         // The official loop drops the remainder (E // N chunks); a level with fewer than N fibers is one chunk.
         const int64_t chunk = std::min(fibers_, total);
@@ -299,15 +325,37 @@ class CFlow : public HeadModel {
           auto idx = order.narrow(0, f, chunk);
           auto out = net_->flows[l]->forward(e.index_select(0, idx), c.index_select(0, idx));
           auto logp = GaussianLogLikelihood(out.first, out.second) / static_cast<double>(e.size(1));
-          auto loss = -F::logsigmoid(logp);
-          const double value = Apply(loss.mean());
+          torch::Tensor loss;
+          if (!bgad_) {
+            loss = -F::logsigmoid(logp).mean();
+          } else {
+            loss = BgadLoss(logp, m.index_select(0, idx));
+            if (!loss.defined()) continue;
+          }
+          const double value = Apply(loss);
           if (!std::isfinite(value)) return value;
           sum += value * static_cast<double>(chunk);
           count += chunk;
         }
       }
       step_++;
-      return sum / static_cast<double>(count);
+      // A BGAD batch whose every chunk was skipped (anomalous chunks in meta-epoch 0) trained nothing: loss 0.
+      return count == 0 ? 0.0 : sum / static_cast<double>(count);
+    });
+  }
+
+  // BGAD's epochs: {meta-epoch} (0: normals only).
+  void Configure(const std::string& key, const std::vector<double>& values) override {
+    if (!bgad_ || key != "epoch" || values.size() != 1 || !(values[0] >= 0)) {
+      throw InvalidArgument("ERR_IMIAD_ARGUMENT", "This model takes no setting " + key + (bgad_ ? " (BGAD takes epoch = {meta-epoch >= 0})" : ""));
+    }
+    epoch_ = static_cast<int64_t>(values[0]);
+  }
+
+  void SetLearningRate(double lr) override {
+    if (!bgad_) throw InvalidArgument("ERR_IMIAD_ARGUMENT", "This model keeps its own learning-rate schedule");
+    OnTrainingThread([&] {
+      for (auto& group : optimizer_->param_groups()) static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr);
     });
   }
 
@@ -332,7 +380,7 @@ class CFlow : public HeadModel {
       torch::NoGradGuard guard;
       net_->eval();
       if (!torch::isfinite(net_->levelMax).all().item<bool>()) {
-        throw InvalidArgument("ERR_IMIAD_STATE", "CFlow's normalising maxima are not fixed: calibrate on the training normals first");
+        throw InvalidArgument("ERR_IMIAD_STATE", std::string(bgad_ ? "BGAD" : "CFlow") + "'s normalising maxima are not fixed: calibrate on the training normals first");
       }
       auto sum = torch::zeros({features[0].n, 1, outSize, outSize}, torch::TensorOptions().device(device_));
       for (size_t l = 0; l < features.size(); l++) {
@@ -365,6 +413,68 @@ class CFlow : public HeadModel {
     return torch::cat(parts).reshape({v.n, 1, v.h, v.w});
   }
 
+  void CheckMasks(const View& masks, int64_t n) {
+    if (masks.data == nullptr) return;
+    if (masks.n != n || masks.c != 1 || masks.h < 1 || masks.w < 1) {
+      throw InvalidArgument("ERR_IMIAD_DIMS", "Expected BGAD's masks as [" + std::to_string(n) + ", 1, h, w] but received [" + std::to_string(masks.n) + ", " +
+                                                  std::to_string(masks.c) + ", " + std::to_string(masks.h) + ", " + std::to_string(masks.w) + "]");
+    }
+  }
+
+  // The batch's masks at the level's size (F.interpolate's default 'nearest'), flattened in fiber order [n h w];
+  // zeros without masks.
+  torch::Tensor LevelMask(const View& masks, const View& v) {
+    if (masks.data == nullptr) return torch::zeros({v.n * v.h * v.w}, torch::TensorOptions().device(device_));
+    auto m = ViewTensor(masks, device_);
+    return F::interpolate(m, F::InterpolateFuncOptions().size(std::vector<int64_t>{v.h, v.w}).mode(torch::kNearest)).reshape({-1});
+  }
+
+  // normal_fl_weighting / abnormal_fl_weighting of losses/losses.py on detached log-likelihoods.
+  torch::Tensor NormalWeights(const torch::Tensor& logp) const {
+    auto q = logp / normalizer_;
+    auto w = 11.7 * (1 - torch::exp(q)).pow(0.5) * torch::abs(q);
+    return torch::where(q > -0.2, torch::ones_like(q), w);
+  }
+
+  torch::Tensor AbnormalWeights(const torch::Tensor& logp) const {
+    auto q = logp / normalizer_;
+    auto w = 0.53 * (1 + torch::exp(q)).pow(2) * (1 / torch::abs(q));
+    return torch::where(q <= -1.0, torch::ones_like(q), w);
+  }
+
+  // The chunk's BGAD loss (see the file comment); undefined when the chunk is skipped.
+  torch::Tensor BgadLoss(const torch::Tensor& logp, const torch::Tensor& mask) {
+    const bool anomalous = mask.sum().item<float>() > 0;
+    if (epoch_ == 0) return anomalous ? torch::Tensor() : -F::logsigmoid(logp).mean();
+    auto detached = logp.detach();
+    if (!anomalous) return focal_ ? (-F::logsigmoid(logp) * NormalWeights(detached)).mean() : -F::logsigmoid(logp).mean();
+    auto normal = mask == 0, abnormal = mask == 1;
+    auto normalLogp = detached.masked_select(normal);
+    if (normalLogp.numel() == 0) return {};  // the official code fails on a chunk without normal fibers
+    const auto k = static_cast<int64_t>((normal.sum() * beta_).item<float>());
+    auto bn = std::get<0>(normalLogp.sort()).index({k}) / normalizer_;
+    auto ba = bn - tau_;
+    auto q = logp / normalizer_;
+    auto qn = q.masked_select(normal), qa = q.masked_select(abnormal);
+    torch::Tensor wn, wa;
+    auto ml = -F::logsigmoid(logp.masked_select(normal));
+    if (focal_) {
+      wn = NormalWeights(normalLogp);
+      wa = AbnormalWeights(detached.masked_select(abnormal));
+      ml = ml * wn;
+    }
+    auto inN = qn <= bn, inA = qa >= ba;
+    auto ln = bn - qn.masked_select(inN);
+    auto la = qa.masked_select(inA) - ba;
+    if (focal_) {
+      ln = ln * wn.masked_select(inN);
+      la = la * wa.masked_select(inA);
+    }
+    auto boundary = ln.mean();
+    if (la.numel() > 0) boundary = boundary + la.mean();
+    return ml.mean() + lambda_ * boundary;
+  }
+
   // cflow-ad's warmup_learning_rate and adjust_learning_rate on the step counter.
   void SetLearningRate() {
     const double lr = config_.lr, etaMin = lr * 1e-3;
@@ -384,6 +494,9 @@ class CFlow : public HeadModel {
   int64_t condition_ = 128, fibers_ = 256;
   int64_t stepsPerEpoch_ = 1, metaEpochs_ = 25, subEpochs_ = 8, warmEpochs_ = 2;
   int64_t step_ = 0;
+  bool bgad_ = false, focal_ = true;
+  double beta_ = 0.01, tau_ = 0.1, normalizer_ = 10, lambda_ = 1;
+  int64_t epoch_ = 0;
 };
 
 // CS-Flow (Rudolph et al., "Fully Convolutional Cross-Scale-Flows for Image-based Defect Detection", WACV 2022;
@@ -498,7 +611,7 @@ class CsFlow : public HeadModel {
 std::unique_ptr<Model> CreateFlowModel(const ModelConfig& config) {
   if (config.kind == "fastflow") return std::make_unique<FastFlow>(config);
   if (config.kind == "csflow") return std::make_unique<CsFlow>(config);
-  if (config.kind == "cflow") return std::make_unique<CFlow>(config);
+  if (config.kind == "cflow" || config.kind == "bgad") return std::make_unique<CFlow>(config);
   throw InvalidArgument("ERR_IMIAD_ARGUMENT", "Unknown flow model kind " + config.kind);
 }
 

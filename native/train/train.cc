@@ -543,7 +543,7 @@ std::unique_ptr<Model> CreateModel(const ModelConfig& config) {
   if (config.kind == "rd4ad") return std::make_unique<Rd4ad>(config);
   // The heads on the teacher's three levels, seeded under the seed lock.
   static const std::pair<const char*, Factory> kHeadModels[] = {
-      {"fastflow", CreateFlowModel}, {"cflow", CreateFlowModel}, {"csflow", CreateFlowModel},
+      {"fastflow", CreateFlowModel}, {"cflow", CreateFlowModel}, {"csflow", CreateFlowModel}, {"bgad", CreateFlowModel},
       {"cfa", CreateFeatureHeadModel}, {"regad", CreateRegadModel}, {"favae", CreateFavaeModel},
   };
   for (const auto& [kind, create] : kHeadModels) {
