@@ -44,6 +44,8 @@ export interface BgadJobOptions {
   batch: number;
   threads: number;
   fibers: number;
+  /** Channels of the three levels (default ResNet-18's 64, 128, 256). */
+  channels?: number[];
 }
 
 export interface BgadJob {
@@ -59,11 +61,12 @@ export interface BgadJob {
  */
 export function writeBgadJob(dir: string, o: BgadJobOptions): BgadJob {
   const { steps, size, batch, threads, fibers } = o;
+  const [c1, c2, c3] = o.channels ?? [64, 128, 256];
   if (size % 16 !== 0) throw new Error(`--size must be a multiple of 16 but is ${size}`);
   const levels = [
-    [64, size / 4, size / 4],
-    [128, size / 8, size / 8],
-    [256, size / 16, size / 16],
+    [c1, size / 4, size / 4],
+    [c2, size / 8, size / 8],
+    [c3, size / 16, size / 16],
   ];
   if (batch * (size / 16) ** 2 < fibers) throw new Error(`--batch x (--size / 16)^2 must hold a chunk of ${fibers} fibers (the official loop trains no chunk on a smaller level)`);
   // 4 batches per meta-epoch, 1 sub-epoch each: warm-up and cosine both move within 20 steps.

@@ -2,13 +2,18 @@
  * BGAD (lib/methods/bgad.ts; native/train/flows.cc kind "bgad"): in the supervised setting on tiny generated data
  * it localises the defects (pixel AUROC), a checkpoint reloads to identical scores, it refuses a training set without
  * labelled anomalies (saying how to get them) and an anomaly without a mask (naming it), Ctrl-C stops it with
- * ABORT_ERR keeping no model, and its learning rate follows the official warm-up and cosine. The tests skip, with the
- * reason printed, when the training addon is not built.
+ * ABORT_ERR keeping no model, its learning rate follows the official warm-up and cosine, and, where /usr/bin/python3
+ * has torch, 20 training batches (normals, then masked anomalies) give the losses of the PyTorch peer written from the
+ * official engine (bench/peers/bgad_torch.py) to 1e-4. The tests skip, with the reason printed, when the training
+ * addon is not built.
  */
+import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
+import { maxRelativeDiff, trainBgadJob, writeBgadJob } from '../bench/bgad';
+import { runPeer } from '../bench/common';
 import { trainAddonPath, trainingAvailable, TrainModel } from '../bindings/train/train';
 import { loadDataset } from '../lib/datasets';
 import { synthesize } from '../lib/datasets/synth';
@@ -25,6 +30,10 @@ afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 const available = trainingAvailable();
 if (!available) process.stdout.write(`test/bgad.test.ts: skipping the BGAD tests: the training addon is not built (${trainAddonPath()}); run npm run build:train\n`);
 const withAddon = available ? test : test.skip;
+const peerPython = '/usr/bin/python3';
+const torchAvailable = fs.existsSync(peerPython) && spawnSync(peerPython, ['-c', 'import torch, numpy'], { stdio: 'ignore' }).status === 0;
+if (available && !torchAvailable) process.stdout.write(`test/bgad.test.ts: skipping the PyTorch peer comparison: ${peerPython} cannot import torch and numpy (apt-get install python3-torch)\n`);
+const withPeer = available && torchAvailable ? test : test.skip;
 
 let category: Category;
 let root = '';
@@ -126,6 +135,20 @@ describe('BGAD', () => {
     expect(bgadLearningRate(lr, 25, 2, 3, 10)).toBeCloseTo(to, 15);
     expect(bgadLearningRate(lr, 25, 24, 0, 10)).toBeCloseTo(lr * 1e-3 + ((lr - lr * 1e-3) * (1 + Math.cos((Math.PI * 24) / 25))) / 2, 15);
   });
+
+  withPeer("20 batches give the PyTorch peer's losses to 1e-4 (same weights, batches, masks and fiber shuffles)", () => {
+    const dir = fs.mkdtempSync(path.join(tmp, 'peer-'));
+    // 32 px shapes (8, 4 and 2 px levels of 16, 32 and 64 channels), batch 8, chunks of 32 fibers: meta-epoch 0,
+    // then 4 masked meta-epochs (bench/bgad.ts runs the full-size job).
+    const job = writeBgadJob(dir, { steps: 20, size: 32, batch: 8, threads: 1, fibers: 32, channels: [16, 32, 64] });
+    return trainBgadJob(job).then((ours) => {
+      const peer = runPeer<{ losses: number[] }>('bgad_torch.py', [dir, '1']);
+      expect(peer.losses).toHaveLength(20);
+      expect(maxRelativeDiff(ours.losses, peer.losses)).toBeLessThanOrEqual(1e-4);
+      // The boundary loss moves the later batches' losses above the normal-only ones.
+      expect(Math.min(...ours.losses.slice(4))).toBeGreaterThan(Math.max(...ours.losses.slice(0, 4)));
+    });
+  }, 60_000);
 
   test('the registry entry', () => {
     expect(findMethod('bgad')).toMatchObject({ label: 'BGAD', trained: true, usesLabelledAnomalies: true, hasMaps: true, imageSize: 256, cropSize: 256, normalisation: 'imagenet' });
