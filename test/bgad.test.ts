@@ -40,7 +40,7 @@ let root = '';
 let train: Sample[] = [];
 let testSet: Sample[] = [];
 // 64 px: ResNet-18 layers 1..3 at 16, 8 and 4 px; batch 8 of the 12 normals + 4 anomalies x 10.
-const small = { imageSize: 64, cropSize: 64, batchSize: 8, fibers: 256, subEpochs: 2, trainThreads: 2, device: 'cpu' as const };
+const small = { imageSize: 64, cropSize: 64, batchSize: 8, fibers: 256, subEpochs: 2, trainThreads: 1, device: 'cpu' as const };
 
 beforeAll(async () => {
   root = path.join(tmp, 'mvtec');
@@ -67,6 +67,22 @@ describe('BGAD', () => {
     expect(fs.readFileSync(path.join(tmp, 'loaded.csv'), 'utf8')).toBe(fs.readFileSync(path.join(tmp, 'fitted.csv'), 'utf8'));
     expect(loaded.metrics.pixel_auroc).toBe(fitted.metrics.pixel_auroc);
   }, 120_000);
+
+  withAddon('the cached features of the normals and real anomalies train exactly as the backbone run per batch', async () => {
+    const losses: number[][] = [];
+    for (const cacheFeatures of [true, false]) {
+      // 2 repetitions of the 4 anomalies, 1 raw and 1 copy-pasted: (12 + 8) / 8 = 2 batches after the first meta-epoch.
+      const d = new Bgad({ ...small, subEpochs: 1, epochs: 2, repeats: 2, rawRepeats: 1, cacheFeatures });
+      try {
+        await d.fit(train);
+        losses.push(d.trainingStats()!.losses);
+      } finally {
+        await d.dispose();
+      }
+    }
+    expect(losses[0]).toHaveLength(2);
+    expect(losses[1]).toEqual(losses[0]);
+  }, 60_000);
 
   withAddon('refuses a training set without labelled anomalies and an anomaly without a mask', async () => {
     const d = new Bgad({ ...small, epochs: 1 });

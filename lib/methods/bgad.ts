@@ -20,6 +20,10 @@
  *   `len([normal_loader, train_loader])` = 2 batches per sub-epoch whatever the loaders hold; here it counts the
  *   meta-epoch's real batches, as cflow-ad does.
  *
+ * The features of the normal images and the real anomalies are computed once and kept in memory when they fit in half
+ * the memory budget (`cacheFeatures` forces either way); the copy-pastes go through the backbone in every batch, as
+ * every image does in the official loop.
+ *
  * Backbone: the official one is timm's tf_efficientnet_b6 stages 1..3 (40/72/200 channels at strides 4/8/16), which
  * this project has no weights for; the default is ResNet-18 layers 1..3 (64/128/256 channels at the same strides).
  * Input 256 px, ImageNet-normalised. Map and score exactly as CFlow: per level exp(log p / C - m_l), m_l the maximum
@@ -27,6 +31,7 @@
  * map = levels - sum; image score = the map's maximum; no blur.
  */
 import { imiadError, invalidType } from '../../bindings/errors';
+import { defaultMemoryBudget } from '../../bindings/gaussian';
 import * as is from '../../bindings/is';
 import type { Nchw, TrainModel } from '../../bindings/train/train';
 import { IMAGENET_MEAN, IMAGENET_STD } from '../image/pipeline';
@@ -165,6 +170,37 @@ export class Bgad extends FrozenFeatureHead {
     };
     const shapes = (await this.features([normals[0]], cropSize)).map((f) => f.shape);
     const channels = shapes.map((s) => s[1]);
+    // The features of the normal images and the real anomalies (index N + i) are computed once and kept when they fit
+    // in half the memory budget; the copy-pastes change every time and always go through the backbone.
+    const perLevel = shapes.map((s) => s[1] * s[2] * s[3]);
+    const cached = normals.length + anomalies.length;
+    const budget = this.extractor.params.memoryBudgetBytes ?? defaultMemoryBudget();
+    let cache: Float32Array[] | null = null;
+    if (this.cacheFeatures ?? 4 * perLevel.reduce((a, b) => a + b, 0) * cached <= budget / 2) {
+      cache = perLevel.map((per) => new Float32Array(cached * per));
+      const all = normals.concat(anomalies);
+      for (let s = 0; s < cached; s += batchSize) {
+        aborted();
+        const f = await this.features(all.slice(s, s + batchSize), cropSize);
+        f.forEach((level, l) => cache![l].set(level.data, s * perLevel[l]));
+      }
+    }
+    const cacheIndex = (it: Item): number => (it.kind === 'normal' ? it.index : it.kind === 'raw' ? normals.length + it.index : -1);
+    const batchFeatures = async (batch: Item[], images: LabelledImage[]): Promise<Nchw[]> => {
+      if (cache === null) return this.features(images, cropSize);
+      const fresh = batch.map((it, j) => (cacheIndex(it) < 0 ? j : -1)).filter((j) => j >= 0);
+      const extracted = fresh.length ? await this.features(fresh.map((j) => images[j]), cropSize) : [];
+      return shapes.map((shape, l): Nchw => {
+        const per = perLevel[l];
+        const data = new Float32Array(batch.length * per);
+        batch.forEach((it, j) => {
+          const c = cacheIndex(it);
+          const k = fresh.indexOf(j);
+          data.set(c >= 0 ? cache![l].subarray(c * per, (c + 1) * per) : extracted[l].data.subarray(k * per, (k + 1) * per), j * per);
+        });
+        return { data, shape: [batch.length, shape[1], shape[2], shape[3]] };
+      });
+    };
     if (proceed && (this.model as TrainModel).config.channels.join() !== channels.join()) {
       throw imiadError('RangeError', 'ERR_IMIAD_DIMS', `Expected feature levels of ${(this.model as TrainModel).config.channels.join(', ')} channels as in the earlier fit() but received ${channels.join(', ')}`);
     }
@@ -210,7 +246,7 @@ export class Bgad extends FrozenFeatureHead {
             if (it.kind === 'raw') return anomalies[it.index];
             return sampler.copyPaste(it.index, epochRng.fork(`paste-${b}-${j}`));
           });
-          const features = await this.features(images, cropSize);
+          const features = await batchFeatures(batch, images);
           let masks: Nchw | null = null;
           if (batch.some((it) => it.kind !== 'normal')) {
             const plane = cropSize * cropSize;
@@ -238,7 +274,8 @@ export class Bgad extends FrozenFeatureHead {
     // The normalising maxima over the training normals.
     for (let s = 0; s < normals.length; s += batchSize) {
       aborted();
-      await model.calibrate(await this.features(normals.slice(s, s + batchSize), cropSize), s === 0, { signal: opts.signal });
+      const items = normals.slice(s, s + batchSize).map((_, j): Item => ({ kind: 'normal', index: s + j }));
+      await model.calibrate(await batchFeatures(items, normals.slice(s, s + batchSize)), s === 0, { signal: opts.signal });
     }
     this.setModel(model);
     this.fits = fitIndex + 1;

@@ -94,7 +94,7 @@ export abstract class FrozenFeatureHead implements Detector {
   readonly trainDevice: 'cpu' | 'cuda';
   readonly trainThreads: number;
   protected readonly extractor: FeatureExtractor;
-  private readonly cacheFeatures?: boolean;
+  protected readonly cacheFeatures?: boolean;
   protected model: TrainModel | null = null;
   /** fit() calls the current head has been trained by (continued fits count on). */
   protected fits = 0;
