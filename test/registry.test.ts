@@ -18,7 +18,7 @@ describe('registry', () => {
     expect(findMethod('stpm')).toMatchObject({ trained: true, continual: 'sequential', cropSize: 256 });
     expect(findMethod('cutpaste')).toMatchObject({ trained: true, hasMaps: false, imageSize: 224, cropSize: 224, continual: 'sequential', normalisation: 'imagenet' });
     // Only the supervised detectors learn from the labelled anomalies (and refuse to run without them).
-    expect(METHODS.filter((m) => m.usesLabelledAnomalies).map((m) => m.name)).toEqual(['devnet', 'dra']);
+    expect(METHODS.filter((m) => m.usesLabelledAnomalies).map((m) => m.name)).toEqual(['devnet', 'dra', 'semirest']);
     expect(findMethod('draem')).toMatchObject({ trained: true, continual: 'sequential', imageSize: 256, cropSize: 256, normalisation: 'unit', hasMaps: true });
     expect(METHODS.filter((m) => m.normalisation === 'unit').map((m) => m.name)).toEqual(['regad', 'draem', 'favae']);
     expect(findMethod('favae')).toMatchObject({ trained: true, continual: 'sequential', imageSize: 128, cropSize: 128, normalisation: 'unit' });
@@ -39,7 +39,7 @@ describe('registry', () => {
     expect(() => runParams({ ...base, epochs: '3' })).toThrow('--epochs applies to the trained methods (stpm, rd4ad, cfa, cflow, csflow, fastflow, cutpaste, devnet, dra, regad, draem, favae, igd, gcad, semirest), not padim');
     expect(runParams({ ...base, method: 'patchcore', coreset: '0.5', reweight: '3' })).toEqual({ coreset: 0.5, reweight: 3 });
     expect(runParams({ ...base, method: 'stpm', epochs: '3', lr: '0.1' })).toEqual({ epochs: 3, lr: 0.1 });
-    expect(() => runParams({ ...base, textureRoot: '/data/dtd' })).toThrow('--texture-root applies to --method draem, not padim');
+    expect(() => runParams({ ...base, textureRoot: '/data/dtd' })).toThrow('--texture-root applies to --method draem|semirest, not padim');
     expect(runParams({ ...base, method: 'draem', textureRoot: '/data/dtd', epochs: '3' })).toEqual({ textureRoot: '/data/dtd', epochs: 3 });
   });
 
