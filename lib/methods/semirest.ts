@@ -30,7 +30,7 @@ import { imiadError, invalidType } from '../../bindings/errors';
 import { patchEmbedding } from '../../bindings/filters';
 import { defaultMemoryBudget } from '../../bindings/gaussian';
 import * as is from '../../bindings/is';
-import { KnnIndex } from '../../bindings/knn';
+import { KnnIndex, type KnnResult } from '../../bindings/knn';
 import { resolveTrainDevice, trainDeviceParam } from '../../bindings/train/device';
 import { trainAddon, TrainModel } from '../../bindings/train/train';
 import type { Device } from '../../bindings/validate';
@@ -58,6 +58,9 @@ import {
 import type { AnomalyMap, Detector, DetectorState, FitOptions, Prediction, RunOptions, Timing, TrainingStats, TrainSample } from './types';
 
 const Math = globalThis.Math;
+
+/** Position-constrained k-NN searches run concurrently (on the addon's worker threads). */
+const SEARCHES_IN_FLIGHT = 8;
 
 export interface SemiRestParams extends BackboneParams {
   /** Training epochs over the pool (default 50; the paper gives none). */
@@ -181,43 +184,49 @@ export class PositionBank {
     const best = new Float32Array(n * P).fill(Infinity);
     const matchPosition = new Int32Array(n * P).fill(-1);
     const matchImage = new Int32Array(n * P).fill(-1);
-    for (let qy = 0; qy < H; qy++) {
-      for (let qx = 0; qx < W; qx++) {
-        aborted(opts.signal);
-        const q = qy * W + qx;
-        // The query patches whose window holds bank position q: positions (y, x) within the radius, every image.
-        const ys = Math.max(0, qy - r);
-        const ye = Math.min(H - 1, qy + r);
-        const xs = Math.max(0, qx - r);
-        const xe = Math.min(W - 1, qx + r);
-        const cells: number[] = [];
-        for (let y = ys; y <= ye; y++) for (let x = xs; x <= xe; x++) cells.push(y * W + x);
-        const queries = new Float32Array(n * cells.length * C);
+    // The query patches whose window holds bank position q: positions (y, x) within the radius, of every image.
+    const cellsOf = (q: number): number[] => {
+      const qy = Math.floor(q / W);
+      const qx = q % W;
+      const cells: number[] = [];
+      for (let y = Math.max(0, qy - r); y <= Math.min(H - 1, qy + r); y++) for (let x = Math.max(0, qx - r); x <= Math.min(W - 1, qx + r); x++) cells.push(y * W + x);
+      return cells;
+    };
+    const search = (q: number, cells: number[]): Promise<KnnResult> => {
+      const queries = new Float32Array(n * cells.length * C);
+      let row = 0;
+      for (let i = 0; i < n; i++) for (const p of cells) queries.set(embeddings.subarray((i * P + p) * C, (i * P + p + 1) * C), row++ * C);
+      return this.index(q).search(queries, k, { signal: opts.signal });
+    };
+    // Up to SEARCHES_IN_FLIGHT searches run at once (each is small: the calls' overhead dominates); their results
+    // are merged in bank-position order, so the outcome does not depend on which finishes first.
+    for (let q0 = 0; q0 < P; q0 += SEARCHES_IN_FLIGHT) {
+      aborted(opts.signal);
+      const qs = Array.from({ length: Math.min(SEARCHES_IN_FLIGHT, P - q0) }, (_, j) => q0 + j);
+      const cellLists = qs.map(cellsOf);
+      const results = await Promise.all(qs.map((q, j) => search(q, cellLists[j])));
+      qs.forEach((q, j) => {
+        const res = results[j];
+        const cells = cellLists[j];
         let row = 0;
-        for (let i = 0; i < n; i++) {
-          for (const p of cells) queries.set(embeddings.subarray((i * P + p) * C, (i * P + p + 1) * C), row++ * C);
-        }
-        const res = await this.index(q).search(queries, k, { signal: opts.signal });
-        row = 0;
         for (let i = 0; i < n; i++) {
           const ex = exclude === null ? -1 : exclude[i];
           for (const p of cells) {
-            let j = 0;
-            if (res.indices[row * k] === ex) j = 1;
-            if (j < k) {
-              const d = res.distances[row * k + j];
+            const at = res.indices[row * k] === ex ? 1 : 0;
+            if (at < k) {
+              const d = res.distances[row * k + at];
               const slot = i * P + p;
-              // Ties go to the bank position scanned first (row-major), then to the smaller image index (k-NN's rule).
+              // Ties go to the bank position merged first (row-major), then to the smaller image index (k-NN's rule).
               if (d < best[slot]) {
                 best[slot] = d;
                 matchPosition[slot] = q;
-                matchImage[slot] = res.indices[row * k + j];
+                matchImage[slot] = res.indices[row * k + at];
               }
             }
             row++;
           }
         }
-      }
+      });
     }
     const residuals = new Float32Array(n * C * P);
     for (let i = 0; i < n; i++) {
