@@ -19,6 +19,7 @@ import { readMaskUnion } from '../lib/image/mask';
 import { blockLabels, createDetector, PositionBank, readCheckpoint, SemiRest, writeCheckpoint } from '../lib/methods';
 import { findMethod, settingRefusal } from '../lib/methods/registry';
 import type { Prediction } from '../lib/methods/types';
+import { Random } from '../lib/prng';
 import { supervisedSplit } from '../lib/settings/supervised';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'imiad-semirest-'));
@@ -77,6 +78,37 @@ describe('position-constrained matching', () => {
       'Expected at least 2 normal training images for SemiREST (training images are matched leave-one-out) but received 1',
     );
     await expect(bank.residuals(new Float32Array(3), 1, null)).rejects.toThrow(`Expected 1 x ${H * W} patch features of ${dims} dims`);
+  });
+
+  test('agrees with a plain reference search over the window on random data (non-square grid, exclusions)', async () => {
+    const rng = new Random(7);
+    const [images, gh, gw, c, radius, n] = [3, 5, 4, 6, 1, 2];
+    const bankEmb = Float32Array.from({ length: images * gh * gw * c }, () => rng.normal());
+    const queries = Float32Array.from({ length: n * gh * gw * c }, () => rng.normal());
+    const exclude = [-1, 1];
+    const bank = PositionBank.fromEmbeddings(bankEmb, images, gh, gw, c, radius);
+    const r = await bank.residuals(queries, n, exclude);
+    const P = gh * gw;
+    for (let i = 0; i < n; i++) {
+      for (let p = 0; p < P; p++) {
+        const [y, x] = [Math.floor(p / gw), p % gw];
+        let best = Infinity;
+        let at = [-1, -1];
+        for (let yy = Math.max(0, y - radius); yy <= Math.min(gh - 1, y + radius); yy++) {
+          for (let xx = Math.max(0, x - radius); xx <= Math.min(gw - 1, x + radius); xx++) {
+            for (let b = 0; b < images; b++) {
+              if (b === exclude[i]) continue;
+              let d = 0;
+              for (let k = 0; k < c; k++) d += (queries[(i * P + p) * c + k] - bankEmb[(b * P + yy * gw + xx) * c + k]) ** 2;
+              if (d < best) [best, at] = [d, [yy * gw + xx, b]];
+            }
+          }
+        }
+        expect([r.matchPosition[i * P + p], r.matchImage[i * P + p]]).toEqual(at);
+        expect(r.distances[i * P + p]).toBeCloseTo(Math.sqrt(best), 4);
+        for (let k = 0; k < c; k++) expect(r.residuals[(i * c + k) * P + p]).toBe(Math.fround(queries[(i * P + p) * c + k] - bankEmb[(at[1] * P + at[0]) * c + k]));
+      }
+    }
   });
 
   test('block labels: a block is anomalous when any of its pixels is', () => {
