@@ -40,7 +40,7 @@ import { normalisationStats } from '../image/pipeline';
 import { Random } from '../prng';
 import { AnomalySynthesiser } from '../synthesis';
 import { type LabelledImage, LabelledAnomalySampler } from '../synthesis/labelled';
-import { configGrid, configInt, configInts, requireCheckpointCrop, requireCheckpointKind, restoreTrainedModel, stateArray, trainedModelState } from './checkpoint';
+import { configExtra, configGrid, configInt, stateArray } from './checkpoint';
 import {
   type BackboneParams,
   continuesTraining,
@@ -50,12 +50,12 @@ import {
   optionalInt,
   optionalSigma,
   requireBudget,
-  requireFitted,
   requireSamples,
   resolveBackboneParams,
   scoreGridsToMaps,
 } from './features';
-import type { AnomalyMap, Detector, DetectorState, FitOptions, Prediction, RunOptions, Timing, TrainingStats, TrainSample } from './types';
+import { TrainedFeatureDetector } from './trained-detector';
+import type { AnomalyMap, Detector, DetectorState, FitOptions, Prediction, RunOptions, Timing, TrainSample } from './types';
 
 const Math = globalThis.Math;
 
@@ -264,8 +264,10 @@ interface PoolItem {
   exclude: number;
 }
 
-export class SemiRest implements Detector {
+export class SemiRest extends TrainedFeatureDetector implements Detector {
   readonly name = 'semirest';
+  protected readonly kind = 'semirest';
+  protected readonly label = 'SemiREST';
   readonly usesLabelledAnomalies = true;
   readonly epochs: number;
   readonly lr: number;
@@ -284,16 +286,13 @@ export class SemiRest implements Detector {
   readonly sigma: number;
   readonly trainThreads: number;
   readonly trainDevice: 'cpu' | 'cuda';
-  private readonly extractor: FeatureExtractor;
-  private model: TrainModel | null = null;
   private bank: PositionBank | null = null;
-  /** The transformer's window after fitting (at most the grid side). */
-  private window = 0;
-  private fits = 0;
-  private stats: TrainingStats | null = null;
-  private timing: Timing = { backboneMs: [], methodMs: [] };
+  /** The bank a checkpoint holds, read (and checked) before its weights are restored. */
+  private loadedBank: PositionBank | null = null;
 
   constructor(params: SemiRestParams = {}) {
+    super();
+    if (params !== undefined && !is.object(params)) throw invalidType('object', 'params', params);
     const p = resolveBackboneParams(params, ['layer2', 'layer3']);
     if (params.imageSize === undefined) p.imageSize = 256;
     if (params.cropSize === undefined) p.cropSize = Math.min(256, p.imageSize);
@@ -330,24 +329,25 @@ export class SemiRest implements Detector {
     this.trainDevice = resolveTrainDevice(trainDeviceParam(params.device));
   }
 
-  get params(): FeatureExtractor['params'] {
-    return this.extractor.params;
-  }
-
-  get fitCount(): number {
-    return this.fits;
-  }
-
   /** The fitted bank (position-major) and grid. */
   get positionBank(): PositionBank | null {
     return this.bank;
   }
 
-  private createModel(window: number): TrainModel {
+  /** The transformer's window after fitting (at most the grid side): the one the model was made with. */
+  private get window(): number {
+    return this.model ? (this.model.config.extra?.arch ?? [])[3] ?? 0 : 0;
+  }
+
+  private archFor(window: number): number[] {
     const a = this.arch;
+    return [a.dim, a.depth, a.heads, window, a.mlpRatio];
+  }
+
+  protected createModel(channels: number[], extra: Record<string, number[]>): TrainModel {
     return new TrainModel({
       kind: 'semirest',
-      channels: [this.targetDims],
+      channels,
       seed: this.extractor.params.seed,
       threads: this.trainThreads,
       lr: this.lr,
@@ -355,8 +355,12 @@ export class SemiRest implements Detector {
       beta1: 0.9,
       beta2: 0.999,
       device: this.trainDevice,
-      extra: { arch: [a.dim, a.depth, a.heads, window, a.mlpRatio], gamma: [this.gamma] },
+      extra,
     });
+  }
+
+  private newModel(window: number): TrainModel {
+    return this.createModel([this.targetDims], { arch: this.archFor(window), gamma: [this.gamma] });
   }
 
   private async embed(features: Record<string, FeatureMap>, n: number, signal?: AbortSignal): ReturnType<typeof patchEmbedding> {
@@ -405,6 +409,7 @@ export class SemiRest implements Detector {
     this.model = null;
     this.bank = null;
     this.fits = 0;
+    this.stats = null;
 
     // 1. The bank: every normal image's patch features.
     let bankEmbeddings: Float32Array | null = null;
@@ -475,7 +480,7 @@ export class SemiRest implements Detector {
     if (previous && previousWindow !== window) {
       throw imiadError('Error', 'ERR_IMIAD_DIMS', `Expected SemiREST's ${previousWindow}-cell window as in the earlier fit() but this grid (${gh}x${gw}) gives ${window}`);
     }
-    const model = previous ?? this.createModel(window);
+    const model = previous ?? this.newModel(window);
     const shuffle = root.fork(fitIndex === 0 ? 'shuffle' : `shuffle-${fitIndex}`);
     const stepsPerEpoch = Math.ceil(m / batchSize);
     const totalSteps = stepsPerEpoch * this.epochs;
@@ -508,16 +513,14 @@ export class SemiRest implements Detector {
       losses.push(sum / count);
     }
     const loopSeconds = elapsedMs(tTrain) / 1000;
-    this.model = model;
+    this.setModel(model);
     this.bank = bank;
-    this.window = window;
     this.fits = fitIndex + 1;
     this.stats = { epochs: this.epochs, trainSeconds: elapsedMs(t0) / 1000, imagesPerSecond: (this.epochs * m) / loopSeconds, losses };
   }
 
   async predict(samples: Sample[], opts: RunOptions = {}): Promise<Prediction> {
-    requireFitted(this.model !== null && this.bank !== null, 'SemiREST');
-    const model = this.model as TrainModel;
+    const model = this.fitted();
     const bank = this.bank as PositionBank;
     const list = requireSamples(samples, 'samples');
     const crop = this.extractor.params.cropSize;
@@ -553,71 +556,42 @@ export class SemiRest implements Detector {
   }
 
   /** The transformer's weights and AdamW's state, and the bank, for a checkpoint. */
-  saveState(): DetectorState {
-    requireFitted(this.model !== null && this.bank !== null, 'SemiREST');
+  override saveState(): DetectorState {
+    const state = super.saveState();
     const bank = this.bank as PositionBank;
-    const { arrays, config } = trainedModelState(this.model as TrainModel);
-    return {
-      config: {
-        kind: 'semirest',
-        ...config,
-        dims: bank.dims,
-        images: bank.images,
-        grid: { height: bank.height, width: bank.width },
-        radius: bank.radius,
-        arch: [this.arch.dim, this.arch.depth, this.arch.heads, this.window, this.arch.mlpRatio],
-        fits: this.fits,
-        cropSize: this.extractor.params.cropSize,
-        stats: this.stats,
-      },
-      arrays: { ...arrays, bank: bank.bank },
-    };
+    return { config: state.config, arrays: { ...state.arrays, bank: bank.bank } };
   }
 
-  async loadState(state: DetectorState): Promise<void> {
-    requireCheckpointKind(state, 'semirest');
-    requireCheckpointCrop(state, this.extractor.params.cropSize);
+  protected override stateConfig(): Record<string, unknown> {
+    const bank = this.bank as PositionBank;
+    return { dims: bank.dims, images: bank.images, grid: { height: bank.height, width: bank.width }, radius: bank.radius };
+  }
+
+  /** Checks the checkpoint's transformer and bank against this detector's parameters and reads the bank. */
+  protected override modelFromCheckpoint(state: DetectorState): TrainModel {
     const dims = configInt(state, 'dims');
     if (dims !== this.targetDims) throw imiadError('Error', 'ERR_IMIAD_CHECKPOINT', `Expected SemiREST patch features of ${this.targetDims} dims but the checkpoint's have ${dims}`);
-    const arch = configInts(state, 'arch');
+    const arch = configExtra(state).arch ?? [];
     const a = this.arch;
-    if (arch.length !== 5 || arch[0] !== a.dim || arch[1] !== a.depth || arch[2] !== a.heads || arch[3] > a.window || arch[4] !== a.mlpRatio) {
+    if (arch.length !== 5 || arch[0] !== a.dim || arch[1] !== a.depth || arch[2] !== a.heads || !(arch[3] >= 1 && arch[3] <= a.window) || arch[4] !== a.mlpRatio) {
       throw imiadError('Error', 'ERR_IMIAD_CHECKPOINT', `Expected a SemiREST transformer of dim ${a.dim}, depth ${a.depth}, heads ${a.heads}, window <= ${a.window}, MLP ratio ${a.mlpRatio} but the checkpoint's is ${arch.join(', ')}`);
     }
-    const images = configInt(state, 'images');
     const radius = configInt(state, 'radius');
     if (radius !== this.radius) throw imiadError('Error', 'ERR_IMIAD_CHECKPOINT', `Expected a SemiREST bank matched within radius ${this.radius} but the checkpoint's was fitted with radius ${radius}`);
+    const images = configInt(state, 'images');
     const grid = configGrid(state);
-    const fits = configInt(state, 'fits');
-    const bankArray = stateArray(state, 'bank', Float32Array, grid.height * grid.width * images * dims);
-    const bank = new PositionBank(bankArray, images, grid.height, grid.width, dims, radius);
-    const model = this.createModel(arch[3]);
-    restoreTrainedModel(model, state);
-    this.model = model;
-    this.bank = bank;
-    this.window = arch[3];
-    this.fits = fits;
-    this.stats = null;
+    const bank = stateArray(state, 'bank', Float32Array, grid.height * grid.width * images * dims);
+    this.loadedBank = new PositionBank(bank, images, grid.height, grid.width, dims, radius);
+    return this.newModel(arch[3]);
   }
 
-  trainingStats(): TrainingStats | null {
-    return this.stats;
+  protected override restoreConfig(): void {
+    this.bank = this.loadedBank;
+    this.loadedBank = null;
   }
 
-  stateBytes(): number {
-    return (this.model ? this.model.parameterCount * 4 : 0) + (this.bank ? this.bank.stateBytes : 0);
-  }
-
-  /** Trainable parameters of the transformer (0 before fit). */
-  parameterCount(): number {
-    return this.model ? this.model.parameterCount : 0;
-  }
-
-  lastTiming(): Timing {
-    return this.timing;
-  }
-
-  async dispose(): Promise<void> {
-    await this.extractor.dispose();
+  /** The network's state and the bank (0 before a fit). */
+  override stateBytes(): number {
+    return super.stateBytes() + (this.model && this.bank ? this.bank.stateBytes : 0);
   }
 }
