@@ -13,7 +13,6 @@
  *    over --repeats interleaved rounds (bench/common.ts measureInterleaved), imiad's time over the peer's.
  * The machine's load is watched and printed. Table + bench/results/semirest.json.
  */
-import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -24,7 +23,7 @@ import { synthesize } from '../lib/datasets/synth';
 import { SemiRest } from '../lib/methods/semirest';
 import { Random } from '../lib/prng';
 import { supervisedSplit } from '../lib/settings/supervised';
-import { formatSpread, intFlag, machineInfo, measureInterleaved, peerAvailable, peerPython, printTable, ratioSpread, runPeer, spreadOf, watchLoad, writeJson } from './common';
+import { formatSpread, intFlag, machineInfo, maxRelativeDiff, measureInterleaved, peerAvailable, printTable, ratioSpread, runPeer, spreadOf, watchLoad, writeJson } from './common';
 
 const ARCH = { dim: 96, depth: 4, heads: 3, window: 8, mlpRatio: 4 };
 const CHANNELS = 256;
@@ -122,17 +121,7 @@ export interface PeerResult {
 }
 
 export function runSemiRestPeer(job: SemiRestJob): PeerResult {
-  const args = [job.dir, String(job.threads)];
-  const source = path.join(__dirname, 'peers', 'semirest_torch.py');
-  if (!fs.existsSync(source)) return runPeer<PeerResult>('semirest_torch.py', args);
-  const r = spawnSync(peerPython(), [source, ...args], { encoding: 'utf8', maxBuffer: 1 << 30 });
-  if (r.status !== 0) throw new Error(`peer semirest_torch.py failed (exit ${r.status}): ${r.stderr}`);
-  const lines = r.stdout.trim().split('\n');
-  return JSON.parse(lines[lines.length - 1]) as PeerResult;
-}
-
-export function maxRelativeDiff(a: number[], b: number[]): number {
-  return Math.max(...a.map((v, i) => Math.abs(v - b[i]) / Math.max(Math.abs(b[i]), 1e-12)));
+  return runPeer<PeerResult>('semirest_torch.py', [job.dir, String(job.threads)]);
 }
 
 function quantile(values: number[], q: number): number {
