@@ -18,7 +18,7 @@ import * as path from 'path';
 import { trainingAvailable, trainAddonPath, TrainModel, type Nchw, type TrainModelConfig, type TrainState } from '../bindings/train/train';
 import { bgadLearningRate } from '../lib/methods/bgad';
 import { Random } from '../lib/prng';
-import { type Contender, formatSpread, intFlag, machineInfo, measureInterleaved, median, peerAvailable, printTable, ratioSpread, type Run, runPeer, spreadOf, watchLoad, writeJson } from './common';
+import { type Contender, formatSpread, intFlag, machineInfo, maxRelativeDiff, measureInterleaved, median, peerAvailable, printTable, ratioSpread, type Run, runPeer, spreadOf, watchLoad, writeJson } from './common';
 
 export interface Trajectory {
   losses: number[];
@@ -143,11 +143,6 @@ export async function trainBgadJob(job: BgadJob): Promise<Trajectory> {
     stepSeconds.push(Number(process.hrtime.bigint() - t) / 1e9);
   }
   return { losses, stepSeconds };
-}
-
-/** The largest relative difference of two loss trajectories. */
-export function maxRelativeDiff(a: number[], b: number[]): number {
-  return Math.max(...a.map((l, i) => Math.abs(l - b[i]) / Math.max(Math.abs(b[i]), 1e-12)));
 }
 
 export async function main(args: string[]): Promise<void> {

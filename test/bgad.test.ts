@@ -12,8 +12,8 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-import { maxRelativeDiff, trainBgadJob, writeBgadJob } from '../bench/bgad';
-import { runPeer } from '../bench/common';
+import { trainBgadJob, writeBgadJob } from '../bench/bgad';
+import { maxRelativeDiff, runPeer } from '../bench/common';
 import { trainAddonPath, trainingAvailable, TrainModel } from '../bindings/train/train';
 import { loadDataset } from '../lib/datasets';
 import { synthesize } from '../lib/datasets/synth';

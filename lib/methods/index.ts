@@ -19,6 +19,7 @@ import type { DraemParams } from './draem';
 import type { FavaeParams } from './favae';
 import type { IgdParams } from './igd';
 import type { GcadParams } from './gcad';
+import type { SemiRestParams } from './semirest';
 import type { Detector } from './types';
 
 /** Each registered method's parameters (the typed overload of createDetector). */
@@ -42,6 +43,7 @@ export interface MethodParams {
   favae: FavaeParams;
   igd: IgdParams;
   gcad: GcadParams;
+  semirest: SemiRestParams;
 }
 export type MethodName = keyof MethodParams;
 
@@ -83,6 +85,7 @@ export { Draem, draemLearningRate, pooledMax, type DraemParams } from './draem';
 export { Favae, FAVAE_SIZE, FAVAE_VGG16_LAYERS, FAVAE_DEFAULT_LAYERS, imagenetFromUnit, type FavaeParams } from './favae';
 export { Igd, IGD_RANGE, type IgdParams } from './igd';
 export { Gcad, GCAD_DEFAULTS, type GcadParams, type GcadValidationSource } from './gcad';
+export { SemiRest, PositionBank, blockLabels, type SemiRestParams } from './semirest';
 export type { FrozenHeadParams } from './frozen-head';
 export { DevNet, type DevNetParams } from './devnet';
 export { Bgad, type BgadParams } from './bgad';

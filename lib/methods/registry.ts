@@ -15,6 +15,7 @@ import { Draem } from './draem';
 import { FastFlow } from './fastflow';
 import { Favae } from './favae';
 import { Gcad } from './gcad';
+import { SemiRest } from './semirest';
 import { Igd } from './igd';
 import { Padim } from './padim';
 import { PatchCore } from './patchcore';
@@ -354,6 +355,21 @@ export const METHODS: readonly MethodEntry[] = [
     continual: 'sequential',
     options: TRAINED_OPTIONS,
     summary: 'global context AD: local student and bottleneck auto-encoder regress teacher features, maps normalised on validation normals (libtorch)',
+  },
+  {
+    name: 'semirest',
+    label: 'SemiREST',
+    create: (p) => new SemiRest(p),
+    trained: true,
+    usesLabelledAnomalies: true,
+    hasMaps: true,
+    // The paper gives no image size: 256 px without crop, a 32 x 32 grid of 8 x 8-pixel blocks (docs/detectors-semirest.md).
+    imageSize: 256,
+    cropSize: 256,
+    normalisation: 'imagenet',
+    continual: 'sequential',
+    options: [...TRAINED_OPTIONS, { flag: 'texture-root', param: 'textureRoot' }, { flag: 'foreground', param: 'foregroundRoot' }],
+    summary: 'position-constrained patch-matching residuals, sliding-window transformer classifying 8x8 blocks, trained on labelled + synthetic anomalies (supervised setting; libtorch)',
   },
 ];
 

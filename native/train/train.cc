@@ -28,6 +28,7 @@
 #include "devnet.h"
 #include "dra.h"
 #include "draem.h"
+#include "semirest.h"
 #include "favae.h"
 #include "feature_heads.h"
 #include "cutpaste.h"
@@ -523,6 +524,7 @@ std::unique_ptr<Model> CreateModel(const ModelConfig& config) {
       {"draem", CreateDraemModel},
       {"igd", CreateIgdModel},  // one pooled level (igd.cc checks it)
       {"gcad", CreateGcadModel},
+      {"semirest", CreateSemiRestModel},  // residual maps of frozen features (semirest.cc checks them)
   };
   for (const auto& [kind, create] : kImageModels) {
     if (config.kind != kind) continue;
