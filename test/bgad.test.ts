@@ -84,7 +84,7 @@ describe('BGAD', () => {
     expect(losses[1]).toEqual(losses[0]);
   }, 60_000);
 
-  withAddon('refuses a training set without labelled anomalies and an anomaly without a mask', async () => {
+  withAddon('refuses a training set without labelled anomalies, an anomaly without a mask and a missing foreground folder', async () => {
     const d = new Bgad({ ...small, epochs: 1 });
     try {
       const normals = train.filter((s) => s.label === 'normal');
@@ -94,6 +94,13 @@ describe('BGAD', () => {
       expect(() => d.saveState!()).toThrow(/call fit\(\) before predict\(\)/);
     } finally {
       await d.dispose();
+    }
+    const missing = path.join(tmp, 'no-such-folder');
+    const f = new Bgad({ ...small, epochs: 1, foregroundRoot: missing });
+    try {
+      await expect(f.fit(train)).rejects.toThrow(`Expected --foreground to be a folder of foreground masks but ${missing} is not a folder`);
+    } finally {
+      await f.dispose();
     }
     expect(() => new Bgad({ beta: 1 })).toThrow('beta');
     expect(() => new Bgad({ focalWeighting: 'yes' as unknown as boolean })).toThrow('focalWeighting');

@@ -161,7 +161,14 @@ export class Bgad extends FrozenFeatureHead {
     const proceed = continuesTraining(opts) && this.model !== null;
     const t0 = process.hrtime.bigint();
     const { imageSize, cropSize, batchSize, seed } = this.extractor.params;
-    const sampler = await LabelledAnomalySampler.create(train, { method: 'BGAD', imageSize, cropSize, foregroundRoot: this.foregroundRoot, signal: opts.signal });
+    const sampler = await LabelledAnomalySampler.create(train, {
+      method: 'BGAD',
+      imageSize,
+      cropSize,
+      foregroundRoot: this.foregroundRoot,
+      memoryBudgetBytes: this.extractor.params.memoryBudgetBytes,
+      signal: opts.signal,
+    });
     const normals = sampler.normals;
     const anomalies = sampler.anomalies;
     if (normals.length === 0) throw imiadError('RangeError', 'ERR_IMIAD_EMPTY', 'Expected normal training images for BGAD but received none');

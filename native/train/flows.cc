@@ -78,7 +78,16 @@ AllInOneBlockImpl::AllInOneBlockImpl(const CouplingOptions& o) : options_(o) {
 std::pair<torch::Tensor, torch::Tensor> AllInOneBlockImpl::forward(const torch::Tensor& x, const torch::Tensor& condition) {
   auto parts = torch::split(x, {split1_, split2_}, 1);
   auto x1 = parts[0], x2 = parts[1];
-  auto a = subnet_->forward(condition.defined() ? torch::cat({x1, condition}, 1) : x1) * 0.1;
+  torch::Tensor a;
+  if (options_.splitCondition && options_.rank == 1 && condition.defined()) {
+    // The first Linear split by columns: no gradient for the condition's columns in backward.
+    auto first = subnet_[0]->as<nn::Linear>();
+    auto w = first->weight;
+    auto h = F::linear(x1, w.narrow(1, 0, split1_), first->bias) + F::linear(condition, w.narrow(1, split1_, options_.conditionChannels));
+    a = subnet_[2]->as<nn::Linear>()->forward(torch::relu(h)) * 0.1;
+  } else {
+    a = subnet_->forward(condition.defined() ? torch::cat({x1, condition}, 1) : x1) * 0.1;
+  }
   auto s = options_.clamp * torch::tanh(a.narrow(1, 0, split2_));
   x2 = x2 * torch::exp(s) + a.narrow(1, split2_, split2_);
   std::vector<int64_t> sumDims;
@@ -351,6 +360,7 @@ class CFlow : public HeadModel {
       o.clamp = clamp;
       o.softPermutation = true;
       o.conditionChannels = condition_;
+      o.splitCondition = bgad_;
       o.seed = config.seed + 7919ULL * (i + 1);
       net->flows.push_back(FlowSequence(blocks, o, [](int64_t) { return 1; }));
       net->flowList->push_back(net->flows.back());

@@ -28,6 +28,9 @@ struct CouplingOptions {
   double hiddenRatio = 1.0;
   // The permutation's (or rotation's) random source.
   uint64_t seed = 0;
+  // 1-D with a condition: the subnet's first layer as W_x x1 + W_c cond + b (the same weight, split by columns), so
+  // that backward computes no gradient for the condition's columns (BGAD; the same maths up to float rounding).
+  bool splitCondition = false;
 };
 
 // One affine coupling block: x1 = the first ceil(c/2) channels (passive), x2 = the rest;
