@@ -34,6 +34,7 @@
 #include "flows.h"
 #include "gcad.h"
 #include "igd.h"
+#include "prn.h"
 #include "regad.h"
 #include "resnet18.h"
 
@@ -523,6 +524,7 @@ std::unique_ptr<Model> CreateModel(const ModelConfig& config) {
       {"draem", CreateDraemModel},
       {"igd", CreateIgdModel},  // one pooled level (igd.cc checks it)
       {"gcad", CreateGcadModel},
+      {"prn", CreatePrnModel},  // frozen ResNet-18 layers 1..4 and its prototypes (prn.cc checks them)
   };
   for (const auto& [kind, create] : kImageModels) {
     if (config.kind != kind) continue;
