@@ -50,6 +50,7 @@ export interface RunCommandOptions extends SettingFlags {
   coreset?: string;
   reweight?: string;
   textureRoot?: string;
+  foreground?: string;
   seed?: string;
   store?: string;
   maps?: string;
@@ -140,6 +141,8 @@ export function commandParams(opts: RunCommandOptions): { params: Record<string,
   methodOption('lr', parseNumber(opts.lr, '--lr', (v) => v > 0, 'positive number'));
   if (opts.textureRoot !== undefined && opts.textureRoot.trim() === '') throw invalidType('a folder of texture images', '--texture-root', opts.textureRoot);
   methodOption('texture-root', opts.textureRoot);
+  if (opts.foreground !== undefined && opts.foreground.trim() === '') throw invalidType('a folder of foreground masks', '--foreground', opts.foreground);
+  methodOption('foreground', opts.foreground);
   const batchSize = parseNumber(opts.batchSize, '--batch-size', (v) => int(v) && v >= 1 && v <= 4096, 'integer between 1 and 4096');
   if (batchSize !== undefined) set('batchSize', batchSize, '--batch-size');
   return { params, flags };
@@ -377,6 +380,7 @@ export function registerRun(program: Command): void {
     .option('--coreset <x>', 'PatchCore: fraction of patches kept in the memory bank (default 0.1)')
     .option('--reweight <b>', 'PatchCore: importance re-weighting over b nearest neighbours (default 1 = none)')
     .option('--texture-root <dir>', 'DRAEM: folder of anomaly texture images, e.g. DTD (read recursively; default: Perlin noise as texture)')
+    .option('--foreground <dir>', 'BGAD, PRN, SemiREST: folder of foreground masks, one per normal training image named like it (default: Otsu thresholding of each image)')
     .option('--maps <dir>', 'write float32 TIFF maps as DIR/<category>/test/<defect>/<stem>.tiff (continual: DIR/task<N>/...)')
     .option('--scores <file>', 'write image,label,score rows (several categories: FILE.<category>.csv; continual: FILE.task<N>.<category>.csv)')
     .option('--store <file>', 'write each result as a row of this results store (skips what it already holds)')

@@ -33,7 +33,7 @@ import type { Sample } from '../datasets/types';
 import { type RgbImage, randomRotation } from '../image/cutmix';
 import { batches, normalisePixels, preparePixels } from '../image/pipeline';
 import { Random } from '../prng';
-import { DEFAULT_SUPERVISED_ANOMALIES } from '../settings/supervised';
+import { requireLabelledAnomalies } from '../synthesis/labelled';
 import { configExtra, configInt, requireCheckpointCrop, requireCheckpointKind, restoreTrainedModel, trainedModelState } from './checkpoint';
 import { continuesTraining, elapsedMs, optionalInt, requireBudget, requireFitted, requireSamples } from './features';
 import type { Detector, DetectorState, FitOptions, Prediction, RunOptions, Timing, TrainingStats, TrainSample } from './types';
@@ -316,17 +316,7 @@ export abstract class DeviationDetector implements Detector {
     const proceed = continuesTraining(opts) && this.model !== null;
     const all = requireSamples(train, 'train');
     const label = this.defaults.label;
-    const normalSamples = all.filter((s) => s.label === 'normal');
-    const anomalySamples = all.filter((s) => s.label === 'anomaly');
-    if (anomalySamples.length === 0) {
-      throw imiadError(
-        'RangeError',
-        'ERR_IMIAD_EMPTY',
-        `${label} learns from labelled anomalies but the training set has none: run it in the supervised setting (--setting supervised), ` +
-          `which moves ${DEFAULT_SUPERVISED_ANOMALIES} labelled anomalous test images into training`,
-      );
-    }
-    if (normalSamples.length === 0) throw imiadError('RangeError', 'ERR_IMIAD_EMPTY', `Expected normal training images for ${label} but received none`);
+    const { normals: normalSamples, anomalies: anomalySamples } = requireLabelledAnomalies(label, all, false);
     const t0 = process.hrtime.bigint();
     const side = this.cropSize;
     const plane = 3 * side * side;

@@ -34,7 +34,7 @@ function applyLut(img: Rgb8, luts: Float32Array[]): void {
 }
 
 // RGB <-> HSV with H in degrees [0, 360), S and V in 0..255 (OpenCV's convention, hue kept continuous).
-function rgbToHsv(r: number, g: number, b: number): [number, number, number] {
+export function rgbToHsv(r: number, g: number, b: number): [number, number, number] {
   const max = Math.max(r, g, b);
   const min = Math.min(r, g, b);
   const d = max - min;
@@ -48,7 +48,7 @@ function rgbToHsv(r: number, g: number, b: number): [number, number, number] {
   return [h, max === 0 ? 0 : (255 * d) / max, max];
 }
 
-function hsvToRgb(h: number, s: number, v: number): [number, number, number] {
+export function hsvToRgb(h: number, s: number, v: number): [number, number, number] {
   const c = (v * s) / 255;
   const hp = (((h % 360) + 360) % 360) / 60;
   const x = c * (1 - Math.abs((hp % 2) - 1));
