@@ -78,6 +78,8 @@ export {
   type IgdParams,
   Gcad,
   type GcadParams,
+  Prn,
+  type PrnParams,
   TRAINED_METHODS,
   readCheckpoint,
   writeCheckpoint,

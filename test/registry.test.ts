@@ -9,9 +9,9 @@ import { createDetector, findMethod, METHOD_NAMES, METHODS, methodNames, TRAINED
 
 describe('registry', () => {
   test('lists every detector once, in the paper’s order, with its facts', () => {
-    expect(methodNames()).toEqual(['patchcore', 'padim', 'spade', 'dne', 'stpm', 'rd4ad', 'cfa', 'cflow', 'csflow', 'fastflow', 'cutpaste', 'devnet', 'dra', 'regad', 'draem', 'favae', 'igd', 'gcad']);
+    expect(methodNames()).toEqual(['patchcore', 'padim', 'spade', 'dne', 'stpm', 'rd4ad', 'cfa', 'cflow', 'csflow', 'fastflow', 'cutpaste', 'devnet', 'dra', 'regad', 'draem', 'favae', 'igd', 'gcad', 'prn']);
     expect([...METHOD_NAMES]).toEqual(methodNames());
-    expect([...TRAINED_METHODS]).toEqual(['stpm', 'rd4ad', 'cfa', 'cflow', 'csflow', 'fastflow', 'cutpaste', 'devnet', 'dra', 'regad', 'draem', 'favae', 'igd', 'gcad']);
+    expect([...TRAINED_METHODS]).toEqual(['stpm', 'rd4ad', 'cfa', 'cflow', 'csflow', 'fastflow', 'cutpaste', 'devnet', 'dra', 'regad', 'draem', 'favae', 'igd', 'gcad', 'prn']);
     expect(new Set(methodNames()).size).toBe(METHODS.length);
     expect(findMethod('dne')).toMatchObject({ hasMaps: false, trained: false, continual: 'accumulate' });
     expect(findMethod('padim')).toMatchObject({ continual: 'statistics', imageSize: 256, cropSize: 224, normalisation: 'imagenet' });
@@ -36,10 +36,10 @@ describe('registry', () => {
     const base = { dataset: 'mvtec', root: '.', method: 'padim' };
     expect(() => runParams({ ...base, coreset: '0.5' })).toThrow('--coreset applies to --method patchcore, not padim');
     expect(() => runParams({ ...base, reweight: '3' })).toThrow('--reweight applies to --method patchcore, not padim');
-    expect(() => runParams({ ...base, epochs: '3' })).toThrow('--epochs applies to the trained methods (stpm, rd4ad, cfa, cflow, csflow, fastflow, cutpaste, devnet, dra, regad, draem, favae, igd, gcad), not padim');
+    expect(() => runParams({ ...base, epochs: '3' })).toThrow('--epochs applies to the trained methods (stpm, rd4ad, cfa, cflow, csflow, fastflow, cutpaste, devnet, dra, regad, draem, favae, igd, gcad, prn), not padim');
     expect(runParams({ ...base, method: 'patchcore', coreset: '0.5', reweight: '3' })).toEqual({ coreset: 0.5, reweight: 3 });
     expect(runParams({ ...base, method: 'stpm', epochs: '3', lr: '0.1' })).toEqual({ epochs: 3, lr: 0.1 });
-    expect(() => runParams({ ...base, textureRoot: '/data/dtd' })).toThrow('--texture-root applies to --method draem, not padim');
+    expect(() => runParams({ ...base, textureRoot: '/data/dtd' })).toThrow('--texture-root applies to --method draem|prn, not padim');
     expect(runParams({ ...base, method: 'draem', textureRoot: '/data/dtd', epochs: '3' })).toEqual({ textureRoot: '/data/dtd', epochs: 3 });
   });
 
@@ -48,7 +48,7 @@ describe('registry', () => {
     try {
       const file = path.join(dir, 'g.yaml');
       fs.writeFileSync(file, 'datasets: [{ name: mvtec, root: /tmp }]\nmethods: [patchcore, cflowx]\nsettings: [vanilla]\n');
-      expect(() => readGridConfig(file)).toThrow(`Grid file ${file}: methods[1] is 'cflowx', expected one of patchcore, padim, spade, dne, stpm, rd4ad, cfa, cflow, csflow, fastflow, cutpaste, devnet, dra, regad, draem, favae, igd, gcad`);
+      expect(() => readGridConfig(file)).toThrow(`Grid file ${file}: methods[1] is 'cflowx', expected one of patchcore, padim, spade, dne, stpm, rd4ad, cfa, cflow, csflow, fastflow, cutpaste, devnet, dra, regad, draem, favae, igd, gcad, prn`);
       fs.writeFileSync(file, 'datasets: [{ name: mvtec, root: /tmp }]\nmethods: [patchcore, { name: stpm }]\nsettings: [vanilla]\n');
       expect(readGridConfig(file).methods.map((m) => m.name)).toEqual(['patchcore', 'stpm']);
     } finally {

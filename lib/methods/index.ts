@@ -18,6 +18,7 @@ import type { DraemParams } from './draem';
 import type { FavaeParams } from './favae';
 import type { IgdParams } from './igd';
 import type { GcadParams } from './gcad';
+import type { PrnParams } from './prn';
 import type { Detector } from './types';
 
 /** Each registered method's parameters (the typed overload of createDetector). */
@@ -40,6 +41,7 @@ export interface MethodParams {
   favae: FavaeParams;
   igd: IgdParams;
   gcad: GcadParams;
+  prn: PrnParams;
 }
 export type MethodName = keyof MethodParams;
 
@@ -78,6 +80,7 @@ export { CsFlow, type CsFlowParams } from './csflow';
 export { CutPasteDetector, cutPasteLearningRate, type CutPasteParams } from './cutpaste';
 export { Regad, type RegadParams } from './regad';
 export { Draem, draemLearningRate, pooledMax, type DraemParams } from './draem';
+export { Prn, prnBatchComposition, prnStepsPerEpoch, topKMean, type PrnParams } from './prn';
 export { Favae, FAVAE_SIZE, FAVAE_VGG16_LAYERS, FAVAE_DEFAULT_LAYERS, imagenetFromUnit, type FavaeParams } from './favae';
 export { Igd, IGD_RANGE, type IgdParams } from './igd';
 export { Gcad, GCAD_DEFAULTS, type GcadParams, type GcadValidationSource } from './gcad';

@@ -17,6 +17,7 @@ import { Gcad } from './gcad';
 import { Igd } from './igd';
 import { Padim } from './padim';
 import { PatchCore } from './patchcore';
+import { Prn } from './prn';
 import { Regad } from './regad';
 import { Spade } from './spade';
 import { Rd4ad, Stpm } from './teacher-student';
@@ -339,6 +340,20 @@ export const METHODS: readonly MethodEntry[] = [
     continual: 'sequential',
     options: TRAINED_OPTIONS,
     summary: 'global context AD: local student and bottleneck auto-encoder regress teacher features, maps normalised on validation normals (libtorch)',
+  },
+  {
+    name: 'prn',
+    label: 'PRN',
+    create: (p) => new Prn(p),
+    trained: true,
+    usesLabelledAnomalies: true,
+    hasMaps: true,
+    imageSize: 256,
+    cropSize: 256,
+    normalisation: 'imagenet',
+    continual: 'sequential',
+    options: [...TRAINED_OPTIONS, { flag: 'texture-root', param: 'textureRoot' }, { flag: 'foreground', param: 'foregroundRoot' }],
+    summary: 'prototypical residual network: k-means prototype residuals of frozen ResNet-18 features, multi-size attention, decoder trained on labelled + Perlin anomalies with masks (supervised setting; libtorch)',
   },
 ];
 
