@@ -119,6 +119,7 @@ export class Prn implements Detector {
   readonly trainDevice: 'cpu' | 'cuda';
   private readonly extractor: FeatureExtractor;
   private model: TrainModel | null = null;
+  private modelBytes = 0;
   private fits = 0;
   private stats: TrainingStats | null = null;
   private timing: Timing = { backboneMs: [], methodMs: [] };
@@ -295,7 +296,7 @@ export class Prn implements Detector {
       losses.push(sum / count);
     }
     const loopSeconds = elapsedMs(tTrain) / 1000;
-    this.model = model;
+    this.setModel(model);
     this.fits = fitIndex + 1;
     this.stats = { epochs: this.epochs, trainSeconds: elapsedMs(t0) / 1000, imagesPerSecond: seen / loopSeconds, losses };
   }
@@ -344,9 +345,14 @@ export class Prn implements Detector {
     }
     const model = this.createModel(configInts(state, 'channels'), extra);
     restoreTrainedModel(model, state);
-    this.model = model;
+    this.setModel(model);
     this.fits = fits;
     this.stats = null;
+  }
+
+  private setModel(model: TrainModel): void {
+    this.model = model;
+    this.modelBytes = model.state().arrays.reduce((a, x) => a + x.byteLength, 0);
   }
 
   trainingStats(): TrainingStats | null {
@@ -354,7 +360,7 @@ export class Prn implements Detector {
   }
 
   stateBytes(): number {
-    return this.model ? this.model.state().arrays.reduce((a, x) => a + x.byteLength, 0) : 0;
+    return this.model ? this.modelBytes : 0;
   }
 
   /** Trainable parameters of the head (0 before fit; the prototypes are buffers). */
