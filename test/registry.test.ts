@@ -18,7 +18,7 @@ describe('registry', () => {
     expect(findMethod('stpm')).toMatchObject({ trained: true, continual: 'sequential', cropSize: 256 });
     expect(findMethod('cutpaste')).toMatchObject({ trained: true, hasMaps: false, imageSize: 224, cropSize: 224, continual: 'sequential', normalisation: 'imagenet' });
     // Only the supervised detectors learn from the labelled anomalies (and refuse to run without them).
-    expect(METHODS.filter((m) => m.usesLabelledAnomalies).map((m) => m.name)).toEqual(['devnet', 'dra']);
+    expect(METHODS.filter((m) => m.usesLabelledAnomalies).map((m) => m.name)).toEqual(['devnet', 'dra', 'prn']);
     expect(findMethod('draem')).toMatchObject({ trained: true, continual: 'sequential', imageSize: 256, cropSize: 256, normalisation: 'unit', hasMaps: true });
     expect(METHODS.filter((m) => m.normalisation === 'unit').map((m) => m.name)).toEqual(['regad', 'draem', 'favae']);
     expect(findMethod('favae')).toMatchObject({ trained: true, continual: 'sequential', imageSize: 128, cropSize: 128, normalisation: 'unit' });
