@@ -1,7 +1,7 @@
 /**
  * PRN (native/train/prn.cc, lib/methods/prn.ts): in the supervised setting on generated MVTec-layout data it
- * trains (the loss falls) and maps the test images (the issue's pixel AUROC >= 0.85 in a few epochs is NOT reached:
- * see docs/detectors-prn.md), with the 4 training anomalies removed from the test set; a
+ * localises its training anomalies (pixel AUROC >= 0.85) and, less well, unseen defects (>= 0.6: the issue's 0.85 in a
+ * few epochs is NOT reached, see docs/detectors-prn.md), with the 4 training anomalies removed from the test set; a
  * checkpoint (weights, batch norms, prototypes, Adam) reloads to identical scores; refusals (no labelled anomalies,
  * an anomaly without a mask, bad sizes); Ctrl-C stops training with ABORT_ERR and keeps no model; the full head has
  * the reference's ~78 M parameters; and, where /usr/bin/python3 has torch, the first training steps give the losses of
@@ -75,7 +75,7 @@ describe('PRN helpers', () => {
 });
 
 describe('PRN', () => {
-  withAddon('trains in the supervised setting and maps the test images; a checkpoint reloads to identical scores', async () => {
+  withAddon('trains in the supervised setting and localises defects; a checkpoint reloads to identical scores', async () => {
     const a = new Prn({ ...small, epochs: 4 });
     const progress: string[] = [];
     await a.fit(train, { onProgress: (_d, _t, detail) => progress.push(detail ?? '') });
@@ -89,11 +89,14 @@ describe('PRN', () => {
     expect(p.maps).toHaveLength(testSet.length);
     expect(p.maps[0].width).toBe(64); // the 32 px map mapped back to the 64 px image
     const r = await evaluateCategory(testSet, p.maps.map((m, i) => ({ anomalyMap: m.data, width: m.width, height: m.height, imageScore: p.scores[i] })));
-    // No AUROC bound: a few epochs do not localise these defects (measured at 64 px: pixel AUROC 0.39-0.74 after 32-160
-    // steps at lr 1e-3-5e-3, image AUROC anywhere in 0-1; docs/detectors-prn.md). The maps are probabilities at the image size.
-    expect(r.details.anomalous_pixels).toBeGreaterThan(0);
+    // Measured: pixel AUROC 0.78 on the unseen defects, 0.97 on the 4 training anomalies (the 0.85 on unseen
+    // defects is not reached in a few epochs: docs/detectors-prn.md). Bounds with margin for other BLAS builds.
+    expect(r.pixel_auroc).toBeGreaterThanOrEqual(0.6);
     for (const m of p.maps) expect(m.data.every((v) => v >= 0 && v <= 1)).toBe(true);
-    expect(p.scores.every((v) => Number.isFinite(v) && v >= 0 && v <= 1)).toBe(true);
+    const seen = [...moved, ...testSet.filter((s) => s.label === 'normal').slice(0, 4)];
+    const q = await a.predict(seen);
+    const rs = await evaluateCategory(seen, q.maps.map((m, i) => ({ anomalyMap: m.data, width: m.width, height: m.height, imageScore: q.scores[i] })));
+    expect(rs.pixel_auroc).toBeGreaterThanOrEqual(0.85);
     // Prototypes: K = max(1, floor(0.1 x 16)) = 1 per level, in the state.
     const saved = a.saveState();
     expect((saved.config.extra as Record<string, number[]>).k).toEqual([1]);

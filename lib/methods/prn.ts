@@ -18,6 +18,13 @@
  * - Map = sigmoid(logit) at the crop (no blur), mapped back to the original image; image score = the mean of the map's
  *   100 largest pixels (test.py). The reference picks its best epoch on the test set; here the last epoch is kept.
  *
+ * Precise batch norm (default; preciseBatchNorm: false turns it off): after the last epoch the batch norms' running
+ * statistics are re-estimated at the final weights, as the plain average of their training-mode statistics over one
+ * more epoch of training batches (forward only). The reference evaluates with the running averages of the last
+ * steps; Adam moves every weight by about the learning rate per step, so in a short training those averages lag
+ * far behind the weights and the maps in eval mode lose the localisation that training-mode maps have (measured:
+ * mean map 0.2 inside vs 0.1 outside the defect instead of 0.55 vs 0.05). After 700 epochs the two hardly differ.
+ *
  * The backbone stays in eval mode (the reference's model.train() also puts its "frozen" timm encoder's batch norms in
  * training mode, so its features follow batch statistics: not copied). A loss that becomes NaN or infinite stops
  * training with ERR_IMIAD_TRAINING_DIVERGED; the detector then holds no model.
@@ -59,6 +66,11 @@ export interface PrnParams extends BackboneParams {
   kmeansInit?: number;
   /** Pixels averaged for the image score (default 100). */
   topK?: number;
+  /**
+   * After training, re-estimate the batch norms' running statistics at the final weights over an epoch of training
+   * batches (default true; false keeps the running averages of the last steps, as the reference does).
+   */
+  preciseBatchNorm?: boolean;
   /** Where the head trains: 'auto' (CUDA when libtorch has it), 'cpu' or 'cuda'. */
   device?: Device;
   /** libtorch intra-op threads (default: every core); results are bit-identical for the same count. */
@@ -115,6 +127,7 @@ export class Prn implements Detector {
   readonly prototypeRatio: number;
   readonly kmeansInit: number;
   readonly topK: number;
+  readonly preciseBatchNorm: boolean;
   readonly trainThreads: number;
   readonly trainDevice: 'cpu' | 'cuda';
   private readonly extractor: FeatureExtractor;
@@ -149,6 +162,8 @@ export class Prn implements Detector {
     this.prototypeRatio = p.prototypeRatio ?? 0.1;
     this.kmeansInit = optionalInt(p.kmeansInit, 'kmeansInit', 1, 1000, 10);
     this.topK = optionalInt(p.topK, 'topK', 1, 1 << 30, 100);
+    if (p.preciseBatchNorm !== undefined && typeof p.preciseBatchNorm !== 'boolean') throw invalidType('boolean', 'preciseBatchNorm', p.preciseBatchNorm);
+    this.preciseBatchNorm = p.preciseBatchNorm ?? true;
     this.trainThreads = optionalInt(p.trainThreads, 'trainThreads', 1, 1024, os.availableParallelism());
     // Fail at construction, with the instructions, when the training addon is missing or CUDA cannot be had.
     trainAddon();
@@ -296,6 +311,17 @@ export class Prn implements Detector {
       losses.push(sum / count);
     }
     const loopSeconds = elapsedMs(tTrain) / 1000;
+    if (this.preciseBatchNorm) {
+      // One more epoch of training batches, forward only, averaged into the batch norms' statistics.
+      const order = root.fork('order', this.epochs);
+      const normalOrder = order.shuffle(Array.from({ length: n }, (_, i) => i));
+      const realOrder = order.shuffle(Array.from({ length: stepsPerEpoch * mix.real }, (_, i) => i));
+      for (let b = 0; b < stepsPerEpoch; b++) {
+        abort();
+        const views = await makeBatch(this.epochs, b, normalOrder, realOrder);
+        await model.calibrateStage('batchnorm', null, views.slice(0, 4), b === 0, { signal: opts.signal });
+      }
+    }
     this.setModel(model);
     this.fits = fitIndex + 1;
     this.stats = { epochs: this.epochs, trainSeconds: elapsedMs(t0) / 1000, imagesPerSecond: seen / loopSeconds, losses };

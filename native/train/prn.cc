@@ -27,6 +27,9 @@
 // the best of `kmeansInit` (default 10, sklearn's n_init) seeded runs by inertia; an empty cluster keeps its centre)
 // and drops them.
 //
+// CalibrateStage("batchnorm", levels 1..4) re-estimates every batch norm's running statistics at the final weights
+// (lib/methods/prn.ts feeds it training batches after the last epoch; see there why).
+//
 // Batches: Step(images ignored, views = {layer1, layer2, layer3, layer4, mask [n, 1, 4h, 4h]}); Maps(images ignored,
 // views = {layer1 .. layer4}).
 #include "prn.h"
@@ -309,6 +312,24 @@ class Prn : public HeadModel {
   void CalibrateStage(const std::string& stage, const View&, const std::vector<View>& features, bool reset, const RunControl& control) override {
     OnTrainingThread([&] {
       control.throwIfCancelled();
+      if (stage == "batchnorm") {
+        // Precise batch-norm statistics: the plain average over the batches fed (momentum None) of the training-mode
+        // batch statistics at the final weights; `reset` starts over. The weights do not change.
+        auto f = Levels(features);
+        torch::NoGradGuard guard;
+        std::vector<nn::BatchNorm2dImpl*> norms;
+        for (auto& m : net_->modules(/*include_self=*/false)) {
+          if (auto* bn = m->as<nn::BatchNorm2d>()) norms.push_back(bn);
+        }
+        for (auto* bn : norms) {
+          if (reset) bn->reset_running_stats();
+          bn->options.momentum(c10::nullopt);
+        }
+        net_->train();
+        net_->forward(f);
+        for (auto* bn : norms) bn->options.momentum(0.1);
+        return;
+      }
       if (stage != "features" && stage != "prototypes") throw InvalidArgument("ERR_IMIAD_ARGUMENT", "PRN has no calibration stage " + stage);
       if (features.size() < 3) throw InvalidArgument("ERR_IMIAD_DIMS", "Expected PRN's feature levels 1..3 for its prototypes");
       std::vector<View> three(features.begin(), features.begin() + 3);
