@@ -24,7 +24,7 @@ import { synthesize } from '../lib/datasets/synth';
 import { loadBatch } from '../lib/image/pipeline';
 import { CUTPASTE_CLASSES, CutPasteDetector, cutPasteLearningRate } from '../lib/methods/cutpaste';
 import { Random } from '../lib/prng';
-import { flag, formatSpread, intFlag, machineInfo, measureInterleaved, median, peerAvailable, printTable, type Row, runPeer, spreadOf, timed, watchLoad, writeJson } from './common';
+import { formatSpread, intFlag, machineInfo, measureInterleaved, median, peerAvailable, printTable, type Row, runPeer, spreadOf, timed, watchLoad, writeJson } from './common';
 
 export interface CutPasteJobOptions {
   /** ImageNet-normalised training images [n, 3, size, size]. */

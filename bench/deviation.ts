@@ -26,7 +26,7 @@ import { DeviationDetector } from '../lib/methods/deviation';
 import { DevNet } from '../lib/methods/devnet';
 import { Dra } from '../lib/methods/dra';
 import { Random } from '../lib/prng';
-import { flag, formatSpread, intFlag, machineInfo, measureInterleaved, median, peerAvailable, printTable, type Row, runPeer, spreadOf, timed, watchLoad, writeJson } from './common';
+import { flag, formatSpread, intFlag, machineInfo, maxRelativeDiff, measureInterleaved, median, peerAvailable, printTable, type Row, runPeer, spreadOf, timed, watchLoad, writeJson } from './common';
 
 export type DeviationKind = 'devnet' | 'dra';
 
@@ -140,12 +140,6 @@ export function runImiadDeviation(jobFile: string): DeviationRun {
   if (r.status !== 0) throw new Error(`imiad training child failed (exit ${r.status}): ${r.stderr}`);
   const lines = r.stdout.trim().split('\n');
   return JSON.parse(lines[lines.length - 1]) as DeviationRun;
-}
-
-/** The largest relative difference between two loss trajectories. */
-export function maxRelativeDiff(a: number[], b: number[]): number {
-  if (a.length !== b.length) return Infinity;
-  return Math.max(...a.map((x, i) => Math.abs(x - b[i]) / Math.max(Math.abs(b[i]), 1e-12)));
 }
 
 export const PEER_SCRIPTS: Record<DeviationKind, string> = { devnet: 'devnet_torch.py', dra: 'dra_torch.py' };

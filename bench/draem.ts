@@ -11,7 +11,6 @@
  * (an "epoch" of steps x batch images) of imiad over the peer's (target <= 0.9x), with the machine's load.
  * Table + bench/results/draem.json.
  */
-import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -20,7 +19,7 @@ import { trainingAvailable, trainAddonPath, TrainModel, type Nchw } from '../bin
 import { draemLearningRate } from '../lib/methods/draem';
 import { Random } from '../lib/prng';
 import { AnomalySynthesiser, perlinNoise } from '../lib/synthesis';
-import { flag, formatSpread, intFlag, machineInfo, measureInterleaved, peerAvailable, peerPython, printTable, ratioSpread, runPeer, spreadOf, timed, watchLoad, writeJson } from './common';
+import { flag, formatSpread, intFlag, machineInfo, maxRelativeDiff, measureInterleaved, peerAvailable, printTable, ratioSpread, runPeer, spreadOf, timed, watchLoad, writeJson } from './common';
 
 export interface DraemJob {
   dir: string;
@@ -99,18 +98,7 @@ export interface PeerResult {
 
 /** The PyTorch peer's run of the job in `dir` (from dist/bench, or from bench/ under ts-jest). */
 export function runDraemPeer(job: DraemJob): PeerResult {
-  const args = [job.dir, String(job.threads)];
-  const source = path.join(__dirname, 'peers', 'draem_torch.py');
-  if (!fs.existsSync(source)) return runPeer<PeerResult>('draem_torch.py', args);
-  const r = spawnSync(peerPython(), [source, ...args], { encoding: 'utf8', maxBuffer: 1 << 30 });
-  if (r.status !== 0) throw new Error(`peer draem_torch.py failed (exit ${r.status}): ${r.stderr}`);
-  const lines = r.stdout.trim().split('\n');
-  return JSON.parse(lines[lines.length - 1]) as PeerResult;
-}
-
-/** The largest relative difference between two loss trajectories. */
-export function maxRelativeDiff(a: number[], b: number[]): number {
-  return Math.max(...a.map((v, i) => Math.abs(v - b[i]) / Math.max(Math.abs(b[i]), 1e-12)));
+  return runPeer<PeerResult>('draem_torch.py', [job.dir, String(job.threads)]);
 }
 
 export async function main(args: string[]): Promise<void> {

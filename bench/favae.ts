@@ -18,10 +18,9 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-import { packageRoot } from '../bindings/load';
 import { type Nchw, trainingAvailable, trainAddonPath, TrainModel } from '../bindings/train/train';
 import { Random } from '../lib/prng';
-import { flag, formatSpread, intFlag, machineInfo, measureInterleaved, median, peerPython, printTable, type Row, spreadOf, timed, watchLoad, writeJson } from './common';
+import { flag, formatSpread, intFlag, machineInfo, maxRelativeDiff, measureInterleaved, median, peerPython, printTable, type Row, runPeer, spreadOf, timed, watchLoad, writeJson } from './common';
 
 /** Teacher levels [c, side] and the decoder taps matched to them (native/train/favae.cc). */
 export const FAVAE_TEACHERS = {
@@ -106,17 +105,7 @@ export interface PeerResult {
 
 /** Runs bench/peers/favae_torch.py on a prepared folder. */
 export function runFavaePeer(dir: string, threads: number): PeerResult {
-  const script = path.join(packageRoot(), 'bench', 'peers', 'favae_torch.py');
-  const r = spawnSync(peerPython(), [script, dir, String(threads)], { encoding: 'utf8', maxBuffer: 1 << 30 });
-  if (r.status !== 0) throw new Error(`peer favae_torch.py failed (exit ${r.status}): ${r.stderr}`);
-  const lines = r.stdout.trim().split('\n');
-  return JSON.parse(lines[lines.length - 1]) as PeerResult;
-}
-
-/** The largest relative difference between two loss trajectories. */
-export function maxRelativeDiff(a: number[], b: number[]): number {
-  if (a.length !== b.length) throw new Error(`trajectories of ${a.length} and ${b.length} steps`);
-  return Math.max(...a.map((x, i) => Math.abs(x - b[i]) / Math.max(Math.abs(b[i]), 1e-12)));
+  return runPeer<PeerResult>('favae_torch.py', [dir, String(threads)]);
 }
 
 /** imiad's and the peer's loss trajectories over the job's batches (one step each). */

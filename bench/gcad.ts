@@ -24,7 +24,7 @@ import { synthesize } from '../lib/datasets/synth';
 import { batches } from '../lib/image/pipeline';
 import { GCAD_DEFAULTS } from '../lib/methods/gcad';
 import { Random } from '../lib/prng';
-import { flag, formatSpread, intFlag, machineInfo, measureInterleaved, median, peerAvailable, printTable, type Row, runPeer, spreadOf, timed, watchLoad, writeJson } from './common';
+import { flag, formatSpread, intFlag, machineInfo, maxRelativeDiff, measureInterleaved, median, peerAvailable, printTable, type Row, runPeer, spreadOf, timed, watchLoad, writeJson } from './common';
 
 /** Images and teacher levels of a set of images, NCHW each. */
 export interface GcadData {
@@ -179,11 +179,6 @@ export async function runImiadJob(jobFile: string): Promise<GcadRunResult> {
   const u2 = process.resourceUsage();
   const cpu = (u: NodeJS.ResourceUsage): number => (u.userCPUTime + u.systemCPUTime) / 1e6;
   return { losses, step_seconds: stepSeconds, epoch_ms: epochMs, map_mean: mapMean, map_std: mapStd, train_cpu_s: cpu(u1) - cpu(u0), cpu_s: cpu(u2), max_rss_kb: u2.maxRSS };
-}
-
-/** The largest relative difference of two equally long series. */
-export function maxRelativeDiff(a: number[], b: number[]): number {
-  return Math.max(...a.map((v, i) => Math.abs(v - b[i]) / Math.max(Math.abs(b[i]), 1e-12)));
 }
 
 /** Images and teacher features (taps of the default ResNet-18-shaped backbone) of image files. */

@@ -21,7 +21,7 @@ import { trainingAvailable, trainAddonPath, TrainModel, type Nchw } from '../bin
 import { defaultBackboneFile } from '../lib/backbone/builder';
 import { resnet18Weights } from '../lib/backbone/resnet-weights';
 import { Random } from '../lib/prng';
-import { flag, formatSpread, intFlag, machineInfo, type Measured, measureInterleaved, peerAvailable, printTable, ratioSpread, type Row, runPeer, watchLoad, writeJson } from './common';
+import { flag, formatSpread, intFlag, machineInfo, maxRelativeDiff, type Measured, measureInterleaved, peerAvailable, printTable, ratioSpread, type Row, runPeer, watchLoad, writeJson } from './common';
 
 export interface RegadBenchOptions {
   size: number;
@@ -77,10 +77,6 @@ export async function runRegadSteps(model: TrainModel, batches: Array<{ query: N
   return { losses, stepSeconds };
 }
 
-export function maxRelativeDifference(a: number[], b: number[]): number {
-  return Math.max(...a.map((x, i) => Math.abs(x - b[i]) / Math.max(Math.abs(b[i]), 1e-12)));
-}
-
 export async function main(args: string[]): Promise<void> {
   if (!trainingAvailable()) throw new Error(`the training addon is not built (${trainAddonPath()}); run npm run build:train`);
   const size = intFlag(args, 'size', 224);
@@ -104,7 +100,7 @@ export async function main(args: string[]): Promise<void> {
     const { model, batches } = await prepareRegadRun({ size, batch, shots, steps, lr, threads }, dir);
     const mine = await runRegadSteps(model, batches);
     const peer = havePeer ? runPeer<PeerResult>('regad_torch.py', [dir, String(threads)]) : null;
-    fidelity = { imiad: mine.losses, peer: peer?.losses ?? null, maxRelativeLossDiff: peer ? maxRelativeDifference(mine.losses, peer.losses) : null };
+    fidelity = { imiad: mine.losses, peer: peer?.losses ?? null, maxRelativeLossDiff: peer ? maxRelativeDiff(mine.losses, peer.losses) : null };
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

@@ -12,7 +12,8 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-import { maxRelativeDiff, trainDeviationJob, writeDeviationJob, type DeviationRun } from '../bench/deviation';
+import { maxRelativeDiff } from '../bench/common';
+import { trainDeviationJob, writeDeviationJob, type DeviationRun } from '../bench/deviation';
 import { binaryClassificationMetrics } from '../bindings/metrics';
 import { trainAddonPath, trainingAvailable } from '../bindings/train/train';
 import { loadDataset } from '../lib/datasets';

@@ -12,7 +12,8 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-import { maxRelativeDiff, runDraemJob, runDraemPeer, writeDraemJob } from '../bench/draem';
+import { maxRelativeDiff } from '../bench/common';
+import { runDraemJob, runDraemPeer, writeDraemJob } from '../bench/draem';
 import { binaryClassificationMetrics } from '../bindings/metrics';
 import { trainAddonPath, trainingAvailable } from '../bindings/train/train';
 import { runRun } from '../lib/cli/run';

@@ -10,7 +10,8 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-import { favaePeerAvailable, favaeTrajectories, maxRelativeDiff } from '../bench/favae';
+import { maxRelativeDiff } from '../bench/common';
+import { favaePeerAvailable, favaeTrajectories } from '../bench/favae';
 import { binaryClassificationMetrics } from '../bindings/metrics';
 import { trainAddonPath, trainingAvailable } from '../bindings/train/train';
 import { runRun } from '../lib/cli/run';

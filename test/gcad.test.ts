@@ -11,7 +11,8 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-import { maxRelativeDiff, runImiadJob, writeGcadJob } from '../bench/gcad';
+import { maxRelativeDiff } from '../bench/common';
+import { runImiadJob, writeGcadJob } from '../bench/gcad';
 import { peerAvailable, peerPython } from '../bench/common';
 import type { GcadRunResult } from '../bench/gcad';
 import { binaryClassificationMetrics } from '../bindings/metrics';

@@ -14,7 +14,8 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-import { maxRelativeDiff, runPrnJob, runPrnPeer, writePrnJob } from '../bench/prn';
+import { runPrnJob, runPrnPeer, writePrnJob } from '../bench/prn';
+import { maxRelativeDiff } from '../bench/common';
 import { trainAddonPath, trainingAvailable, TrainModel } from '../bindings/train/train';
 import { loadDataset } from '../lib/datasets';
 import { synthesize } from '../lib/datasets/synth';

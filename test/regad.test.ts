@@ -11,7 +11,8 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-import { maxRelativeDifference, type PeerResult, prepareRegadRun, runRegadSteps } from '../bench/regad';
+import { maxRelativeDiff } from '../bench/common';
+import { type PeerResult, prepareRegadRun, runRegadSteps } from '../bench/regad';
 import { peerAvailable, peerPython } from '../bench/common';
 import { binaryClassificationMetrics } from '../bindings/metrics';
 import { trainAddonPath, trainingAvailable } from '../bindings/train/train';
@@ -211,7 +212,7 @@ describe('RegAD', () => {
     expect(r.stderr.split('\n').filter((l) => /Error|Traceback/.test(l))).toEqual([]);
     const official = (JSON.parse(r.stdout.trim().split('\n').pop()!) as { maps: number[][][] }).maps.flat(2);
     expect(mine.length).toBe(official.length);
-    const rel = maxRelativeDifference(Array.from(mine), official);
+    const rel = maxRelativeDiff(Array.from(mine), official);
     process.stdout.write(`RegAD maps vs the official test(): max relative difference ${rel.toExponential(2)}\n`);
     expect(rel).toBeLessThanOrEqual(1e-4);
   }, 300_000);
@@ -226,6 +227,6 @@ describe('RegAD', () => {
     const peer = JSON.parse(r.stdout.trim().split('\n').pop()!) as PeerResult;
     process.stdout.write(`RegAD losses imiad ${mine.losses.map((l) => l.toFixed(6)).join(' ')}\nRegAD losses torch ${peer.losses.map((l) => l.toFixed(6)).join(' ')}\n`);
     expect(mine.losses[19]).not.toBe(mine.losses[0]);
-    expect(maxRelativeDifference(mine.losses, peer.losses)).toBeLessThanOrEqual(1e-4);
+    expect(maxRelativeDiff(mine.losses, peer.losses)).toBeLessThanOrEqual(1e-4);
   }, 300_000);
 });

@@ -299,3 +299,10 @@ export function randomFloats(n: number, seed: number, halfWidth = 0.5): Float32A
   return out;
 }
 
+/** The largest relative difference of two series (loss trajectories), Infinity when their lengths differ. */
+export function maxRelativeDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) return Infinity;
+  let worst = 0;
+  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]) / Math.max(Math.abs(b[i]), 1e-12));
+  return worst;
+}

@@ -13,7 +13,7 @@ import * as path from 'path';
 
 import { gaussianBlur } from '../../bindings/filters';
 import { binaryClassificationMetrics } from '../../bindings/metrics';
-import { type Nchw, trainAddon, trainingAvailable, trainAddonPath, TrainModel } from '../../bindings/train/train';
+import { type Nchw, trainAddon, TrainModel } from '../../bindings/train/train';
 import type { BackboneShape } from '../backbone/builder';
 import { loadBackbone } from '../backbone/session';
 import { loadDataset } from '../datasets';

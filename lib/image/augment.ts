@@ -192,6 +192,28 @@ export function transformMatrix(p: AugmentParams, width: number, height: number)
   return m;
 }
 
+/**
+ * Bilinear sample of an interleaved RGB image at (fx, fy) (pixel centres at integers) into out[o..o+2]; `wrap` maps
+ * an index outside [0, n) back inside (the border rule).
+ */
+export function sampleBilinear(data: ArrayLike<number>, w: number, h: number, fx: number, fy: number, wrap: (i: number, n: number) => number, out: Float32Array, o: number): void {
+  const x0 = Math.floor(fx);
+  const y0 = Math.floor(fy);
+  const ax = fx - x0;
+  const ay = fy - y0;
+  const xa = wrap(x0, w);
+  const xb = wrap(x0 + 1, w);
+  const ya = wrap(y0, h);
+  const yb = wrap(y0 + 1, h);
+  for (let c = 0; c < 3; c++) {
+    const p00 = data[(ya * w + xa) * 3 + c];
+    const p01 = data[(ya * w + xb) * 3 + c];
+    const p10 = data[(yb * w + xa) * 3 + c];
+    const p11 = data[(yb * w + xb) * 3 + c];
+    out[o + c] = (p00 * (1 - ax) + p01 * ax) * (1 - ay) + (p10 * (1 - ax) + p11 * ax) * ay;
+  }
+}
+
 function reflectIndex(i: number, n: number): number {
   if (n === 1) return 0;
   const period = 2 * n;
@@ -232,23 +254,7 @@ export function applyAugmentation(input: RawImage, params: AugmentParams, mask?:
         continue;
       }
       if (outMask && mask) outMask[y * w + x] = mask.data[reflectIndex(Math.floor(v), h) * w + reflectIndex(Math.floor(u), w)];
-      const fx = u - 0.5;
-      const fy = v - 0.5;
-      const x0 = Math.floor(fx);
-      const y0 = Math.floor(fy);
-      const ax = fx - x0;
-      const ay = fy - y0;
-      const xa = reflectIndex(x0, w);
-      const xb = reflectIndex(x0 + 1, w);
-      const ya = reflectIndex(y0, h);
-      const yb = reflectIndex(y0 + 1, h);
-      for (let c = 0; c < 3; c++) {
-        const p00 = image.data[(ya * w + xa) * 3 + c];
-        const p01 = image.data[(ya * w + xb) * 3 + c];
-        const p10 = image.data[(yb * w + xa) * 3 + c];
-        const p11 = image.data[(yb * w + xb) * 3 + c];
-        out[o + c] = (p00 * (1 - ax) + p01 * ax) * (1 - ay) + (p10 * (1 - ax) + p11 * ax) * ay;
-      }
+      sampleBilinear(image.data, w, h, u - 0.5, v - 0.5, reflectIndex, out, o);
     }
   }
   // Colour jitter: brightness scales, contrast blends with the mean grey level (torchvision's definitions).

@@ -35,9 +35,10 @@ import type { Device } from '../../bindings/validate';
 import type { Sample } from '../datasets/types';
 import { batches, type Geometry, IMAGENET_MEAN, IMAGENET_STD } from '../image/pipeline';
 import { Random } from '../prng';
-import { configExtra, configInt, configInts, requireCheckpointKind, restoreTrainedModel, trainedModelState } from './checkpoint';
-import { type BackboneParams, continuesTraining, elapsedMs, FeatureExtractor, layerOf, optionalInt, optionalSigma, predictInBatches, requireFitted, requireSamples, resolveBackboneParams, scoreGridsToMaps } from './features';
-import type { Detector, DetectorState, FitOptions, Prediction, RunOptions, Timing, TrainingStats, TrainSample } from './types';
+import { configExtra, configInts } from './checkpoint';
+import { type BackboneParams, continuesTraining, elapsedMs, FeatureExtractor, layerOf, optionalInt, optionalSigma, predictInBatches, requireSamples, resolveBackboneParams, scoreGridsToMaps } from './features';
+import { TrainedFeatureDetector } from './trained-detector';
+import type { Detector, DetectorState, FitOptions, Prediction, RunOptions, TrainSample } from './types';
 
 export interface FavaeParams extends BackboneParams {
   /** Training epochs (default 100). */
@@ -103,8 +104,10 @@ interface Cache {
   shapes: Nchw['shape'][];
 }
 
-export class Favae implements Detector {
+export class Favae extends TrainedFeatureDetector implements Detector {
   readonly name = 'favae';
+  protected readonly kind = 'favae';
+  protected readonly label = 'FAVAE';
   readonly usesLabelledAnomalies = false;
   readonly epochs: number;
   readonly lr: number;
@@ -115,14 +118,9 @@ export class Favae implements Detector {
   /** The device the VAE trains on, 'auto' resolved at construction. */
   readonly trainDevice: 'cpu' | 'cuda';
   private readonly cacheFeatures?: boolean;
-  private readonly extractor: FeatureExtractor;
-  private model: TrainModel | null = null;
-  private fits = 0;
-  private modelBytes = 0;
-  private timing: Timing = { backboneMs: [], methodMs: [] };
-  private stats: TrainingStats | null = null;
 
   constructor(params: FavaeParams = {}) {
+    super();
     if (params !== undefined && !is.object(params)) throw invalidType('object', 'params', params);
     const why = `FAVAE's encoder takes ${FAVAE_SIZE} x ${FAVAE_SIZE} images (four stride-2 convs to 8 x 8, then an 8 x 8 conv to 1 x 1); IM-IAD Table V's 256 px does not apply`;
     if (params.cropSize === undefined && params.imageSize !== undefined && params.imageSize !== FAVAE_SIZE) {
@@ -151,16 +149,8 @@ export class Favae implements Detector {
     this.trainDevice = resolveTrainDevice(trainDeviceParam(params.device));
   }
 
-  get params(): FeatureExtractor['params'] {
-    return this.extractor.params;
-  }
-
-  /** fit() calls the current network has been trained by: 0 unfitted, k after k tasks of the continual setting. */
-  get fitCount(): number {
-    return this.fits;
-  }
-
-  private createModel(channels: number[], sides: number[]): TrainModel {
+  protected createModel(channels: number[], extra: Record<string, number[]>): TrainModel {
+    const sides = extra.sides;
     return new TrainModel({
       kind: 'favae',
       channels,
@@ -169,7 +159,7 @@ export class Favae implements Detector {
       lr: this.lr,
       weightDecay: this.weightDecay,
       device: this.trainDevice,
-      extra: { sides, size: [FAVAE_SIZE], zdim: [100], kld: [this.kldWeight] },
+      extra: { ...extra, sides, size: [FAVAE_SIZE], zdim: [100], kld: [this.kldWeight] },
     });
   }
 
@@ -244,7 +234,7 @@ export class Favae implements Detector {
       };
     };
 
-    const model = proceed ? (this.model as TrainModel) : this.createModel(channels, sides);
+    const model = proceed ? (this.model as TrainModel) : this.createModel(channels, { sides });
     const fitIndex = proceed ? this.fits : 0;
     // A continued network stopped mid-task is neither the old model nor the new one: unfitted until this fit ends.
     if (proceed) {
@@ -296,14 +286,8 @@ export class Favae implements Detector {
     this.stats = { epochs: this.epochs, trainSeconds: elapsedMs(t0) / 1000, imagesPerSecond: seen / loopSeconds, losses };
   }
 
-  private setModel(model: TrainModel): void {
-    this.model = model;
-    this.modelBytes = model.state().arrays.reduce((a, x) => a + x.byteLength, 0);
-  }
-
   async predict(samples: Sample[], opts: RunOptions = {}): Promise<Prediction> {
-    requireFitted(this.model !== null, 'FAVAE');
-    const model = this.model as TrainModel;
+    const model = this.fitted();
     const list = requireSamples(samples, 'samples');
     const { scores, maps, timing } = await predictInBatches(this.favaeBatches(list, 1, opts), list.length, opts, async (b) => {
       const raw = await model.maps(b.images, b.teacher, FAVAE_SIZE, { signal: opts.signal });
@@ -314,48 +298,15 @@ export class Favae implements Detector {
     return { scores, maps };
   }
 
-  /** The VAE's and adapters' weights, BN statistics, Adam's state and the noise generator's, for a checkpoint. */
-  saveState(): DetectorState {
-    requireFitted(this.model !== null, 'FAVAE');
-    const model = this.model as TrainModel;
-    const { arrays, config } = trainedModelState(model);
-    return {
-      config: { kind: 'favae', channels: model.config.channels, extra: model.config.extra ?? {}, ...config, fits: this.fits, cropSize: FAVAE_SIZE, stats: this.stats },
-      arrays,
-    };
+  protected override checkpointCrop(): number {
+    return FAVAE_SIZE;
   }
 
-  async loadState(state: DetectorState): Promise<void> {
-    requireCheckpointKind(state, 'favae');
+  /** The VAE and adapters for a checkpoint's config: one side per teacher level. */
+  protected override modelFromCheckpoint(state: DetectorState): TrainModel {
     const channels = configInts(state, 'channels');
     const sides = configExtra(state).sides;
     if (!Array.isArray(sides) || sides.length !== channels.length) throw imiadError('Error', 'ERR_IMIAD_CHECKPOINT', "Expected the checkpoint's extra.sides to hold one side per teacher level");
-    const fits = configInt(state, 'fits');
-    const model = this.createModel(channels, sides);
-    restoreTrainedModel(model, state);
-    this.setModel(model);
-    this.fits = fits;
-    this.stats = null;
-  }
-
-  trainingStats(): TrainingStats | null {
-    return this.stats;
-  }
-
-  stateBytes(): number {
-    return this.model ? this.modelBytes : 0;
-  }
-
-  /** Trainable parameters of the fitted VAE and adapters (0 before). */
-  parameterCount(): number {
-    return this.model ? this.model.parameterCount : 0;
-  }
-
-  lastTiming(): Timing {
-    return this.timing;
-  }
-
-  async dispose(): Promise<void> {
-    await this.extractor.dispose();
+    return this.createModel(channels, { sides });
   }
 }

@@ -22,9 +22,9 @@ import type { BackboneShape } from '../backbone/builder';
 import type { Sample } from '../datasets/types';
 import { batches, type Geometry } from '../image/pipeline';
 import { Random } from '../prng';
-import { configExtra, configInt, configInts, requireCheckpointCrop, requireCheckpointKind, restoreTrainedModel, trainedModelState } from './checkpoint';
-import { type BackboneParams, continuesTraining, elapsedMs, FeatureExtractor, layerOf, optionalInt, optionalSigma, predictInBatches, requireFitted, requireSamples, resolveBackboneParams, scoreGridsToMaps } from './features';
-import type { Detector, DetectorState, FitOptions, Prediction, RunOptions, Timing, TrainingStats, TrainSample } from './types';
+import { type BackboneParams, continuesTraining, elapsedMs, FeatureExtractor, layerOf, optionalInt, optionalSigma, predictInBatches, requireSamples, resolveBackboneParams, scoreGridsToMaps } from './features';
+import { TrainedFeatureDetector } from './trained-detector';
+import type { Detector, FitOptions, Prediction, RunOptions, TrainSample } from './types';
 
 export interface FrozenHeadParams extends BackboneParams {
   /** Training epochs (default per method, IM-IAD Table V). */
@@ -83,7 +83,7 @@ interface FeatureCache {
   shapes: Nchw['shape'][];
 }
 
-export abstract class FrozenFeatureHead implements Detector {
+export abstract class FrozenFeatureHead extends TrainedFeatureDetector implements Detector {
   abstract readonly name: string;
   readonly usesLabelledAnomalies = false;
   readonly epochs: number;
@@ -93,19 +93,13 @@ export abstract class FrozenFeatureHead implements Detector {
   /** The device the head trains on, 'auto' resolved at construction. */
   readonly trainDevice: 'cpu' | 'cuda';
   readonly trainThreads: number;
-  protected readonly extractor: FeatureExtractor;
   private readonly cacheFeatures?: boolean;
-  private model: TrainModel | null = null;
-  /** fit() calls the current head has been trained by (continued fits count on). */
-  private fits = 0;
-  private modelBytes = 0;
-  private timing: Timing = { backboneMs: [], methodMs: [] };
-  private stats: TrainingStats | null = null;
 
   protected constructor(
     params: FrozenHeadParams,
     protected readonly defaults: HeadDefaults,
   ) {
+    super();
     if (params !== undefined && !is.object(params)) throw invalidType('object', 'params', params);
     const imageSize = params.imageSize ?? defaults.imageSize;
     const p = resolveBackboneParams(
@@ -126,8 +120,12 @@ export abstract class FrozenFeatureHead implements Detector {
     this.trainDevice = resolveTrainDevice(this.device);
   }
 
-  get params(): FeatureExtractor['params'] {
-    return this.extractor.params;
+  protected get kind(): string {
+    return this.defaults.kind;
+  }
+
+  protected get label(): string {
+    return this.defaults.label;
   }
 
   /** Method-specific numbers for the native model, from the feature shapes of one image and the steps per epoch. */
@@ -151,7 +149,7 @@ export abstract class FrozenFeatureHead implements Detector {
     return 'none';
   }
 
-  private createModel(channels: number[], extra: Record<string, number[]>): TrainModel {
+  protected createModel(channels: number[], extra: Record<string, number[]>): TrainModel {
     return new TrainModel({
       kind: this.defaults.kind,
       channels,
@@ -195,11 +193,6 @@ export abstract class FrozenFeatureHead implements Detector {
       const features = layers.flatMap((_, l) => perScale.map((scale) => scale[l]));
       yield { start: b.start, n: b.n, geometries: b.geometries, features, backboneMs: elapsedMs(t) };
     }
-  }
-
-  /** fit() calls the current head has been trained by: 0 unfitted, k after k tasks of the continual setting. */
-  get fitCount(): number {
-    return this.fits;
   }
 
   async fit(train: TrainSample[], opts: FitOptions = {}): Promise<void> {
@@ -311,14 +304,8 @@ export abstract class FrozenFeatureHead implements Detector {
     this.stats = { epochs: passes, trainSeconds: elapsedMs(t0) / 1000, imagesPerSecond: seen / loopSeconds, losses };
   }
 
-  private setModel(model: TrainModel): void {
-    this.model = model;
-    this.modelBytes = model.state().arrays.reduce((a, x) => a + x.byteLength, 0);
-  }
-
   async predict(samples: Sample[], opts: RunOptions = {}): Promise<Prediction> {
-    requireFitted(this.model !== null, this.defaults.label);
-    const model = this.model as TrainModel;
+    const model = this.fitted();
     const list = requireSamples(samples, 'samples');
     const crop = this.extractor.params.cropSize;
     const { scores, maps, timing } = await predictInBatches(this.featureBatches(list, 1, opts), list.length, opts, async (b) => {
@@ -330,57 +317,5 @@ export abstract class FrozenFeatureHead implements Detector {
     });
     this.timing = timing;
     return { scores, maps };
-  }
-
-  /** The head's weights (and fixed buffers: permutations, normalising maxima), for a checkpoint. */
-  saveState(): DetectorState {
-    requireFitted(this.model !== null, this.defaults.label);
-    const model = this.model as TrainModel;
-    const { arrays, config } = trainedModelState(model);
-    const c = model.config;
-    return {
-      config: {
-        kind: c.kind,
-        channels: c.channels,
-        extra: c.extra ?? {},
-        ...config,
-        fits: this.fits,
-        cropSize: this.extractor.params.cropSize,
-        stats: this.stats,
-      },
-      arrays,
-    };
-  }
-
-  async loadState(state: DetectorState): Promise<void> {
-    requireCheckpointKind(state, this.defaults.kind);
-    requireCheckpointCrop(state, this.extractor.params.cropSize);
-    const fits = configInt(state, 'fits');
-    const model = this.createModel(configInts(state, 'channels'), configExtra(state));
-    restoreTrainedModel(model, state);
-    this.setModel(model);
-    this.fits = fits;
-    this.stats = null;
-  }
-
-  trainingStats(): TrainingStats | null {
-    return this.stats;
-  }
-
-  stateBytes(): number {
-    return this.model ? this.modelBytes : 0;
-  }
-
-  /** Trainable parameters of the fitted head (0 before). */
-  parameterCount(): number {
-    return this.model ? this.model.parameterCount : 0;
-  }
-
-  lastTiming(): Timing {
-    return this.timing;
-  }
-
-  async dispose(): Promise<void> {
-    await this.extractor.dispose();
   }
 }

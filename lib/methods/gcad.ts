@@ -34,9 +34,9 @@ import type { FeatureMap } from '../backbone/session';
 import type { Sample } from '../datasets/types';
 import { batches, type Geometry } from '../image/pipeline';
 import { Random } from '../prng';
-import { configExtra, configInt, configInts, requireCheckpointCrop, requireCheckpointKind, restoreTrainedModel, trainedModelState } from './checkpoint';
-import { type BackboneParams, continuesTraining, elapsedMs, FeatureExtractor, layerOf, optionalInt, optionalSigma, predictInBatches, requireFitted, requireSamples, resolveBackboneParams, scoreGridsToMaps } from './features';
-import type { Detector, DetectorState, FitOptions, Prediction, RunOptions, Timing, TrainingStats, TrainSample } from './types';
+import { type BackboneParams, continuesTraining, elapsedMs, FeatureExtractor, layerOf, optionalInt, optionalSigma, predictInBatches, requireSamples, resolveBackboneParams, scoreGridsToMaps } from './features';
+import { TrainedFeatureDetector } from './trained-detector';
+import type { Detector, DetectorState, FitOptions, Prediction, RunOptions, TrainSample } from './types';
 
 export interface GcadParams extends BackboneParams {
   /** Training epochs (default 100). */
@@ -80,8 +80,10 @@ function nchw(f: FeatureMap, n: number): Nchw {
   return { data: f.data, shape: [n, f.channels, f.height, f.width] };
 }
 
-export class Gcad implements Detector {
+export class Gcad extends TrainedFeatureDetector implements Detector {
   readonly name = 'gcad';
+  protected readonly kind = 'gcad';
+  protected readonly label = 'GCAD';
   readonly usesLabelledAnomalies = false;
   readonly epochs: number;
   readonly lr: number;
@@ -93,16 +95,11 @@ export class Gcad implements Detector {
   /** The device the networks train on, 'auto' resolved at construction. */
   readonly trainDevice: 'cpu' | 'cuda';
   private readonly cacheFeatures?: boolean;
-  private readonly extractor: FeatureExtractor;
-  private model: TrainModel | null = null;
-  private modelBytes = 0;
   /** fit() calls the current networks have been trained by (continued fits count on). */
-  private fits = 0;
-  private timing: Timing = { backboneMs: [], methodMs: [] };
-  private stats: TrainingStats | null = null;
   private source: { kind: GcadValidationSource; images: number } | null = null;
 
   constructor(params: GcadParams = {}) {
+    super();
     if (params !== undefined && !is.object(params)) throw invalidType('object', 'params', params);
     const imageSize = params.imageSize ?? GCAD_DEFAULTS.imageSize;
     const p = resolveBackboneParams({ backboneShape: 'resnet18', batchSize: GCAD_DEFAULTS.batchSize, ...params, imageSize, cropSize: params.cropSize ?? imageSize }, [...GCAD_DEFAULTS.layers]);
@@ -129,21 +126,12 @@ export class Gcad implements Detector {
     this.trainDevice = resolveTrainDevice(trainDeviceParam(params.device));
   }
 
-  get params(): FeatureExtractor['params'] {
-    return this.extractor.params;
-  }
-
-  /** fit() calls the current networks have been trained by: 0 unfitted, k after k tasks of the continual setting. */
-  get fitCount(): number {
-    return this.fits;
-  }
-
   /** Where the last fit's map statistics came from, and from how many images (null before a fit). */
   get validationSource(): { kind: GcadValidationSource; images: number } | null {
     return this.source;
   }
 
-  private createModel(channels: number[], extra: Record<string, number[]>): TrainModel {
+  protected createModel(channels: number[], extra: Record<string, number[]>): TrainModel {
     return new TrainModel({
       kind: 'gcad',
       channels,
@@ -315,14 +303,8 @@ export class Gcad implements Detector {
     this.stats = { epochs: this.epochs, trainSeconds: elapsedMs(t0) / 1000, imagesPerSecond: seen / loopSeconds, losses };
   }
 
-  private setModel(model: TrainModel): void {
-    this.model = model;
-    this.modelBytes = model.state().arrays.reduce((a, x) => a + x.byteLength, 0);
-  }
-
   async predict(samples: Sample[], opts: RunOptions = {}): Promise<Prediction> {
-    requireFitted(this.model !== null, 'GCAD');
-    const model = this.model as TrainModel;
+    const model = this.fitted();
     const list = requireSamples(samples, 'samples');
     const crop = this.extractor.params.cropSize;
     const { scores, maps, timing } = await predictInBatches(this.teacherBatches(list, 1, opts), list.length, opts, async (b) => {
@@ -334,58 +316,13 @@ export class Gcad implements Detector {
     return { scores, maps };
   }
 
-  /** The networks' weights, the teacher and map statistics, and the optimiser state, for a checkpoint. */
-  saveState(): DetectorState {
-    requireFitted(this.model !== null, 'GCAD');
-    const model = this.model as TrainModel;
-    const { arrays, config } = trainedModelState(model);
-    return {
-      config: {
-        kind: 'gcad',
-        channels: model.config.channels,
-        extra: model.config.extra ?? {},
-        ...config,
-        fits: this.fits,
-        cropSize: this.extractor.params.cropSize,
-        validation: this.source,
-        stats: this.stats,
-      },
-      arrays,
-    };
+  /** A checkpoint also keeps where the map statistics came from. */
+  protected override stateConfig(): Record<string, unknown> {
+    return { validation: this.source };
   }
 
-  async loadState(state: DetectorState): Promise<void> {
-    requireCheckpointKind(state, 'gcad');
-    requireCheckpointCrop(state, this.extractor.params.cropSize);
-    const fits = configInt(state, 'fits');
-    const model = this.createModel(configInts(state, 'channels'), configExtra(state));
-    restoreTrainedModel(model, state);
-    this.setModel(model);
-    this.fits = fits;
+  protected override restoreConfig(state: DetectorState): void {
     const v = state.config.validation as { kind?: unknown; images?: unknown } | null | undefined;
     this.source = v && (v.kind === 'validation split' || v.kind === 'held-out training normals') && is.integer(v.images) ? { kind: v.kind, images: v.images as number } : null;
-    this.stats = null;
-  }
-
-  trainingStats(): TrainingStats | null {
-    return this.stats;
-  }
-
-  /** Bytes of the fitted state: both networks' weights and the teacher and map statistics. */
-  stateBytes(): number {
-    return this.model ? this.modelBytes : 0;
-  }
-
-  /** Trainable parameters of both branches (0 before a fit). */
-  parameterCount(): number {
-    return this.model ? this.model.parameterCount : 0;
-  }
-
-  lastTiming(): Timing {
-    return this.timing;
-  }
-
-  async dispose(): Promise<void> {
-    await this.extractor.dispose();
   }
 }

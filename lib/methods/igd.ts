@@ -28,10 +28,11 @@ import type { Device } from '../../bindings/validate';
 import type { Sample } from '../datasets/types';
 import { batches, type Geometry } from '../image/pipeline';
 import { Random } from '../prng';
-import { configExtra, configInt, configValue, requireCheckpointCrop, requireCheckpointKind, restoreTrainedModel, trainedModelState } from './checkpoint';
-import { type BackboneParams, continuesTraining, elapsedMs, FeatureExtractor, layerOf, optionalInt, optionalSigma, predictInBatches, requireBudget, requireFitted, requireSamples, resolveBackboneParams, scoreGridsToMaps } from './features';
+import { configExtra, configValue } from './checkpoint';
+import { type BackboneParams, continuesTraining, elapsedMs, FeatureExtractor, layerOf, optionalInt, optionalSigma, predictInBatches, requireBudget, requireSamples, resolveBackboneParams, scoreGridsToMaps } from './features';
 import { globalAverage } from './spade';
-import type { Detector, DetectorState, FitOptions, Prediction, RunOptions, Timing, TrainingStats, TrainSample } from './types';
+import { TrainedFeatureDetector } from './trained-detector';
+import type { Detector, DetectorState, FitOptions, Prediction, RunOptions, TrainSample } from './types';
 
 export interface IgdParams extends BackboneParams {
   /** Training epochs (default 256, Table V). */
@@ -77,8 +78,10 @@ function mirrorInto(src: Float32Array, i: number, out: Float32Array, j: number, 
   }
 }
 
-export class Igd implements Detector {
+export class Igd extends TrainedFeatureDetector implements Detector {
   readonly name = 'igd';
+  protected readonly kind = 'igd';
+  protected readonly label = 'IGD';
   readonly usesLabelledAnomalies = false;
   readonly epochs: number;
   readonly lr: number;
@@ -88,14 +91,9 @@ export class Igd implements Detector {
   readonly device: Device;
   readonly trainDevice: 'cpu' | 'cuda';
   readonly trainThreads: number;
-  private readonly extractor: FeatureExtractor;
-  private model: TrainModel | null = null;
-  private fits = 0;
-  private modelBytes = 0;
-  private timing: Timing = { backboneMs: [], methodMs: [] };
-  private stats: TrainingStats | null = null;
 
   constructor(params: IgdParams = {}) {
+    super();
     if (params !== undefined && !is.object(params)) throw invalidType('object', 'params', params);
     const imageSize = params.imageSize ?? 256;
     const p = resolveBackboneParams({ batchSize: 16, ...params, imageSize, cropSize: params.cropSize ?? imageSize }, ['layer4']);
@@ -120,25 +118,18 @@ export class Igd implements Detector {
     this.trainDevice = resolveTrainDevice(this.device);
   }
 
-  get params(): FeatureExtractor['params'] {
-    return this.extractor.params;
-  }
-
-  get fitCount(): number {
-    return this.fits;
-  }
-
-  private createModel(channels: number, steps: number): TrainModel {
+  /** The generator and discriminator for the encoder's channels; extra.steps: the training steps of the lr schedule. */
+  protected createModel(channels: number[], extra: Record<string, number[]>): TrainModel {
     return new TrainModel({
       kind: 'igd',
-      channels: [channels],
+      channels,
       seed: this.extractor.params.seed,
       threads: this.trainThreads,
       lr: this.lr,
       beta1: 0,
       beta2: 0.9,
       device: this.trainDevice,
-      extra: { size: [this.extractor.params.cropSize], latent: [128], dim: [64], range: [IGD_RANGE], generatorWeightDecay: [1e-6], steps: [steps] },
+      extra: { size: [this.extractor.params.cropSize], latent: [128], dim: [64], range: [IGD_RANGE], generatorWeightDecay: [1e-6], steps: extra.steps ?? [1] },
     });
   }
 
@@ -202,7 +193,7 @@ export class Igd implements Detector {
     if (proceed && (this.model as TrainModel).config.channels[0] !== channels) {
       throw imiadError('RangeError', 'ERR_IMIAD_DIMS', `Expected pooled features of ${(this.model as TrainModel).config.channels[0]} channels as in the earlier fit() but received ${channels}`);
     }
-    const model = proceed ? (this.model as TrainModel) : this.createModel(channels, totalSteps);
+    const model = proceed ? (this.model as TrainModel) : this.createModel([channels], { steps: [totalSteps] });
     const fitIndex = proceed ? this.fits : 0;
     if (proceed) {
       this.model = null;
@@ -268,14 +259,8 @@ export class Igd implements Detector {
     this.stats = { epochs: this.epochs, trainSeconds: elapsedMs(t0) / 1000, imagesPerSecond: seen / loopSeconds, losses };
   }
 
-  private setModel(model: TrainModel): void {
-    this.model = model;
-    this.modelBytes = model.state().arrays.reduce((a, x) => a + x.byteLength, 0);
-  }
-
   async predict(samples: Sample[], opts: RunOptions = {}): Promise<Prediction> {
-    requireFitted(this.model !== null, 'IGD');
-    const model = this.model as TrainModel;
+    const model = this.fitted();
     const list = requireSamples(samples, 'samples');
     const crop = this.extractor.params.cropSize;
     const { scores, maps, timing } = await predictInBatches(this.imageBatches(list, 1, opts), list.length, opts, async (b) => {
@@ -290,47 +275,9 @@ export class Igd implements Detector {
     return { scores, maps };
   }
 
-  /** The networks' weights, the Gaussian descriptor and both optimisers' state, for a checkpoint. */
-  saveState(): DetectorState {
-    requireFitted(this.model !== null, 'IGD');
-    const model = this.model as TrainModel;
-    const { arrays, config } = trainedModelState(model);
-    return {
-      config: { kind: 'igd', channels: model.config.channels, extra: model.config.extra ?? {}, ...config, fits: this.fits, cropSize: this.extractor.params.cropSize, stats: this.stats },
-      arrays,
-    };
-  }
-
-  async loadState(state: DetectorState): Promise<void> {
-    requireCheckpointKind(state, 'igd');
+  /** A checkpoint's network: one encoder channel count. */
+  protected override modelFromCheckpoint(state: DetectorState): TrainModel {
     const channels = configValue<number[]>(state, 'channels', (v) => Array.isArray(v) && v.length === 1 && Number.isInteger(v[0]), 'an array of one integer');
-    requireCheckpointCrop(state, this.extractor.params.cropSize);
-    const fits = configInt(state, 'fits');
-    const model = this.createModel(channels[0], (configExtra(state).steps ?? [1])[0]);
-    restoreTrainedModel(model, state);
-    this.setModel(model);
-    this.fits = fits;
-    this.stats = null;
-  }
-
-  trainingStats(): TrainingStats | null {
-    return this.stats;
-  }
-
-  stateBytes(): number {
-    return this.model ? this.modelBytes : 0;
-  }
-
-  /** Trainable parameters of the fitted networks (0 before). */
-  parameterCount(): number {
-    return this.model ? this.model.parameterCount : 0;
-  }
-
-  lastTiming(): Timing {
-    return this.timing;
-  }
-
-  async dispose(): Promise<void> {
-    await this.extractor.dispose();
+    return this.createModel(channels, configExtra(state));
   }
 }

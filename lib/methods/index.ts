@@ -18,6 +18,7 @@ import type { DraemParams } from './draem';
 import type { FavaeParams } from './favae';
 import type { IgdParams } from './igd';
 import type { GcadParams } from './gcad';
+import type { SemiRestParams } from './semirest';
 import type { PrnParams } from './prn';
 import type { Detector } from './types';
 
@@ -41,6 +42,7 @@ export interface MethodParams {
   favae: FavaeParams;
   igd: IgdParams;
   gcad: GcadParams;
+  semirest: SemiRestParams;
   prn: PrnParams;
 }
 export type MethodName = keyof MethodParams;
@@ -80,10 +82,11 @@ export { CsFlow, type CsFlowParams } from './csflow';
 export { CutPasteDetector, cutPasteLearningRate, type CutPasteParams } from './cutpaste';
 export { Regad, type RegadParams } from './regad';
 export { Draem, draemLearningRate, pooledMax, type DraemParams } from './draem';
-export { Prn, prnBatchComposition, prnStepsPerEpoch, topKMean, type PrnParams } from './prn';
 export { Favae, FAVAE_SIZE, FAVAE_VGG16_LAYERS, FAVAE_DEFAULT_LAYERS, imagenetFromUnit, type FavaeParams } from './favae';
 export { Igd, IGD_RANGE, type IgdParams } from './igd';
 export { Gcad, GCAD_DEFAULTS, type GcadParams, type GcadValidationSource } from './gcad';
+export { SemiRest, PositionBank, blockLabels, type SemiRestParams } from './semirest';
+export { Prn, prnBatchComposition, prnStepsPerEpoch, topKMean, type PrnParams } from './prn';
 export type { FrozenHeadParams } from './frozen-head';
 export { DevNet, type DevNetParams } from './devnet';
 export { Dra, DRA_REFERENCES, type DraParams } from './dra';

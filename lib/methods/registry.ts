@@ -14,10 +14,11 @@ import { Draem } from './draem';
 import { FastFlow } from './fastflow';
 import { Favae } from './favae';
 import { Gcad } from './gcad';
+import { Prn } from './prn';
+import { SemiRest } from './semirest';
 import { Igd } from './igd';
 import { Padim } from './padim';
 import { PatchCore } from './patchcore';
-import { Prn } from './prn';
 import { Regad } from './regad';
 import { Spade } from './spade';
 import { Rd4ad, Stpm } from './teacher-student';
@@ -340,6 +341,21 @@ export const METHODS: readonly MethodEntry[] = [
     continual: 'sequential',
     options: TRAINED_OPTIONS,
     summary: 'global context AD: local student and bottleneck auto-encoder regress teacher features, maps normalised on validation normals (libtorch)',
+  },
+  {
+    name: 'semirest',
+    label: 'SemiREST',
+    create: (p) => new SemiRest(p),
+    trained: true,
+    usesLabelledAnomalies: true,
+    hasMaps: true,
+    // The paper gives no image size: 256 px without crop, a 32 x 32 grid of 8 x 8-pixel blocks (docs/detectors-semirest.md).
+    imageSize: 256,
+    cropSize: 256,
+    normalisation: 'imagenet',
+    continual: 'sequential',
+    options: [...TRAINED_OPTIONS, { flag: 'texture-root', param: 'textureRoot' }, { flag: 'foreground', param: 'foregroundRoot' }],
+    summary: 'position-constrained patch-matching residuals, sliding-window transformer classifying 8x8 blocks, trained on labelled + synthetic anomalies (supervised setting; libtorch)',
   },
   {
     name: 'prn',

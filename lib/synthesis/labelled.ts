@@ -28,6 +28,7 @@ import * as is from '../../bindings/is';
 import type { Sample } from '../datasets/types';
 import { readImageSize } from '../image/decode';
 import { readMask } from '../image/mask';
+import { sampleBilinear } from '../image/augment';
 import { geometryFor, loadMaskBatch, maskToCrop, prepareImage, type Geometry } from '../image/pipeline';
 import { requireBudget } from '../methods/features';
 import { DEFAULT_SUPERVISED_ANOMALIES } from '../settings/supervised';
@@ -260,22 +261,7 @@ function remap(img: Rgb8Masked, from: (x: number, y: number) => [number, number]
   for (let y = 0; y < s; y++) {
     for (let x = 0; x < s; x++) {
       const [u, v] = from(x, y);
-      const x0 = Math.floor(u);
-      const y0 = Math.floor(v);
-      const ax = u - x0;
-      const ay = v - y0;
-      const xa = reflect101(x0, s);
-      const xb = reflect101(x0 + 1, s);
-      const ya = reflect101(y0, s);
-      const yb = reflect101(y0 + 1, s);
-      const o = (y * s + x) * 3;
-      for (let c = 0; c < 3; c++) {
-        const p00 = img.data[(ya * s + xa) * 3 + c];
-        const p01 = img.data[(ya * s + xb) * 3 + c];
-        const p10 = img.data[(yb * s + xa) * 3 + c];
-        const p11 = img.data[(yb * s + xb) * 3 + c];
-        out[o + c] = (p00 * (1 - ax) + p01 * ax) * (1 - ay) + (p10 * (1 - ax) + p11 * ax) * ay;
-      }
+      sampleBilinear(img.data, s, s, u, v, reflect101, out, (y * s + x) * 3);
       outMask[y * s + x] = img.mask[reflect101(Math.round(v), s) * s + reflect101(Math.round(u), s)];
     }
   }

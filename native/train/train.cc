@@ -28,13 +28,14 @@
 #include "devnet.h"
 #include "dra.h"
 #include "draem.h"
+#include "prn.h"
+#include "semirest.h"
 #include "favae.h"
 #include "feature_heads.h"
 #include "cutpaste.h"
 #include "flows.h"
 #include "gcad.h"
 #include "igd.h"
-#include "prn.h"
 #include "regad.h"
 #include "resnet18.h"
 
@@ -524,6 +525,7 @@ std::unique_ptr<Model> CreateModel(const ModelConfig& config) {
       {"draem", CreateDraemModel},
       {"igd", CreateIgdModel},  // one pooled level (igd.cc checks it)
       {"gcad", CreateGcadModel},
+      {"semirest", CreateSemiRestModel},  // residual maps of frozen features (semirest.cc checks them)
       {"prn", CreatePrnModel},  // frozen ResNet-18 layers 1..4 and its prototypes (prn.cc checks them)
   };
   for (const auto& [kind, create] : kImageModels) {

@@ -145,12 +145,6 @@ function renderImage(style: CategoryStyle, width: number, height: number, rng: R
   return { pixels: toBytes(scene.canvas, style.grey), masks };
 }
 
-function union(masks: Uint8Array[], n: number): Uint8Array {
-  const out = new Uint8Array(n);
-  for (const m of masks) for (let i = 0; i < n; i++) out[i] |= m[i];
-  return out;
-}
-
 interface Ctx {
   out: string;
   r: Resolved;
