@@ -82,6 +82,8 @@ export {
   type GcadParams,
   SemiRest,
   type SemiRestParams,
+  Prn,
+  type PrnParams,
   PositionBank,
   TRAINED_METHODS,
   readCheckpoint,

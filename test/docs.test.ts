@@ -55,7 +55,7 @@ function blocks(file: string): Block[] {
 const pages = ['README.md', ...fs.readdirSync(path.join(root, 'docs')).filter((f) => f.endsWith('.md')).sort().map((f) => `docs/${f}`)];
 
 const torchAvailable = spawnSync('python3', ['-c', 'import torch, torchvision'], { encoding: 'utf8' }).status === 0;
-const TRAINED = /--method (stpm|rd4ad|cfa|cflow|csflow|fastflow|cutpaste|devnet|dra|regad|draem|favae|igd|gcad|semirest)\b/;
+const TRAINED = /--method (stpm|rd4ad|cfa|cflow|csflow|fastflow|cutpaste|devnet|dra|bgad|prn|semirest|regad|draem|favae|igd|gcad)\b/;
 
 /** The command text as this test runs it (the overrides listed at the top). */
 export function override(line: string): { line: string; skip?: string } {

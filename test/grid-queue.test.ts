@@ -158,7 +158,7 @@ describe('queue address, job and result checks', () => {
       [bad({ key: '../x' }), 'Expected a 64-digit hex experiment key for job.key but received ../x of type string'],
       [bad({ codeVersion: '0.0.1' }), `The job was queued by imiad 0.0.1 but this worker runs imiad ${version} (the version is part of the experiment key): run workers of the coordinator's version`],
       [bad({ root: 'data' }), 'Expected an absolute dataset folder for job.root but received data of type string'],
-      [bad({}, { method: 'sh -c reboot' }), "Expected one of patchcore, padim, spade, dne, stpm, rd4ad, cfa, cflow, csflow, fastflow, cutpaste, devnet, dra, bgad, regad, draem, favae, igd, gcad, semirest for job.config.method but received sh -c reboot of type string"],
+      [bad({}, { method: 'sh -c reboot' }), "Expected one of patchcore, padim, spade, dne, stpm, rd4ad, cfa, cflow, csflow, fastflow, cutpaste, devnet, dra, bgad, prn, semirest, regad, draem, favae, igd, gcad for job.config.method but received sh -c reboot of type string"],
       [bad({}, { category: '../../etc' }), 'Expected a category name (no path separators) for job.config.category but received ../../etc of type string'],
       [bad({}, { seed: -1 }), 'Expected a non-negative integer for job.config.seed but received -1 of type number'],
       [bad({}, { params: { f: () => 1 } }), 'Expected an object of JSON values for job.config.params but received Object of type object'],

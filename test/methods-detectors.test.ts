@@ -154,7 +154,7 @@ describe('errors', () => {
   test('predict before fit, unknown methods and bad parameters', async () => {
     await expect(new PatchCore(small).predict(testSet)).rejects.toMatchObject({ code: 'ERR_IMIAD_STATE', message: 'PatchCore: call fit() before predict()' });
     expect(() => createDetector('nosuchmethod')).toThrow(
-      "Expected one of 'patchcore', 'padim', 'spade', 'dne', 'stpm', 'rd4ad', 'cfa', 'cflow', 'csflow', 'fastflow', 'cutpaste', 'devnet', 'dra', 'bgad', 'regad', 'draem', 'favae', 'igd', 'gcad', 'semirest' for method but received nosuchmethod of type string",
+      "Expected one of 'patchcore', 'padim', 'spade', 'dne', 'stpm', 'rd4ad', 'cfa', 'cflow', 'csflow', 'fastflow', 'cutpaste', 'devnet', 'dra', 'bgad', 'prn', 'semirest', 'regad', 'draem', 'favae', 'igd', 'gcad' for method but received nosuchmethod of type string",
     );
     expect(() => new PatchCore({ coreset: 0 })).toThrow('Expected number in (0, 1] for coreset but received 0 of type number');
     expect(() => new PatchCore({ reweight: 0 })).toThrow('Expected integer between 1 and 1024 for reweight but received 0 of type number');

@@ -137,7 +137,7 @@ describe('imiad run on the command line', () => {
   test('bad input exits with code 2 and one line', async () => {
     const bad = await cli(['run', '--dataset', 'mvtec', '--root', root, '--method', 'nosuch']);
     expect(bad.code).toBe(2);
-    expect(bad.stderr).toBe('imiad: Expected one of patchcore, padim, spade, dne, stpm, rd4ad, cfa, cflow, csflow, fastflow, cutpaste, devnet, dra, regad, draem, favae, igd, gcad, semirest for --method but received nosuch of type string\n');
+    expect(bad.stderr).toBe('imiad: Expected one of patchcore, padim, spade, dne, stpm, rd4ad, cfa, cflow, csflow, fastflow, cutpaste, devnet, dra, bgad, prn, semirest, regad, draem, favae, igd, gcad for --method but received nosuch of type string\n');
     const layer = await cli(['run', '--dataset', 'mvtec', '--root', root, '--method', 'padim', '--image-size', '48', '--layers', 'layer1,block9', '--categories', 'disc']);
     expect(layer.code).toBe(2);
     expect(layer.stderr).toMatch(/^imiad: .*block9/);

@@ -9,16 +9,16 @@ import { createDetector, findMethod, METHOD_NAMES, METHODS, methodNames, TRAINED
 
 describe('registry', () => {
   test('lists every detector once, in the paper’s order, with its facts', () => {
-    expect(methodNames()).toEqual(['patchcore', 'padim', 'spade', 'dne', 'stpm', 'rd4ad', 'cfa', 'cflow', 'csflow', 'fastflow', 'cutpaste', 'devnet', 'dra', 'bgad', 'regad', 'draem', 'favae', 'igd', 'gcad', 'semirest']);
+    expect(methodNames()).toEqual(['patchcore', 'padim', 'spade', 'dne', 'stpm', 'rd4ad', 'cfa', 'cflow', 'csflow', 'fastflow', 'cutpaste', 'devnet', 'dra', 'bgad', 'prn', 'semirest', 'regad', 'draem', 'favae', 'igd', 'gcad']);
     expect([...METHOD_NAMES]).toEqual(methodNames());
-    expect([...TRAINED_METHODS]).toEqual(['stpm', 'rd4ad', 'cfa', 'cflow', 'csflow', 'fastflow', 'cutpaste', 'devnet', 'dra', 'bgad', 'regad', 'draem', 'favae', 'igd', 'gcad', 'semirest']);
+    expect([...TRAINED_METHODS]).toEqual(['stpm', 'rd4ad', 'cfa', 'cflow', 'csflow', 'fastflow', 'cutpaste', 'devnet', 'dra', 'bgad', 'prn', 'semirest', 'regad', 'draem', 'favae', 'igd', 'gcad']);
     expect(new Set(methodNames()).size).toBe(METHODS.length);
     expect(findMethod('dne')).toMatchObject({ hasMaps: false, trained: false, continual: 'accumulate' });
     expect(findMethod('padim')).toMatchObject({ continual: 'statistics', imageSize: 256, cropSize: 224, normalisation: 'imagenet' });
     expect(findMethod('stpm')).toMatchObject({ trained: true, continual: 'sequential', cropSize: 256 });
     expect(findMethod('cutpaste')).toMatchObject({ trained: true, hasMaps: false, imageSize: 224, cropSize: 224, continual: 'sequential', normalisation: 'imagenet' });
     // Only the supervised detectors learn from the labelled anomalies (and refuse to run without them).
-    expect(METHODS.filter((m) => m.usesLabelledAnomalies).map((m) => m.name)).toEqual(['devnet', 'dra', 'bgad', 'semirest']);
+    expect(METHODS.filter((m) => m.usesLabelledAnomalies).map((m) => m.name)).toEqual(['devnet', 'dra', 'bgad', 'prn', 'semirest']);
     expect(findMethod('draem')).toMatchObject({ trained: true, continual: 'sequential', imageSize: 256, cropSize: 256, normalisation: 'unit', hasMaps: true });
     expect(METHODS.filter((m) => m.normalisation === 'unit').map((m) => m.name)).toEqual(['regad', 'draem', 'favae']);
     expect(findMethod('favae')).toMatchObject({ trained: true, continual: 'sequential', imageSize: 128, cropSize: 128, normalisation: 'unit' });
@@ -36,10 +36,10 @@ describe('registry', () => {
     const base = { dataset: 'mvtec', root: '.', method: 'padim' };
     expect(() => runParams({ ...base, coreset: '0.5' })).toThrow('--coreset applies to --method patchcore, not padim');
     expect(() => runParams({ ...base, reweight: '3' })).toThrow('--reweight applies to --method patchcore, not padim');
-    expect(() => runParams({ ...base, epochs: '3' })).toThrow('--epochs applies to the trained methods (stpm, rd4ad, cfa, cflow, csflow, fastflow, cutpaste, devnet, dra, bgad, regad, draem, favae, igd, gcad, semirest), not padim');
+    expect(() => runParams({ ...base, epochs: '3' })).toThrow('--epochs applies to the trained methods (stpm, rd4ad, cfa, cflow, csflow, fastflow, cutpaste, devnet, dra, bgad, prn, semirest, regad, draem, favae, igd, gcad), not padim');
     expect(runParams({ ...base, method: 'patchcore', coreset: '0.5', reweight: '3' })).toEqual({ coreset: 0.5, reweight: 3 });
     expect(runParams({ ...base, method: 'stpm', epochs: '3', lr: '0.1' })).toEqual({ epochs: 3, lr: 0.1 });
-    expect(() => runParams({ ...base, textureRoot: '/data/dtd' })).toThrow('--texture-root applies to --method draem|semirest, not padim');
+    expect(() => runParams({ ...base, textureRoot: '/data/dtd' })).toThrow('--texture-root applies to --method prn|semirest|draem, not padim');
     expect(runParams({ ...base, method: 'draem', textureRoot: '/data/dtd', epochs: '3' })).toEqual({ textureRoot: '/data/dtd', epochs: 3 });
   });
 
@@ -48,7 +48,7 @@ describe('registry', () => {
     try {
       const file = path.join(dir, 'g.yaml');
       fs.writeFileSync(file, 'datasets: [{ name: mvtec, root: /tmp }]\nmethods: [patchcore, cflowx]\nsettings: [vanilla]\n');
-      expect(() => readGridConfig(file)).toThrow(`Grid file ${file}: methods[1] is 'cflowx', expected one of patchcore, padim, spade, dne, stpm, rd4ad, cfa, cflow, csflow, fastflow, cutpaste, devnet, dra, bgad, regad, draem, favae, igd, gcad, semirest`);
+      expect(() => readGridConfig(file)).toThrow(`Grid file ${file}: methods[1] is 'cflowx', expected one of patchcore, padim, spade, dne, stpm, rd4ad, cfa, cflow, csflow, fastflow, cutpaste, devnet, dra, bgad, prn, semirest, regad, draem, favae, igd, gcad`);
       fs.writeFileSync(file, 'datasets: [{ name: mvtec, root: /tmp }]\nmethods: [patchcore, { name: stpm }]\nsettings: [vanilla]\n');
       expect(readGridConfig(file).methods.map((m) => m.name)).toEqual(['patchcore', 'stpm']);
     } finally {

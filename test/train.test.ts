@@ -114,8 +114,8 @@ describe('checkpoints', () => {
 describe('imiad run options', () => {
   test('--epochs and --lr apply to the trained methods only; --batch-size is checked', async () => {
     const base = { dataset: 'mvtec', root: category.root, imageSize: '64' };
-    await expect(runRun({ ...base, method: 'padim', epochs: '3' })).rejects.toThrow('--epochs applies to the trained methods (stpm, rd4ad, cfa, cflow, csflow, fastflow, cutpaste, devnet, dra, bgad, regad, draem, favae, igd, gcad, semirest), not padim');
-    await expect(runRun({ ...base, method: 'padim', lr: '0.1' })).rejects.toThrow('--lr applies to the trained methods (stpm, rd4ad, cfa, cflow, csflow, fastflow, cutpaste, devnet, dra, bgad, regad, draem, favae, igd, gcad, semirest), not padim');
+    await expect(runRun({ ...base, method: 'padim', epochs: '3' })).rejects.toThrow('--epochs applies to the trained methods (stpm, rd4ad, cfa, cflow, csflow, fastflow, cutpaste, devnet, dra, bgad, prn, semirest, regad, draem, favae, igd, gcad), not padim');
+    await expect(runRun({ ...base, method: 'padim', lr: '0.1' })).rejects.toThrow('--lr applies to the trained methods (stpm, rd4ad, cfa, cflow, csflow, fastflow, cutpaste, devnet, dra, bgad, prn, semirest, regad, draem, favae, igd, gcad), not padim');
     await expect(runRun({ ...base, method: 'stpm', epochs: '0' })).rejects.toThrow('Expected integer between 1 and 1000000 for --epochs but received 0 of type string');
     await expect(runRun({ ...base, method: 'padim', batchSize: 'x' })).rejects.toThrow('Expected integer between 1 and 4096 for --batch-size but received x of type string');
   });

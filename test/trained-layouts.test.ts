@@ -57,6 +57,7 @@ const cases: { method: string; flags: Partial<RunCommandOptions> }[] = [
   { method: 'devnet', flags: { imageSize: '64', batchSize: '4', setting: 'supervised', anomalies: '2' } },
   { method: 'dra', flags: { imageSize: '64', batchSize: '6', setting: 'supervised', anomalies: '2' } },
   { method: 'semirest', flags: { imageSize: '64', batchSize: '4', setting: 'supervised', anomalies: '2' } },
+  { method: 'prn', flags: { imageSize: '32', batchSize: '4', setting: 'supervised', anomalies: '2' } },
   { method: 'regad', flags: { imageSize: '64', batchSize: '4', setting: 'fewshot', shots: '2' } },
 ];
 

@@ -135,7 +135,7 @@ export function trainingAvailable(): boolean {
 }
 
 export interface TrainModelConfig {
-  kind: 'stpm' | 'rd4ad' | 'fastflow' | 'cflow' | 'bgad' | 'cfa' | 'csflow' | 'resnet18' | 'cutpaste' | 'devnet' | 'dra' | 'regad' | 'draem' | 'favae' | 'igd' | 'gcad' | 'semirest';
+  kind: 'stpm' | 'rd4ad' | 'fastflow' | 'cflow' | 'bgad' | 'cfa' | 'csflow' | 'resnet18' | 'cutpaste' | 'devnet' | 'dra' | 'regad' | 'draem' | 'favae' | 'igd' | 'gcad' | 'semirest' | 'prn';
   /** Channels of the teacher's layers 1..3 (the flow heads: of the tapped levels). */
   channels: number[];
   seed: number;

@@ -379,7 +379,7 @@ export function registerRun(program: Command): void {
     .option('--crop <n>', 'centre crop side (default 224, or the image size when smaller)')
     .option('--coreset <x>', 'PatchCore: fraction of patches kept in the memory bank (default 0.1)')
     .option('--reweight <b>', 'PatchCore: importance re-weighting over b nearest neighbours (default 1 = none)')
-    .option('--texture-root <dir>', 'DRAEM: folder of anomaly texture images, e.g. DTD (read recursively; default: Perlin noise as texture)')
+    .option('--texture-root <dir>', 'DRAEM, SemiREST, PRN: folder of anomaly texture images, e.g. DTD (read recursively; default: Perlin noise as texture)')
     .option('--foreground <dir>', 'BGAD, PRN, SemiREST: folder of foreground masks, one per normal training image named like it (default: Otsu thresholding of each image)')
     .option('--maps <dir>', 'write float32 TIFF maps as DIR/<category>/test/<defect>/<stem>.tiff (continual: DIR/task<N>/...)')
     .option('--scores <file>', 'write image,label,score rows (several categories: FILE.<category>.csv; continual: FILE.task<N>.<category>.csv)')

@@ -20,6 +20,7 @@ import type { FavaeParams } from './favae';
 import type { IgdParams } from './igd';
 import type { GcadParams } from './gcad';
 import type { SemiRestParams } from './semirest';
+import type { PrnParams } from './prn';
 import type { Detector } from './types';
 
 /** Each registered method's parameters (the typed overload of createDetector). */
@@ -44,6 +45,7 @@ export interface MethodParams {
   igd: IgdParams;
   gcad: GcadParams;
   semirest: SemiRestParams;
+  prn: PrnParams;
 }
 export type MethodName = keyof MethodParams;
 
@@ -86,6 +88,7 @@ export { Favae, FAVAE_SIZE, FAVAE_VGG16_LAYERS, FAVAE_DEFAULT_LAYERS, imagenetFr
 export { Igd, IGD_RANGE, type IgdParams } from './igd';
 export { Gcad, GCAD_DEFAULTS, type GcadParams, type GcadValidationSource } from './gcad';
 export { SemiRest, PositionBank, blockLabels, type SemiRestParams } from './semirest';
+export { Prn, prnBatchComposition, prnStepsPerEpoch, topKMean, type PrnParams } from './prn';
 export type { FrozenHeadParams } from './frozen-head';
 export { DevNet, type DevNetParams } from './devnet';
 export { Bgad, type BgadParams } from './bgad';

@@ -15,6 +15,7 @@ import { Draem } from './draem';
 import { FastFlow } from './fastflow';
 import { Favae } from './favae';
 import { Gcad } from './gcad';
+import { Prn } from './prn';
 import { SemiRest } from './semirest';
 import { Igd } from './igd';
 import { Padim } from './padim';
@@ -285,6 +286,35 @@ export const METHODS: readonly MethodEntry[] = [
     summary: "CFlow's conditional flows trained on normals, labelled anomalies and their copy-pastes with masks: focal ML + explicit boundary loss (supervised setting; libtorch)",
   },
   {
+    name: 'prn',
+    label: 'PRN',
+    create: (p) => new Prn(p),
+    trained: true,
+    usesLabelledAnomalies: true,
+    hasMaps: true,
+    imageSize: 256,
+    cropSize: 256,
+    normalisation: 'imagenet',
+    continual: 'sequential',
+    options: [...TRAINED_OPTIONS, { flag: 'texture-root', param: 'textureRoot' }, { flag: 'foreground', param: 'foregroundRoot' }],
+    summary: 'prototypical residual network: k-means prototype residuals of frozen ResNet-18 features, multi-size attention, decoder trained on labelled + Perlin anomalies with masks (supervised setting; libtorch)',
+  },
+  {
+    name: 'semirest',
+    label: 'SemiREST',
+    create: (p) => new SemiRest(p),
+    trained: true,
+    usesLabelledAnomalies: true,
+    hasMaps: true,
+    // The paper gives no image size: 256 px without crop, a 32 x 32 grid of 8 x 8-pixel blocks (docs/detectors-semirest.md).
+    imageSize: 256,
+    cropSize: 256,
+    normalisation: 'imagenet',
+    continual: 'sequential',
+    options: [...TRAINED_OPTIONS, { flag: 'texture-root', param: 'textureRoot' }, { flag: 'foreground', param: 'foregroundRoot' }],
+    summary: 'position-constrained patch-matching residuals, sliding-window transformer classifying 8x8 blocks, trained on labelled + synthetic anomalies (supervised setting; libtorch)',
+  },
+  {
     name: 'regad',
     label: 'RegAD',
     create: (p) => new Regad(p),
@@ -355,21 +385,6 @@ export const METHODS: readonly MethodEntry[] = [
     continual: 'sequential',
     options: TRAINED_OPTIONS,
     summary: 'global context AD: local student and bottleneck auto-encoder regress teacher features, maps normalised on validation normals (libtorch)',
-  },
-  {
-    name: 'semirest',
-    label: 'SemiREST',
-    create: (p) => new SemiRest(p),
-    trained: true,
-    usesLabelledAnomalies: true,
-    hasMaps: true,
-    // The paper gives no image size: 256 px without crop, a 32 x 32 grid of 8 x 8-pixel blocks (docs/detectors-semirest.md).
-    imageSize: 256,
-    cropSize: 256,
-    normalisation: 'imagenet',
-    continual: 'sequential',
-    options: [...TRAINED_OPTIONS, { flag: 'texture-root', param: 'textureRoot' }, { flag: 'foreground', param: 'foregroundRoot' }],
-    summary: 'position-constrained patch-matching residuals, sliding-window transformer classifying 8x8 blocks, trained on labelled + synthetic anomalies (supervised setting; libtorch)',
   },
 ];
 

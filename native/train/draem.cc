@@ -23,6 +23,7 @@
 #include <cmath>
 
 #include "blocks.h"
+#include "focal.h"
 #include "runtime.h"
 
 namespace imiad {
@@ -170,14 +171,6 @@ torch::Tensor Ssim(const torch::Tensor& a, const torch::Tensor& b, const torch::
   return (((2 * mu12 + c1) * v1) / ((mu1sq + mu2sq + c1) * v2)).mean();
 }
 
-// loss.py FocalLoss(gamma 2, alpha None, smooth 1e-5) on probabilities [n, 2, h, w] against a 0/1 mask [n, 1, h, w].
-torch::Tensor Focal(const torch::Tensor& p, const torch::Tensor& mask) {
-  const double smooth = 1e-5;
-  auto key1 = mask.clamp(smooth, 1 - smooth), key0 = (1 - mask).clamp(smooth, 1 - smooth);
-  auto pt = key0 * p.narrow(1, 0, 1) + key1 * p.narrow(1, 1, 1) + smooth;
-  return (-(1 - pt).pow(2) * pt.log()).mean();
-}
-
 class Draem : public HeadModel {
  public:
   explicit Draem(const ModelConfig& config) : HeadModel(config) {
@@ -218,7 +211,7 @@ class Draem : public HeadModel {
       auto probabilities = torch::softmax(net_->seg->forward(joined), 1);
       auto l2 = F::mse_loss(rec, clean);
       auto ssim = 1.0 - Ssim(rec, clean, window_);
-      auto focal = Focal(probabilities, mask);
+      auto focal = FocalLoss(probabilities, mask, 2);  // loss.py FocalLoss(gamma 2, alpha None, smooth 1e-5)
       auto loss = l2 + ssim + focal;
       result = loss.item<double>();
       if (!std::isfinite(result)) return;  // the weights stay as they were; the caller stops with the epoch and step

@@ -28,6 +28,7 @@
 #include "devnet.h"
 #include "dra.h"
 #include "draem.h"
+#include "prn.h"
 #include "semirest.h"
 #include "favae.h"
 #include "feature_heads.h"
@@ -525,6 +526,7 @@ std::unique_ptr<Model> CreateModel(const ModelConfig& config) {
       {"igd", CreateIgdModel},  // one pooled level (igd.cc checks it)
       {"gcad", CreateGcadModel},
       {"semirest", CreateSemiRestModel},  // residual maps of frozen features (semirest.cc checks them)
+      {"prn", CreatePrnModel},  // frozen ResNet-18 layers 1..4 and its prototypes (prn.cc checks them)
   };
   for (const auto& [kind, create] : kImageModels) {
     if (config.kind != kind) continue;
