@@ -14,7 +14,7 @@ import * as path from 'path';
 
 import { trainBgadJob, writeBgadJob } from '../bench/bgad';
 import { maxRelativeDiff, runPeer } from '../bench/common';
-import { trainAddonPath, trainingAvailable, TrainModel } from '../bindings/train/train';
+import { type Nchw, trainAddonPath, trainingAvailable, TrainModel } from '../bindings/train/train';
 import { loadDataset } from '../lib/datasets';
 import { synthesize } from '../lib/datasets/synth';
 import type { Category, Sample } from '../lib/datasets/types';
@@ -133,15 +133,15 @@ describe('BGAD', () => {
     const levels = [4, 2, 1].map((side) => {
       const data = new Float32Array(2 * 8 * side * side);
       for (let i = 0; i < data.length; i++) data[i] = Math.sin(i * 0.37 + side);
-      return { data, shape: [2, 8, side, side] };
+      return { data, shape: [2, 8, side, side] as Nchw['shape'] };
     });
-    const mask = { data: new Float32Array(2 * 64).fill(1), shape: [2, 1, 8, 8] };
+    const mask: Nchw = { data: new Float32Array(2 * 64).fill(1), shape: [2, 1, 8, 8] };
     model.configure('epoch', [0]);
     // Every fiber anomalous: meta-epoch 0 trains nothing (loss 0); normals train.
     expect(await model.step(mask, levels)).toBe(0);
     expect(await model.step(null, levels)).toBeGreaterThan(0);
     model.configure('epoch', [1]);
-    const half = { data: new Float32Array(2 * 64), shape: [2, 1, 8, 8] };
+    const half: Nchw = { data: new Float32Array(2 * 64), shape: [2, 1, 8, 8] };
     half.data.fill(1, 0, 64);
     expect(Number.isFinite(await model.step(half, levels))).toBe(true);
     await expect(model.step({ data: new Float32Array(64), shape: [1, 1, 8, 8] }, levels)).rejects.toThrow("Expected BGAD's masks as [2, 1, h, w] but received [1, 1, 8, 8]");

@@ -21,7 +21,7 @@ import { findMethod } from '../lib/methods/registry';
 import { reportData } from '../lib/report/data';
 import { accuracyEfficiencyFigures } from '../lib/report/figures';
 import { toMarkdown } from '../lib/report/table';
-import { tableVI, tableVII, tableXIII } from '../lib/report/tables';
+import { tableVI, tableVII, tableVIII, tableXIII } from '../lib/report/tables';
 import { ResultsStore } from '../lib/runner/store';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'imiad-layouts-'));
@@ -56,23 +56,27 @@ const cases: { method: string; flags: Partial<RunCommandOptions> }[] = [
   { method: 'gcad', flags: { imageSize: '64', batchSize: '4' } },
   { method: 'devnet', flags: { imageSize: '64', batchSize: '4', setting: 'supervised', anomalies: '2' } },
   { method: 'dra', flags: { imageSize: '64', batchSize: '6', setting: 'supervised', anomalies: '2' } },
-  { method: 'semirest', flags: { imageSize: '64', batchSize: '4', setting: 'supervised', anomalies: '2' } },
+  { method: 'bgad', flags: { imageSize: '64', batchSize: '4', setting: 'supervised', anomalies: '2' } },
   { method: 'prn', flags: { imageSize: '32', batchSize: '4', setting: 'supervised', anomalies: '2' } },
+  { method: 'semirest', flags: { imageSize: '64', batchSize: '4', setting: 'supervised', anomalies: '2' } },
+  // The unsupervised reference of Table VIII: PatchCore in the supervised setting (trains on the normals only).
+  { method: 'patchcore', flags: { imageSize: '64', setting: 'supervised', anomalies: '2' } },
   { method: 'regad', flags: { imageSize: '64', batchSize: '4', setting: 'fewshot', shots: '2' } },
 ];
 
 describe('imiad run on every synthetic layout', () => {
   for (const { method, flags } of cases) {
     withAddon(`${method} (${flags.setting ?? 'vanilla'})`, async () => {
-      const hasMaps = findMethod(method)!.hasMaps;
+      const { hasMaps, trained } = findMethod(method)!;
+      const epochs = trained ? { epochs: '1' } : {};
       for (const layout of SYNTH_LAYOUTS) {
         const { root, category } = roots.get(layout)!;
         if (method === 'regad' && layout === 'mtd') {
           // MTD is one category (magnetic tiles): nothing to meta-train on, refused before anything runs.
-          await expect(runRun({ dataset: layout, root, method, epochs: '1', categories: category, ...flags })).rejects.toThrow(/RegAD meta-trains on the other categories of the dataset, but category mtd .* has none beside it/);
+          await expect(runRun({ dataset: layout, root, method, ...epochs, categories: category, ...flags })).rejects.toThrow(/RegAD meta-trains on the other categories of the dataset, but category mtd .* has none beside it/);
           continue;
         }
-        const outcome = await runRun({ dataset: layout, root, method, epochs: '1', categories: category, store, ...flags });
+        const outcome = await runRun({ dataset: layout, root, method, ...epochs, categories: category, store, ...flags });
         expect(outcome.aborted).toBe(false);
         expect(outcome.results).toHaveLength(1);
         const m = outcome.results[0].metrics as Record<string, number | null | undefined>;
@@ -103,6 +107,21 @@ describe('imiad run on every synthetic layout', () => {
       for (const m of [...vanilla, ...(ran.has('regad') ? ['regad'] : [])]) expect(xiii).toContain(` ${m} `);
       const fig2 = accuracyEfficiencyFigures(data).find((f) => f.slug === 'fig2-mvtec')!;
       for (const m of vanilla) expect(fig2.svg).toContain(`>${m}<`);
+      // Table VIII (supervised, per dataset): the mask-supervised detectors with pixel rows, DevNet and DRA at image
+      // level with the note saying why, PatchCore as the reference that ignores the labelled anomalies.
+      const supervised = cases.filter((c) => c.flags.setting === 'supervised' && ran.has(c.method)).map((c) => c.method);
+      const viii = tableVIII(data).find((t) => t.slug === 'table-VIII-mvtec');
+      if (supervised.length > 0) {
+        expect(viii).toBeDefined();
+        const md = toMarkdown(viii!);
+        for (const m of supervised) {
+          expect(md).toMatch(new RegExp(`\\| ${m} \\| Image AUROC \\|`));
+          if (findMethod(m)!.hasMaps) expect(md).toMatch(new RegExp(`\\| ${m} \\| Pixel AUROC \\|`));
+          else expect(md).not.toMatch(new RegExp(`\\| ${m} \\| Pixel AUROC \\|`));
+        }
+        if (ran.has('patchcore')) expect(viii!.notes).toContain('Ignores the labelled anomalies (trains on the normal images only): patchcore.');
+        if (ran.has('devnet') && ran.has('dra')) expect(viii!.notes).toContain('Image-level only (no anomaly maps, so no pixel metrics): devnet, dra.');
+      }
       expect(ran).toEqual(new Set(cases.map((c) => c.method)));
     } finally {
       results.close();
@@ -114,13 +133,13 @@ describe('Ctrl-C during training', () => {
   // The flow heads, CFA, CutPaste, DRAEM, DevNet and DRA on MVTec-layout images (labelled anomalies in training for
   // the supervised two): an abort after the first progress event stops training between steps with ABORT_ERR and
   // keeps no model.
-  for (const method of ['fastflow', 'cflow', 'csflow', 'cfa', 'cutpaste', 'draem', 'devnet', 'dra']) {
+  for (const method of ['fastflow', 'cflow', 'csflow', 'cfa', 'cutpaste', 'draem', 'devnet', 'dra', 'bgad', 'prn', 'semirest']) {
     withAddon(method, async () => {
       const [cat] = await loadDataset('mvtec', roots.get('mvtec')!.root);
       const supervised = findMethod(method)!.usesLabelledAnomalies;
       const train = cat.samples.filter((s) => s.split === 'train' || (supervised && s.label === 'anomaly'));
-      const side = method === 'csflow' ? 128 : 64; // CS-Flow's three scales need a multiple of 128
-      const params = method === 'draem' ? { imageSize: 32, widths: [8, 4], batchSize: 4 } : { imageSize: side, cropSize: side, batchSize: 4 };
+      const side = method === 'csflow' ? 128 : method === 'prn' ? 32 : 64; // CS-Flow's three scales need a multiple of 128
+      const params = method === 'draem' ? { imageSize: 32, widths: [8, 4], batchSize: 4 } : { imageSize: side, cropSize: side, batchSize: 4, ...(method === 'prn' ? { attentionLayers: 1 } : {}) };
       const d = createDetector(method as 'cutpaste', { ...params, epochs: 1000, trainThreads: 1, device: 'cpu' } as never);
       const ac = new AbortController();
       let events = 0;

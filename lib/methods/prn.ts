@@ -41,9 +41,10 @@ import { batches, IMAGENET_MEAN, IMAGENET_STD } from '../image/pipeline';
 import { Random } from '../prng';
 import { AnomalySynthesiser } from '../synthesis';
 import { type LabelledImage, LabelledAnomalySampler } from '../synthesis/labelled';
-import { configExtra, configInt, configInts, requireCheckpointCrop, requireCheckpointKind, restoreTrainedModel, trainedModelState } from './checkpoint';
-import { type BackboneParams, continuesTraining, elapsedMs, FeatureExtractor, layerOf, optionalInt, predictInBatches, requireFitted, requireSamples, resolveBackboneParams, scoreGridsToMaps } from './features';
-import type { Detector, DetectorState, FitOptions, Prediction, RunOptions, Timing, TrainingStats, TrainSample } from './types';
+import { configExtra, configInts } from './checkpoint';
+import { type BackboneParams, continuesTraining, elapsedMs, FeatureExtractor, layerOf, optionalInt, predictInBatches, requireSamples, resolveBackboneParams, scoreGridsToMaps } from './features';
+import { TrainedFeatureDetector } from './trained-detector';
+import type { Detector, DetectorState, FitOptions, Prediction, RunOptions, TrainSample } from './types';
 
 const Math = globalThis.Math;
 
@@ -115,8 +116,10 @@ function imagenet(images: Float32Array, n: number, side: number): Float32Array {
 
 const LAYERS = ['layer1', 'layer2', 'layer3', 'layer4'];
 
-export class Prn implements Detector {
+export class Prn extends TrainedFeatureDetector implements Detector {
   readonly name = 'prn';
+  protected readonly kind = 'prn';
+  protected readonly label = 'PRN';
   readonly usesLabelledAnomalies = true;
   readonly epochs: number;
   readonly lr: number;
@@ -130,14 +133,9 @@ export class Prn implements Detector {
   readonly preciseBatchNorm: boolean;
   readonly trainThreads: number;
   readonly trainDevice: 'cpu' | 'cuda';
-  private readonly extractor: FeatureExtractor;
-  private model: TrainModel | null = null;
-  private modelBytes = 0;
-  private fits = 0;
-  private stats: TrainingStats | null = null;
-  private timing: Timing = { backboneMs: [], methodMs: [] };
 
   constructor(params: PrnParams = {}) {
+    super();
     if (params !== undefined && !is.object(params)) throw invalidType('object', 'params', params);
     const p = params ?? {};
     const imageSize = p.imageSize ?? 256;
@@ -170,16 +168,7 @@ export class Prn implements Detector {
     this.trainDevice = resolveTrainDevice(trainDeviceParam(p.device));
   }
 
-  get params(): FeatureExtractor['params'] {
-    return this.extractor.params;
-  }
-
-  /** fit() calls the current head has been trained by (continued fits count on). */
-  get fitCount(): number {
-    return this.fits;
-  }
-
-  private createModel(channels: number[], extra: Record<string, number[]>): TrainModel {
+  protected createModel(channels: number[], extra: Record<string, number[]>): TrainModel {
     return new TrainModel({ kind: 'prn', channels, seed: this.extractor.params.seed, threads: this.trainThreads, lr: this.lr, weightDecay: this.weightDecay, beta1: 0.9, beta2: 0.999, device: this.trainDevice, extra });
   }
 
@@ -328,8 +317,7 @@ export class Prn implements Detector {
   }
 
   async predict(samples: Sample[], opts: RunOptions = {}): Promise<Prediction> {
-    requireFitted(this.model !== null, 'PRN');
-    const model = this.model as TrainModel;
+    const model = this.fitted();
     const list = requireSamples(samples, 'samples');
     const { imageSize, cropSize: s } = this.extractor.params;
     const self = this;
@@ -351,54 +339,13 @@ export class Prn implements Detector {
     return { scores, maps };
   }
 
-  /** The head's weights, batch-norm statistics, prototypes and Adam's state, for a checkpoint. */
-  saveState(): DetectorState {
-    requireFitted(this.model !== null, 'PRN');
-    const model = this.model as TrainModel;
-    const { arrays, config } = trainedModelState(model);
-    const c = model.config;
-    return { config: { kind: 'prn', channels: c.channels, extra: c.extra ?? {}, ...config, fits: this.fits, cropSize: this.extractor.params.cropSize, stats: this.stats }, arrays };
-  }
-
-  async loadState(state: DetectorState): Promise<void> {
-    requireCheckpointKind(state, 'prn');
-    requireCheckpointCrop(state, this.extractor.params.cropSize);
-    const fits = configInt(state, 'fits');
+  /** A checkpoint's head must have this detector's attention depth. */
+  protected override modelFromCheckpoint(state: DetectorState): TrainModel {
     const extra = configExtra(state);
     const layers = extra.attentionLayers?.[0];
     if (layers !== this.attentionLayers) {
       throw imiadError('Error', 'ERR_IMIAD_CHECKPOINT', `Expected a PRN head of ${this.attentionLayers} attention layers per level but the checkpoint's has ${String(layers)}`);
     }
-    const model = this.createModel(configInts(state, 'channels'), extra);
-    restoreTrainedModel(model, state);
-    this.setModel(model);
-    this.fits = fits;
-    this.stats = null;
-  }
-
-  private setModel(model: TrainModel): void {
-    this.model = model;
-    this.modelBytes = model.state().arrays.reduce((a, x) => a + x.byteLength, 0);
-  }
-
-  trainingStats(): TrainingStats | null {
-    return this.stats;
-  }
-
-  stateBytes(): number {
-    return this.model ? this.modelBytes : 0;
-  }
-
-  /** Trainable parameters of the head (0 before fit; the prototypes are buffers). */
-  parameterCount(): number {
-    return this.model ? this.model.parameterCount : 0;
-  }
-
-  lastTiming(): Timing {
-    return this.timing;
-  }
-
-  async dispose(): Promise<void> {
-    await this.extractor.dispose();
+    return this.createModel(configInts(state, 'channels'), extra);
   }
 }
