@@ -19,7 +19,7 @@ import { trainingAvailable, trainAddonPath, TrainModel, type Nchw } from '../bin
 import { draemLearningRate } from '../lib/methods/draem';
 import { Random } from '../lib/prng';
 import { AnomalySynthesiser, perlinNoise } from '../lib/synthesis';
-import { flag, formatSpread, intFlag, machineInfo, maxRelativeDiff, measureInterleaved, peerAvailable, printTable, ratioSpread, runPeer, spreadOf, timed, watchLoad, writeJson } from './common';
+import { compareSteps, flag, formatSpread, intFlag, machineInfo, peerAvailable, printTable, runPeer, spreadOf, type StepPeerResult, timeSteps, watchLoad, writeJson } from './common';
 
 export interface DraemJob {
   dir: string;
@@ -79,22 +79,10 @@ export async function writeDraemJob(dir: string, o: { size: number; batch: numbe
 /** imiad's run of a job from the seeded initial weights: each step's loss and seconds. */
 export async function runDraemJob(job: DraemJob): Promise<{ losses: number[]; stepSeconds: number[] }> {
   const model = new TrainModel({ kind: 'draem', channels: [], seed: job.seed, threads: job.threads, lr: 1e-4, beta1: 0.9, beta2: 0.999, extra: { widths: job.widths } });
-  const losses: number[] = [];
-  const stepSeconds: number[] = [];
-  for (const b of job.batches) {
-    const t = process.hrtime.bigint();
-    losses.push(await model.step(b.clean, [b.augmented, b.mask, b.lr]));
-    stepSeconds.push(Number(process.hrtime.bigint() - t) / 1e9);
-  }
-  return { losses, stepSeconds };
+  return timeSteps(job.batches, (b) => model.step(b.clean, [b.augmented, b.mask, b.lr]));
 }
 
-export interface PeerResult {
-  losses: number[];
-  stepSeconds: number[];
-  loopSeconds: number;
-  torch: string;
-}
+export type PeerResult = StepPeerResult;
 
 /** The PyTorch peer's run of the job in `dir` (from dist/bench, or from bench/ under ts-jest). */
 export function runDraemPeer(job: DraemJob): PeerResult {
@@ -120,22 +108,8 @@ export async function main(args: string[]): Promise<void> {
   const load = watchLoad('draem bench');
   try {
     const job = await writeDraemJob(dir, { size, batch, steps, widths, seed: 1, threads });
-    const contenders = [
-      { name: 'imiad', run: async () => {
-        const r = await timed(() => runDraemJob(job));
-        return { ms: r.result.stepSeconds.reduce((a, b) => a + b, 0) * 1000, result: r.result.losses };
-      } },
-      ...(havePeer ? [{ name: 'torch', run: () => {
-        const p = runDraemPeer(job);
-        return { ms: p.loopSeconds * 1000, result: p.losses };
-      } }] : []),
-    ];
-    const measured = await measureInterleaved<number[]>(contenders, repeats, (name, run, round) => process.stdout.write(`  round ${round + 1} ${name}: ${(run.ms / 1000).toFixed(2)} s\n`));
+    const { ours, peer, rel, ratio } = await compareSteps(() => runDraemJob(job), havePeer ? () => runDraemPeer(job) : null, repeats);
     const report = load.finish();
-    const ours = measured[0];
-    const peer = measured[1];
-    const rel = peer ? maxRelativeDiff(ours.results[0], peer.results[0]) : null;
-    const ratio = peer ? ratioSpread(ours, peer) : null;
     printTable(`DRAEM: ${steps} steps, batch ${batch}, ${size} px, widths ${widths.join('/')}, ${threads} thread(s)`, [
       {
         method: 'draem',

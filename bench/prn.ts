@@ -19,7 +19,7 @@ import { FeatureExtractor, layerOf, resolveBackboneParams } from '../lib/methods
 import { IMAGENET_MEAN, IMAGENET_STD } from '../lib/image/pipeline';
 import { Random } from '../lib/prng';
 import { AnomalySynthesiser, perlinNoise } from '../lib/synthesis';
-import { formatSpread, intFlag, machineInfo, maxRelativeDiff, measureInterleaved, peerAvailable, printTable, ratioSpread, runPeer, spreadOf, timed, watchLoad, writeJson } from './common';
+import { compareSteps, formatSpread, intFlag, machineInfo, peerAvailable, printTable, runPeer, spreadOf, type StepPeerResult, timeSteps, watchLoad, writeJson } from './common';
 
 export interface PrnJob {
   dir: string;
@@ -110,22 +110,10 @@ export async function writePrnJob(dir: string, o: { size: number; batch: number;
 export async function runPrnJob(job: PrnJob): Promise<{ losses: number[]; stepSeconds: number[] }> {
   const model = prnModel(job);
   model.loadState(job.state);
-  const losses: number[] = [];
-  const stepSeconds: number[] = [];
-  for (const b of job.batches) {
-    const t = process.hrtime.bigint();
-    losses.push(await model.step(null, b));
-    stepSeconds.push(Number(process.hrtime.bigint() - t) / 1e9);
-  }
-  return { losses, stepSeconds };
+  return timeSteps(job.batches, (b) => model.step(null, b));
 }
 
-export interface PeerResult {
-  losses: number[];
-  stepSeconds: number[];
-  loopSeconds: number;
-  torch: string;
-}
+export type PeerResult = StepPeerResult;
 
 /** The PyTorch peer's run of the job in `dir`. */
 export function runPrnPeer(job: PrnJob): PeerResult {
@@ -150,32 +138,8 @@ export async function main(args: string[]): Promise<void> {
   const load = watchLoad('prn bench');
   try {
     const job = await writePrnJob(dir, { size, batch, steps, layers, k, seed: 1, threads });
-    const contenders = [
-      {
-        name: 'imiad',
-        run: async () => {
-          const r = await timed(() => runPrnJob(job));
-          return { ms: r.result.stepSeconds.reduce((a, b) => a + b, 0) * 1000, result: r.result.losses };
-        },
-      },
-      ...(havePeer
-        ? [
-            {
-              name: 'torch',
-              run: () => {
-                const p = runPrnPeer(job);
-                return { ms: p.loopSeconds * 1000, result: p.losses };
-              },
-            },
-          ]
-        : []),
-    ];
-    const measured = await measureInterleaved<number[]>(contenders, repeats, (name, run, round) => process.stdout.write(`  round ${round + 1} ${name}: ${(run.ms / 1000).toFixed(2)} s\n`));
+    const { ours, peer, rel, ratio } = await compareSteps(() => runPrnJob(job), havePeer ? () => runPrnPeer(job) : null, repeats);
     const report = load.finish();
-    const ours = measured[0];
-    const peer = measured[1];
-    const rel = peer ? maxRelativeDiff(ours.results[0], peer.results[0]) : null;
-    const ratio = peer ? ratioSpread(ours, peer) : null;
     printTable(`PRN: ${steps} steps, batch ${batch}, ${size} px, ${layers} attention layer(s) per level, ${threads} thread(s)`, [
       {
         method: 'prn',

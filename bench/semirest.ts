@@ -23,7 +23,7 @@ import { synthesize } from '../lib/datasets/synth';
 import { SemiRest } from '../lib/methods/semirest';
 import { Random } from '../lib/prng';
 import { supervisedSplit } from '../lib/settings/supervised';
-import { formatSpread, intFlag, machineInfo, maxRelativeDiff, measureInterleaved, peerAvailable, printTable, ratioSpread, runPeer, spreadOf, watchLoad, writeJson } from './common';
+import { compareSteps, formatSpread, intFlag, machineInfo, peerAvailable, printTable, runPeer, spreadOf, type StepPeerResult, timeSteps, watchLoad, writeJson } from './common';
 
 const ARCH = { dim: 96, depth: 4, heads: 3, window: 8, mlpRatio: 4 };
 const CHANNELS = 256;
@@ -103,22 +103,10 @@ export function writeSemiRestJob(dir: string, o: { grid: number; batch: number; 
 
 export async function runSemiRestJob(job: SemiRestJob): Promise<{ losses: number[]; stepSeconds: number[] }> {
   const model = createModel(job);
-  const losses: number[] = [];
-  const stepSeconds: number[] = [];
-  for (const b of job.batches) {
-    const t = process.hrtime.bigint();
-    losses.push(await model.step(null, [b.residuals, b.labels]));
-    stepSeconds.push(Number(process.hrtime.bigint() - t) / 1e9);
-  }
-  return { losses, stepSeconds };
+  return timeSteps(job.batches, (b) => model.step(null, [b.residuals, b.labels]));
 }
 
-export interface PeerResult {
-  losses: number[];
-  stepSeconds: number[];
-  loopSeconds: number;
-  torch: string;
-}
+export type PeerResult = StepPeerResult;
 
 export function runSemiRestPeer(job: SemiRestJob): PeerResult {
   return runPeer<PeerResult>('semirest_torch.py', [job.dir, String(job.threads)]);
@@ -187,32 +175,8 @@ export async function main(args: string[]): Promise<void> {
     fs.mkdirSync(jobDir);
     const job = writeSemiRestJob(jobDir, { grid, batch, steps, seed: 1, threads });
     const havePeer = peerAvailable(['torch', 'numpy']);
-    const contenders = [
-      {
-        name: 'imiad',
-        run: async () => {
-          const r = await runSemiRestJob(job);
-          return { ms: r.stepSeconds.reduce((a, b) => a + b, 0) * 1000, result: r.losses };
-        },
-      },
-      ...(havePeer
-        ? [
-            {
-              name: 'torch',
-              run: () => {
-                const p = runSemiRestPeer(job);
-                return { ms: p.loopSeconds * 1000, result: p.losses };
-              },
-            },
-          ]
-        : []),
-    ];
-    const measured = await measureInterleaved<number[]>(contenders, repeats, (name, run, round) => process.stdout.write(`  round ${round + 1} ${name}: ${(run.ms / 1000).toFixed(2)} s\n`));
+    const { ours, peer, rel, ratio } = await compareSteps(() => runSemiRestJob(job), havePeer ? () => runSemiRestPeer(job) : null, repeats);
     const report = load.finish();
-    const ours = measured[0];
-    const peer = measured[1];
-    const rel = peer ? maxRelativeDiff(ours.results[0], peer.results[0]) : null;
-    const ratio = peer ? ratioSpread(ours, peer) : null;
     const ms = (v: number): string => v.toFixed(1);
     printTable(`SemiREST end to end: ${size} px, ${split.train.length} training images (${anomalies} labelled anomalies), pool of ${poolMaps} maps, batch ${batch}, ${threads} thread(s); no official code exists, so no official peer`, [
       {

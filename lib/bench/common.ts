@@ -306,3 +306,56 @@ export function maxRelativeDiff(a: ArrayLike<number>, b: ArrayLike<number>): num
   for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]) / Math.max(Math.abs(b[i]), 1e-12));
   return worst;
 }
+
+/** What a step-trajectory peer (bench/peers/<method>_torch.py) prints: its losses and step times. */
+export interface StepPeerResult {
+  losses: number[];
+  stepSeconds: number[];
+  loopSeconds: number;
+  torch: string;
+}
+
+/** Runs `step` over the batches in order, timing each step. */
+export async function timeSteps<B>(batches: B[], step: (batch: B) => Promise<number>): Promise<{ losses: number[]; stepSeconds: number[] }> {
+  const losses: number[] = [];
+  const stepSeconds: number[] = [];
+  for (const b of batches) {
+    const t = process.hrtime.bigint();
+    losses.push(await step(b));
+    stepSeconds.push(Number(process.hrtime.bigint() - t) / 1e9);
+  }
+  return { losses, stepSeconds };
+}
+
+/**
+ * imiad's training steps against the peer's on the same job, in `repeats` interleaved rounds (the time of a round:
+ * the sum of its step times; the peer's: its training loop): both sides' measurements, the largest relative loss
+ * difference of the first round and the per-round time ratio (null without a peer).
+ */
+export async function compareSteps(
+  imiad: () => Promise<{ losses: number[]; stepSeconds: number[] }>,
+  peer: (() => StepPeerResult) | null,
+  repeats: number,
+): Promise<{ ours: Measured<number[]>; peer: Measured<number[]> | null; rel: number | null; ratio: Spread | null }> {
+  const contenders: Array<Contender<number[]>> = [
+    {
+      name: 'imiad',
+      run: async () => {
+        const r = await imiad();
+        return { ms: r.stepSeconds.reduce((a, b) => a + b, 0) * 1000, result: r.losses };
+      },
+    },
+  ];
+  if (peer) {
+    contenders.push({
+      name: 'torch',
+      run: () => {
+        const p = peer();
+        return { ms: p.loopSeconds * 1000, result: p.losses };
+      },
+    });
+  }
+  const measured = await measureInterleaved<number[]>(contenders, repeats, (name, run, round) => process.stdout.write(`  round ${round + 1} ${name}: ${(run.ms / 1000).toFixed(2)} s\n`));
+  const [ours, theirs = null] = measured;
+  return { ours, peer: theirs, rel: theirs ? maxRelativeDiff(ours.results[0], theirs.results[0]) : null, ratio: theirs ? ratioSpread(ours, theirs) : null };
+}

@@ -28,7 +28,7 @@ import { batches } from '../image/pipeline';
 import { Random } from '../prng';
 import { AnomalySynthesiser, type SynthesisedSample } from '../synthesis';
 import { configInt, configInts, requireCheckpointCrop, requireCheckpointKind, restoreTrainedModel, trainedModelState } from './checkpoint';
-import { continuesTraining, elapsedMs, optionalInt, requireFitted, requireSamples, scoreGridsToMaps } from './features';
+import { continuesTraining, elapsedMs, optionalInt, requireFitted, requireSamples, scoreGridsToMaps, StepPipeline } from './features';
 import type { AnomalyMap, Detector, DetectorState, FitOptions, Prediction, RunOptions, Timing, TrainingStats, TrainSample } from './types';
 
 const Math = globalThis.Math;
@@ -200,11 +200,9 @@ export class Draem implements Detector {
     const root = new Random(this.seed);
     const shuffle = root.fork(fitIndex === 0 ? 'shuffle' : `shuffle-${fitIndex}`);
     const stepsPerEpoch = Math.ceil(n / this.batchSize);
-    const totalSteps = stepsPerEpoch * this.epochs;
     const losses: number[] = [];
     const tTrain = process.hrtime.bigint();
-    let step = 0;
-    let seen = 0;
+    const pipeline = new StepPipeline('DRAEM', this.epochs, stepsPerEpoch, opts);
 
     const makeBatch = async (clean: Float32Array, m: number, epoch: number, first: number): Promise<Batch> => {
       const out: SynthesisedSample[] = [];
@@ -223,8 +221,7 @@ export class Draem implements Detector {
     for (let epoch = 0; epoch < this.epochs; epoch++) {
       const order = shuffle.shuffle(Array.from({ length: n }, (_, i) => i));
       const lr: Nchw = { data: new Float32Array([draemLearningRate(this.lr, epoch, this.epochs)]), shape: [1, 1, 1, 1] };
-      let sum = 0;
-      let count = 0;
+      pipeline.startEpoch(epoch);
       // The clean images of the epoch's batches, in order (from the cache, or decoded again).
       const cleanBatches = async function* (self: Draem): AsyncGenerator<{ data: Float32Array; n: number; start: number }> {
         if (images) {
@@ -239,34 +236,16 @@ export class Draem implements Detector {
         }
       };
       // The next batch is synthesised while the current step runs on the training thread.
-      let pending: Promise<number> | null = null;
-      const finish = async (): Promise<void> => {
-        if (!pending) return;
-        const loss = await pending;
-        pending = null;
-        step += 1;
-        if (!Number.isFinite(loss)) {
-          throw imiadError('Error', 'ERR_IMIAD_TRAINING_DIVERGED', `DRAEM's training loss became ${loss} in epoch ${epoch + 1}, step ${step - epoch * stepsPerEpoch} (lower --lr); the model was not kept`);
-        }
-        sum += loss;
-        count += 1;
-        const seconds = elapsedMs(tTrain) / 1000;
-        opts.onProgress?.(step, totalSteps, `epoch ${epoch + 1}/${this.epochs} loss ${(sum / count).toFixed(4)} ${(seconds > 0 ? seen / seconds : 0).toFixed(1)} img/s`);
-      };
       try {
         for await (const c of cleanBatches(this)) {
           if (opts.signal?.aborted) throw imiadError('Error', 'ABORT_ERR', 'The operation was aborted');
           const batch = await makeBatch(c.data, c.n, epoch, c.start);
-          await finish();
-          seen += c.n;
-          pending = model.step(batch.clean, [batch.augmented, batch.mask, lr], { signal: opts.signal });
+          await pipeline.submit(c.n, () => model.step(batch.clean, [batch.augmented, batch.mask, lr], { signal: opts.signal }));
         }
-        await finish();
+        losses.push(await pipeline.endEpoch());
       } finally {
-        // A step still running when something failed is awaited (its rejection is not left unhandled).
-        if (pending) await (pending as Promise<number>).catch(() => undefined);
+        await pipeline.settle();
       }
-      losses.push(sum / count);
     }
     const loopSeconds = elapsedMs(tTrain) / 1000;
     this.model = model;

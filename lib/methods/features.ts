@@ -257,3 +257,71 @@ export async function predictInBatches<B extends ScoredBatch>(
   }
   return { scores, maps, timing };
 }
+
+/**
+ * A training loop's one step in flight (DRAEM, PRN): the next batch is prepared while the current step runs on the
+ * training thread. submit() waits for the previous step (divergence check, the epoch's running mean, the progress
+ * line), then starts the next; endEpoch() waits for the last step and gives the epoch's mean loss; settle() awaits a
+ * step still running after a failure, so that its rejection is not left unhandled.
+ */
+export class StepPipeline {
+  private pending: Promise<number> | null = null;
+  private step = 0;
+  private seen = 0;
+  private sum = 0;
+  private count = 0;
+  private epoch = 0;
+  private readonly t0 = process.hrtime.bigint();
+
+  constructor(
+    private readonly label: string,
+    private readonly epochs: number,
+    private readonly stepsPerEpoch: number,
+    private readonly opts: RunOptions,
+  ) {}
+
+  /** Images handed to steps so far. */
+  get imagesSeen(): number {
+    return this.seen;
+  }
+
+  startEpoch(epoch: number): void {
+    this.epoch = epoch;
+    this.sum = 0;
+    this.count = 0;
+  }
+
+  /** Waits for the step in flight, then starts `run` (a step on `images` images). */
+  async submit(images: number, run: () => Promise<number>): Promise<void> {
+    await this.finish();
+    if (this.opts.signal?.aborted) throw imiadError('Error', 'ABORT_ERR', 'The operation was aborted');
+    this.seen += images;
+    this.pending = run();
+  }
+
+  async endEpoch(): Promise<number> {
+    await this.finish();
+    return this.sum / this.count;
+  }
+
+  async settle(): Promise<void> {
+    const p = this.pending;
+    this.pending = null;
+    if (p) await p.catch(() => undefined);
+  }
+
+  private async finish(): Promise<void> {
+    if (!this.pending) return;
+    const loss = await this.pending;
+    this.pending = null;
+    this.step += 1;
+    const { epoch, epochs, label } = this;
+    if (!Number.isFinite(loss)) {
+      throw imiadError('Error', 'ERR_IMIAD_TRAINING_DIVERGED', `${label}'s training loss became ${loss} in epoch ${epoch + 1}, step ${this.step - epoch * this.stepsPerEpoch} (lower --lr); the model was not kept`);
+    }
+    this.sum += loss;
+    this.count += 1;
+    const seconds = elapsedMs(this.t0) / 1000;
+    this.opts.onProgress?.(this.step, epochs * this.stepsPerEpoch, `epoch ${epoch + 1}/${epochs} loss ${(this.sum / this.count).toFixed(4)} ${(seconds > 0 ? this.seen / seconds : 0).toFixed(1)} img/s`);
+  }
+}

@@ -42,7 +42,7 @@ import { Random } from '../prng';
 import { AnomalySynthesiser } from '../synthesis';
 import { type LabelledImage, LabelledAnomalySampler } from '../synthesis/labelled';
 import { configExtra, configInts } from './checkpoint';
-import { type BackboneParams, continuesTraining, elapsedMs, FeatureExtractor, layerOf, optionalInt, predictInBatches, requireSamples, resolveBackboneParams, scoreGridsToMaps } from './features';
+import { type BackboneParams, continuesTraining, elapsedMs, FeatureExtractor, layerOf, optionalInt, predictInBatches, requireSamples, resolveBackboneParams, scoreGridsToMaps, StepPipeline } from './features';
 import { TrainedFeatureDetector } from './trained-detector';
 import type { Detector, DetectorState, FitOptions, Prediction, RunOptions, TrainSample } from './types';
 
@@ -235,12 +235,10 @@ export class Prn extends TrainedFeatureDetector implements Detector {
     const root = new Random(seed).fork(fitIndex === 0 ? 'prn' : `prn-${fitIndex}`);
     const stepsPerEpoch = prnStepsPerEpoch(n, batchSize);
     const mix = prnBatchComposition(batchSize);
-    const totalSteps = stepsPerEpoch * this.epochs;
     const rawShare = 5 * anomalies.length;
     const losses: number[] = [];
     const tTrain = process.hrtime.bigint();
-    let step = 0;
-    let seen = 0;
+    const pipeline = new StepPipeline('PRN', this.epochs, stepsPerEpoch, opts);
 
     // One batch: its images (normal, real, pseudo), ImageNet-normalised through the backbone, and its masks.
     const makeBatch = async (epoch: number, b: number, normalOrder: number[], realOrder: number[]): Promise<Nchw[]> => {
@@ -266,38 +264,18 @@ export class Prn extends TrainedFeatureDetector implements Detector {
       const order = root.fork('order', epoch);
       const normalOrder = order.shuffle(Array.from({ length: n }, (_, i) => i));
       const realOrder = order.shuffle(Array.from({ length: stepsPerEpoch * mix.real }, (_, i) => i));
-      let sum = 0;
-      let count = 0;
+      pipeline.startEpoch(epoch);
       // The next batch is drawn (synthesis, backbone) while the current step runs on the training thread.
-      let pending: Promise<number> | null = null;
-      const finish = async (): Promise<void> => {
-        if (!pending) return;
-        const loss = await pending;
-        pending = null;
-        step += 1;
-        if (!Number.isFinite(loss)) {
-          throw imiadError('Error', 'ERR_IMIAD_TRAINING_DIVERGED', `PRN's training loss became ${loss} in epoch ${epoch + 1}, step ${step - epoch * stepsPerEpoch} (lower --lr); the model was not kept`);
-        }
-        sum += loss;
-        count += 1;
-        const seconds = elapsedMs(tTrain) / 1000;
-        opts.onProgress?.(step, totalSteps, `epoch ${epoch + 1}/${this.epochs} loss ${(sum / count).toFixed(4)} ${(seconds > 0 ? seen / seconds : 0).toFixed(1)} img/s`);
-      };
       try {
         for (let b = 0; b < stepsPerEpoch; b++) {
           abort();
           const views = await makeBatch(epoch, b, normalOrder, realOrder);
-          await finish();
-          abort();
-          seen += batchSize;
-          pending = model.step(null, views, { signal: opts.signal });
+          await pipeline.submit(batchSize, () => model.step(null, views, { signal: opts.signal }));
         }
-        await finish();
+        losses.push(await pipeline.endEpoch());
       } finally {
-        // A step still running when something failed is awaited (its rejection is not left unhandled).
-        if (pending) await (pending as Promise<number>).catch(() => undefined);
+        await pipeline.settle();
       }
-      losses.push(sum / count);
     }
     const loopSeconds = elapsedMs(tTrain) / 1000;
     if (this.preciseBatchNorm) {
@@ -313,7 +291,7 @@ export class Prn extends TrainedFeatureDetector implements Detector {
     }
     this.setModel(model);
     this.fits = fitIndex + 1;
-    this.stats = { epochs: this.epochs, trainSeconds: elapsedMs(t0) / 1000, imagesPerSecond: seen / loopSeconds, losses };
+    this.stats = { epochs: this.epochs, trainSeconds: elapsedMs(t0) / 1000, imagesPerSecond: pipeline.imagesSeen / loopSeconds, losses };
   }
 
   async predict(samples: Sample[], opts: RunOptions = {}): Promise<Prediction> {
