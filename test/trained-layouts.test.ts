@@ -115,9 +115,9 @@ describe('imiad run on every synthetic layout', () => {
         expect(viii).toBeDefined();
         const md = toMarkdown(viii!);
         for (const m of supervised) {
-          expect(md).toMatch(new RegExp(`\\| ${m} \\| Image AUROC \\|`));
-          if (findMethod(m)!.hasMaps) expect(md).toMatch(new RegExp(`\\| ${m} \\| Pixel AUROC \\|`));
-          else expect(md).not.toMatch(new RegExp(`\\| ${m} \\| Pixel AUROC \\|`));
+          expect(md).toMatch(new RegExp(`\\| ${m} \\| Image AUC \\|`));
+          if (findMethod(m)!.hasMaps) expect(md).toMatch(new RegExp(`\\| ${m} \\| Pixel AUC \\|`));
+          else expect(md).not.toMatch(new RegExp(`\\| ${m} \\| Pixel AUC \\|`));
         }
         if (ran.has('patchcore')) expect(viii!.notes).toContain('Ignores the labelled anomalies (trains on the normal images only): patchcore.');
         if (ran.has('devnet') && ran.has('dra')) expect(viii!.notes).toContain('Image-level only (no anomaly maps, so no pixel metrics): devnet, dra.');
