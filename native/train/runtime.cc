@@ -56,11 +56,13 @@ class BlockCache {
         return p;
       }
     }
-    void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    // MAP_POPULATE maps the pages in the one system call (a tensor's block is written in full right away) instead of
+    // one page fault per 4 KiB page on first touch.
+    void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
     if (p == MAP_FAILED) {
       // Memory held for reuse may be what is missing: give it back and try once more.
       ReleaseAll();
-      p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
       if (p == MAP_FAILED) TORCH_CHECK(false, "imiad training allocator: out of memory mapping ", size, " bytes");
     }
     std::lock_guard<std::mutex> lock(mutex_);
