@@ -2,7 +2,11 @@
 // custom_models/utils.py positionalencoding2d and the likelihood its get_logp (_GCONST_ = -0.9189385332046727).
 #include "blocks.h"
 
+#include <ATen/Parallel.h>
+
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <map>
 
 namespace imiad {
@@ -240,6 +244,118 @@ double HeadModel::Apply(const torch::Tensor& loss) {
   if (clipNorm_ > 0) torch::nn::utils::clip_grad_norm_(TrainableParameters(*root_), clipNorm_);
   optimizer_->step();
   return value;
+}
+
+namespace {
+
+// One pass of Adam's update (see blocks.h). The operations and roundings of ATen's CPU kernels (AVX2 / AVX-512), one
+// by one: grad.add(p, wd) and exp_avg.add_(grad, 1 - b1) are fused multiply-adds (ATen's vec::fmadd),
+// exp_avg_sq.addcmul_(grad, grad, 1 - b2) is (1 - b2) * g, times g, added with one rounding (its kernel's
+// multiply-add contracted by the compiler), and p.addcdiv_(m, denom, -step) is p + (-step * m) / denom. test/fused-
+// optimizers.test.ts checks bit-identity with torch::optim::Adam/SGD. The fma clone vectorises; the default clone
+// (CPUs without FMA) computes the same values through libm's fmaf, slowly.
+__attribute__((target_clones("fma", "default"), optimize("no-math-errno", "fp-contract=off"))) void FusedAdamUpdate(
+    float* w, float* m, float* v, const float* g, int64_t n, float wd, float b1, float a1, float b2, float a2, float bc2,
+    float eps, float stepSize) {
+  for (int64_t i = 0; i < n; i++) {
+    const float gi = wd == 0.0f ? g[i] : __builtin_fmaf(w[i], wd, g[i]);
+    const float mi = __builtin_fmaf(gi, a1, m[i] * b1);
+    const float vi = __builtin_fmaf(a2 * gi, gi, v[i] * b2);
+    m[i] = mi;
+    v[i] = vi;
+    w[i] = w[i] + (stepSize * mi) / (__builtin_sqrtf(vi) / bc2 + eps);
+  }
+}
+
+// One pass of SGD's update with momentum (see blocks.h); `first`: the buffer starts as the gradient. ATen's roundings:
+// grad.add(p, wd) and p.add_(buf, -lr) are fused multiply-adds, buf.mul_(momentum).add_(g) two roundings.
+__attribute__((target_clones("fma", "default"), optimize("fp-contract=off"))) void FusedSgdUpdate(
+    float* w, float* buf, const float* g, int64_t n, float wd, float momentum, float lr, bool first) {
+  for (int64_t i = 0; i < n; i++) {
+    const float gi = wd == 0.0f ? g[i] : __builtin_fmaf(w[i], wd, g[i]);
+    const float bi = first ? gi : buf[i] * momentum + gi;
+    buf[i] = bi;
+    w[i] = __builtin_fmaf(bi, -lr, w[i]);
+  }
+}
+
+// IMIAD_TRAIN_OPTIMIZER=aten takes ATen's own steps (for tests and comparisons), read at every step.
+bool Fusable(const std::vector<torch::optim::OptimizerParamGroup>& groups) {
+  const char* choice = std::getenv("IMIAD_TRAIN_OPTIMIZER");
+  if (choice != nullptr && std::strcmp(choice, "aten") == 0) return false;
+  if (groups.size() != 1) return false;
+  for (const auto& p : groups[0].params()) {
+    if (!p.device().is_cpu() || p.scalar_type() != torch::kFloat32 || !p.is_contiguous()) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+torch::Tensor FusedAdam::step(LossClosure closure) {
+  auto& options = static_cast<torch::optim::AdamOptions&>(param_groups()[0].options());
+  if (closure != nullptr || options.amsgrad() || !Fusable(param_groups())) return torch::optim::Adam::step(closure);
+  torch::NoGradGuard noGrad;
+  const double beta1 = std::get<0>(options.betas()), beta2 = std::get<1>(options.betas());
+  for (auto& p : param_groups()[0].params()) {
+    if (!p.grad().defined()) continue;
+    const std::string key = OptimizerKey(p);
+    auto found = state().find(key);
+    if (found == state().end()) {
+      auto fresh = std::make_unique<torch::optim::AdamParamState>();
+      fresh->step(0);
+      fresh->exp_avg(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+      fresh->exp_avg_sq(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+      state()[key] = std::move(fresh);
+    }
+    auto& s = static_cast<torch::optim::AdamParamState&>(*state()[key]);
+    s.step(s.step() + 1);
+    auto grad = p.grad().contiguous();
+    const float wd = static_cast<float>(options.weight_decay());
+    const float b1 = static_cast<float>(beta1), a1 = static_cast<float>(1 - beta1);
+    const float b2 = static_cast<float>(beta2), a2 = static_cast<float>(1 - beta2);
+    const float bc2 = static_cast<float>(std::sqrt(1 - std::pow(beta2, s.step())));
+    const float eps = static_cast<float>(options.eps());
+    const float stepSize = static_cast<float>(-(options.lr() / (1 - std::pow(beta1, s.step()))));
+    float* w = p.data_ptr<float>();
+    float* m = s.exp_avg().data_ptr<float>();
+    float* v = s.exp_avg_sq().data_ptr<float>();
+    const float* g = grad.data_ptr<float>();
+    at::parallel_for(0, p.numel(), 16384, [&](int64_t begin, int64_t end) {
+      FusedAdamUpdate(w + begin, m + begin, v + begin, g + begin, end - begin, wd, b1, a1, b2, a2, bc2, eps, stepSize);
+    });
+  }
+  return {};
+}
+
+torch::Tensor FusedSGD::step(LossClosure closure) {
+  auto& options = static_cast<torch::optim::SGDOptions&>(param_groups()[0].options());
+  if (closure != nullptr || options.nesterov() || options.dampening() != 0 || options.momentum() == 0 || !Fusable(param_groups())) {
+    return torch::optim::SGD::step(closure);
+  }
+  torch::NoGradGuard noGrad;
+  for (auto& p : param_groups()[0].params()) {
+    if (!p.grad().defined()) continue;
+    const std::string key = OptimizerKey(p);
+    const bool first = state().find(key) == state().end();
+    if (first) {
+      auto fresh = std::make_unique<torch::optim::SGDParamState>();
+      fresh->momentum_buffer(torch::empty_like(p, torch::MemoryFormat::Preserve));
+      state()[key] = std::move(fresh);
+    }
+    auto& s = static_cast<torch::optim::SGDParamState&>(*state()[key]);
+    auto grad = p.grad().contiguous();
+    float* w = p.data_ptr<float>();
+    float* buf = s.momentum_buffer().data_ptr<float>();
+    const float* g = grad.data_ptr<float>();
+    const float wd = static_cast<float>(options.weight_decay());
+    const float momentum = static_cast<float>(options.momentum());
+    const float lr = static_cast<float>(options.lr());
+    at::parallel_for(0, p.numel(), 16384, [&](int64_t begin, int64_t end) {
+      FusedSgdUpdate(w + begin, buf + begin, g + begin, end - begin, wd, momentum, lr, first);
+    });
+  }
+  return {};
 }
 
 }  // namespace train

@@ -63,6 +63,26 @@ torch::Tensor Upsample(const torch::Tensor& m, int64_t size, bool alignCorners);
 // The parameters that take gradients (FrEIA's fixed permutations are buffers here, so this is all of them).
 std::vector<torch::Tensor> TrainableParameters(torch::nn::Module& module);
 
+// torch::optim::Adam and torch::optim::SGD with the update of each float32 CPU parameter fused into one pass over its
+// elements: the same state (checkpoints and OptimizerState() are unchanged) and bit for bit the same results as
+// ATen's CPU kernels (the same operations, roundings and fused multiply-adds: blocks.cc), where ATen's step makes
+// eight (Adam) or four (SGD) passes, each reading and writing whole parameter-sized tensors: on ResNet-18-sized and
+// larger models those passes are a tenth of a training step. Other devices, amsgrad, nesterov, dampening and a
+// closure take the base class's step.
+//   Adam: g' = g + wd p; m = b1 m + (1 - b1) g'; v = b2 v + (1 - b2) g'^2; p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps)
+//   SGD:  g' = g + wd p; b = g' at the first step, else momentum b + g'; p -= lr b
+class FusedAdam : public torch::optim::Adam {
+ public:
+  FusedAdam(std::vector<torch::Tensor> params, torch::optim::AdamOptions options) : torch::optim::Adam(std::move(params), options) {}
+  torch::Tensor step(LossClosure closure = nullptr) override;
+};
+
+class FusedSGD : public torch::optim::SGD {
+ public:
+  FusedSGD(std::vector<torch::Tensor> params, torch::optim::SGDOptions options) : torch::optim::SGD(std::move(params), options) {}
+  torch::Tensor step(LossClosure closure = nullptr) override;
+};
+
 // A trained head on frozen features: one root module on one device, one optimiser, state as named arrays; every
 // call holds the model's mutex.
 class HeadModel : public Model {

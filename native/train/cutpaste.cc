@@ -99,7 +99,7 @@ class CutPaste : public HeadModel {
     auto net = std::make_shared<CutPasteNetImpl>(headDims, classes_);
     if (!config.weights.empty()) net->backbone->loadWeights(WeightTensors(config.weights));
     net_ = net.get();
-    auto optimizer = std::make_unique<torch::optim::Adam>(net->parameters(), torch::optim::AdamOptions(config.lr).weight_decay(config.weightDecay));
+    auto optimizer = std::make_unique<FusedAdam>(net->parameters(), torch::optim::AdamOptions(config.lr).weight_decay(config.weightDecay));
     Finish(net, std::move(optimizer));
   }
 

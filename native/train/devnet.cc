@@ -81,7 +81,7 @@ LabelledImageModel::LabelledImageModel(const ModelConfig& config) : HeadModel(co
 }
 
 void LabelledImageModel::FinishModel() {
-  auto optimizer = std::make_unique<torch::optim::Adam>(net_->parameters(), torch::optim::AdamOptions(config_.lr).weight_decay(config_.weightDecay));
+  auto optimizer = std::make_unique<FusedAdam>(net_->parameters(), torch::optim::AdamOptions(config_.lr).weight_decay(config_.weightDecay));
   Finish(net_, std::move(optimizer));
 }
 

@@ -182,7 +182,7 @@ class Draem : public HeadModel {
     net->seg = net->register_module("seg", Discriminative(static_cast<int64_t>(widths[1])));
     WeightsInit(*net);
     net_ = net.get();
-    auto optimizer = std::make_unique<torch::optim::Adam>(TrainableParameters(*net), torch::optim::AdamOptions(config.lr));
+    auto optimizer = std::make_unique<FusedAdam>(TrainableParameters(*net), torch::optim::AdamOptions(config.lr));
     Finish(net, std::move(optimizer));
     window_ = SsimWindow(11, 3).to(device_);
   }

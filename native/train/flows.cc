@@ -263,65 +263,6 @@ class FastFlow : public HeadModel {
   std::vector<int64_t> sides_;
 };
 
-// torch::optim::Adam with the update of a float32 CPU parameter fused into one pass over its elements (the same
-// state, the same formulas in the same order: m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
-// p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps)); ATen's eight passes per parameter dominate a BGAD chunk's step
-// next to its small linear layers. Other devices, weight decay and amsgrad take Adam's own step.
-// One pass of the update; vectorised (AVX2 where the CPU has it, chosen at load time; no FMA, so every machine
-// rounds alike).
-__attribute__((target_clones("avx2", "default"), optimize("no-math-errno"))) void FusedAdamUpdate(float* w, float* m, float* v, const float* g, int64_t n, float b1,
-                                                                                                   float a1, float b2, float a2, float bc2, float eps, float stepSize) {
-  for (int64_t i = 0; i < n; i++) {
-    const float mi = m[i] * b1 + a1 * g[i];
-    const float vi = v[i] * b2 + a2 * g[i] * g[i];
-    m[i] = mi;
-    v[i] = vi;
-    w[i] += stepSize * (mi / (__builtin_sqrtf(vi) / bc2 + eps));
-  }
-}
-
-class FusedAdam : public torch::optim::Adam {
- public:
-  FusedAdam(std::vector<torch::Tensor> params, torch::optim::AdamOptions options) : torch::optim::Adam(std::move(params), options) {}
-
-  torch::Tensor step(LossClosure closure = nullptr) override {
-    auto& options = static_cast<torch::optim::AdamOptions&>(param_groups()[0].options());
-    bool fusable = param_groups().size() == 1 && options.weight_decay() == 0 && !options.amsgrad();
-    for (auto& p : param_groups()[0].params()) fusable = fusable && p.device().is_cpu() && p.scalar_type() == torch::kFloat32 && p.is_contiguous();
-    if (!fusable || closure != nullptr) return torch::optim::Adam::step(closure);
-    torch::NoGradGuard noGrad;
-    const double beta1 = std::get<0>(options.betas()), beta2 = std::get<1>(options.betas());
-    for (auto& p : param_groups()[0].params()) {
-      if (!p.grad().defined()) continue;
-      const std::string key = c10::guts::to_string(p.unsafeGetTensorImpl());
-      auto found = state().find(key);
-      if (found == state().end()) {
-        auto fresh = std::make_unique<torch::optim::AdamParamState>();
-        fresh->step(0);
-        fresh->exp_avg(torch::zeros_like(p, torch::MemoryFormat::Preserve));
-        fresh->exp_avg_sq(torch::zeros_like(p, torch::MemoryFormat::Preserve));
-        state()[key] = std::move(fresh);
-      }
-      auto& s = static_cast<torch::optim::AdamParamState&>(*state()[key]);
-      s.step(s.step() + 1);
-      auto grad = p.grad().contiguous();
-      const float b1 = static_cast<float>(beta1), a1 = static_cast<float>(1 - beta1);
-      const float b2 = static_cast<float>(beta2), a2 = static_cast<float>(1 - beta2);
-      const float bc2 = static_cast<float>(std::sqrt(1 - std::pow(beta2, s.step())));
-      const float eps = static_cast<float>(options.eps());
-      const float stepSize = static_cast<float>(-(options.lr() / (1 - std::pow(beta1, s.step()))));
-      float* w = p.data_ptr<float>();
-      float* m = s.exp_avg().data_ptr<float>();
-      float* v = s.exp_avg_sq().data_ptr<float>();
-      const float* g = grad.data_ptr<float>();
-      at::parallel_for(0, p.numel(), 16384, [&](int64_t begin, int64_t end) {
-        FusedAdamUpdate(w + begin, m + begin, v + begin, g + begin, end - begin, b1, a1, b2, a2, bc2, eps, stepSize);
-      });
-    }
-    return {};
-  }
-};
-
 struct CFlowNet : nn::Module {
   std::vector<FlowSequence> flows;
   nn::ModuleList flowList = register_module("flows", nn::ModuleList());

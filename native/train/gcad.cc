@@ -166,7 +166,7 @@ class Gcad : public HeadModel {
     net->mapMean = net->register_buffer("map_mean", torch::zeros({2}));
     net->mapStd = net->register_buffer("map_std", torch::zeros({2}));
     net_ = net.get();
-    auto optimizer = std::make_unique<torch::optim::Adam>(
+    auto optimizer = std::make_unique<FusedAdam>(
         TrainableParameters(*net),
         torch::optim::AdamOptions(config.lr).betas(std::make_tuple(config.beta1, config.beta2)).weight_decay(config.weightDecay));
     Finish(net, std::move(optimizer));

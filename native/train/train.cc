@@ -339,7 +339,7 @@ class Stpm : public ModelBase {
       TorchvisionInit(*student_);
     }
     student_->to(device_);
-    optimizer_ = std::make_unique<torch::optim::SGD>(
+    optimizer_ = std::make_unique<FusedSGD>(
         student_->parameters(),
         torch::optim::SGDOptions(config.lr).momentum(config.momentum).weight_decay(config.weightDecay));
   }
@@ -423,7 +423,7 @@ class Rd4ad : public ModelBase {
       TorchvisionInit(*net_);
     }
     net_->to(device_);
-    optimizer_ = std::make_unique<torch::optim::Adam>(
+    optimizer_ = std::make_unique<FusedAdam>(
         net_->parameters(), torch::optim::AdamOptions(config.lr).betas(std::make_tuple(config.beta1, config.beta2)));
   }
 

@@ -1,0 +1,101 @@
+/**
+ * The training addon's fused optimisers (native/train/blocks.{h,cc}: FusedAdam, FusedSGD, docs/training-speed.md):
+ * one pass per parameter instead of ATen's eight (Adam) or four (SGD), with ATen's operations and roundings, so that
+ * training gives bit for bit the weights, optimiser state and losses of torch::optim::Adam / SGD (which
+ * IMIAD_TRAIN_OPTIMIZER=aten selects, read at every step). Covers SGD with momentum and weight decay (STPM), Adam with
+ * betas (0.5, 0.999) (RD4AD) and Adam with L2 weight decay (GCAD). Skips, with the reason printed, without the addon.
+ */
+import { type Nchw, trainAddonPath, trainingAvailable, TrainModel, type TrainModelConfig, type TrainState } from '../bindings/train/train';
+
+const available = trainingAvailable();
+if (!available) {
+  process.stdout.write(`test/fused-optimizers.test.ts: skipping: the training addon is not built (${trainAddonPath()}); run npm run build:train\n`);
+}
+const withAddon = available ? test : test.skip;
+
+function fill(len: number, seed: number): Float32Array {
+  let s = seed;
+  const a = new Float32Array(len);
+  for (let i = 0; i < len; i++) {
+    s = (s * 1103515245 + 12345) >>> 0;
+    a[i] = s / 4294967296 - 0.25;
+  }
+  return a;
+}
+
+/** Images [n, 3, size, size] and teacher levels of the given channels at 1/4, 1/8, ... of size. */
+function batch(n: number, size: number, channels: number[], seed: number): { images: Nchw; teacher: Nchw[] } {
+  const teacher = channels.map((c, i): Nchw => {
+    const h = size / 4 / 2 ** i;
+    return { data: fill(n * c * h * h, seed + 17 * (i + 1)), shape: [n, c, h, h] };
+  });
+  return { images: { data: fill(n * 3 * size * size, seed), shape: [n, 3, size, size] }, teacher };
+}
+
+interface Run {
+  losses: number[];
+  weights: TrainState;
+  optimizer: TrainState;
+}
+
+async function train(config: TrainModelConfig, batches: { images: Nchw; teacher: Nchw[] }[], prepare?: (m: TrainModel) => Promise<void>): Promise<Run> {
+  const m = new TrainModel(config);
+  if (prepare) await prepare(m);
+  const losses: number[] = [];
+  for (const b of batches) losses.push(await m.step(b.images, b.teacher));
+  return { losses, weights: m.state(), optimizer: m.optimizerState() };
+}
+
+/** The same training with ATen's optimiser (IMIAD_TRAIN_OPTIMIZER=aten) and with the fused one (the default). */
+async function both(config: TrainModelConfig, batches: { images: Nchw; teacher: Nchw[] }[], prepare?: (m: TrainModel) => Promise<void>): Promise<[Run, Run]> {
+  const saved = process.env.IMIAD_TRAIN_OPTIMIZER;
+  try {
+    process.env.IMIAD_TRAIN_OPTIMIZER = 'aten';
+    const aten = await train(config, batches, prepare);
+    delete process.env.IMIAD_TRAIN_OPTIMIZER;
+    const fused = await train(config, batches, prepare);
+    return [aten, fused];
+  } finally {
+    if (saved === undefined) delete process.env.IMIAD_TRAIN_OPTIMIZER;
+    else process.env.IMIAD_TRAIN_OPTIMIZER = saved;
+  }
+}
+
+function expectIdentical(aten: Run, fused: Run): void {
+  expect(fused.losses).toEqual(aten.losses);
+  expect(fused.weights.names).toEqual(aten.weights.names);
+  fused.weights.arrays.forEach((a, i) => expect(Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(aten.weights.arrays[i].buffer, aten.weights.arrays[i].byteOffset, aten.weights.arrays[i].byteLength))).toBe(true));
+  expect(fused.optimizer.names).toEqual(aten.optimizer.names);
+  expect(fused.optimizer.names.length).toBeGreaterThan(0);
+  fused.optimizer.arrays.forEach((a, i) => expect(Array.from(a)).toEqual(Array.from(aten.optimizer.arrays[i])));
+}
+
+describe('fused optimisers', () => {
+  withAddon('SGD with momentum and weight decay (STPM): bit for bit ATen\'s, and training moves the weights', async () => {
+    const channels = [4, 8, 16];
+    const batches = [1, 2, 3, 4].map((s) => batch(2, 64, channels, s));
+    const [aten, fused] = await both({ kind: 'stpm', channels, seed: 0, threads: 1, lr: 0.1, momentum: 0.9, weightDecay: 1e-4 }, batches);
+    expectIdentical(aten, fused);
+    // Not a vacuous comparison: the losses change from step to step, and a momentum buffer per parameter is kept.
+    expect(new Set(fused.losses).size).toBe(4);
+    expect(fused.optimizer.names.some((n) => n.startsWith('momentum:'))).toBe(true);
+  });
+
+  withAddon('Adam with betas (0.5, 0.999) (RD4AD): bit for bit ATen\'s', async () => {
+    const channels = [4, 8, 16];
+    const batches = [5, 6, 7].map((s) => batch(2, 64, channels, s));
+    const [aten, fused] = await both({ kind: 'rd4ad', channels, seed: 0, threads: 1, lr: 5e-3, beta1: 0.5, beta2: 0.999 }, batches);
+    expectIdentical(aten, fused);
+    expect(new Set(fused.losses).size).toBe(3);
+    expect(fused.optimizer.names.some((n) => n.startsWith('exp_avg_sq:'))).toBe(true);
+  });
+
+  withAddon('Adam with L2 weight decay (GCAD): bit for bit ATen\'s', async () => {
+    const teacher: Nchw[] = [{ data: fill(2 * 8 * 4 * 4, 9), shape: [2, 8, 4, 4] }];
+    const batches = [11, 12, 13].map((s) => ({ images: { data: fill(2 * 3 * 32 * 32, s), shape: [2, 3, 32, 32] } as Nchw, teacher }));
+    const config: TrainModelConfig = { kind: 'gcad', channels: [8], seed: 0, threads: 1, lr: 1e-3, weightDecay: 1e-2, extra: { image: [32, 32], grid: [4, 4], bottleneck: [8] } };
+    const [aten, fused] = await both(config, batches, (m) => m.calibrateStage('teacher', null, teacher, true));
+    expectIdentical(aten, fused);
+    expect(new Set(fused.losses).size).toBe(3);
+  });
+});
