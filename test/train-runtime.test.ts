@@ -55,6 +55,23 @@ describe('training runtime', () => {
     expect(after.threadId).toBe(first.threadId);
   });
 
+  withAddon("the JS thread's own tensor work stays on one thread: no second OpenMP team beside the training thread's", async () => {
+    // A model built with 2 threads (its constructor runs on the JS thread with that count), then state out and in on
+    // the JS thread: afterwards the JS thread is back to 1 thread. Were it left at 2, its next parallel copy would start
+    // a second OpenMP team, and libgomp, managing more threads than cores, would stop spinning between the training
+    // team's parallel regions (DevNet at 2 threads: ~15,000 context switches in 10 steps instead of ~1,000, 1.1x
+    // PyTorch's time instead of 0.91x; docs/training-speed.md).
+    const addon = trainAddon();
+    const m = model(2);
+    expect(addon.runtimeStats().callerThreads).toBe(1);
+    m.loadState(m.state());
+    const b = batch(2, 64, 3);
+    await m.step(b.images, b.teacher);
+    const stats = addon.runtimeStats();
+    expect(stats.callerThreads).toBe(1);
+    expect(stats.lastThreads).toBe(2);
+  });
+
   withAddon('tensors come from the caching allocator: later steps reuse the blocks instead of mapping new ones', async () => {
     const addon = trainAddon();
     expect(addon.runtimeStats().allocatorInstalled).toBe(true);

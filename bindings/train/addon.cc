@@ -477,6 +477,7 @@ Napi::Value RuntimeStats(const Napi::CallbackInfo& info) {
   set("tasks", static_cast<double>(s.tasks));
   set("threadId", static_cast<double>(s.threadId));
   set("lastThreads", s.lastThreads);
+  set("callerThreads", s.callerThreads);
   set("mappedBlocks", static_cast<double>(s.mapped));
   set("reusedBlocks", static_cast<double>(s.reused));
   set("unmappedBlocks", static_cast<double>(s.unmapped));
@@ -491,6 +492,8 @@ Napi::Value RuntimeStats(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   // libtorch's CPU allocator becomes the caching one before any tensor exists (runtime.h).
   train::runtime::Install();
+  // The JS thread's own tensor work (constructors, state in and out) stays on one thread: no second OpenMP team.
+  train::runtime::SingleThreadCaller();
   exports.Set("TrainModel", TrainModel::Define(env));
   exports.Set("runtimeStats", Napi::Function::New(env, RuntimeStats));
   exports.Set("releaseCachedMemory", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {

@@ -52,6 +52,8 @@ export interface TrainRuntimeStats {
   threadId: number;
   /** libtorch's intra-op thread count inside the last call. */
   lastThreads: number;
+  /** OpenMP threads of the JS thread's own tensor work (building models, state in and out): always 1. */
+  callerThreads: number;
   /** Tensor blocks mapped (cache misses), served from the cache, and unmapped. */
   mappedBlocks: number;
   reusedBlocks: number;

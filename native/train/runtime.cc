@@ -33,6 +33,9 @@ namespace {
 constexpr size_t kAlignment = 64;
 constexpr size_t kPage = 4096;
 
+// Set by SingleThreadCaller(): the next task on the training thread sets its thread count again.
+std::atomic<bool> callerChangedThreads{true};
+
 class BlockCache {
  public:
   void* Allocate(size_t n) {
@@ -262,7 +265,9 @@ class TrainingThread {
       const bool releaseAfter = idleReleaseMs_ == 0;
       lock.unlock();
       // OpenMP keeps the thread count per calling thread: set it here, on the thread that computes.
-      if (at::get_num_threads() != task->threads) at::set_num_threads(task->threads);
+      // After SingleThreadCaller() (which set the process-wide count and the pthreadpool's size to 1) the next task
+      // sets them back to its own count, even where this thread's OpenMP count already equals it.
+      if (callerChangedThreads.exchange(false) || at::get_num_threads() != task->threads) at::set_num_threads(task->threads);
       const int threads = at::get_num_threads();
       Cache().BeginTask();
       std::exception_ptr error;
@@ -312,6 +317,14 @@ void Install() {
   });
 }
 
+void SingleThreadCaller() {
+  // ATen sets a thread's OpenMP count once, lazily, from the process-wide count at the thread's first parallel call;
+  // do that now, so that it cannot later replace the 1 set here with the training thread's count.
+  at::internal::lazy_init_num_threads();
+  at::set_num_threads(1);
+  callerChangedThreads = true;
+}
+
 void Run(int threads, const std::function<void()>& fn) { Thread().Run(threads, fn); }
 
 Stats GetStats() {
@@ -319,6 +332,7 @@ Stats GetStats() {
   Thread().Fill(&s);
   Cache().Fill(&s);
   s.installed = isInstalled;
+  s.callerThreads = at::get_num_threads();
   return s;
 }
 

@@ -29,6 +29,15 @@ constexpr size_t kCachedBlockBytes = size_t{64} << 10;
 // Makes the caching allocator libtorch's CPU allocator. Idempotent; call before any tensor exists (addon load).
 void Install();
 
+// Gives the calling thread (the JS thread, at addon load) one intra-op thread, so that the tensor work it does itself
+// (building a model, loading and exporting its state) starts no OpenMP team of its own. A second team's idle worker
+// counts among libgomp's managed threads; once they outnumber the cores, libgomp stops spinning between parallel
+// regions (GOMP's "throttled" spin of 100 iterations) and the training thread's team sleeps and wakes through futexes
+// at every region: DevNet at 2 threads took 1.11x PyTorch's time with ~15,000 context switches in 10 steps against
+// PyTorch's ~200 (docs/training-speed.md).
+// Models are built on the JS thread with their own thread count (ThreadScope in train.cc), which then returns here.
+void SingleThreadCaller();
+
 // Runs fn on the training thread with `threads` intra-op threads and waits for it; rethrows what fn threw. Called
 // from the training thread itself, fn runs inline.
 void Run(int threads, const std::function<void()>& fn);
@@ -37,6 +46,7 @@ struct Stats {
   uint64_t tasks = 0;          // calls run on the training thread
   int64_t threadId = 0;        // the training thread's kernel thread id (0 before the first call)
   int lastThreads = 0;         // at::get_num_threads() inside the last call
+  int callerThreads = 0;       // at::get_num_threads() on the thread asking (the JS thread: 1, see SingleThreadCaller)
   uint64_t mapped = 0;         // blocks mapped (cache misses)
   uint64_t reused = 0;         // allocations served from the cache
   uint64_t unmapped = 0;       // blocks unmapped

@@ -241,12 +241,17 @@ void CheckTeacher(const std::vector<View>& teacher, const std::vector<int64_t>& 
 }
 
 // Sets the calling thread's intra-op thread count (OpenMP settings are per thread) for work on the JS thread: model
-// creation. Steps and maps run on the training thread (runtime.h), which sets the model's count there.
+// creation; back to one thread afterwards (runtime::SingleThreadCaller: a second OpenMP team in the process would stop
+// libgomp's spinning for the training thread's team). Steps and maps run on the training thread (runtime.h), which sets
+// the model's count there.
 struct ThreadScope {
   explicit ThreadScope(int threads) {
     at::init_num_threads();
     torch::set_num_threads(threads);
   }
+  ~ThreadScope() { runtime::SingleThreadCaller(); }
+  ThreadScope(const ThreadScope&) = delete;
+  ThreadScope& operator=(const ThreadScope&) = delete;
 };
 
 // Gradients set to none right after the optimiser step instead of zeroed before the next backward pass (PyTorch's
