@@ -151,16 +151,7 @@ export class Favae extends TrainedFeatureDetector implements Detector {
 
   protected createModel(channels: number[], extra: Record<string, number[]>): TrainModel {
     const sides = extra.sides;
-    return new TrainModel({
-      kind: 'favae',
-      channels,
-      seed: this.extractor.params.seed,
-      threads: this.trainThreads,
-      lr: this.lr,
-      weightDecay: this.weightDecay,
-      device: this.trainDevice,
-      extra: { ...extra, sides, size: [FAVAE_SIZE], zdim: [100], kld: [this.kldWeight] },
-    });
+    return this.newTrainModel('favae', channels, { ...extra, sides, size: [FAVAE_SIZE], zdim: [100], kld: [this.kldWeight] }, { weightDecay: this.weightDecay });
   }
 
   /** [0, 1] images and the teacher's features of the samples, in batches of `batchSize`, in the given order. */

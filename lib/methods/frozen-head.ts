@@ -150,16 +150,7 @@ export abstract class FrozenFeatureHead extends TrainedFeatureDetector implement
   }
 
   protected createModel(channels: number[], extra: Record<string, number[]>): TrainModel {
-    return new TrainModel({
-      kind: this.defaults.kind,
-      channels,
-      seed: this.extractor.params.seed,
-      threads: this.trainThreads,
-      lr: this.lr,
-      weightDecay: this.defaults.weightDecay,
-      device: this.trainDevice,
-      extra,
-    });
+    return this.newTrainModel(this.defaults.kind, channels, extra, { weightDecay: this.defaults.weightDecay });
   }
 
   /**

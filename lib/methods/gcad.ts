@@ -132,18 +132,7 @@ export class Gcad extends TrainedFeatureDetector implements Detector {
   }
 
   protected createModel(channels: number[], extra: Record<string, number[]>): TrainModel {
-    return new TrainModel({
-      kind: 'gcad',
-      channels,
-      seed: this.extractor.params.seed,
-      threads: this.trainThreads,
-      lr: this.lr,
-      weightDecay: this.weightDecay,
-      beta1: 0.9,
-      beta2: 0.999,
-      device: this.trainDevice,
-      extra,
-    });
+    return this.newTrainModel('gcad', channels, extra, { weightDecay: this.weightDecay, beta1: 0.9, beta2: 0.999 });
   }
 
   /** Images and teacher features of the samples in batches of `batchSize`, in the given order. */

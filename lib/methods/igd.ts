@@ -120,17 +120,8 @@ export class Igd extends TrainedFeatureDetector implements Detector {
 
   /** The generator and discriminator for the encoder's channels; extra.steps: the training steps of the lr schedule. */
   protected createModel(channels: number[], extra: Record<string, number[]>): TrainModel {
-    return new TrainModel({
-      kind: 'igd',
-      channels,
-      seed: this.extractor.params.seed,
-      threads: this.trainThreads,
-      lr: this.lr,
-      beta1: 0,
-      beta2: 0.9,
-      device: this.trainDevice,
-      extra: { size: [this.extractor.params.cropSize], latent: [128], dim: [64], range: [IGD_RANGE], generatorWeightDecay: [1e-6], steps: extra.steps ?? [1] },
-    });
+    const igdExtra = { size: [this.extractor.params.cropSize], latent: [128], dim: [64], range: [IGD_RANGE], generatorWeightDecay: [1e-6], steps: extra.steps ?? [1] };
+    return this.newTrainModel('igd', channels, igdExtra, { beta1: 0, beta2: 0.9 });
   }
 
   /** Images (ImageNet-normalised, [n, 3, crop, crop]) and their pooled features [n, 512], batch by batch. */

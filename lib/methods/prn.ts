@@ -169,7 +169,7 @@ export class Prn extends TrainedFeatureDetector implements Detector {
   }
 
   protected createModel(channels: number[], extra: Record<string, number[]>): TrainModel {
-    return new TrainModel({ kind: 'prn', channels, seed: this.extractor.params.seed, threads: this.trainThreads, lr: this.lr, weightDecay: this.weightDecay, beta1: 0.9, beta2: 0.999, device: this.trainDevice, extra });
+    return this.newTrainModel('prn', channels, extra, { weightDecay: this.weightDecay, beta1: 0.9, beta2: 0.999 });
   }
 
   /** The backbone's 4 levels of ImageNet-normalised images [n, 3, s, s]. */

@@ -345,18 +345,7 @@ export class SemiRest extends TrainedFeatureDetector implements Detector {
   }
 
   protected createModel(channels: number[], extra: Record<string, number[]>): TrainModel {
-    return new TrainModel({
-      kind: 'semirest',
-      channels,
-      seed: this.extractor.params.seed,
-      threads: this.trainThreads,
-      lr: this.lr,
-      weightDecay: this.weightDecay,
-      beta1: 0.9,
-      beta2: 0.999,
-      device: this.trainDevice,
-      extra,
-    });
+    return this.newTrainModel('semirest', channels, extra, { weightDecay: this.weightDecay, beta1: 0.9, beta2: 0.999 });
   }
 
   private newModel(window: number): TrainModel {

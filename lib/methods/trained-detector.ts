@@ -5,7 +5,7 @@
  * timing, and the checkpoint round trip (the network's weights, buffers and optimiser state through
  * lib/methods/checkpoint.ts, with the model's kind, channels, method numbers and crop checked on load).
  */
-import type { TrainModel } from '../../bindings/train/train';
+import { TrainModel, type TrainModelConfig } from '../../bindings/train/train';
 import { configExtra, configInt, configInts, requireCheckpointCrop, requireCheckpointKind, restoreTrainedModel, trainedModelState } from './checkpoint';
 import type { FeatureExtractor } from './features';
 import { requireFitted } from './features';
@@ -25,8 +25,26 @@ export abstract class TrainedFeatureDetector {
   /** The name errors use ("FAVAE: call fit() before predict()"). */
   protected abstract readonly label: string;
 
+  /** The network's learning rate, training threads and device (the detector's options). */
+  abstract readonly lr: number;
+  abstract readonly trainThreads: number;
+  abstract readonly trainDevice: 'cpu' | 'cuda';
+
   /** A fresh network of this detector for the given channels and method numbers (TrainModelConfig.extra). */
   protected abstract createModel(channels: number[], extra: Record<string, number[]>): TrainModel;
+
+  /**
+   * A network of `kind` seeded as the extractor, with this detector's learning rate, training threads and device, the
+   * method's optimiser settings (libtorch's defaults where absent) and its extra parameters: what every createModel builds.
+   */
+  protected newTrainModel(
+    kind: TrainModelConfig['kind'],
+    channels: number[],
+    extra: Record<string, number[]>,
+    optimiser: Pick<TrainModelConfig, 'weightDecay' | 'beta1' | 'beta2'> = {},
+  ): TrainModel {
+    return new TrainModel({ kind, channels, seed: this.extractor.params.seed, threads: this.trainThreads, lr: this.lr, ...optimiser, device: this.trainDevice, extra });
+  }
 
   /** The crop the network works at (checked against a checkpoint's); default the extractor's crop. */
   protected checkpointCrop(): number {
