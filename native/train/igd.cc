@@ -62,12 +62,29 @@ struct Resampled : nn::Module {
   std::shared_ptr<ConvBox> conv;
 };
 
+// UpSampleConv's upsampling, as the official computes it: cat((x, x, x, x), 1) and DepthToSpace(2) (a nearest
+// upsampling by 2). The same ops as the official, not one upsampling kernel, so that the backward pass accumulates the
+// gradients in the same order and training follows the official bit for bit (docs/detectors-igd.md, "Fidelity").
 torch::Tensor Up2(const torch::Tensor& x) {
-  return F::interpolate(x, F::InterpolateFuncOptions().scale_factor(std::vector<double>{2.0, 2.0}).mode(torch::kNearest));
+  auto o = torch::cat({x, x, x, x}, 1).permute({0, 2, 3, 1}).contiguous();
+  const int64_t b = o.size(0), h = o.size(1), w = o.size(2), depth = o.size(3) / 4;
+  auto blocks = o.reshape({b, h, w, 4, depth}).split(2, 3);
+  std::vector<torch::Tensor> stacks;
+  for (auto& t : blocks) stacks.push_back(t.reshape({b, h, 2 * w, depth}));
+  o = torch::stack(stacks, 0).transpose(0, 1).permute({0, 2, 1, 3, 4}).reshape({b, 2 * h, 2 * w, depth});
+  return o.contiguous().permute({0, 3, 1, 2}).contiguous();
 }
 
-// (x[::2, ::2] + x[1::2, ::2] + x[::2, 1::2] + x[1::2, 1::2]) / 4 on even sides.
-torch::Tensor MeanPool(const torch::Tensor& x) { return F::avg_pool2d(x, F::AvgPool2dFuncOptions(2)); }
+// (x[::2, ::2] + x[1::2, ::2] + x[::2, 1::2] + x[1::2, 1::2]) / 4, in the official's order (even sides).
+torch::Tensor MeanPool(const torch::Tensor& x) {
+  using torch::indexing::None;
+  using torch::indexing::Slice;
+  auto at = [&](int64_t i, int64_t j) { return x.index({Slice(), Slice(), Slice(i, None, 2), Slice(j, None, 2)}); };
+  auto sum = at(0, 0) + at(1, 0);
+  sum = sum + at(0, 1);
+  sum = sum + at(1, 1);
+  return sum / 4;
+}
 
 // ResidualBlock(resample='up'): BatchNorm, UpSampleConv shortcut (1x1) and conv_1 (3x3, no bias), conv_2 3x3.
 struct UpBlock : nn::Module {
@@ -183,20 +200,21 @@ torch::Tensor GaussianFilter(const torch::Tensor& x, const torch::Tensor& win) {
   return out;
 }
 
-// pytorch_msssim ms_ssim(X, Y, data_range, size_average=False, win_size=11, weights): [n] (the mean over channels).
-// The five filtered quantities of each level go through one grouped convolution.
+// pytorch_msssim ms_ssim(X, Y, data_range, win_size=11, weights) before its averaging: [n, C]. The op sequence is
+// the library's (five filterings per level, in its order), so that the gradients are the official's to the bit.
 torch::Tensor MsSsim(torch::Tensor x, torch::Tensor y, double range, const torch::Tensor& win, const std::vector<double>& weights) {
   const double c1 = (0.01 * range) * (0.01 * range), c2 = (0.03 * range) * (0.03 * range);
-  const int64_t ch = x.size(1);
   std::vector<torch::Tensor> levels;
   torch::Tensor ssim;
   for (size_t i = 0; i < weights.size(); i++) {
-    auto f = GaussianFilter(torch::cat({x, y, x * x, y * y, x * y}, 1), win);
-    auto mu1 = f.narrow(1, 0, ch), mu2 = f.narrow(1, ch, ch);
+    auto mu1 = GaussianFilter(x, win), mu2 = GaussianFilter(y, win);
     auto mu1sq = mu1.pow(2), mu2sq = mu2.pow(2), mu12 = mu1 * mu2;
-    auto s1 = f.narrow(1, 2 * ch, ch) - mu1sq, s2 = f.narrow(1, 3 * ch, ch) - mu2sq, s12 = f.narrow(1, 4 * ch, ch) - mu12;
-    auto cs = (2 * s12 + c2) / (s1 + s2 + c2);
-    auto map = ((2 * mu12 + c1) / (mu1sq + mu2sq + c1)) * cs;
+    auto s1 = GaussianFilter(x * x, win) - mu1sq, s2 = GaussianFilter(y * y, win) - mu2sq, s12 = GaussianFilter(x * y, win) - mu12;
+    // Left to right, as Python evaluates the library's expressions (see Step on why the order counts).
+    auto csTop = 2 * s12 + c2;
+    auto cs = csTop / (s1 + s2 + c2);
+    auto lumTop = 2 * mu12 + c1;
+    auto map = (lumTop / (mu1sq + mu2sq + c1)) * cs;
     if (i + 1 < weights.size()) {
       levels.push_back(torch::relu(cs.flatten(2).mean(-1)));
       const int64_t ph = x.size(2) % 2, pw = x.size(3) % 2;
@@ -209,7 +227,7 @@ torch::Tensor MsSsim(torch::Tensor x, torch::Tensor y, double range, const torch
   }
   levels.push_back(ssim);
   auto w = torch::tensor(weights, x.options()).view({-1, 1, 1});
-  return torch::stack(levels, 0).pow(w).prod(0).mean(1);
+  return torch::stack(levels, 0).pow(w).prod(0);
 }
 
 NamedArray StepArray(const std::string& name, int64_t step) {
@@ -315,12 +333,21 @@ class Igd : public Model {
       for (auto& p : d.parameters()) p.requires_grad_(false);
       auto z = g.encode(f);
       auto fake = g.generate(z);
-      auto rec = 0.85 * (1 - MsSsim(x, fake, range_, window_, kWeights).mean()) + 0.15 * (x - fake).abs().mean() / range_;
+      // One statement per term, in the official's order: the order in which autograd nodes are created decides the
+      // order in which the backward pass adds their gradients (C++ leaves the order of a sum's operands open).
+      auto msTerm = 1 - MsSsim(x, fake, range_, window_, kWeights).mean();
+      auto l1Term = (x - fake).abs().mean() / range_;
+      auto rec = 0.85 * msTerm;
+      rec = rec + 0.15 * l1Term;
       auto alpha = torch::empty({n, 1}, torch::kFloat32).uniform_(0, 0.5, gen_).to(device_);
-      auto mix = alpha * z + (1 - alpha) * z.flip({0});
-      auto inter = d.forward(g.generate(mix)).pow(2).mean();
+      auto flipped = z.flip({0});
+      auto mix = alpha * z;
+      mix = mix + (1 - alpha) * flipped;
+      auto gmix = g.generate(mix);
+      auto inter = d.forward(gmix).pow(2).mean();
       auto svdd = (1 - torch::exp(-(z - net_->c).pow(2).sum(1) / net_->sigma)).mean();
-      auto lossG = rec + svdd + 0.1 * inter;
+      auto lossG = rec + svdd;
+      lossG = lossG + 0.1 * inter;
       const double valueG = lossG.item<double>();
       for (auto& p : d.parameters()) p.requires_grad_(true);
       if (!std::isfinite(valueG)) {
@@ -339,7 +366,8 @@ class Igd : public Model {
         auto recon = g.generate(g.encode(f));
         tmp = recon + 0.2 * (x - recon);
       }
-      auto lossD = (d.forward(g2) - alpha).pow(2).mean() + d.forward(tmp).pow(2).mean();
+      auto lossD = (d.forward(g2) - alpha).pow(2).mean();
+      lossD = lossD + d.forward(tmp).pow(2).mean();
       const double valueD = lossD.item<double>();
       if (!std::isfinite(valueD)) {
         result = valueD;
@@ -378,7 +406,7 @@ class Igd : public Model {
       auto x = ViewTensor(images, device_);
       auto z = net_->generator->encode(ViewTensor(features[0], device_));
       auto recon = net_->generator->generate(z);
-      auto rec = 0.85 * (1 - MsSsim(x, recon, range_, window_, kWeights)) + 0.15 * (x - recon).abs().flatten(1).mean(1) / range_;
+      auto rec = 0.85 * (1 - MsSsim(x, recon, range_, window_, kWeights).mean(1)) + 0.15 * ((x - recon).abs().flatten(1).mean(1) / range_);
       auto gauss = 1 - torch::exp(-(z - net_->c).pow(2).sum(1) / net_->sigma);
       CopyOut(0.5 * rec + 0.5 * gauss, out);
     });
