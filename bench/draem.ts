@@ -12,14 +12,13 @@
  * Table + bench/results/draem.json.
  */
 import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
 
-import { trainingAvailable, trainAddonPath, TrainModel, type Nchw } from '../bindings/train/train';
+import { TrainModel, type Nchw } from '../bindings/train/train';
 import { draemLearningRate } from '../lib/methods/draem';
 import { Random } from '../lib/prng';
 import { AnomalySynthesiser, perlinNoise } from '../lib/synthesis';
-import { compareSteps, flag, formatSpread, intFlag, machineInfo, peerAvailable, printTable, runPeer, spreadOf, type StepPeerResult, timeSteps, watchLoad, writeJson } from './common';
+import { flag, peerAvailable, runPeer, stepBench, type StepPeerResult, timeSteps } from './common';
 
 export interface DraemJob {
   dir: string;
@@ -90,39 +89,16 @@ export function runDraemPeer(job: DraemJob): PeerResult {
 }
 
 export async function main(args: string[]): Promise<void> {
-  if (!trainingAvailable()) {
-    process.stdout.write(`draem bench skipped: the training addon is not built (${trainAddonPath()}); run npm run build:train\n`);
-    return;
-  }
-  const steps = intFlag(args, 'steps', 20);
-  const size = intFlag(args, 'size', 64, 32);
-  const batch = intFlag(args, 'batch', 8);
-  const threads = intFlag(args, 'threads', 1);
-  const repeats = intFlag(args, 'repeats', 3);
   const w = (flag(args, 'widths', '128,64') as string).split(',').map(Number);
   if (w.length !== 2 || !w.every((v) => Number.isInteger(v) && v >= 1)) throw new Error(`Expected --widths as two integers but received ${flag(args, 'widths')}`);
-  if (size % 32 !== 0) throw new Error(`Expected --size to be a multiple of 32 but received ${size}`);
   const widths: [number, number] = [w[0], w[1]];
-  const havePeer = peerAvailable(['torch']);
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'imiad-bench-draem-'));
-  const load = watchLoad('draem bench');
-  try {
-    const job = await writeDraemJob(dir, { size, batch, steps, widths, seed: 1, threads });
-    const { ours, peer, rel, ratio } = await compareSteps(() => runDraemJob(job), havePeer ? () => runDraemPeer(job) : null, repeats);
-    const report = load.finish();
-    printTable(`DRAEM: ${steps} steps, batch ${batch}, ${size} px, widths ${widths.join('/')}, ${threads} thread(s)`, [
-      {
-        method: 'draem',
-        'imiad s/epoch': formatSpread(spreadOf(ours.ms.runs.map((v) => v / 1000))),
-        'torch s/epoch': peer ? formatSpread(spreadOf(peer.ms.runs.map((v) => v / 1000))) : '-',
-        'time ratio': ratio ? formatSpread(ratio) : '-',
-        'max rel loss diff': rel === null ? '-' : rel.toExponential(2),
-        target: '<= 0.9x, 1e-4',
-        busy: report.busy,
-      },
-    ]);
-    writeJson('draem', { machine: machineInfo(threads), load: report, size, batch, steps, widths, threads, repeats, imiad: ours, peer: peer ?? null, maxRelativeLossDiff: rel, timeRatio: ratio });
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+  await stepBench<DraemJob>(args, {
+    name: 'draem',
+    sizeMultiple: 32,
+    title: (f) => `DRAEM: ${f.steps} steps, batch ${f.batch}, ${f.size} px, widths ${widths.join('/')}, ${f.threads} thread(s)`,
+    write: (dir, f) => writeDraemJob(dir, { size: f.size, batch: f.batch, steps: f.steps, widths, seed: 1, threads: f.threads }),
+    ours: runDraemJob,
+    peer: peerAvailable(['torch']) ? runDraemPeer : null,
+    extra: { widths },
+  });
 }

@@ -11,15 +11,14 @@
  * imiad over the peer's (target <= 0.9x), with the machine's load. Table + bench/results/prn.json.
  */
 import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
 
-import { trainingAvailable, trainAddonPath, TrainModel, type Nchw } from '../bindings/train/train';
+import { TrainModel, type Nchw } from '../bindings/train/train';
 import { FeatureExtractor, layerOf, resolveBackboneParams } from '../lib/methods/features';
 import { IMAGENET_MEAN, IMAGENET_STD } from '../lib/image/pipeline';
 import { Random } from '../lib/prng';
 import { AnomalySynthesiser, perlinNoise } from '../lib/synthesis';
-import { compareSteps, formatSpread, intFlag, machineInfo, peerAvailable, printTable, runPeer, spreadOf, type StepPeerResult, timeSteps, watchLoad, writeJson } from './common';
+import { intFlag, peerAvailable, runPeer, stepBench, type StepPeerResult, timeSteps } from './common';
 
 export interface PrnJob {
   dir: string;
@@ -121,38 +120,15 @@ export function runPrnPeer(job: PrnJob): PeerResult {
 }
 
 export async function main(args: string[]): Promise<void> {
-  if (!trainingAvailable()) {
-    process.stdout.write(`prn bench skipped: the training addon is not built (${trainAddonPath()}); run npm run build:train\n`);
-    return;
-  }
-  const steps = intFlag(args, 'steps', 20);
-  const size = intFlag(args, 'size', 64, 32);
-  const batch = intFlag(args, 'batch', 8);
-  const threads = intFlag(args, 'threads', 1);
-  const repeats = intFlag(args, 'repeats', 3);
   const layers = intFlag(args, 'layers', 3);
   const k = intFlag(args, 'k', 2);
-  if (size % 32 !== 0) throw new Error(`Expected --size to be a multiple of 32 but received ${size}`);
-  const havePeer = peerAvailable(['torch']);
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'imiad-bench-prn-'));
-  const load = watchLoad('prn bench');
-  try {
-    const job = await writePrnJob(dir, { size, batch, steps, layers, k, seed: 1, threads });
-    const { ours, peer, rel, ratio } = await compareSteps(() => runPrnJob(job), havePeer ? () => runPrnPeer(job) : null, repeats);
-    const report = load.finish();
-    printTable(`PRN: ${steps} steps, batch ${batch}, ${size} px, ${layers} attention layer(s) per level, ${threads} thread(s)`, [
-      {
-        method: 'prn',
-        'imiad s/epoch': formatSpread(spreadOf(ours.ms.runs.map((v) => v / 1000))),
-        'torch s/epoch': peer ? formatSpread(spreadOf(peer.ms.runs.map((v) => v / 1000))) : '-',
-        'time ratio': ratio ? formatSpread(ratio) : '-',
-        'max rel loss diff': rel === null ? '-' : rel.toExponential(2),
-        target: '<= 0.9x, 1e-4',
-        busy: report.busy,
-      },
-    ]);
-    writeJson('prn', { machine: machineInfo(threads), load: report, size, batch, steps, layers, k, threads, repeats, imiad: ours, peer: peer ?? null, maxRelativeLossDiff: rel, timeRatio: ratio });
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+  await stepBench<PrnJob>(args, {
+    name: 'prn',
+    sizeMultiple: 32,
+    title: (f) => `PRN: ${f.steps} steps, batch ${f.batch}, ${f.size} px, ${layers} attention layer(s) per level, ${f.threads} thread(s)`,
+    write: (dir, f) => writePrnJob(dir, { size: f.size, batch: f.batch, steps: f.steps, layers, k, seed: 1, threads: f.threads }),
+    ours: runPrnJob,
+    peer: peerAvailable(['torch']) ? runPrnPeer : null,
+    extra: { layers, k },
+  });
 }
