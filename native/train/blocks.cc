@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <map>
 
 namespace imiad {
@@ -356,6 +357,108 @@ torch::Tensor FusedSGD::step(LossClosure closure) {
     });
   }
   return {};
+}
+
+namespace {
+
+// One plane [h, w] -> [oh, ow]: the max and its plane index. Interior windows take the unrolled branch-free path.
+__attribute__((target_clones("avx2", "default"))) void MaxPoolPlane(const float* in, float* out, int32_t* idx, int64_t h, int64_t w, int64_t oh, int64_t ow, int64_t k, int64_t s,
+                                                                   int64_t p) {
+  for (int64_t y = 0; y < oh; y++) {
+    int64_t ih0 = y * s - p;
+    const int64_t ih1 = std::min(ih0 + k, h);
+    while (ih0 < 0) ih0++;
+    float* orow = out + y * ow;
+    int32_t* irow = idx + y * ow;
+    const bool rowInside = y * s - p >= 0 && y * s - p + k <= h;
+    for (int64_t x = 0; x < ow; x++) {
+      int64_t iw0 = x * s - p;
+      if (rowInside && k == 3 && iw0 >= 0 && iw0 + 3 <= w) {
+        // Branch-free 3x3 (vectorisable over x): the same order and rule as the general loop below.
+        const float* r = in + ih0 * w + iw0;
+        float m = r[0];
+        int32_t mi = static_cast<int32_t>(ih0 * w + iw0);
+        for (int64_t a = 0; a < 3; a++) {
+          for (int64_t b = (a == 0 ? 1 : 0); b < 3; b++) {
+            const float v = r[a * w + b];
+            const bool take = v > m || v != v;
+            m = take ? v : m;
+            mi = take ? static_cast<int32_t>((ih0 + a) * w + iw0 + b) : mi;
+          }
+        }
+        orow[x] = m;
+        irow[x] = mi;
+        continue;
+      }
+      const int64_t iw1 = std::min(iw0 + k, w);
+      while (iw0 < 0) iw0++;
+      int64_t mi = ih0 * w + iw0;
+      float m = -std::numeric_limits<float>::infinity();
+      for (int64_t a = ih0; a < ih1; a++) {
+        for (int64_t b = iw0; b < iw1; b++) {
+          const float v = in[a * w + b];
+          if (v > m || std::isnan(v)) {
+            m = v;
+            mi = a * w + b;
+          }
+        }
+      }
+      orow[x] = m;
+      irow[x] = static_cast<int32_t>(mi);
+    }
+  }
+}
+
+class MaxPoolFunction : public torch::autograd::Function<MaxPoolFunction> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, int64_t k, int64_t s, int64_t p) {
+    const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
+    const int64_t oh = (h + 2 * p - k) / s + 1, ow = (w + 2 * p - k) / s + 1;
+    auto out = torch::empty({n, c, oh, ow}, x.options());
+    auto idx = torch::empty({n, c, oh, ow}, x.options().dtype(torch::kInt32));
+    const float* in = x.data_ptr<float>();
+    float* o = out.data_ptr<float>();
+    int32_t* id = idx.data_ptr<int32_t>();
+    at::parallel_for(0, n * c, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t plane = begin; plane < end; plane++) MaxPoolPlane(in + plane * h * w, o + plane * oh * ow, id + plane * oh * ow, h, w, oh, ow, k, s, p);
+    });
+    ctx->save_for_backward({idx});
+    ctx->saved_data["h"] = h;
+    ctx->saved_data["w"] = w;
+    return out;
+  }
+
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::tensor_list grads) {
+    auto idx = ctx->get_saved_variables()[0];
+    const int64_t h = ctx->saved_data["h"].toInt(), w = ctx->saved_data["w"].toInt();
+    auto g = grads[0].contiguous();
+    const int64_t n = idx.size(0), c = idx.size(1), plane = idx.size(2) * idx.size(3);
+    auto gin = torch::zeros({n, c, h, w}, g.options());
+    const float* go = g.data_ptr<float>();
+    const int32_t* id = idx.data_ptr<int32_t>();
+    float* gi = gin.data_ptr<float>();
+    at::parallel_for(0, n * c, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t q = begin; q < end; q++) {
+        float* dst = gi + q * h * w;
+        const float* src = go + q * plane;
+        const int32_t* ix = id + q * plane;
+        for (int64_t i = 0; i < plane; i++) dst[ix[i]] += src[i];
+      }
+    });
+    return {gin, torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+}  // namespace
+
+torch::Tensor MaxPool2d(const torch::Tensor& x, int64_t k, int64_t s, int64_t p) {
+  // IMIAD_TRAIN_MAXPOOL=aten takes ATen's kernels (for tests and comparisons), read at every call.
+  const char* choice = std::getenv("IMIAD_TRAIN_MAXPOOL");
+  if ((choice != nullptr && std::strcmp(choice, "aten") == 0) || !x.is_cpu() || x.scalar_type() != torch::kFloat32 || x.dim() != 4 || !x.is_contiguous() || k < 1 || s < 1 || p < 0 || 2 * p > k || x.size(2) + 2 * p < k ||
+      x.size(3) + 2 * p < k || x.size(2) * x.size(3) > std::numeric_limits<int32_t>::max()) {
+    return torch::max_pool2d(x, k, s, p);
+  }
+  return MaxPoolFunction::apply(x, k, s, p);
 }
 
 }  // namespace train

@@ -125,5 +125,13 @@ class HeadModel : public Model {
   std::mutex mutex_;
 };
 
+// ATen's max_pool2d_with_indices (square kernel k, stride s, padding p, dilation 1, no ceil mode) on a float NCHW
+// tensor, with its backward, to the bit, in one pass per direction: in each window the first maximum in row-major
+// order wins (a NaN always wins), and the backward adds each output's gradient into its argmax in row-major output
+// order, as ATen's CPU kernels do. The argmax is kept as an int32 index within the plane (ATen keeps int64 indices
+// and scans without vectorising; ResNet's 3x3 stride-2 stem pool took 4 % of a training step). Autograd-aware;
+// other dtypes, devices and layouts fall back to torch::max_pool2d.
+torch::Tensor MaxPool2d(const torch::Tensor& x, int64_t k, int64_t s, int64_t p);
+
 }  // namespace train
 }  // namespace imiad

@@ -47,7 +47,7 @@ nn::Sequential Up(int64_t in, int64_t out) {
                         nn::BatchNorm2d(out), nn::ReLU(nn::ReLUOptions(true)));
 }
 
-torch::Tensor Pool(const torch::Tensor& x) { return F::max_pool2d(x, F::MaxPool2dFuncOptions(2)); }
+torch::Tensor Pool(const torch::Tensor& x) { return MaxPool2d(x, 2, 2, 0); }
 
 struct EncoderImpl : nn::Module {
   std::vector<nn::Sequential> blocks;

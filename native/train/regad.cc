@@ -150,7 +150,7 @@ struct RegadNetImpl : nn::Module {
   // The registered layer3 feature (STN(x) of the official). With `back`, also the three STN outputs warped back to
   // the input frame (stn1_output .. stn3_output, from detached features).
   torch::Tensor forward(const torch::Tensor& x, std::vector<torch::Tensor>* back = nullptr) {
-    auto h = torch::max_pool2d(torch::relu(resnet->bn1(resnet->conv1(x))), 3, 2, 1);
+    auto h = MaxPool2d(torch::relu(resnet->bn1(resnet->conv1(x))), 3, 2, 1);
     auto [x1, t1] = stn1(resnet->layers[0]->forward(h));
     auto [x2, t2] = stn2(resnet->layers[1]->forward(x1));
     auto [x3, t3] = stn3(resnet->layers[2]->forward(x2));

@@ -70,7 +70,7 @@ ResNet18Impl::ResNet18Impl(int upToLayer) : upToLayer_(upToLayer) {
 }
 
 std::vector<torch::Tensor> ResNet18Impl::forward(torch::Tensor x) {
-  auto h = torch::max_pool2d(bn1(conv1(x)).relu_(), 3, 2, 1);
+  auto h = MaxPool2d(bn1(conv1(x)).relu_(), 3, 2, 1);
   std::vector<torch::Tensor> out;
   out.reserve(layers.size());
   for (auto& layer : layers) {

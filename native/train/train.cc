@@ -164,7 +164,7 @@ struct StudentImpl : nn::Module {
     }
   }
   std::vector<torch::Tensor> forward(const torch::Tensor& x) {
-    auto h = torch::max_pool2d(bn1(conv1(x)).relu_(), 3, 2, 1);
+    auto h = MaxPool2d(bn1(conv1(x)).relu_(), 3, 2, 1);
     std::vector<torch::Tensor> out;
     for (auto& layer : layers) {
       h = layer->forward(h);
