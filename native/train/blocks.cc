@@ -361,6 +361,24 @@ torch::Tensor FusedSGD::step(LossClosure closure) {
 
 namespace {
 
+// The max of a K x K window inside the plane (r: its top-left element, w: the row stride) and its plane index, branch
+// free: the same order and rule as the general loop of MaxPoolPlane (a later element wins only if greater, or NaN).
+template <int K>
+inline void WindowMax(const float* r, int64_t w, int32_t base, float* out, int32_t* idx) {
+  float m = r[0];
+  int32_t mi = base;
+  for (int a = 0; a < K; a++) {
+    for (int b = (a == 0 ? 1 : 0); b < K; b++) {
+      const float v = r[a * w + b];
+      const bool take = v > m || v != v;
+      m = take ? v : m;
+      mi = take ? base + static_cast<int32_t>(a * w + b) : mi;
+    }
+  }
+  *out = m;
+  *idx = mi;
+}
+
 // One plane [h, w] -> [oh, ow]: the max and its plane index. Interior windows take the unrolled branch-free path.
 __attribute__((target_clones("avx2", "default"))) void MaxPoolPlane(const float* in, float* out, int32_t* idx, int64_t h, int64_t w, int64_t oh, int64_t ow, int64_t k, int64_t s,
                                                                    int64_t p) {
@@ -373,21 +391,14 @@ __attribute__((target_clones("avx2", "default"))) void MaxPoolPlane(const float*
     const bool rowInside = y * s - p >= 0 && y * s - p + k <= h;
     for (int64_t x = 0; x < ow; x++) {
       int64_t iw0 = x * s - p;
-      if (rowInside && k == 3 && iw0 >= 0 && iw0 + 3 <= w) {
-        // Branch-free 3x3 (vectorisable over x): the same order and rule as the general loop below.
+      if (rowInside && (k == 2 || k == 3) && iw0 >= 0 && iw0 + k <= w) {
         const float* r = in + ih0 * w + iw0;
-        float m = r[0];
-        int32_t mi = static_cast<int32_t>(ih0 * w + iw0);
-        for (int64_t a = 0; a < 3; a++) {
-          for (int64_t b = (a == 0 ? 1 : 0); b < 3; b++) {
-            const float v = r[a * w + b];
-            const bool take = v > m || v != v;
-            m = take ? v : m;
-            mi = take ? static_cast<int32_t>((ih0 + a) * w + iw0 + b) : mi;
-          }
+        const int32_t base = static_cast<int32_t>(ih0 * w + iw0);
+        if (k == 3) {
+          WindowMax<3>(r, w, base, orow + x, irow + x);
+        } else {
+          WindowMax<2>(r, w, base, orow + x, irow + x);
         }
-        orow[x] = m;
-        irow[x] = mi;
         continue;
       }
       const int64_t iw1 = std::min(iw0 + k, w);
