@@ -65,7 +65,12 @@ struct Resampled : nn::Module {
 // UpSampleConv's upsampling, as the official computes it: cat((x, x, x, x), 1) and DepthToSpace(2) (a nearest
 // upsampling by 2). The same ops as the official, not one upsampling kernel, so that the backward pass accumulates the
 // gradients in the same order and training follows the official bit for bit (docs/detectors-igd.md, "Fidelity").
+// Without autograd (scoring, calibration, the discriminator step's images) only the values count, and a nearest
+// upsampling gives the same values in one pass.
 torch::Tensor Up2(const torch::Tensor& x) {
+  if (!torch::GradMode::is_enabled() || !x.requires_grad()) {
+    return F::interpolate(x, F::InterpolateFuncOptions().scale_factor(std::vector<double>{2.0, 2.0}).mode(torch::kNearest));
+  }
   auto o = torch::cat({x, x, x, x}, 1).permute({0, 2, 3, 1}).contiguous();
   const int64_t b = o.size(0), h = o.size(1), w = o.size(2), depth = o.size(3) / 4;
   auto blocks = o.reshape({b, h, w, 4, depth}).split(2, 3);
