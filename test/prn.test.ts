@@ -4,8 +4,9 @@
  * few epochs is NOT reached, see docs/detectors-prn.md), with the 4 training anomalies removed from the test set; a
  * checkpoint (weights, batch norms, prototypes, Adam) reloads to identical scores; refusals (no labelled anomalies,
  * an anomaly without a mask, bad sizes); Ctrl-C stops training with ABORT_ERR and keeps no model; the full head has
- * the reference's ~78 M parameters; and, where /usr/bin/python3 has torch, the first training steps give the losses of
- * the PyTorch peer written from the reference xcyao00/PRNet code (bench/peers/prn_torch.py).
+ * the reference's ~78 M parameters; and, where /usr/bin/python3 has torch, 8 training steps at 1 thread give the
+ * losses of the PyTorch peer written from the reference xcyao00/PRNet code (bench/peers/prn_torch.py) to the last bit
+ * (the first step at 2 threads to 1e-6).
  * The test head has 1 attention layer per level instead of 3 (fewer parameters, faster at 64 px); the default is 3.
  * The tests skip, with the reason printed, when the training addon is not built.
  */
@@ -174,13 +175,17 @@ describe('PRN', () => {
 });
 
 describe('PRN against the PyTorch peer (reference xcyao00/PRNet code)', () => {
-  withPeer('the first training steps give the same losses from the same weights, prototypes and batches', async () => {
-    const dir = fs.mkdtempSync(path.join(tmp, 'peer-'));
-    const job = await writePrnJob(dir, { size: 32, batch: 4, steps: 2, layers: 1, k: 2, seed: 1, threads: 1 });
-    const ours = await runPrnJob(job);
-    const theirs = runPrnPeer(job);
-    expect(ours.losses).toHaveLength(2);
-    // Longer trajectories drift apart at this tiny size as the peer's own do between 1 and 2 threads (docs).
-    expect(maxRelativeDiff(ours.losses, theirs.losses)).toBeLessThan(1e-5);
-  }, 60_000);
+  // 1 thread at batch 4: PyTorch's own grouped convolution (Slow2d) for the projections, and imiad's projections in
+  // its arithmetic: the trajectories are the same to the last bit (the bench runs 20 steps: npm run bench -- prn). At
+  // 2 threads (oneDNN's convolution) the first step agrees; later ones drift (docs/detectors-prn.md).
+  for (const [threads, steps] of [[1, 8], [2, 1]]) {
+    withPeer(`${threads} thread(s): ${steps} training step(s) give the same losses from the same weights, prototypes and batches`, async () => {
+      const dir = fs.mkdtempSync(path.join(tmp, 'peer-'));
+      const job = await writePrnJob(dir, { size: 32, batch: 4, steps, layers: 1, k: 2, seed: 1, threads });
+      const ours = await runPrnJob(job);
+      const theirs = runPrnPeer(job);
+      expect(ours.losses).toHaveLength(steps);
+      expect(maxRelativeDiff(ours.losses, theirs.losses)).toBeLessThan(threads === 1 ? 1e-7 : 1e-6);
+    }, 120_000);
+  }
 });

@@ -12,7 +12,7 @@
 // - Per level cat(features, residuals) (2 c_i channels), then 3 MultiSizeAttention layers: patchify at patch sides
 //   h_i, h_i/2, h_i/4, h_i/8 (each at least 1: at the reference's 256 px they are all >= 2; smaller inputs clamp the
 //   deepest to 1), q, k, v = per-element affine projections (the reference's Conv1d(d, d, 1, groups=d), computed as
-//   x * w + b: the same numbers without a grouped conv of d groups), softmax(q k^T / d) v, unpatchify, cat of the 4,
+//   x * w + b in the grouped convolution's arithmetic, ProjectionFunction below), softmax(q k^T / d) v, unpatchify, cat of the 4,
 //   ResidualBlock(4 C -> C). Then ms_fuser2 (MultiScaleFusion(2 c1, 2 c2, 2 c3)).
 // - Decoder from layer4: up (bilinear x2, align_corners=True; conv3x3; BN; ReLU), cat with the fused level, conv_block
 //   (2 x conv3x3-BN-ReLU) for levels 3, 2, 1; up1_to_0 (x4), conv_out 3x3 to 1 logit at the input side 4 h.
@@ -34,8 +34,10 @@
 // views = {layer1 .. layer4}).
 #include "prn.h"
 
-#include <cmath>
+#include <ATen/Parallel.h>
+
 #include <algorithm>
+#include <cmath>
 #include <random>
 
 #include "blocks.h"
@@ -69,7 +71,9 @@ struct UpsampleConvImpl : nn::Module {
 };
 TORCH_MODULE(UpsampleConv);
 
-// modules.MultiScaleFusion.
+// modules.MultiScaleFusion. One operation per statement, in Python's left-to-right order: the autograd engine runs
+// backward nodes in reverse creation order, so the order in which the terms are made is the order in which their
+// gradients are summed (C++ leaves the order of a sum's operands open).
 struct FusionImpl : nn::Module {
   UpsampleConv l2_to_l1{nullptr}, l3_to_l1{nullptr}, l3_to_l2{nullptr};
   nn::Conv2d l1_to_l2{nullptr}, l1_to_l3{nullptr}, l2_to_l3{nullptr};
@@ -82,9 +86,12 @@ struct FusionImpl : nn::Module {
     l2_to_l3 = register_module("l2_to_l3", Conv(c[1], c[2], 3, 2, 1, c[1]));
   }
   std::vector<torch::Tensor> forward(const std::vector<torch::Tensor>& x) {
-    auto out1 = x[0] + l2_to_l1(x[1]) + l3_to_l1(x[2]);
-    auto out2 = x[1] + l1_to_l2(x[0]) + l3_to_l2(x[2]);
-    auto out3 = x[2] + l1_to_l3(x[0]) + l2_to_l3(x[1]);
+    auto out1 = x[0] + l2_to_l1(x[1]);
+    out1 = out1 + l3_to_l1(x[2]);
+    auto out2 = x[1] + l1_to_l2(x[0]);
+    out2 = out2 + l3_to_l2(x[2]);
+    auto out3 = x[2] + l1_to_l3(x[0]);
+    out3 = out3 + l2_to_l3(x[1]);
     return {out1, out2, out3};
   }
 };
@@ -110,14 +117,94 @@ struct ResidualBlockImpl : nn::Module {
 };
 TORCH_MODULE(ResidualBlock);
 
-// The reference's depthwise Conv1d(d, d, 1, groups=d) on [B, d, L]: weight [d, 1, 1], bias [d]; applied to [B, L, d].
+// The reference's depthwise Conv1d(d, d, 1, groups=d) on t [B, d, L] (weight [d, 1, 1], bias [d]) without a convolution
+// of d groups (PyTorch runs one small convolution per group there: most of the reference's training time), in the
+// arithmetic of the convolution PyTorch 1.13 picks, so that the numbers are the reference's to the last bit. For a 1x1
+// kernel it takes oneDNN's when the batch is 16 or more or more than one thread runs, else its own (Slow2d: one GEMM
+// per group and image):
+// - forward: oneDNN y = fma(t, w, b); Slow2d y = t * w, rounded, + b (the bias is the GEMM's initial output);
+// - d/dt = g * w;
+// - d/dw[j]: oneDNN one chain of fused multiply-adds over the images and positions in order; Slow2d the sum over the
+//   images, in order, of each image's dot product over L (a chain of fused multiply-adds, the BLAS kernel's k loop);
+// - d/db[j]: oneDNN one chain of additions in the same order; Slow2d the sum of g[:, j, :] as one contiguous
+//   reduction (each group's copied output summed; one thread, so ATen reduces serially).
+// Measured against torch.nn.functional.conv1d: identical at 1 and 2 threads, batches 4-48 (docs/detectors-prn.md).
+class ProjectionFunction : public torch::autograd::Function<ProjectionFunction> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& t, const torch::Tensor& w, const torch::Tensor& b) {
+    ctx->save_for_backward({t, w});
+    const bool cpu = t.is_cpu() && t.scalar_type() == torch::kFloat32;
+    const bool dnnl = t.size(0) >= 16 || at::get_num_threads() > 1;
+    ctx->saved_data["dnnl"] = dnnl;
+    if (!cpu || !dnnl) return t * w.view({1, -1, 1}) + b.view({1, -1, 1});
+    auto tc = t.contiguous();
+    auto y = torch::empty_like(tc);
+    const int64_t n = tc.size(0), d = tc.size(1), l = tc.size(2);
+    const float* tp = tc.data_ptr<float>();
+    const float* wp = w.data_ptr<float>();
+    const float* bp = b.data_ptr<float>();
+    float* yp = y.data_ptr<float>();
+    at::parallel_for(0, n * d, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, l)), [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; r++) {
+        const int64_t j = r % d;
+        for (int64_t k = 0; k < l; k++) yp[r * l + k] = std::fma(tp[r * l + k], wp[j], bp[j]);
+      }
+    });
+    return y;
+  }
+
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::tensor_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const auto& t = saved[0];
+    const auto& w = saved[1];
+    const bool dnnl = ctx->saved_data["dnnl"].toBool();
+    auto g = grads[0].contiguous();
+    auto gt = g * w.view({1, -1, 1});
+    if (!g.is_cpu() || g.scalar_type() != torch::kFloat32) {
+      return {gt, (g * t).sum(std::vector<int64_t>{0, 2}).view({-1, 1, 1}), g.sum(std::vector<int64_t>{0, 2})};
+    }
+    auto tc = t.contiguous();
+    const int64_t n = g.size(0), d = g.size(1), l = g.size(2);
+    auto gw = torch::empty({d, 1, 1}, g.options());
+    auto gb = dnnl ? torch::empty({d}, g.options()) : g.permute({1, 0, 2}).contiguous().sum(std::vector<int64_t>{1, 2});
+    const float* gp = g.data_ptr<float>();
+    const float* tp = tc.data_ptr<float>();
+    float* wout = gw.data_ptr<float>();
+    float* bout = dnnl ? gb.data_ptr<float>() : nullptr;
+    at::parallel_for(0, d, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, n * l)), [&](int64_t begin, int64_t end) {
+      for (int64_t j = begin; j < end; j++) {
+        float accW = 0, accB = 0;
+        for (int64_t i = 0; i < n; i++) {
+          const float* gr = gp + (i * d + j) * l;
+          const float* tr = tp + (i * d + j) * l;
+          if (dnnl) {
+            for (int64_t k = 0; k < l; k++) {
+              accW = std::fma(gr[k], tr[k], accW);
+              accB += gr[k];
+            }
+          } else {
+            float dot = 0;
+            for (int64_t k = 0; k < l; k++) dot = std::fma(gr[k], tr[k], dot);
+            accW += dot;
+          }
+        }
+        wout[j] = accW;
+        if (dnnl) bout[j] = accB;
+      }
+    });
+    return {gt, gw, gb};
+  }
+};
+
+// The projection's parameters, named as the reference's Conv1d.
 struct ProjectionImpl : nn::Module {
   torch::Tensor weight, bias;
   explicit ProjectionImpl(int64_t d) {
     weight = register_parameter("weight", torch::empty({d, 1, 1}).uniform_(-1, 1));
     bias = register_parameter("bias", torch::empty({d}).uniform_(-1, 1));
   }
-  torch::Tensor forward(const torch::Tensor& x) { return torch::addcmul(bias, x, weight.view({-1})); }
+  // t [B, d, L] -> [B, d, L].
+  torch::Tensor forward(const torch::Tensor& t) { return ProjectionFunction::apply(t, weight, bias); }
 };
 TORCH_MODULE(Projection);
 
@@ -138,18 +225,28 @@ struct MsaImpl : nn::Module {
     }
     residual = register_module("residual_block", ResidualBlock(4 * c, c));
   }
+  // attention.MultiSizeAttention.patchify / unpatchify, with the reference's einsum permutations.
+  static torch::Tensor Patchify(const torch::Tensor& x, int64_t p, int64_t c) {
+    const int64_t n = x.size(0), h = x.size(2) / p;
+    auto y = torch::einsum("nchpwq->nhwcpq", {x.reshape({n, c, h, p, h, p})});
+    return y.reshape({n, h * h, c * p * p});
+  }
+  static torch::Tensor Unpatchify(const torch::Tensor& x, int64_t p, int64_t c) {
+    const int64_t n = x.size(0), h = static_cast<int64_t>(std::lround(std::sqrt(static_cast<double>(x.size(1)))));
+    auto y = torch::einsum("nhwcpq->nchpwq", {x.reshape({n, h, h, c, p, p})});
+    return y.reshape({n, c, h * p, h * p});
+  }
   torch::Tensor forward(const torch::Tensor& x) {
-    const int64_t b = x.size(0), h = x.size(2);
     std::vector<torch::Tensor> outs;
     for (size_t i = 0; i < ps.size(); i++) {
-      const int64_t p = ps[i], g = h / p, d = c * p * p;
-      // patchify: 'nchpwq->nhwcpq'
-      auto patches = x.reshape({b, c, g, p, g, p}).permute({0, 2, 4, 1, 3, 5}).reshape({b, g * g, d});
-      auto qi = q[i](patches), ki = k[i](patches), vi = v[i](patches);
-      auto attn = torch::softmax(torch::matmul(qi, ki.transpose(1, 2)) * (1.0 / static_cast<double>(d)), -1);
-      auto out = torch::matmul(attn, vi);
-      // unpatchify: 'nhwcpq->nchpwq'
-      outs.push_back(out.reshape({b, g, g, c, p, p}).permute({0, 3, 1, 4, 2, 5}).reshape({b, c, h, h}));
+      const int64_t p = ps[i];
+      auto t = Patchify(x, p, c).permute({0, 2, 1}).contiguous();  // [B, d, L]
+      auto qi = q[i](t).permute({0, 2, 1});
+      auto ki = k[i](t).permute({0, 2, 1});
+      auto vi = v[i](t).permute({0, 2, 1});
+      auto scores = torch::einsum("ble,bse->bls", {qi, ki}) * (1.0 / static_cast<double>(c * p * p));
+      auto attn = torch::softmax(scores, -1);
+      outs.push_back(Unpatchify(torch::einsum("bls,bsd->bld", {attn, vi}), p, c));
     }
     return residual(torch::cat(outs, 1));
   }
@@ -212,9 +309,10 @@ struct PrnNet : nn::Module {
     }
     auto a = fuser1->forward(features);
     auto r = fuser1->forward(residuals);
-    std::vector<torch::Tensor> joined;
-    for (int l = 0; l < 3; l++) joined.push_back(msa[l]->forward(torch::cat({a[l], r[l]}, 1)));
-    auto fused = fuser2->forward(joined);
+    std::vector<torch::Tensor> joined, attended;
+    for (int l = 0; l < 3; l++) joined.push_back(torch::cat({a[l], r[l]}, 1));
+    for (int l = 0; l < 3; l++) attended.push_back(msa[l]->forward(joined[l]));
+    auto fused = fuser2->forward(attended);
     auto x3 = conv_block3->forward(torch::cat({fused[2], up4_to_3->forward(f[3])}, 1));
     auto x2 = conv_block2->forward(torch::cat({fused[1], up3_to_2->forward(x3)}, 1));
     auto x1 = conv_block1->forward(torch::cat({fused[0], up2_to_1->forward(x2)}, 1));
@@ -366,7 +464,17 @@ class Prn : public HeadModel {
       net_->train();
       auto mask = ViewTensor(m, device_);
       auto p = torch::sigmoid(net_->forward(f));
-      auto loss = F::smooth_l1_loss(p, mask, F::SmoothL1LossFuncOptions().beta(1.0)) + lambda_ * FocalLoss(torch::cat({1 - p, p}, 1), mask, 4, 0.5);
+      // losses/smooth_l1_loss.py (beta 1, mean), then the focal term: one operation per statement, in Python's order.
+      auto diff = torch::abs(p - mask);
+      auto below = diff < 1.0;
+      auto quadratic = 0.5 * diff;
+      quadratic = quadratic * diff;
+      quadratic = quadratic / 1.0;
+      auto linear = diff - 0.5;
+      auto loss = torch::where(below, quadratic, linear).mean();
+      auto complement = 1 - p;
+      auto focal = FocalLoss(torch::cat({complement, p}, 1), mask, 4, 0.5);
+      loss = loss + lambda_ * focal;
       const double value = loss.item<double>();
       if (!std::isfinite(value)) return value;  // the weights stay as they were; the caller stops
       loss.backward();
