@@ -20,6 +20,15 @@
 namespace imiad {
 namespace train {
 
+// torch.nn.Conv2d(in, out, k, stride, padding, groups) with a bias, and without one (the convolutions that a batch
+// norm follows).
+inline torch::nn::Conv2d ConvBias(int64_t in, int64_t out, int64_t k, int64_t stride = 1, int64_t pad = 0, int64_t groups = 1) {
+  return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, k).stride(stride).padding(pad).groups(groups));
+}
+inline torch::nn::Conv2d ConvNoBias(int64_t in, int64_t out, int64_t k, int64_t stride = 1, int64_t pad = 0) {
+  return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, k).stride(stride).padding(pad).bias(false));
+}
+
 // The device a model lives on: "cuda" only where libtorch has CUDA and sees a GPU (the TypeScript side resolves
 // 'auto' and refuses 'cuda' before this runs); anything else is the CPU.
 torch::Device TrainDevice(const std::string& device);

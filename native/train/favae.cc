@@ -46,10 +46,6 @@ constexpr const char* kNoiseStateName = "rng:reparameterisation";
 
 nn::LeakyReLU Leaky() { return nn::LeakyReLU(nn::LeakyReLUOptions().negative_slope(0.2)); }
 
-nn::Conv2d Conv(int64_t in, int64_t out, int64_t k, int64_t stride, int64_t pad) {
-  return nn::Conv2d(nn::Conv2dOptions(in, out, k).stride(stride).padding(pad));
-}
-
 nn::ConvTranspose2d Deconv(int64_t in, int64_t out, int64_t k, int64_t stride, int64_t pad) {
   return nn::ConvTranspose2d(nn::ConvTranspose2dOptions(in, out, k).stride(stride).padding(pad));
 }
@@ -79,15 +75,15 @@ struct FavaeNet : nn::Module {
       encode->push_back(nn::BatchNorm2d(c));
       encode->push_back(Leaky());
     };
-    enc(Conv(3, 128, 4, 2, 1), 128);    // 128 -> 64
-    enc(Conv(128, 128, 4, 2, 1), 128);  // 64 -> 32
-    enc(Conv(128, 256, 3, 1, 1), 256);
-    enc(Conv(256, 256, 4, 2, 1), 256);  // 32 -> 16
-    enc(Conv(256, 512, 3, 1, 1), 512);
-    enc(Conv(512, 512, 4, 2, 1), 512);  // 16 -> 8
-    enc(Conv(512, 512, 3, 1, 1), 512);
-    enc(Conv(512, 32, 3, 1, 1), 32);
-    encode->push_back(Conv(32, 2 * zdim, 8, 1, 0));  // 8 -> 1: (mu, logvar)
+    enc(ConvBias(3, 128, 4, 2, 1), 128);    // 128 -> 64
+    enc(ConvBias(128, 128, 4, 2, 1), 128);  // 64 -> 32
+    enc(ConvBias(128, 256, 3, 1, 1), 256);
+    enc(ConvBias(256, 256, 4, 2, 1), 256);  // 32 -> 16
+    enc(ConvBias(256, 512, 3, 1, 1), 512);
+    enc(ConvBias(512, 512, 4, 2, 1), 512);  // 16 -> 8
+    enc(ConvBias(512, 512, 3, 1, 1), 512);
+    enc(ConvBias(512, 32, 3, 1, 1), 32);
+    encode->push_back(ConvBias(32, 2 * zdim, 8, 1, 0));  // 8 -> 1: (mu, logvar)
     encode->push_back(nn::Flatten());
 
     decode = register_module("decode", nn::Sequential());

@@ -41,10 +41,6 @@ namespace {
 namespace nn = torch::nn;
 namespace F = torch::nn::functional;
 
-nn::Conv2d Conv(int64_t in, int64_t out, int64_t k, int64_t stride, int64_t pad) {
-  return nn::Conv2d(nn::Conv2dOptions(in, out, k).stride(stride).padding(pad));
-}
-
 // In place: a convolution's backward pass needs its input, not its output, so the ReLU may overwrite it (as
 // torchvision's ReLU(inplace=True)); the same values with fewer tensors.
 nn::ReLU Relu() { return nn::ReLU(nn::ReLUOptions(true)); }
@@ -63,8 +59,8 @@ int64_t EncodedSide(int64_t s) {
 struct LocalStudentImpl : nn::Module {
   nn::Sequential net{nullptr};
   explicit LocalStudentImpl(int64_t d) {
-    net = register_module("net", nn::Sequential(Conv(3, 64, 4, 2, 1), Relu(), Conv(64, 128, 4, 2, 1), Relu(), Conv(128, 256, 4, 2, 1), Relu(),
-                                                Conv(256, 256, 3, 1, 1), Relu(), Conv(256, d, 1, 1, 0)));
+    net = register_module("net", nn::Sequential(ConvBias(3, 64, 4, 2, 1), Relu(), ConvBias(64, 128, 4, 2, 1), Relu(), ConvBias(128, 256, 4, 2, 1), Relu(),
+                                                ConvBias(256, 256, 3, 1, 1), Relu(), ConvBias(256, d, 1, 1, 0)));
   }
   torch::Tensor forward(const torch::Tensor& x) { return net->forward(x); }
 };
@@ -76,15 +72,15 @@ struct GlobalAutoencoderImpl : nn::Module {
   std::vector<std::pair<int64_t, int64_t>> sizes;
   GlobalAutoencoderImpl(int64_t d, int64_t bottleneck, int64_t imageH, int64_t imageW, int64_t gridH, int64_t gridW) {
     const int64_t eh = EncodedSide(imageH), ew = EncodedSide(imageW);
-    encoder = register_module("encoder", nn::Sequential(Conv(3, 32, 4, 2, 1), Relu(), Conv(32, 32, 4, 2, 1), Relu(), Conv(32, 64, 4, 2, 1), Relu(),
-                                                        Conv(64, 64, 4, 2, 1), Relu(), Conv(64, 64, 4, 2, 1), Relu(),
+    encoder = register_module("encoder", nn::Sequential(ConvBias(3, 32, 4, 2, 1), Relu(), ConvBias(32, 32, 4, 2, 1), Relu(), ConvBias(32, 64, 4, 2, 1), Relu(),
+                                                        ConvBias(64, 64, 4, 2, 1), Relu(), ConvBias(64, 64, 4, 2, 1), Relu(),
                                                         nn::Conv2d(nn::Conv2dOptions(64, bottleneck, {eh, ew}))));
     decoder = register_module("decoder", nn::ModuleList());
     auto up = [](int64_t g, int64_t f) { return (g + f - 1) / f; };
     for (int64_t f : {8, 4, 2, 1}) sizes.emplace_back(up(gridH, f), up(gridW, f));
-    decoder->push_back(Conv(bottleneck, 64, 3, 1, 1));
-    for (int i = 0; i < 4; i++) decoder->push_back(Conv(64, 64, 3, 1, 1));
-    decoder->push_back(Conv(64, d, 3, 1, 1));
+    decoder->push_back(ConvBias(bottleneck, 64, 3, 1, 1));
+    for (int i = 0; i < 4; i++) decoder->push_back(ConvBias(64, 64, 3, 1, 1));
+    decoder->push_back(ConvBias(64, d, 3, 1, 1));
   }
   torch::Tensor forward(const torch::Tensor& x) {
     auto h = encoder->forward(x);

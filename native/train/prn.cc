@@ -55,17 +55,13 @@ nn::Upsample Up(double scale) {
   return nn::Upsample(nn::UpsampleOptions().scale_factor(std::vector<double>{scale, scale}).mode(torch::kBilinear).align_corners(true));
 }
 
-nn::Conv2d Conv(int64_t in, int64_t out, int64_t k, int64_t stride = 1, int64_t pad = 0, int64_t groups = 1) {
-  return nn::Conv2d(nn::Conv2dOptions(in, out, k).stride(stride).padding(pad).groups(groups));
-}
-
 // modules.UpsampleConv: bilinear upsampling (align_corners=True), then a 1x1 conv.
 struct UpsampleConvImpl : nn::Module {
   nn::Upsample upsample{nullptr};
   nn::Conv2d conv{nullptr};
   UpsampleConvImpl(int64_t in, int64_t out, double scale) {
     upsample = register_module("upsample", Up(scale));
-    conv = register_module("conv", Conv(in, out, 1));
+    conv = register_module("conv", ConvBias(in, out, 1));
   }
   torch::Tensor forward(const torch::Tensor& x) { return conv(upsample(x)); }
 };
@@ -80,10 +76,10 @@ struct FusionImpl : nn::Module {
   explicit FusionImpl(const std::vector<int64_t>& c) {
     l2_to_l1 = register_module("l2_to_l1", UpsampleConv(c[1], c[0], 2));
     l3_to_l1 = register_module("l3_to_l1", UpsampleConv(c[2], c[0], 4));
-    l1_to_l2 = register_module("l1_to_l2", Conv(c[0], c[1], 3, 2, 1, c[0]));
+    l1_to_l2 = register_module("l1_to_l2", ConvBias(c[0], c[1], 3, 2, 1, c[0]));
     l3_to_l2 = register_module("l3_to_l2", UpsampleConv(c[2], c[1], 2));
-    l1_to_l3 = register_module("l1_to_l3", Conv(c[0], c[2], 5, 4, 2, c[0]));
-    l2_to_l3 = register_module("l2_to_l3", Conv(c[1], c[2], 3, 2, 1, c[1]));
+    l1_to_l3 = register_module("l1_to_l3", ConvBias(c[0], c[2], 5, 4, 2, c[0]));
+    l2_to_l3 = register_module("l2_to_l3", ConvBias(c[1], c[2], 3, 2, 1, c[1]));
   }
   std::vector<torch::Tensor> forward(const std::vector<torch::Tensor>& x) {
     auto out1 = x[0] + l2_to_l1(x[1]);
@@ -102,11 +98,11 @@ struct ResidualBlockImpl : nn::Module {
   nn::Conv2d conv1{nullptr}, conv2{nullptr}, downsample{nullptr};
   nn::BatchNorm2d norm1{nullptr}, norm2{nullptr};
   ResidualBlockImpl(int64_t in, int64_t c) {
-    conv1 = register_module("conv1", Conv(in, c, 3, 1, 1));
+    conv1 = register_module("conv1", ConvBias(in, c, 3, 1, 1));
     norm1 = register_module("norm1", nn::BatchNorm2d(c));
-    conv2 = register_module("conv2", Conv(c, c, 3, 1, 1));
+    conv2 = register_module("conv2", ConvBias(c, c, 3, 1, 1));
     norm2 = register_module("norm2", nn::BatchNorm2d(c));
-    downsample = register_module("downsample", Conv(in, c, 1));
+    downsample = register_module("downsample", ConvBias(in, c, 1));
   }
   torch::Tensor forward(const torch::Tensor& x) {
     auto identity = downsample(x);
@@ -254,11 +250,11 @@ struct MsaImpl : nn::Module {
 TORCH_MODULE(Msa);
 
 nn::Sequential UpBlock(int64_t in, int64_t out, double scale) {
-  return nn::Sequential(Up(scale), Conv(in, out, 3, 1, 1), nn::BatchNorm2d(out), nn::ReLU(nn::ReLUOptions(true)));
+  return nn::Sequential(Up(scale), ConvBias(in, out, 3, 1, 1), nn::BatchNorm2d(out), nn::ReLU(nn::ReLUOptions(true)));
 }
 
 nn::Sequential ConvBlock(int64_t in, int64_t out) {
-  return nn::Sequential(Conv(in, out, 3, 1, 1), nn::BatchNorm2d(out), nn::ReLU(nn::ReLUOptions(true)), Conv(out, out, 3, 1, 1), nn::BatchNorm2d(out),
+  return nn::Sequential(ConvBias(in, out, 3, 1, 1), nn::BatchNorm2d(out), nn::ReLU(nn::ReLUOptions(true)), ConvBias(out, out, 3, 1, 1), nn::BatchNorm2d(out),
                         nn::ReLU(nn::ReLUOptions(true)));
 }
 
@@ -286,7 +282,7 @@ struct PrnNet : nn::Module {
     up2_to_1 = register_module("up2_to_1", UpBlock(c[1], c[0], 2));
     conv_block1 = register_module("conv_block1", ConvBlock(3 * c[0], c[0]));
     up1_to_0 = register_module("up1_to_0", UpBlock(c[0], c[0], 4));
-    conv_out = register_module("conv_out", Conv(c[0], 1, 3, 1, 1));
+    conv_out = register_module("conv_out", ConvBias(c[0], 1, 3, 1, 1));
     for (int l = 0; l < 3; l++) protos.push_back(register_buffer("proto" + std::to_string(l + 1), torch::zeros({k, c[l], h[l], h[l]})));
     fitted = register_buffer("prototypes_fitted", torch::zeros({1}));
   }

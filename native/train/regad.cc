@@ -55,10 +55,6 @@ constexpr int64_t kPositionChunk = 128;
 // ceil(s / 2): the side after a 3x3, stride 2, padding 1 max-pool (and after ResNet's 7x7/2 conv1).
 int64_t Half(int64_t s) { return (s + 1) / 2; }
 
-nn::Conv2d Conv(int64_t in, int64_t out, int64_t k, int64_t pad) {
-  return nn::Conv2d(nn::Conv2dOptions(in, out, k).padding(pad).bias(false));
-}
-
 // affine_grid + grid_sample as the official calls them (bilinear, reflection padding, align_corners=False).
 torch::Tensor Warp(const torch::Tensor& x, const torch::Tensor& theta) {
   auto grid = F::affine_grid(theta, x.sizes(), /*align_corners=*/false);
@@ -76,8 +72,8 @@ struct StnImpl : nn::Module {
   nn::Sequential conv{nullptr}, fc{nullptr};
   StnImpl(int64_t in, int64_t side) {
     const int64_t fs = Half(Half(side));
-    conv = register_module("conv", nn::Sequential(Conv(in, 64, 3, 1), nn::BatchNorm2d(64), nn::ReLU(),
-                                                  nn::MaxPool2d(nn::MaxPool2dOptions(3).stride(2).padding(1)), Conv(64, 16, 3, 1),
+    conv = register_module("conv", nn::Sequential(ConvNoBias(in, 64, 3, 1, 1), nn::BatchNorm2d(64), nn::ReLU(),
+                                                  nn::MaxPool2d(nn::MaxPool2dOptions(3).stride(2).padding(1)), ConvNoBias(64, 16, 3, 1, 1),
                                                   nn::BatchNorm2d(16), nn::ReLU(), nn::MaxPool2d(nn::MaxPool2dOptions(3).stride(2).padding(1))));
     auto last = nn::Linear(1024, 3);
     fc = register_module("fc", nn::Sequential(nn::Linear(16 * fs * fs, 1024), nn::ReLU(), last));
@@ -109,11 +105,11 @@ struct EncoderImpl : nn::Module {
   nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
   nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
   explicit EncoderImpl(int64_t c) {
-    conv1 = register_module("conv1", Conv(c, c, 1, 0));
+    conv1 = register_module("conv1", ConvNoBias(c, c, 1, 1, 0));
     bn1 = register_module("bn1", nn::BatchNorm2d(c));
-    conv2 = register_module("conv2", Conv(c, c, 1, 0));
+    conv2 = register_module("conv2", ConvNoBias(c, c, 1, 1, 0));
     bn2 = register_module("bn2", nn::BatchNorm2d(c));
-    conv3 = register_module("conv3", Conv(c, c, 1, 0));
+    conv3 = register_module("conv3", ConvNoBias(c, c, 1, 1, 0));
     bn3 = register_module("bn3", nn::BatchNorm2d(c));  // unused in the official forward; kept for its state
   }
   torch::Tensor forward(const torch::Tensor& x) { return conv3(torch::relu(bn2(conv2(torch::relu(bn1(conv1(x))))))); }
@@ -124,9 +120,9 @@ struct PredictorImpl : nn::Module {
   nn::Conv2d conv1{nullptr}, conv2{nullptr};
   nn::BatchNorm2d bn1{nullptr};
   explicit PredictorImpl(int64_t c) {
-    conv1 = register_module("conv1", Conv(c, c, 1, 0));
+    conv1 = register_module("conv1", ConvNoBias(c, c, 1, 1, 0));
     bn1 = register_module("bn1", nn::BatchNorm2d(c));
-    conv2 = register_module("conv2", Conv(c, c, 1, 0));
+    conv2 = register_module("conv2", ConvNoBias(c, c, 1, 1, 0));
   }
   torch::Tensor forward(const torch::Tensor& x) { return conv2(torch::relu(bn1(conv1(x)))); }
 };

@@ -15,10 +15,6 @@ namespace nn = torch::nn;
 
 namespace {
 
-nn::Conv2d Conv(int64_t in, int64_t out, int64_t k, int64_t stride, int64_t pad) {
-  return nn::Conv2d(nn::Conv2dOptions(in, out, k).stride(stride).padding(pad).bias(false));
-}
-
 std::string Shape(const torch::IntArrayRef& s) {
   std::ostringstream o;
   o << "[";
@@ -30,12 +26,12 @@ std::string Shape(const torch::IntArrayRef& s) {
 }  // namespace
 
 ResNetBasicBlockImpl::ResNetBasicBlockImpl(int64_t in, int64_t planes, int64_t stride) {
-  conv1 = register_module("conv1", Conv(in, planes, 3, stride, 1));
+  conv1 = register_module("conv1", ConvNoBias(in, planes, 3, stride, 1));
   bn1 = register_module("bn1", nn::BatchNorm2d(planes));
-  conv2 = register_module("conv2", Conv(planes, planes, 3, 1, 1));
+  conv2 = register_module("conv2", ConvNoBias(planes, planes, 3, 1, 1));
   bn2 = register_module("bn2", nn::BatchNorm2d(planes));
   if (stride != 1 || in != planes) {
-    downsample = register_module("downsample", nn::Sequential(Conv(in, planes, 1, stride, 0), nn::BatchNorm2d(planes)));
+    downsample = register_module("downsample", nn::Sequential(ConvNoBias(in, planes, 1, stride, 0), nn::BatchNorm2d(planes)));
   }
 }
 
@@ -49,7 +45,7 @@ ResNet18Impl::ResNet18Impl(int upToLayer) : upToLayer_(upToLayer) {
   if (upToLayer < 1 || upToLayer > 4) {
     throw InvalidArgument("ERR_IMIAD_RANGE", "Expected ResNet-18 up to layer 1..4 but received " + std::to_string(upToLayer));
   }
-  conv1 = register_module("conv1", Conv(3, 64, 7, 2, 3));
+  conv1 = register_module("conv1", ConvNoBias(3, 64, 7, 2, 3));
   bn1 = register_module("bn1", nn::BatchNorm2d(64));
   int64_t in = 64;
   for (int i = 1; i <= upToLayer; i++) {

@@ -51,10 +51,6 @@ std::mutex& SeedMutex() {
   return m;
 }
 
-nn::Conv2d Conv(int64_t in, int64_t out, int64_t k, int64_t stride, int64_t pad) {
-  return nn::Conv2d(nn::Conv2dOptions(in, out, k).stride(stride).padding(pad).bias(false));
-}
-
 nn::ConvTranspose2d Deconv2x2(int64_t in, int64_t out, int64_t stride) {
   return nn::ConvTranspose2d(nn::ConvTranspose2dOptions(in, out, 2).stride(stride).bias(false));
 }
@@ -77,12 +73,12 @@ struct BasicBlockImpl : nn::Module {
   nn::BatchNorm2d bn1{nullptr}, bn2{nullptr};
   nn::Sequential downsample{nullptr};
   BasicBlockImpl(int64_t in, int64_t planes, int64_t stride) {
-    conv1 = register_module("conv1", Conv(in, planes, 3, stride, 1));
+    conv1 = register_module("conv1", ConvNoBias(in, planes, 3, stride, 1));
     bn1 = register_module("bn1", nn::BatchNorm2d(planes));
-    conv2 = register_module("conv2", Conv(planes, planes, 3, 1, 1));
+    conv2 = register_module("conv2", ConvNoBias(planes, planes, 3, 1, 1));
     bn2 = register_module("bn2", nn::BatchNorm2d(planes));
     if (stride != 1 || in != planes) {
-      downsample = register_module("downsample", nn::Sequential(Conv(in, planes, 1, stride, 0), nn::BatchNorm2d(planes)));
+      downsample = register_module("downsample", nn::Sequential(ConvNoBias(in, planes, 1, stride, 0), nn::BatchNorm2d(planes)));
     }
   }
   torch::Tensor forward(const torch::Tensor& x) {
@@ -100,14 +96,14 @@ struct BottleneckImpl : nn::Module {
   nn::Sequential downsample{nullptr};
   BottleneckImpl(int64_t in, int64_t planes, int64_t stride, bool withDownsample) {
     const int64_t width = planes * 2;
-    conv1 = register_module("conv1", Conv(in, width, 1, 1, 0));
+    conv1 = register_module("conv1", ConvNoBias(in, width, 1, 1, 0));
     bn1 = register_module("bn1", nn::BatchNorm2d(width));
-    conv2 = register_module("conv2", Conv(width, width, 3, stride, 1));
+    conv2 = register_module("conv2", ConvNoBias(width, width, 3, stride, 1));
     bn2 = register_module("bn2", nn::BatchNorm2d(width));
-    conv3 = register_module("conv3", Conv(width, planes * 4, 1, 1, 0));
+    conv3 = register_module("conv3", ConvNoBias(width, planes * 4, 1, 1, 0));
     bn3 = register_module("bn3", nn::BatchNorm2d(planes * 4));
     if (withDownsample) {
-      downsample = register_module("downsample", nn::Sequential(Conv(in, planes * 4, 1, stride, 0), nn::BatchNorm2d(planes * 4)));
+      downsample = register_module("downsample", nn::Sequential(ConvNoBias(in, planes * 4, 1, stride, 0), nn::BatchNorm2d(planes * 4)));
     }
   }
   torch::Tensor forward(const torch::Tensor& x) {
@@ -127,12 +123,12 @@ struct DeBottleneckImpl : nn::Module {
   nn::Sequential upsample{nullptr};
   DeBottleneckImpl(int64_t in, int64_t planes, int64_t stride, bool withUpsample) {
     const int64_t width = planes * 2;
-    conv1 = register_module("conv1", Conv(in, width, 1, 1, 0));
+    conv1 = register_module("conv1", ConvNoBias(in, width, 1, 1, 0));
     bn1 = register_module("bn1", nn::BatchNorm2d(width));
     if (stride == 2) deconv2 = register_module("conv2", Deconv2x2(width, width, 2));
-    else conv2 = register_module("conv2", Conv(width, width, 3, 1, 1));
+    else conv2 = register_module("conv2", ConvNoBias(width, width, 3, 1, 1));
     bn2 = register_module("bn2", nn::BatchNorm2d(width));
-    conv3 = register_module("conv3", Conv(width, planes * 4, 1, 1, 0));
+    conv3 = register_module("conv3", ConvNoBias(width, planes * 4, 1, 1, 0));
     bn3 = register_module("bn3", nn::BatchNorm2d(planes * 4));
     if (withUpsample) {
       upsample = register_module("upsample", nn::Sequential(Deconv2x2(in, planes * 4, stride), nn::BatchNorm2d(planes * 4)));
@@ -153,7 +149,7 @@ struct StudentImpl : nn::Module {
   nn::BatchNorm2d bn1{nullptr};
   std::vector<nn::Sequential> layers;
   explicit StudentImpl(const std::vector<int64_t>& c) {
-    conv1 = register_module("conv1", Conv(3, 64, 7, 2, 3));
+    conv1 = register_module("conv1", ConvNoBias(3, 64, 7, 2, 3));
     bn1 = register_module("bn1", nn::BatchNorm2d(64));
     int64_t in = 64;
     for (size_t i = 0; i < c.size(); i++) {
@@ -181,11 +177,11 @@ struct ReverseImpl : nn::Module {
   nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
   nn::Sequential bnLayer{nullptr}, de1{nullptr}, de2{nullptr}, de3{nullptr};
   explicit ReverseImpl(const std::vector<int64_t>& c) {
-    conv1 = register_module("conv1", Conv(c[0], c[1], 3, 2, 1));
+    conv1 = register_module("conv1", ConvNoBias(c[0], c[1], 3, 2, 1));
     bn1 = register_module("bn1", nn::BatchNorm2d(c[1]));
-    conv2 = register_module("conv2", Conv(c[1], c[2], 3, 2, 1));
+    conv2 = register_module("conv2", ConvNoBias(c[1], c[2], 3, 2, 1));
     bn2 = register_module("bn2", nn::BatchNorm2d(c[2]));
-    conv3 = register_module("conv3", Conv(c[1], c[2], 3, 2, 1));
+    conv3 = register_module("conv3", ConvNoBias(c[1], c[2], 3, 2, 1));
     bn3 = register_module("bn3", nn::BatchNorm2d(c[2]));
     const int64_t planes = c[2] / 2;  // 512 for WRN-50-2: the layer4-like stack ends at 2048 channels
     bnLayer = register_module("bn_layer", nn::Sequential());

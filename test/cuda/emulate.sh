@@ -7,11 +7,5 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 out="$root/build/cuda-emulation"
-mkdir -p "$out"
-cxx="${CXX:-g++}"
-sources=()
-for f in "$root"/native/*.cu "$root"/test/cuda/check.cu; do sources+=(-x c++ "$f"); done
-mapfile -t kernels < <(find "$root/native" -maxdepth 1 -name '*.cc' | sort)
-"$cxx" -std=c++17 -O2 -g -ffp-contract=off -pthread -DIMIAD_CUDA_EMULATION -I"$root/test/cuda/emu" -I"$root/native" \
-  "${sources[@]}" -x none "${kernels[@]}" -o "$out/imiad_cuda_check_emulated"
+make -s -f "$root/test/cuda/emulation.mk" -j "${IMIAD_JOBS:-$(nproc 2>/dev/null || echo 2)}" check
 IMIAD_CUDA_CHECK_SMALL=1 "$out/imiad_cuda_check_emulated"

@@ -6,17 +6,10 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 out="$root/build/cuda-emulation"
-mkdir -p "$out"
-cxx="${CXX:-g++}"
 node_include="$(node -p "require('path').join(process.execPath, '..', '..', 'include', 'node')")"
-addon_api="$(cd "$root" && node -p "require('node-addon-api').include_dir")"
-sources=()
-for f in "$root"/native/*.cu; do sources+=(-x c++ "$f"); done
-mapfile -t others < <(find "$root/native" -maxdepth 1 -name '*.cc' | sort; find "$root/bindings/cuda" -name '*.cc' | sort)
-"$cxx" -std=c++17 -O2 -shared -fPIC -fvisibility=hidden -ffp-contract=off -pthread -DIMIAD_CUDA_EMULATION \
-  -DNAPI_VERSION=8 -DNAPI_CPP_EXCEPTIONS -DNODE_ADDON_API_DISABLE_DEPRECATED \
-  -I"$root/test/cuda/emu" -I"$root/native" -I"$root/bindings" -I"$node_include" -I"$root/$addon_api" -I"$addon_api" \
-  "${sources[@]}" -x none "${others[@]}" -o "$out/imiad_cuda.node"
+addon_api="$(cd "$root" && node -p "require('path').resolve(require('node-addon-api').include_dir)")"
+make -s -f "$root/test/cuda/emulation.mk" -j "${IMIAD_JOBS:-$(nproc 2>/dev/null || echo 2)}" addon \
+  NODE_INCLUDE="$node_include" ADDON_API="$addon_api"
 cd "$root"
 # A 300 MB device, so that test/cuda.test.ts can check the too-large-bank error and the fallback of 'auto'.
 IMIAD_CUDA_ADDON="$out/imiad_cuda.node" IMIAD_CUDA_SKIP_DRIVER_CHECK=1 IMIAD_CUDA_EMULATION_FREE_BYTES=300000000 npx jest test/cuda.test.ts "$@"

@@ -4,6 +4,9 @@
 // shuffle, which are barriers over the block or the warp. __shared__ variables become statics (one block at a
 // time). Memory calls are malloc/memcpy; streams are synchronous. It checks logic (indexing, barriers, selection,
 // tie rules, the host orchestration), not performance or memory-model subtleties.
+// On x86-64 a fiber switch is a few instructions of our own (callee-saved registers and the stack pointer): glibc's
+// swapcontext makes a sigprocmask system call on every switch, which made the emulation spend half its time in the
+// kernel. Elsewhere ucontext serves.
 #pragma once
 
 #include <ucontext.h>
@@ -58,11 +61,52 @@ struct cudaDeviceProp {
 
 namespace emu {
 
+#if defined(__x86_64__) && !defined(IMIAD_EMU_UCONTEXT)
+#define IMIAD_EMU_FAST_SWITCH 1
+// Saves the callee-saved registers on the current stack, stores the stack pointer in *from and continues on the
+// stack `to` (saved by an earlier switch, or prepared by prepareStack). The System V ABI leaves every other register
+// caller-saved; MXCSR and the x87 control word are never changed by the kernels.
+__attribute__((naked, noinline)) static void switchStack(void** /*from*/, void* /*to*/) {
+  __asm__ volatile(
+      "pushq %rbp\n\t"
+      "pushq %rbx\n\t"
+      "pushq %r12\n\t"
+      "pushq %r13\n\t"
+      "pushq %r14\n\t"
+      "pushq %r15\n\t"
+      "movq %rsp, (%rdi)\n\t"
+      "movq %rsi, %rsp\n\t"
+      "popq %r15\n\t"
+      "popq %r14\n\t"
+      "popq %r13\n\t"
+      "popq %r12\n\t"
+      "popq %rbx\n\t"
+      "popq %rbp\n\t"
+      "ret\n\t");
+}
+
+// A fresh stack whose first switch "returns" into entry with the stack aligned as after a call.
+inline void* prepareStack(char* base, size_t size, void (*entry)()) {
+  auto top = reinterpret_cast<uintptr_t>(base + size) & ~uintptr_t(15);
+  auto* sp = reinterpret_cast<void**>(top);
+  *--sp = nullptr;                              // entry's return address: it never returns
+  *--sp = reinterpret_cast<void*>(entry);       // popped by switchStack's ret
+  for (int i = 0; i < 6; ++i) *--sp = nullptr;  // rbp rbx r12 r13 r14 r15
+  return sp;
+}
+
 struct Fiber {
-  ucontext_t context;
-  std::shared_ptr<char> stack;
+  void* sp = nullptr;
+  char* stack = nullptr;
   bool done = false;
 };
+#else
+struct Fiber {
+  ucontext_t context;
+  char* stack = nullptr;
+  bool done = false;
+};
+#endif
 
 constexpr size_t kFiberStack = 64 * 1024;
 
@@ -74,7 +118,11 @@ struct Barrier {
 struct Block {
   dim3 blockDim, gridDim, blockIdx;
   std::vector<Fiber> fibers;
+#ifdef IMIAD_EMU_FAST_SWITCH
+  void* scheduler = nullptr;
+#else
   ucontext_t scheduler;
+#endif
   int current = 0;
   Barrier blockBarrier;
   std::vector<Barrier> warpBarriers;
@@ -92,9 +140,28 @@ inline uint3& threadIdxRef() {
   return t;
 }
 
-inline void yieldToScheduler() {
-  Block* b = block();
+inline void toScheduler(Block* b) {
+#ifdef IMIAD_EMU_FAST_SWITCH
+  switchStack(&b->fibers[b->current].sp, b->scheduler);
+#else
   swapcontext(&b->fibers[b->current].context, &b->scheduler);
+#endif
+}
+
+inline void toFiber(Block& b, int i) {
+#ifdef IMIAD_EMU_FAST_SWITCH
+  switchStack(&b.scheduler, b.fibers[i].sp);
+#else
+  swapcontext(&b.scheduler, &b.fibers[i].context);
+#endif
+}
+
+inline void yieldToScheduler() { toScheduler(block()); }
+
+// Fiber stacks, kept per OS thread and reused by every block (a block used to allocate its own).
+inline std::vector<std::unique_ptr<char[]>>& stackPool() {
+  static thread_local std::vector<std::unique_ptr<char[]>> pool;
+  return pool;
 }
 
 inline int linearThread() {
@@ -117,7 +184,7 @@ inline void fiberEntry() {
   Block* b = block();
   b->body();
   b->fibers[b->current].done = true;
-  swapcontext(&b->fibers[b->current].context, &b->scheduler);
+  toScheduler(b);
 }
 
 inline void runBlock(Block& b) {
@@ -126,14 +193,20 @@ inline void runBlock(Block& b) {
   b.warpBarriers.assign((threads + 31) / 32, Barrier());
   b.shuffle.assign(((threads + 31) / 32) * 32, 0);
   block() = &b;
+  auto& pool = stackPool();
+  while (pool.size() < static_cast<size_t>(threads)) pool.emplace_back(new char[kFiberStack]);
   for (int i = 0; i < threads; ++i) {
     Fiber& f = b.fibers[i];
-    f.stack.reset(new char[kFiberStack], std::default_delete<char[]>());
+    f.stack = pool[i].get();
+#ifdef IMIAD_EMU_FAST_SWITCH
+    f.sp = prepareStack(f.stack, kFiberStack, fiberEntry);
+#else
     getcontext(&f.context);
-    f.context.uc_stack.ss_sp = f.stack.get();
+    f.context.uc_stack.ss_sp = f.stack;
     f.context.uc_stack.ss_size = kFiberStack;
     f.context.uc_link = nullptr;
     makecontext(&f.context, fiberEntry, 0);
+#endif
   }
   // Threads are resumed in a fresh random order on every sweep, so that a kernel whose correctness depends on
   // which warp reaches a point first shows it here too.
@@ -151,7 +224,7 @@ inline void runBlock(Block& b) {
       t.x = i % b.blockDim.x;
       t.y = (i / b.blockDim.x) % b.blockDim.y;
       t.z = i / (b.blockDim.x * b.blockDim.y);
-      swapcontext(&b.scheduler, &b.fibers[i].context);
+      toFiber(b, i);
     }
     if (!any) break;
   }
