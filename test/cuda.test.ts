@@ -31,6 +31,13 @@ if (probe.usable) {
   console.log(`GPU-vs-CPU comparison tests skipped: ${probe.reason}`);
 }
 
+// test/cuda/emulated-addon.sh (and a GPU machine's check) set IMIAD_CUDA_EXPECT_DEVICE: there a device that is not
+// usable is a failure, not a reason to skip the GPU-vs-CPU tests.
+(process.env.IMIAD_CUDA_EXPECT_DEVICE ? test : test.skip)('IMIAD_CUDA_EXPECT_DEVICE: the CUDA device is usable', () => {
+  expect(probe.reason ?? '').toBe('');
+  expect(probe.usable).toBe(true);
+});
+
 /** Runs a script in a fresh node process (its own probe cache) against the compiled dist/ tree. */
 function runNode(script: string, env: NodeJS.ProcessEnv = {}): { status: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, ['-e', script], { cwd: root, env: { ...process.env, ...env }, encoding: 'utf8' });

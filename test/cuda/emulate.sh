@@ -6,6 +6,6 @@
 # for bit; not their speed, nor what only real hardware shows (races the emulation's scheduling hides).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
-out="$root/build/cuda-emulation"
+out="$root/build-cuda-emulation"
 make -s -f "$root/test/cuda/emulation.mk" -j "${IMIAD_JOBS:-$(nproc 2>/dev/null || echo 2)}" check
 IMIAD_CUDA_CHECK_SMALL=1 "$out/imiad_cuda_check_emulated"

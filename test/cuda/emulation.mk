@@ -3,7 +3,7 @@
 # `addon`: the whole CUDA addon). Both link the same objects, compiled once each, in parallel under make -j, and
 # rebuilt only when a source or a header it includes changed (-MMD).
 ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))/../..)
-OUT := $(ROOT)/build/cuda-emulation
+OUT := $(ROOT)/build-cuda-emulation
 OBJ := $(OUT)/obj
 # -fPIC and hidden visibility serve both the executable and the shared addon.
 FLAGS := -std=c++17 -O2 -g -fPIC -fvisibility=hidden -ffp-contract=off -pthread -DIMIAD_CUDA_EMULATION \
