@@ -95,18 +95,17 @@ inline void* prepareStack(char* base, size_t size, void (*entry)()) {
   return sp;
 }
 
-struct Fiber {
-  void* sp = nullptr;
-  char* stack = nullptr;
-  bool done = false;
-};
-#else
-struct Fiber {
-  ucontext_t context;
-  char* stack = nullptr;
-  bool done = false;
-};
 #endif
+
+// A fiber's saved context; its stack belongs to stackPool().
+struct Fiber {
+#ifdef IMIAD_EMU_FAST_SWITCH
+  void* sp = nullptr;
+#else
+  ucontext_t context;
+#endif
+  bool done = false;
+};
 
 constexpr size_t kFiberStack = 64 * 1024;
 
@@ -197,12 +196,12 @@ inline void runBlock(Block& b) {
   while (pool.size() < static_cast<size_t>(threads)) pool.emplace_back(new char[kFiberStack]);
   for (int i = 0; i < threads; ++i) {
     Fiber& f = b.fibers[i];
-    f.stack = pool[i].get();
+    char* stack = pool[i].get();
 #ifdef IMIAD_EMU_FAST_SWITCH
-    f.sp = prepareStack(f.stack, kFiberStack, fiberEntry);
+    f.sp = prepareStack(stack, kFiberStack, fiberEntry);
 #else
     getcontext(&f.context);
-    f.context.uc_stack.ss_sp = f.stack;
+    f.context.uc_stack.ss_sp = stack;
     f.context.uc_stack.ss_size = kFiberStack;
     f.context.uc_link = nullptr;
     makecontext(&f.context, fiberEntry, 0);
