@@ -1,13 +1,13 @@
 /**
- * PRN (native/train/prn.cc, lib/methods/prn.ts): in the supervised setting on generated MVTec-layout data it
- * localises its training anomalies (pixel AUROC >= 0.85) and, less well, unseen defects (>= 0.6: the issue's 0.85 in a
- * few epochs is NOT reached, see docs/detectors-prn.md), with the 4 training anomalies removed from the test set; a
- * checkpoint (weights, batch norms, prototypes, Adam) reloads to identical scores; refusals (no labelled anomalies,
- * an anomaly without a mask, bad sizes); Ctrl-C stops training with ABORT_ERR and keeps no model; the full head has
- * the reference's ~78 M parameters; and, where /usr/bin/python3 has torch, 8 training steps at 1 thread give the
- * losses of the PyTorch peer written from the reference xcyao00/PRNet code (bench/peers/prn_torch.py) to the last bit
- * (the first step at 2 threads to 1e-6).
- * The test head has 1 attention layer per level instead of 3 (fewer parameters, faster at 64 px); the default is 3.
+ * PRN (native/train/prn.cc, lib/methods/prn.ts): in the supervised setting on generated MVTec-layout data, with the
+ * paper's 10 labelled anomalies and the reference's learning rate (1e-4), 50 epochs of the 16-image set (200 steps)
+ * localise unseen defects (pixel AUROC >= 0.85, the issue's target) and the training anomalies, with those removed from
+ * the test set; a checkpoint (weights, batch norms, prototypes, Adam) reloads to identical scores; refusals (no
+ * labelled anomalies, an anomaly without a mask, bad sizes); Ctrl-C stops training with ABORT_ERR and keeps no model;
+ * the full head has the reference's ~78 M parameters; and, where /usr/bin/python3 has torch, 8 training steps at
+ * 1 thread give the losses of the PyTorch peer written from the reference xcyao00/PRNet code
+ * (bench/peers/prn_torch.py) to the last bit (the first step at 2 threads to 1e-6).
+ * The test head has 1 attention layer per level instead of 3 (fewer parameters, faster); the default is 3.
  * The tests skip, with the reason printed, when the training addon is not built.
  */
 import { spawnSync } from 'child_process';
@@ -39,14 +39,15 @@ const withPeer = available && peer ? test : test.skip;
 let train: Sample[] = [];
 let testSet: Sample[] = [];
 let moved: Sample[] = [];
-const small = { imageSize: 32, batchSize: 8, attentionLayers: 1, kmeansInit: 1, lr: 1e-3, trainThreads: 2, device: 'cpu' as const };
+const small = { imageSize: 32, batchSize: 8, attentionLayers: 1, kmeansInit: 1, trainThreads: 2, device: 'cpu' as const };
 
 beforeAll(async () => {
   const root = path.join(tmp, 'mvtec');
-  // Two categories, 'disc' (an object, as PRN's whole-map prototypes suit) and 'woven'; the test uses the disc.
-  await synthesize('mvtec', root, { seed: 3, categories: 2, size: 64, train: 16, test: 24 });
+  // Two categories, 'disc' (an object, as PRN's whole-map prototypes suit) and 'woven'; the test uses the disc: 16
+  // normal training images, 24 anomalies in the test set, of which the supervised split moves the paper's 10 to training.
+  await synthesize('mvtec', root, { seed: 3, categories: 2, size: 64, train: 16, test: 48 });
   const category = (await loadDataset('mvtec', root)).find((c) => c.name === 'disc')!;
-  const split = supervisedSplit(category, { seed: 0, anomalies: 4 });
+  const split = supervisedSplit(category, { seed: 0, anomalies: 10 });
   train = split.train.map((s) => s.sample);
   testSet = split.test.map((s) => s.sample);
   moved = train.filter((s) => s.label === 'anomaly');
@@ -69,7 +70,7 @@ describe('PRN helpers', () => {
   });
 
   test('the supervised split keeps the training anomalies out of the test set', () => {
-    expect(moved).toHaveLength(4);
+    expect(moved).toHaveLength(10);
     const testPaths = new Set(testSet.map((s) => s.path));
     for (const s of moved) expect(testPaths.has(s.path)).toBe(false);
     expect(testSet.filter((s) => s.label === 'anomaly').length).toBeGreaterThan(0);
@@ -77,24 +78,26 @@ describe('PRN helpers', () => {
 });
 
 describe('PRN', () => {
-  withAddon('trains in the supervised setting and localises defects; a checkpoint reloads to identical scores', async () => {
-    const a = new Prn({ ...small, epochs: 4 });
+  withAddon('trains in the supervised setting and localises unseen defects; a checkpoint reloads to identical scores', async () => {
+    const a = new Prn({ ...small, epochs: 50 });
     const progress: string[] = [];
     await a.fit(train, { onProgress: (_d, _t, detail) => progress.push(detail ?? '') });
     const stats = a.trainingStats()!;
     // 16 normal images, batch 8: 4 steps per epoch.
-    expect(progress).toHaveLength(16);
-    expect(progress[15]).toMatch(/^epoch 4\/4 loss \d+\.\d{4} \d+\.\d img\/s$/);
-    // The loss falls well below its first epoch's (measured 0.14 -> 0.066).
-    expect(stats.losses[3]).toBeLessThan(0.75 * stats.losses[0]);
+    expect(progress).toHaveLength(200);
+    expect(progress[199]).toMatch(/^epoch 50\/50 loss \d+\.\d{4} \d+\.\d img\/s$/);
+    // The loss falls to a fraction of its first epoch's (measured 0.140 -> 0.029, at most 0.043 in the last 10 epochs).
+    expect(Math.max(...stats.losses.slice(40))).toBeLessThan(0.5 * stats.losses[0]);
     const p = await a.predict(testSet);
     expect(p.maps).toHaveLength(testSet.length);
     expect(p.maps[0].width).toBe(64); // the 32 px map mapped back to the 64 px image
     const r = await evaluateCategory(testSet, p.maps.map((m, i) => ({ anomalyMap: m.data, width: m.width, height: m.height, imageScore: p.scores[i] })));
-    // Measured: pixel AUROC 0.78 on the unseen defects, 0.97 on the 4 training anomalies (the issue's 0.85 on unseen
-    // defects is not reached in a few epochs: docs/detectors-prn.md). Bounds with margin for other BLAS builds.
-    expect(r.pixel_auroc).toBeGreaterThanOrEqual(0.6);
+    // The 14 defects left in the test set were never seen in training. Measured: pixel AUROC 0.874 (0.877 with
+    // Debian's reference BLAS instead of OpenBLAS), image AUROC 0.929. Other seeds and splits: docs/detectors-prn.md.
+    expect(r.pixel_auroc).toBeGreaterThanOrEqual(0.85);
+    expect(r.image_auroc).toBeGreaterThanOrEqual(0.85);
     for (const m of p.maps) expect(m.data.every((v) => v >= 0 && v <= 1)).toBe(true);
+    // The 10 training anomalies with 4 normal test images (measured 0.939).
     const seen = [...moved, ...testSet.filter((s) => s.label === 'normal').slice(0, 4)];
     const q = await a.predict(seen);
     const rs = await evaluateCategory(seen, q.maps.map((m, i) => ({ anomalyMap: m.data, width: m.width, height: m.height, imageScore: q.scores[i] })));
@@ -105,13 +108,13 @@ describe('PRN', () => {
     expect(Array.from(saved.arrays['w:prototypes_fitted'] as Float32Array)).toEqual([1]);
     const file = path.join(tmp, 'prn.imiad');
     await writeCheckpoint(file, { method: 'prn', params: {}, state: saved });
-    const b = new Prn({ ...small, epochs: 4 });
+    const b = new Prn({ ...small, epochs: 50 });
     await b.loadState((await readCheckpoint(file)).state);
     expect(Array.from((await b.predict(testSet)).scores)).toEqual(Array.from(p.scores));
     await expect(new Prn({ ...small, attentionLayers: 2 }).loadState(saved)).rejects.toThrow('Expected a PRN head of 2 attention layers per level but the checkpoint\'s has 1');
     await a.dispose();
     await b.dispose();
-  }, 90_000);
+  }, 600_000);
 
   withAddon('refuses a training set without labelled anomalies or with an anomaly without a mask', async () => {
     const d = new Prn(small);
