@@ -1,17 +1,20 @@
 /**
  * `npm run bench -- cutpaste [--steps 20] [--fidelity-size 64] [--size 128] [--train 32] [--batch 16] [--epochs 1]
- * [--threads N] [--repeats 3]`: CutPaste (native/train/cutpaste.cc, lib/methods/cutpaste.ts) against its PyTorch
+ * [--threads N] [--repeats 3] [--peer-layout nchw]`: CutPaste (native/train/cutpaste.cc, lib/methods/cutpaste.ts) against its PyTorch
  * peer (bench/peers/cutpaste_torch.py: torchvision's resnet18 with Runinho's ProjectionNet head, open-iad's training
  * step and CosineAnnealingWarmRestarts, Runinho's Ledoit-Wolf Gaussian). Both start from the same weights (imiad's
  * initial network, exported: the default backbone's ResNet-18 and the seeded head) and train on the same batches (the
  * views imiad drew, written to files).
  * - Fidelity: `steps` steps at `fidelity-size` px, batch 4 (x 3 views), the schedule moving (4 steps per epoch,
  *   T_0 = 3); the largest relative difference of the loss trajectories (target 1e-4) and of the Mahalanobis scores of
- *   held-out images after fitting the Gaussian on the training images (target 1e-3).
+ *   held-out images after fitting the Gaussian on the training images (target 1e-3). The peer runs its ResNet-18 in
+ *   imiad's memory layout (channels-last: native/train/resnet18.h; bench/peers/layout.py), so both sides do the same
+ *   arithmetic; the trajectory against the peer in torchvision's NCHW is reported beside it, for the record.
  * - Speed: `epochs` epoch(s) of `train` generated images at `size` px, batch `batch`, after one untimed warm-up
  *   epoch, `repeats` interleaved runs of each side (bench/common.ts measureInterleaved; imiad in this process, the
  *   peer in a fresh one); an epoch's time is the sum of its training steps' times (the views are drawn beforehand),
- *   a run's the median over its epochs. Target: imiad <= 0.9x the peer.
+ *   a run's the median over its epochs. Target: imiad <= 0.9x the peer. The timed peer runs in the official code's
+ *   layout (torchvision's NCHW) unless `--peer-layout channels-last`.
  * Table + bench/results/cutpaste.json.
  */
 import * as fs from 'fs';
@@ -24,7 +27,7 @@ import { synthesize } from '../lib/datasets/synth';
 import { loadBatch } from '../lib/image/pipeline';
 import { CUTPASTE_CLASSES, CutPasteDetector, cutPasteLearningRate } from '../lib/methods/cutpaste';
 import { Random } from '../lib/prng';
-import { formatSpread, intFlag, machineInfo, measureInterleaved, median, peerAvailable, printTable, type Row, runPeer, spreadOf, timed, watchLoad, writeJson } from './common';
+import { formatSpread, intFlag, machineInfo, measureInterleaved, median, peerAvailable, peerLayoutEnv, peerLayoutFlag, printTable, type Row, runPeer, spreadOf, timed, trainLayout, watchLoad, writeJson } from './common';
 
 export interface CutPasteJobOptions {
   /** ImageNet-normalised training images [n, 3, size, size]. */
@@ -153,6 +156,7 @@ export async function main(args: string[]): Promise<void> {
   const epochs = intFlag(args, 'epochs', 1);
   const repeats = intFlag(args, 'repeats', 3);
   const threads = intFlag(args, 'threads', os.availableParallelism());
+  const peerLayout = peerLayoutFlag(args);
   const havePeer = peerAvailable(['torch', 'torchvision', 'sklearn']);
   if (!havePeer) process.stdout.write('PyTorch peer skipped: /usr/bin/python3 cannot import torch, torchvision and sklearn\n');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'imiad-bench-cutpaste-'));
@@ -178,10 +182,13 @@ export async function main(args: string[]): Promise<void> {
     };
     const fJob = await writeCutPasteJob(fDir, fOpts);
     const mine = await runCutPasteJob(fJob, fOpts);
-    const theirs = havePeer ? runPeer<CutPasteRun>('cutpaste_torch.py', [fDir]) : null;
+    // The peer in imiad's memory layout (the same arithmetic); and, for the record, in torchvision's NCHW.
+    const theirs = havePeer ? runPeer<CutPasteRun>('cutpaste_torch.py', [fDir], peerLayoutEnv()) : null;
     const lossDiff = theirs ? maxRelDiff(mine.losses, theirs.losses) : null;
     const scoreDiff = theirs && mine.scores && theirs.scores ? maxRelDiff(mine.scores, theirs.scores) : null;
-    results.fidelity = { steps, size: fidelitySize, imiad: mine, peer: theirs, maxRelativeLossDiff: lossDiff, maxRelativeScoreDiff: scoreDiff };
+    const nchw = havePeer && trainLayout() !== 'nchw' ? runPeer<CutPasteRun>('cutpaste_torch.py', [fDir], peerLayoutEnv('nchw')) : theirs;
+    const lossDiffNchw = nchw ? maxRelDiff(mine.losses, nchw.losses) : null;
+    results.fidelity = { steps, size: fidelitySize, layout: trainLayout(), imiad: mine, peer: theirs, peerNchw: nchw, maxRelativeLossDiff: lossDiff, maxRelativeScoreDiff: scoreDiff, maxRelativeLossDiffNchw: lossDiffNchw };
 
     // Speed: whole epochs, interleaved.
     const big = await syntheticImages(dir, size, nTrain, 1);
@@ -195,7 +202,7 @@ export async function main(args: string[]): Promise<void> {
       median(Array.from({ length: epochs }, (_, e) => values.slice((e + 1) * stepsPerEpoch, (e + 2) * stepsPerEpoch).reduce((a, b) => a + b, 0)));
     const epochSeconds = (r: CutPasteRun): number => perEpoch(r.stepSeconds);
     const contenders = [{ name: 'imiad', run: async () => { const r = await runCutPasteJob(sJob, sOpts); return { ms: epochSeconds(r) * 1000, result: r }; } }];
-    if (havePeer) contenders.push({ name: 'torch', run: () => timed(() => runPeer<CutPasteRun>('cutpaste_torch.py', [sDir])).then((t) => ({ ms: epochSeconds(t.result) * 1000, result: t.result })) });
+    if (havePeer) contenders.push({ name: 'torch', run: () => timed(() => runPeer<CutPasteRun>('cutpaste_torch.py', [sDir], peerLayoutEnv(peerLayout))).then((t) => ({ ms: epochSeconds(t.result) * 1000, result: t.result })) });
     const watch = watchLoad(`cutpaste ${size} px, ${threads} thread(s)`);
     const done = await measureInterleaved(contenders, repeats);
     const load = watch.finish();
@@ -219,11 +226,13 @@ export async function main(args: string[]): Promise<void> {
       'loss (<=1e-4)': lossDiff === null ? null : lossDiff <= 1e-4,
       'max score rel. diff': scoreDiff === null ? null : scoreDiff.toExponential(2),
       'scores (<=1e-3)': scoreDiff === null ? null : scoreDiff <= 1e-3,
+      'loss diff, NCHW peer': lossDiffNchw === null ? null : lossDiffNchw.toExponential(2),
     });
-    results.speed = { size, train: nTrain, batch, epochs, repeats, imiad: done[0].results, peer: havePeer ? done[1].results : null, epoch_s: { imiad: imiadEpoch, peer: peerEpoch }, ratio, cpu_ratio: cpuRatio, load };
+    results.speed = { peerLayout, size, train: nTrain, batch, epochs, repeats, imiad: done[0].results, peer: havePeer ? done[1].results : null, epoch_s: { imiad: imiadEpoch, peer: peerEpoch }, ratio, cpu_ratio: cpuRatio, load };
     printTable(
       `CutPaste: ${epochs} epoch(s) of ${nTrain} generated ${size} px images, batch ${batch} (x 3 views), median (min-max) of ${repeats} interleaved run(s); ` +
-        `fidelity: ${steps} steps at ${fidelitySize} px${havePeer ? '' : ' (no python3-torch peer)'}`,
+        `fidelity: ${steps} steps at ${fidelitySize} px${havePeer ? '' : ' (no python3-torch peer)'}; imiad's ResNet-18 in ${trainLayout()} layout, the timed peer in ${peerLayout} ` +
+        `(--peer-layout), the fidelity peer in imiad's layout ('loss diff, NCHW peer': against torchvision's layout, for the record)`,
       rows,
     );
     if (load.busy) process.stdout.write('WARNING: the machine was busy; these figures are not quiet-machine figures\n');

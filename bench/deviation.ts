@@ -1,6 +1,6 @@
 /**
  * `npm run bench -- deviation [--methods devnet,dra] [--size 128] [--batch 12] [--steps 20] [--epochs 1]
- * [--threads 1,2] [--repeats 3] [--train 16] [--anomalies 10]`: fidelity and speed of the supervised detectors on a
+ * [--threads 1,2] [--repeats 3] [--train 16] [--anomalies 10] [--peer-layout nchw]`: fidelity and speed of the supervised detectors on a
  * fine-tuned ResNet-18 (native/train/devnet.cc, dra.cc) against PyTorch peers written from the official code
  * (bench/peers/devnet_torch.py, dra_torch.py; Debian's python3-torch and python3-torchvision).
  *
@@ -11,7 +11,10 @@
  * of this script: `deviation --child <job>`) and the peer train from that state on those batches, `--repeats` times
  * each, interleaved (bench/common.ts measureInterleaved), in their own processes. Reported: the largest relative
  * difference of the loss trajectories (target 1e-4), the epoch time (`steps` steps) of each side, their ratio (target
- * <= 0.9), the CPU seconds and peak memory, and the load of the machine. Table + bench/results/deviation.json.
+ * <= 0.9), the CPU seconds and peak memory, and the load of the machine. The timed peer runs in the official
+ * code's memory layout (torchvision's NCHW) unless `--peer-layout channels-last`; the trajectories are compared with
+ * the peer in imiad's layout (channels-last: native/train/resnet18.h, bench/peers/layout.py), one more untimed run
+ * where the timed one is not in it. Table + bench/results/deviation.json.
  * The official sizes (448 px, batch 48) are `--size 448 --batch 48`: minutes per step on a small CPU.
  */
 import { spawnSync } from 'child_process';
@@ -26,7 +29,7 @@ import { DeviationDetector } from '../lib/methods/deviation';
 import { DevNet } from '../lib/methods/devnet';
 import { Dra } from '../lib/methods/dra';
 import { Random } from '../lib/prng';
-import { flag, formatSpread, intFlag, machineInfo, maxRelativeDiff, measureInterleaved, median, peerAvailable, printTable, type Row, runPeer, spreadOf, timed, watchLoad, writeJson } from './common';
+import { flag, formatSpread, intFlag, machineInfo, maxRelativeDiff, measureInterleaved, median, peerAvailable, peerLayoutEnv, peerLayoutFlag, printTable, type Row, runPeer, spreadOf, timed, trainLayout, watchLoad, writeJson } from './common';
 
 export type DeviationKind = 'devnet' | 'dra';
 
@@ -170,6 +173,7 @@ export async function main(args: string[]): Promise<void> {
     if (!Number.isSafeInteger(n) || n < 1) throw new Error(`--threads: expected integers >= 1 separated by commas but received ${t}`);
     return n;
   });
+  const peerLayout = peerLayoutFlag(args);
   const peer = peerAvailable(['torch', 'torchvision', 'numpy']);
   if (!peer) process.stdout.write('PyTorch peer skipped: /usr/bin/python3 cannot import torch and torchvision (apt-get install python3-torch python3-torchvision)\n');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'imiad-bench-deviation-'));
@@ -181,7 +185,7 @@ export async function main(args: string[]): Promise<void> {
       for (const threads of threadList) {
         const jobFile = await writeDeviationJob(dir, { method, size, batch, steps, epochs, threads, train: nTrain, anomalies: nAnomalies });
         const contenders = [{ name: 'imiad', run: () => timed(() => runImiadDeviation(jobFile)) }];
-        if (peer) contenders.push({ name: 'torch', run: () => timed(() => runPeer<DeviationRun>(PEER_SCRIPTS[method], [jobFile])) });
+        if (peer) contenders.push({ name: 'torch', run: () => timed(() => runPeer<DeviationRun>(PEER_SCRIPTS[method], [jobFile], peerLayoutEnv(peerLayout))) });
         const watch = watchLoad(`deviation ${method}, ${threads} thread(s)`);
         const done = await measureInterleaved(contenders, repeats);
         const load = watch.finish();
@@ -195,7 +199,12 @@ export async function main(args: string[]): Promise<void> {
         const ratio = theirs ? spreadOf(mine.map((r, i) => epochOf(r) / epochOf(theirs[i]))) : null;
         const cpuRatio = theirs ? median(mine.map((r, i) => r.train_cpu_s / theirs[i].train_cpu_s)) : null;
         const rss = (r: DeviationRun): number => r.max_rss_kb / 1024;
-        const lossDiff = theirs ? Math.max(...mine.map((r) => maxRelativeDiff(r.losses, theirs[0].losses)), ...theirs.map((r) => maxRelativeDiff(r.losses, theirs[0].losses))) : null;
+        // The trajectories are compared with the peer in imiad's memory layout (the same arithmetic): the timed runs
+        // when they are in it, else one more, untimed, run; against a peer in the other layout only for the record.
+        const sameLayout = peerLayout === trainLayout();
+        const reference = !theirs ? null : sameLayout ? theirs[0] : runPeer<DeviationRun>(PEER_SCRIPTS[method], [jobFile], peerLayoutEnv());
+        const lossDiff = reference ? Math.max(...mine.map((r) => maxRelativeDiff(r.losses, reference.losses)), ...(sameLayout ? theirs ?? [] : []).map((r) => maxRelativeDiff(r.losses, reference.losses))) : null;
+        const lossDiffTimedPeer = theirs && !sameLayout ? maxRelativeDiff(mine[0].losses, theirs[0].losses) : null;
         rows.push({
           method,
           threads,
@@ -207,14 +216,15 @@ export async function main(args: string[]): Promise<void> {
           'torch RSS MB': theirs ? Math.round(median(theirs.map(rss))) : null,
           'max loss rel. diff': lossDiff,
           'losses (<=1e-4)': lossDiff === null ? null : lossDiff <= 1e-4,
+          [`loss diff, ${peerLayout} peer`]: lossDiffTimedPeer,
           'time (<=0.9)': ratio === null ? null : ratio.median <= 0.9,
         });
-        results[`${method}.t${threads}`] = { method, threads, imiad: mine, peer: theirs, load, epoch_s: { imiad: imiadEpoch, peer: peerEpoch }, ratio, cpu_ratio: cpuRatio, max_loss_relative_diff: lossDiff };
+        results[`${method}.t${threads}`] = { method, threads, imiad: mine, peer: theirs, load, epoch_s: { imiad: imiadEpoch, peer: peerEpoch }, ratio, cpu_ratio: cpuRatio, max_loss_relative_diff: lossDiff, layout: trainLayout(), peer_layout: peerLayout, max_loss_relative_diff_timed_peer: lossDiffTimedPeer };
       }
     }
     printTable(
       `Supervised detectors (DevNet, DRA): ${epochs} epoch(s) of ${steps} steps, batch ${batch} at ${size} px (2 scales), median (min-max) of ${repeats} interleaved run(s)` +
-        `${peer ? '' : ' (no python3-torch peer)'}; CPU ratio = CPU seconds of the training loops; RSS = peak resident memory of each side's process`,
+        `${peer ? '' : ' (no python3-torch peer)'}; imiad's ResNet-18 in ${trainLayout()} layout, the timed peer in ${peerLayout} (--peer-layout), the losses compared with the peer in imiad's layout; CPU ratio = CPU seconds of the training loops; RSS = peak resident memory of each side's process`,
       rows,
     );
     for (const line of warnings) process.stdout.write(`WARNING: ${line}\n`);

@@ -1,16 +1,19 @@
 /**
  * `npm run bench -- regad [--size 224] [--batch 32] [--shots 2] [--steps 20] [--epoch-steps 4] [--repeats 3]
- * [--threads N] [--lr 1e-4]`: RegAD's meta-training step (native/train/regad.cc) against the official code's
+ * [--threads N] [--lr 1e-4] [--peer-layout nchw]`: RegAD's meta-training step (native/train/regad.cc) against the official code's
  * (bench/peers/regad_torch.py, PyTorch), both from the same initial weights (imiad's default ResNet-18 backbone,
  * imported from its ONNX file, plus the seeded STN and siamese heads, exported to the peer) on the same batches
  * (seeded images in [0, 1]: `--batch` queries with `--shots` supports each).
  *
- * 1. Fidelity: `--steps` steps on each side; the largest relative difference of the per-step losses (target 1e-4).
+ * 1. Fidelity: `--steps` steps on each side; the largest relative difference of the per-step losses (target 1e-4),
+ *    with the peer's ResNet-18 in imiad's memory layout (channels-last: native/train/resnet18.h,
+ *    bench/peers/layout.py); the difference from the peer in torchvision's NCHW is reported beside it.
  * 2. Speed: an epoch slice of `--epoch-steps` steps, timed `--repeats` times per side in interleaved rounds
  *    (bench/common.ts measureInterleaved); imiad in this process, the peer in a child process timing its own loop
  *    (python's start-up and imports are not counted). Ratio = imiad / PyTorch (target <= 0.9x), against the official
  *    forward as it is (it also computes the inverse-warped STN outputs, which training never reads) and against the
- *    same forward without them (`lean`). The load average and other processes' CPU use are printed (watchLoad).
+ *    same forward without them (`lean`), the peer in the official code's layout (NCHW) unless
+ *    `--peer-layout channels-last`. The load average and other processes' CPU use are printed (watchLoad).
  * Table + bench/results/regad.json.
  */
 import * as fs from 'fs';
@@ -21,7 +24,7 @@ import { trainingAvailable, trainAddonPath, TrainModel, type Nchw } from '../bin
 import { defaultBackboneFile } from '../lib/backbone/builder';
 import { resnet18Weights } from '../lib/backbone/resnet-weights';
 import { Random } from '../lib/prng';
-import { flag, formatSpread, intFlag, machineInfo, maxRelativeDiff, type Measured, measureInterleaved, peerAvailable, printTable, ratioSpread, type Row, runPeer, watchLoad, writeJson } from './common';
+import { flag, formatSpread, intFlag, machineInfo, maxRelativeDiff, type Measured, measureInterleaved, peerAvailable, peerLayoutEnv, peerLayoutFlag, printTable, ratioSpread, type Row, runPeer, trainLayout, watchLoad, writeJson } from './common';
 
 export interface RegadBenchOptions {
   size: number;
@@ -87,6 +90,7 @@ export async function main(args: string[]): Promise<void> {
   const repeats = intFlag(args, 'repeats', 3);
   const threads = intFlag(args, 'threads', os.availableParallelism());
   const lr = Number(flag(args, 'lr', '1e-4'));
+  const peerLayout = peerLayoutFlag(args);
   if (size % 16 !== 0) throw new Error(`--size must be a multiple of 16 but is ${size}`);
   const havePeer = peerAvailable(['torch', 'torchvision', 'numpy']);
   if (!havePeer) process.stdout.write('PyTorch peer skipped: /usr/bin/python3 cannot import torch and torchvision (apt-get install python3-torch python3-torchvision)\n');
@@ -95,12 +99,19 @@ export async function main(args: string[]): Promise<void> {
 
   // 1. Loss trajectories.
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'imiad-bench-regad-'));
-  let fidelity: { imiad: number[]; peer: number[] | null; maxRelativeLossDiff: number | null };
+  let fidelity: { layout: string; imiad: number[]; peer: number[] | null; maxRelativeLossDiff: number | null; maxRelativeLossDiffNchw: number | null };
   try {
     const { model, batches } = await prepareRegadRun({ size, batch, shots, steps, lr, threads }, dir);
     const mine = await runRegadSteps(model, batches);
-    const peer = havePeer ? runPeer<PeerResult>('regad_torch.py', [dir, String(threads)]) : null;
-    fidelity = { imiad: mine.losses, peer: peer?.losses ?? null, maxRelativeLossDiff: peer ? maxRelativeDiff(mine.losses, peer.losses) : null };
+    const peer = havePeer ? runPeer<PeerResult>('regad_torch.py', [dir, String(threads)], peerLayoutEnv()) : null;
+    const nchw = havePeer && trainLayout() !== 'nchw' ? runPeer<PeerResult>('regad_torch.py', [dir, String(threads)], peerLayoutEnv('nchw')) : peer;
+    fidelity = {
+      layout: trainLayout(),
+      imiad: mine.losses,
+      peer: peer?.losses ?? null,
+      maxRelativeLossDiff: peer ? maxRelativeDiff(mine.losses, peer.losses) : null,
+      maxRelativeLossDiffNchw: nchw ? maxRelativeDiff(mine.losses, nchw.losses) : null,
+    };
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
@@ -122,7 +133,7 @@ export async function main(args: string[]): Promise<void> {
         ? (['pytorch', 'pytorch-lean'] as const).map((name) => ({
             name,
             run: () => {
-              const r = runPeer<PeerResult>('regad_torch.py', [timingDir, String(threads), ...(name === 'pytorch-lean' ? ['lean'] : [])]);
+              const r = runPeer<PeerResult>('regad_torch.py', [timingDir, String(threads), ...(name === 'pytorch-lean' ? ['lean'] : [])], peerLayoutEnv(peerLayout));
               return { ms: r.stepSeconds.reduce((a, s) => a + s, 0) * 1000, result: r.losses };
             },
           }))
@@ -149,13 +160,18 @@ export async function main(args: string[]): Promise<void> {
       target: 0.9,
       'max rel loss diff': fidelity.maxRelativeLossDiff === null ? '-' : fidelity.maxRelativeLossDiff.toExponential(2),
       agrees: fidelity.maxRelativeLossDiff === null ? '-' : fidelity.maxRelativeLossDiff <= 1e-4,
+      'loss diff, NCHW peer': fidelity.maxRelativeLossDiffNchw === null ? '-' : fidelity.maxRelativeLossDiffNchw.toExponential(2),
     });
   }
-  printTable(`RegAD meta-training: ${size} px, ${batch} queries x ${shots} supports, ${steps} steps compared, epoch slice of ${epochSteps} steps x ${repeats} rounds, ${threads} threads`, rows);
+  printTable(
+    `RegAD meta-training: ${size} px, ${batch} queries x ${shots} supports, ${steps} steps compared, epoch slice of ${epochSteps} steps x ${repeats} rounds, ${threads} threads; ` +
+      `imiad's ResNet-18 in ${trainLayout()} layout, the timed peer in ${peerLayout} (--peer-layout), the fidelity peer in imiad's layout`,
+    rows,
+  );
   writeJson('regad', {
     machine: machineInfo(threads),
     load: report,
-    options: { size, batch, shots, steps, epochSteps, repeats, threads, lr },
+    options: { size, batch, shots, steps, epochSteps, repeats, threads, lr, peerLayout },
     fidelity,
     timing: timing.map((t) => ({ name: t.name, ms: t.ms })),
     timeRatios: ratios,

@@ -10,6 +10,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
+import { peerLayoutEnv } from '../bench/common';
 import { runCutPasteJob, writeCutPasteJob, type CutPasteJobOptions, type CutPasteRun } from '../bench/cutpaste';
 import { binaryClassificationMetrics } from '../bindings/metrics';
 import { trainAddonPath, trainingAvailable } from '../bindings/train/train';
@@ -181,7 +182,11 @@ describe('CutPaste (libtorch)', () => {
     };
     const job = await writeCutPasteJob(dir, o);
     const mine = await runCutPasteJob(job, o);
-    const r = spawnSync('/usr/bin/python3', [path.join(__dirname, '..', 'bench', 'peers', 'cutpaste_torch.py'), dir], { encoding: 'utf8', maxBuffer: 1 << 26 });
+    const r = spawnSync('/usr/bin/python3', [path.join(__dirname, '..', 'bench', 'peers', 'cutpaste_torch.py'), dir], {
+      encoding: 'utf8',
+      maxBuffer: 1 << 26,
+      env: { ...process.env, ...peerLayoutEnv() }, // the peer's ResNet-18 in imiad's memory layout: the same arithmetic
+    });
     if (r.status !== 0) throw new Error(`the peer failed: ${r.stderr}`);
     const lines = r.stdout.trim().split('\n');
     const theirs = JSON.parse(lines[lines.length - 1]) as CutPasteRun;

@@ -12,7 +12,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-import { maxRelativeDiff } from '../bench/common';
+import { maxRelativeDiff, peerLayoutEnv } from '../bench/common';
 import { trainDeviationJob, writeDeviationJob, type DeviationRun } from '../bench/deviation';
 import { binaryClassificationMetrics } from '../bindings/metrics';
 import { trainAddonPath, trainingAvailable } from '../bindings/train/train';
@@ -253,7 +253,8 @@ describe('fidelity to the official code', () => {
     const job = await writeDeviationJob(dir, { method, size: 64, batch: 4, steps: 20, epochs: 1, threads: 1, train: 8, anomalies: 4 });
     const mine = await trainDeviationJob(job);
     const script = path.join(__dirname, '..', 'bench', 'peers', `${method}_torch.py`);
-    const r = spawnSync(peerPython, [script, job], { encoding: 'utf8', maxBuffer: 1 << 28 });
+    // The peer's ResNet-18 in imiad's memory layout (bench/peers/layout.py): the same arithmetic.
+    const r = spawnSync(peerPython, [script, job], { encoding: 'utf8', maxBuffer: 1 << 28, env: { ...process.env, ...peerLayoutEnv() } });
     expect(r.stderr.includes('Traceback') ? r.stderr : '').toBe('');
     expect(r.status).toBe(0);
     const lines = r.stdout.trim().split('\n');

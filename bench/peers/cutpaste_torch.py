@@ -29,6 +29,8 @@ import torchvision
 from sklearn.covariance import LedoitWolf
 from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts
 
+import layout
+
 
 class ProjectionNet(nn.Module):
     def __init__(self, head_layers, num_classes):
@@ -73,6 +75,7 @@ def main():
     if missing:
         raise SystemExit(f"the exported state lacks {missing}")
     net.load_state_dict(state, strict=False)
+    layout.apply(net.backbone)
 
     optimizer = torch.optim.Adam(net.parameters(), lr=meta["lr"], weight_decay=meta["weightDecay"])
     scheduler = CosineAnnealingWarmRestarts(optimizer, meta["t0"])

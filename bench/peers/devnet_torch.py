@@ -23,6 +23,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision import models
 
+import layout
+
 
 class feature_resnet18(nn.Module):
     # modeling/networks/resnet18.py; the ImageNet download is replaced by the job's weights.
@@ -137,6 +139,7 @@ def main():
     torch.set_num_threads(job["threads"])
     model = SemiADNet(Args(job["size"]))
     load_state(model, job, imiad_name)
+    layout.apply(model.feature_extractor.net)
     criterion = DeviationLoss()
     optimizer = torch.optim.Adam(model.parameters(), lr=job["lr"], weight_decay=1e-5)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=10, gamma=0.1)

@@ -21,6 +21,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision import models
 
+import layout
+
 from devnet_torch import DeviationLoss, batches, imiad_name, load_state
 
 
@@ -161,6 +163,7 @@ def main():
     torch.set_num_threads(job["threads"])
     model = DRA(Cfg(job["size"]))
     load_state(model, job, imiad_name)
+    layout.apply(model.feature_extractor.net)
     criterion = DeviationLoss()
     optimizer = torch.optim.Adam(model.parameters(), lr=job["lr"], weight_decay=1e-5)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=10, gamma=0.1)

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torchvision.models.resnet import BasicBlock
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import layout  # noqa: E402
 from regad_torch import ResNet, load_into, load_state, read_images  # noqa: E402
 
 
@@ -85,6 +86,7 @@ def main():
     side = meta['side']
     STN = ResNet(BasicBlock, [2, 2, 2, 2], side)
     load_into(STN, {k[len('resnet.'):] if k.startswith('resnet.') else k: v for k, v in state.items()}, '')
+    layout.apply(STN)
     STN.eval()
     support_img = read_images(folder, 'support.bin', (meta['shots'], 3, side, side))
     augment_support_img = support_img

@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from torch.autograd import Variable
 from torchvision.models.resnet import BasicBlock
 
+import layout
+
 N_PARAMS = {'rotation_scale': 3}
 
 
@@ -70,7 +72,8 @@ class STNModule(nn.Module):
     def forward(self, x):
         batch_size = x.size(0)
         conv_x = self.conv(x)
-        theta = self.fc(conv_x.view(batch_size, -1))
+        # reshape where the official has view: the same values, and it also takes channels-last features (layout.py).
+        theta = self.fc(conv_x.reshape(batch_size, -1))
         theta1 = Variable(torch.zeros([batch_size, 2, 3], dtype=torch.float32, device=x.device), requires_grad=True)
         theta1 = theta1 + 0
         theta1[:, 0, 0] = 1.0
@@ -244,6 +247,7 @@ def main():
     # imiad's resnet.layer* are the official's layer*; its stn1..3 sit on the same ResNet module.
     stn_state = {k[len('resnet.'):] if k.startswith('resnet.') else k: v for k, v in state.items()}
     load_into(STN, stn_state, '')
+    layout.apply(STN)
     load_into(ENC, state, 'enc.')
     load_into(PRED, state, 'pred.')
     lr = meta['lr']

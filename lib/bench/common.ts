@@ -230,6 +230,31 @@ export function peerPython(): string {
   return process.env.IMIAD_PEER_PYTHON || '/usr/bin/python3';
 }
 
+export type TrainLayout = 'channels-last' | 'nchw';
+
+/**
+ * The memory layout of the training addon's ResNet-18 (native/train/resnet18.h): channels-last unless the environment
+ * says IMIAD_TRAIN_LAYOUT=nchw (read where the addon builds the network, by this same rule).
+ */
+export function trainLayout(): TrainLayout {
+  return process.env.IMIAD_TRAIN_LAYOUT === 'nchw' ? 'nchw' : 'channels-last';
+}
+
+/**
+ * The environment of a ResNet-18 peer (bench/peers/layout.py) in `layout`: imiad's own (trainLayout()) where a bench or
+ * test compares arithmetic (loss trajectories, scores), torchvision's NCHW, the official code's, where it times.
+ */
+export function peerLayoutEnv(layout: TrainLayout = trainLayout()): Record<string, string> {
+  return { IMIAD_PEER_LAYOUT: layout };
+}
+
+/** `--peer-layout nchw|channels-last` (default nchw: the official code's layout), the layout a timed ResNet-18 peer runs in. */
+export function peerLayoutFlag(args: string[]): TrainLayout {
+  const value = flag(args, 'peer-layout', 'nchw');
+  if (value !== 'nchw' && value !== 'channels-last') throw new Error(`--peer-layout: expected nchw or channels-last but received ${value}`);
+  return value;
+}
+
 /** The modules of the list that the peers' Python cannot import (all of them when there is no such Python). */
 export function missingPeerModules(modules: string[]): string[] {
   if (!fs.existsSync(peerPython())) return modules.slice();

@@ -286,9 +286,17 @@ bool Fusable(const std::vector<torch::optim::OptimizerParamGroup>& groups) {
   if (choice != nullptr && std::strcmp(choice, "aten") == 0) return false;
   if (groups.size() != 1) return false;
   for (const auto& p : groups[0].params()) {
-    if (!p.device().is_cpu() || p.scalar_type() != torch::kFloat32 || !p.is_contiguous()) return false;
+    if (!p.device().is_cpu() || p.scalar_type() != torch::kFloat32 || !p.is_non_overlapping_and_dense()) return false;
   }
   return true;
+}
+
+// `t` laid out in memory as the parameter `p` (the same strides), so that one flat pass over p's, t's and the
+// gradient's storage pairs the same elements: channels-last convolution weights (resnet18.h) have non-contiguous
+// strides, and a state restored from a checkpoint, or a gradient, may come in another layout.
+torch::Tensor LikeParameter(const torch::Tensor& t, const torch::Tensor& p) {
+  if (t.strides() == p.strides()) return t;
+  return torch::empty_like(p, torch::MemoryFormat::Preserve).copy_(t);
 }
 
 }  // namespace
@@ -311,7 +319,9 @@ torch::Tensor FusedAdam::step(LossClosure closure) {
     }
     auto& s = static_cast<torch::optim::AdamParamState&>(*state()[key]);
     s.step(s.step() + 1);
-    auto grad = p.grad().contiguous();
+    s.exp_avg(LikeParameter(s.exp_avg(), p));
+    s.exp_avg_sq(LikeParameter(s.exp_avg_sq(), p));
+    auto grad = LikeParameter(p.grad(), p);
     const float wd = static_cast<float>(options.weight_decay());
     const float b1 = static_cast<float>(beta1), a1 = static_cast<float>(1 - beta1);
     const float b2 = static_cast<float>(beta2), a2 = static_cast<float>(1 - beta2);
@@ -345,7 +355,8 @@ torch::Tensor FusedSGD::step(LossClosure closure) {
       state()[key] = std::move(fresh);
     }
     auto& s = static_cast<torch::optim::SGDParamState&>(*state()[key]);
-    auto grad = p.grad().contiguous();
+    s.momentum_buffer(LikeParameter(s.momentum_buffer(), p));
+    auto grad = LikeParameter(p.grad(), p);
     float* w = p.data_ptr<float>();
     float* buf = s.momentum_buffer().data_ptr<float>();
     const float* g = grad.data_ptr<float>();

@@ -84,7 +84,7 @@ struct StnImpl : nn::Module {
   // The warped feature and its theta [b, 2, 3].
   std::pair<torch::Tensor, torch::Tensor> forward(const torch::Tensor& x) {
     const int64_t b = x.size(0);
-    auto p = fc->forward(conv->forward(x).view({b, -1}));
+    auto p = fc->forward(conv->forward(x).reshape({b, -1}));  // reshape: x may be channels-last (resnet18.h)
     // Built op for op as the official (a zero matrix, then slice assignments, cos and sin taken twice), so that
     // autograd sums the angle's gradient paths in the official order: float sums depend on it.
     auto theta = torch::zeros({b, 2, 3}, x.options().requires_grad(c10::GradMode::is_enabled() && !c10::InferenceMode::is_enabled())) + 0;
@@ -146,7 +146,7 @@ struct RegadNetImpl : nn::Module {
   // The registered layer3 feature (STN(x) of the official). With `back`, also the three STN outputs warped back to
   // the input frame (stn1_output .. stn3_output, from detached features).
   torch::Tensor forward(const torch::Tensor& x, std::vector<torch::Tensor>* back = nullptr) {
-    auto h = MaxPool2d(torch::relu(resnet->bn1(resnet->conv1(x))), 3, 2, 1);
+    auto h = resnet->stem(x);
     auto [x1, t1] = stn1(resnet->layers[0]->forward(h));
     auto [x2, t2] = stn2(resnet->layers[1]->forward(x1));
     auto [x3, t3] = stn3(resnet->layers[2]->forward(x2));

@@ -1,6 +1,8 @@
 // torchvision's resnet18 (torchvision/models/resnet.py, v0.14) in libtorch; see resnet18.h.
 #include "resnet18.h"
 
+#include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <sstream>
 
@@ -63,10 +65,22 @@ ResNet18Impl::ResNet18Impl(int upToLayer) : upToLayer_(upToLayer) {
       nn::init::zeros_(bn->bias);
     }
   }
+  const char* layout = std::getenv("IMIAD_TRAIN_LAYOUT");
+  channelsLast_ = layout == nullptr || std::strcmp(layout, "nchw") != 0;
+  if (channelsLast_) {
+    for (auto& m : modules(/*include_self=*/false)) {
+      if (auto* conv = m->as<nn::Conv2d>()) conv->weight.set_data(conv->weight.contiguous(torch::MemoryFormat::ChannelsLast));
+    }
+  }
+}
+
+torch::Tensor ResNet18Impl::stem(torch::Tensor x) {
+  if (channelsLast_) x = x.contiguous(torch::MemoryFormat::ChannelsLast);
+  return MaxPool2d(bn1(conv1(x)).relu_(), 3, 2, 1);
 }
 
 std::vector<torch::Tensor> ResNet18Impl::forward(torch::Tensor x) {
-  auto h = MaxPool2d(bn1(conv1(x)).relu_(), 3, 2, 1);
+  auto h = stem(x);
   std::vector<torch::Tensor> out;
   out.reserve(layers.size());
   for (auto& layer : layers) {
