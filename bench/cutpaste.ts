@@ -8,7 +8,7 @@
  * - Fidelity: `steps` steps at `fidelity-size` px, batch 4 (x 3 views), the schedule moving (4 steps per epoch,
  *   T_0 = 3); the largest relative difference of the loss trajectories (target 1e-4) and of the Mahalanobis scores of
  *   held-out images after fitting the Gaussian on the training images (target 1e-3). The peer runs its ResNet-18 in
- *   imiad's memory layout (channels-last: native/train/resnet18.h; bench/peers/layout.py), so both sides do the same
+ *   imiad's memory layout (channels-last for CutPaste: bindings/train/layout.ts; bench/peers/layout.py), so both sides do the same
  *   arithmetic; the trajectory against the peer in torchvision's NCHW is reported beside it, for the record.
  * - Speed: `epochs` epoch(s) of `train` generated images at `size` px, batch `batch`, after one untimed warm-up
  *   epoch, `repeats` interleaved runs of each side (bench/common.ts measureInterleaved; imiad in this process, the
@@ -21,13 +21,14 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
+import { resnetLayout } from '../bindings/train/layout';
 import { trainAddonPath, trainingAvailable, type Nchw, type TrainModel, type TrainState } from '../bindings/train/train';
 import { loadDataset } from '../lib/datasets';
 import { synthesize } from '../lib/datasets/synth';
 import { loadBatch } from '../lib/image/pipeline';
 import { CUTPASTE_CLASSES, CutPasteDetector, cutPasteLearningRate } from '../lib/methods/cutpaste';
 import { Random } from '../lib/prng';
-import { formatSpread, intFlag, machineInfo, measureInterleaved, median, peerAvailable, peerLayoutEnv, peerLayoutFlag, printTable, type Row, runPeer, spreadOf, timed, trainLayout, watchLoad, writeJson } from './common';
+import { formatSpread, intFlag, machineInfo, measureInterleaved, median, peerAvailable, peerLayoutEnv, peerLayoutFlag, printTable, type Row, runPeer, spreadOf, timed, watchLoad, writeJson } from './common';
 
 export interface CutPasteJobOptions {
   /** ImageNet-normalised training images [n, 3, size, size]. */
@@ -183,12 +184,12 @@ export async function main(args: string[]): Promise<void> {
     const fJob = await writeCutPasteJob(fDir, fOpts);
     const mine = await runCutPasteJob(fJob, fOpts);
     // The peer in imiad's memory layout (the same arithmetic); and, for the record, in torchvision's NCHW.
-    const theirs = havePeer ? runPeer<CutPasteRun>('cutpaste_torch.py', [fDir], peerLayoutEnv()) : null;
+    const theirs = havePeer ? runPeer<CutPasteRun>('cutpaste_torch.py', [fDir], peerLayoutEnv(resnetLayout('cutpaste'))) : null;
     const lossDiff = theirs ? maxRelDiff(mine.losses, theirs.losses) : null;
     const scoreDiff = theirs && mine.scores && theirs.scores ? maxRelDiff(mine.scores, theirs.scores) : null;
-    const nchw = havePeer && trainLayout() !== 'nchw' ? runPeer<CutPasteRun>('cutpaste_torch.py', [fDir], peerLayoutEnv('nchw')) : theirs;
+    const nchw = havePeer && resnetLayout('cutpaste') !== 'nchw' ? runPeer<CutPasteRun>('cutpaste_torch.py', [fDir], peerLayoutEnv('nchw')) : theirs;
     const lossDiffNchw = nchw ? maxRelDiff(mine.losses, nchw.losses) : null;
-    results.fidelity = { steps, size: fidelitySize, layout: trainLayout(), imiad: mine, peer: theirs, peerNchw: nchw, maxRelativeLossDiff: lossDiff, maxRelativeScoreDiff: scoreDiff, maxRelativeLossDiffNchw: lossDiffNchw };
+    results.fidelity = { steps, size: fidelitySize, layout: resnetLayout('cutpaste'), imiad: mine, peer: theirs, peerNchw: nchw, maxRelativeLossDiff: lossDiff, maxRelativeScoreDiff: scoreDiff, maxRelativeLossDiffNchw: lossDiffNchw };
 
     // Speed: whole epochs, interleaved.
     const big = await syntheticImages(dir, size, nTrain, 1);
@@ -231,7 +232,7 @@ export async function main(args: string[]): Promise<void> {
     results.speed = { peerLayout, size, train: nTrain, batch, epochs, repeats, imiad: done[0].results, peer: havePeer ? done[1].results : null, epoch_s: { imiad: imiadEpoch, peer: peerEpoch }, ratio, cpu_ratio: cpuRatio, load };
     printTable(
       `CutPaste: ${epochs} epoch(s) of ${nTrain} generated ${size} px images, batch ${batch} (x 3 views), median (min-max) of ${repeats} interleaved run(s); ` +
-        `fidelity: ${steps} steps at ${fidelitySize} px${havePeer ? '' : ' (no python3-torch peer)'}; imiad's ResNet-18 in ${trainLayout()} layout, the timed peer in ${peerLayout} ` +
+        `fidelity: ${steps} steps at ${fidelitySize} px${havePeer ? '' : ' (no python3-torch peer)'}; imiad's ResNet-18 in ${resnetLayout('cutpaste')} layout, the timed peer in ${peerLayout} ` +
         `(--peer-layout), the fidelity peer in imiad's layout ('loss diff, NCHW peer': against torchvision's layout, for the record)`,
       rows,
     );

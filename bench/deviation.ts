@@ -13,7 +13,7 @@
  * difference of the loss trajectories (target 1e-4), the epoch time (`steps` steps) of each side, their ratio (target
  * <= 0.9), the CPU seconds and peak memory, and the load of the machine. The timed peer runs in the official
  * code's memory layout (torchvision's NCHW) unless `--peer-layout channels-last`; the trajectories are compared with
- * the peer in imiad's layout (channels-last: native/train/resnet18.h, bench/peers/layout.py), one more untimed run
+ * the peer in imiad's layout (bindings/train/layout.ts: NCHW for DevNet and DRA; bench/peers/layout.py), one more untimed run
  * where the timed one is not in it. Table + bench/results/deviation.json.
  * The official sizes (448 px, batch 48) are `--size 448 --batch 48`: minutes per step on a small CPU.
  */
@@ -22,6 +22,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
+import { resnetLayout } from '../bindings/train/layout';
 import { trainingAvailable, trainAddonPath } from '../bindings/train/train';
 import { loadDataset } from '../lib/datasets';
 import { synthesize } from '../lib/datasets/synth';
@@ -29,7 +30,7 @@ import { DeviationDetector } from '../lib/methods/deviation';
 import { DevNet } from '../lib/methods/devnet';
 import { Dra } from '../lib/methods/dra';
 import { Random } from '../lib/prng';
-import { flag, formatSpread, intFlag, machineInfo, maxRelativeDiff, measureInterleaved, median, peerAvailable, peerLayoutEnv, peerLayoutFlag, printTable, type Row, runPeer, spreadOf, timed, trainLayout, watchLoad, writeJson } from './common';
+import { flag, formatSpread, intFlag, machineInfo, maxRelativeDiff, measureInterleaved, median, peerAvailable, peerLayoutEnv, peerLayoutFlag, printTable, type Row, runPeer, spreadOf, timed, watchLoad, writeJson } from './common';
 
 export type DeviationKind = 'devnet' | 'dra';
 
@@ -201,8 +202,8 @@ export async function main(args: string[]): Promise<void> {
         const rss = (r: DeviationRun): number => r.max_rss_kb / 1024;
         // The trajectories are compared with the peer in imiad's memory layout (the same arithmetic): the timed runs
         // when they are in it, else one more, untimed, run; against a peer in the other layout only for the record.
-        const sameLayout = peerLayout === trainLayout();
-        const reference = !theirs ? null : sameLayout ? theirs[0] : runPeer<DeviationRun>(PEER_SCRIPTS[method], [jobFile], peerLayoutEnv());
+        const sameLayout = peerLayout === resnetLayout(method);
+        const reference = !theirs ? null : sameLayout ? theirs[0] : runPeer<DeviationRun>(PEER_SCRIPTS[method], [jobFile], peerLayoutEnv(resnetLayout(method)));
         const lossDiff = reference ? Math.max(...mine.map((r) => maxRelativeDiff(r.losses, reference.losses)), ...(sameLayout ? theirs ?? [] : []).map((r) => maxRelativeDiff(r.losses, reference.losses))) : null;
         const lossDiffTimedPeer = theirs && !sameLayout ? maxRelativeDiff(mine[0].losses, theirs[0].losses) : null;
         rows.push({
@@ -219,12 +220,12 @@ export async function main(args: string[]): Promise<void> {
           [`loss diff, ${peerLayout} peer`]: lossDiffTimedPeer,
           'time (<=0.9)': ratio === null ? null : ratio.median <= 0.9,
         });
-        results[`${method}.t${threads}`] = { method, threads, imiad: mine, peer: theirs, load, epoch_s: { imiad: imiadEpoch, peer: peerEpoch }, ratio, cpu_ratio: cpuRatio, max_loss_relative_diff: lossDiff, layout: trainLayout(), peer_layout: peerLayout, max_loss_relative_diff_timed_peer: lossDiffTimedPeer };
+        results[`${method}.t${threads}`] = { method, threads, imiad: mine, peer: theirs, load, epoch_s: { imiad: imiadEpoch, peer: peerEpoch }, ratio, cpu_ratio: cpuRatio, max_loss_relative_diff: lossDiff, layout: resnetLayout(method), peer_layout: peerLayout, max_loss_relative_diff_timed_peer: lossDiffTimedPeer };
       }
     }
     printTable(
       `Supervised detectors (DevNet, DRA): ${epochs} epoch(s) of ${steps} steps, batch ${batch} at ${size} px (2 scales), median (min-max) of ${repeats} interleaved run(s)` +
-        `${peer ? '' : ' (no python3-torch peer)'}; imiad's ResNet-18 in ${trainLayout()} layout, the timed peer in ${peerLayout} (--peer-layout), the losses compared with the peer in imiad's layout; CPU ratio = CPU seconds of the training loops; RSS = peak resident memory of each side's process`,
+        `${peer ? '' : ' (no python3-torch peer)'}; imiad's ResNet-18 in its layout (bindings/train/layout.ts), the timed peer in ${peerLayout} (--peer-layout), the losses compared with the peer in imiad's layout; CPU ratio = CPU seconds of the training loops; RSS = peak resident memory of each side's process`,
       rows,
     );
     for (const line of warnings) process.stdout.write(`WARNING: ${line}\n`);

@@ -6,7 +6,7 @@
  * (seeded images in [0, 1]: `--batch` queries with `--shots` supports each).
  *
  * 1. Fidelity: `--steps` steps on each side; the largest relative difference of the per-step losses (target 1e-4),
- *    with the peer's ResNet-18 in imiad's memory layout (channels-last: native/train/resnet18.h,
+ *    with the peer's ResNet-18 in imiad's memory layout (channels-last for RegAD: bindings/train/layout.ts,
  *    bench/peers/layout.py); the difference from the peer in torchvision's NCHW is reported beside it.
  * 2. Speed: an epoch slice of `--epoch-steps` steps, timed `--repeats` times per side in interleaved rounds
  *    (bench/common.ts measureInterleaved); imiad in this process, the peer in a child process timing its own loop
@@ -20,11 +20,12 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
+import { resnetLayout, resnetLayoutExtra } from '../bindings/train/layout';
 import { trainingAvailable, trainAddonPath, TrainModel, type Nchw } from '../bindings/train/train';
 import { defaultBackboneFile } from '../lib/backbone/builder';
 import { resnet18Weights } from '../lib/backbone/resnet-weights';
 import { Random } from '../lib/prng';
-import { flag, formatSpread, intFlag, machineInfo, maxRelativeDiff, type Measured, measureInterleaved, peerAvailable, peerLayoutEnv, peerLayoutFlag, printTable, ratioSpread, type Row, runPeer, trainLayout, watchLoad, writeJson } from './common';
+import { flag, formatSpread, intFlag, machineInfo, maxRelativeDiff, type Measured, measureInterleaved, peerAvailable, peerLayoutEnv, peerLayoutFlag, printTable, ratioSpread, type Row, runPeer, watchLoad, writeJson } from './common';
 
 export interface RegadBenchOptions {
   size: number;
@@ -45,7 +46,7 @@ export interface PeerResult {
 /** A RegAD model with the default backbone's weights and a folder the peer reads: state.bin, meta.json, batches. */
 export async function prepareRegadRun(o: RegadBenchOptions, dir: string): Promise<{ model: TrainModel; batches: Array<{ query: Nchw; support: Nchw }> }> {
   const weights = await resnet18Weights(defaultBackboneFile({ shape: 'resnet18' }), { upToLayer: 3 });
-  const model = new TrainModel({ kind: 'regad', channels: [64, 128, 256], seed: o.seed ?? 0, threads: o.threads, lr: o.lr, momentum: 0.9, weightDecay: 0, extra: { side: [o.size] }, weights });
+  const model = new TrainModel({ kind: 'regad', channels: [64, 128, 256], seed: o.seed ?? 0, threads: o.threads, lr: o.lr, momentum: 0.9, weightDecay: 0, extra: { side: [o.size], ...resnetLayoutExtra('regad') }, weights });
   const state = model.state();
   fs.writeFileSync(path.join(dir, 'state.bin'), Buffer.concat(state.arrays.map((a) => Buffer.from(a.buffer, a.byteOffset, a.byteLength))));
   const rng = new Random(o.seed ?? 0).fork('regad-bench');
@@ -103,10 +104,10 @@ export async function main(args: string[]): Promise<void> {
   try {
     const { model, batches } = await prepareRegadRun({ size, batch, shots, steps, lr, threads }, dir);
     const mine = await runRegadSteps(model, batches);
-    const peer = havePeer ? runPeer<PeerResult>('regad_torch.py', [dir, String(threads)], peerLayoutEnv()) : null;
-    const nchw = havePeer && trainLayout() !== 'nchw' ? runPeer<PeerResult>('regad_torch.py', [dir, String(threads)], peerLayoutEnv('nchw')) : peer;
+    const peer = havePeer ? runPeer<PeerResult>('regad_torch.py', [dir, String(threads)], peerLayoutEnv(resnetLayout('regad'))) : null;
+    const nchw = havePeer && resnetLayout('regad') !== 'nchw' ? runPeer<PeerResult>('regad_torch.py', [dir, String(threads)], peerLayoutEnv('nchw')) : peer;
     fidelity = {
-      layout: trainLayout(),
+      layout: resnetLayout('regad'),
       imiad: mine.losses,
       peer: peer?.losses ?? null,
       maxRelativeLossDiff: peer ? maxRelativeDiff(mine.losses, peer.losses) : null,
@@ -165,7 +166,7 @@ export async function main(args: string[]): Promise<void> {
   }
   printTable(
     `RegAD meta-training: ${size} px, ${batch} queries x ${shots} supports, ${steps} steps compared, epoch slice of ${epochSteps} steps x ${repeats} rounds, ${threads} threads; ` +
-      `imiad's ResNet-18 in ${trainLayout()} layout, the timed peer in ${peerLayout} (--peer-layout), the fidelity peer in imiad's layout`,
+      `imiad's ResNet-18 in ${resnetLayout('regad')} layout, the timed peer in ${peerLayout} (--peer-layout), the fidelity peer in imiad's layout`,
     rows,
   );
   writeJson('regad', {

@@ -13,6 +13,7 @@ import * as path from 'path';
 import { peerLayoutEnv } from '../bench/common';
 import { runCutPasteJob, writeCutPasteJob, type CutPasteJobOptions, type CutPasteRun } from '../bench/cutpaste';
 import { binaryClassificationMetrics } from '../bindings/metrics';
+import { resnetLayout } from '../bindings/train/layout';
 import { trainAddonPath, trainingAvailable } from '../bindings/train/train';
 import { loadDataset } from '../lib/datasets';
 import { synthesize } from '../lib/datasets/synth';
@@ -185,7 +186,7 @@ describe('CutPaste (libtorch)', () => {
     const r = spawnSync('/usr/bin/python3', [path.join(__dirname, '..', 'bench', 'peers', 'cutpaste_torch.py'), dir], {
       encoding: 'utf8',
       maxBuffer: 1 << 26,
-      env: { ...process.env, ...peerLayoutEnv() }, // the peer's ResNet-18 in imiad's memory layout: the same arithmetic
+      env: { ...process.env, ...peerLayoutEnv(resnetLayout('cutpaste')) }, // the peer's ResNet-18 in imiad's memory layout: the same arithmetic
     });
     if (r.status !== 0) throw new Error(`the peer failed: ${r.stderr}`);
     const lines = r.stdout.trim().split('\n');

@@ -15,6 +15,7 @@ import * as path from 'path';
 import { maxRelativeDiff, peerLayoutEnv } from '../bench/common';
 import { trainDeviationJob, writeDeviationJob, type DeviationRun } from '../bench/deviation';
 import { binaryClassificationMetrics } from '../bindings/metrics';
+import { resnetLayout } from '../bindings/train/layout';
 import { trainAddonPath, trainingAvailable } from '../bindings/train/train';
 import { loadDataset } from '../lib/datasets';
 import { synthesize } from '../lib/datasets/synth';
@@ -254,7 +255,7 @@ describe('fidelity to the official code', () => {
     const mine = await trainDeviationJob(job);
     const script = path.join(__dirname, '..', 'bench', 'peers', `${method}_torch.py`);
     // The peer's ResNet-18 in imiad's memory layout (bench/peers/layout.py): the same arithmetic.
-    const r = spawnSync(peerPython, [script, job], { encoding: 'utf8', maxBuffer: 1 << 28, env: { ...process.env, ...peerLayoutEnv() } });
+    const r = spawnSync(peerPython, [script, job], { encoding: 'utf8', maxBuffer: 1 << 28, env: { ...process.env, ...peerLayoutEnv(resnetLayout(method)) } });
     expect(r.stderr.includes('Traceback') ? r.stderr : '').toBe('');
     expect(r.status).toBe(0);
     const lines = r.stdout.trim().split('\n');

@@ -15,6 +15,7 @@ import { maxRelativeDiff } from '../bench/common';
 import { type PeerResult, prepareRegadRun, runRegadSteps } from '../bench/regad';
 import { peerAvailable, peerLayoutEnv, peerPython } from '../bench/common';
 import { binaryClassificationMetrics } from '../bindings/metrics';
+import { resnetLayout } from '../bindings/train/layout';
 import { trainAddonPath, trainingAvailable } from '../bindings/train/train';
 import { loadDataset } from '../lib/datasets';
 import { synthesize } from '../lib/datasets/synth';
@@ -208,7 +209,7 @@ describe('RegAD', () => {
     fs.writeFileSync(path.join(dir, 'meta.json'), JSON.stringify({ ...meta, shots: 2, tests: 3 }));
     await model.calibrate([{ data: support, shape: [2, 3, side, side] }], true);
     const mine = await model.maps({ data: test, shape: [3, 3, side, side] }, [], side / 4);
-    const r = spawnSync(peerPython(), [path.join(__dirname, '..', 'bench', 'peers', 'regad_maps_torch.py'), dir, '1'], { encoding: 'utf8', env: { ...process.env, ...peerLayoutEnv() } });
+    const r = spawnSync(peerPython(), [path.join(__dirname, '..', 'bench', 'peers', 'regad_maps_torch.py'), dir, '1'], { encoding: 'utf8', env: { ...process.env, ...peerLayoutEnv(resnetLayout('regad')) } });
     expect(r.stderr.split('\n').filter((l) => /Error|Traceback/.test(l))).toEqual([]);
     const official = (JSON.parse(r.stdout.trim().split('\n').pop()!) as { maps: number[][][] }).maps.flat(2);
     expect(mine.length).toBe(official.length);
@@ -222,7 +223,7 @@ describe('RegAD', () => {
     const { model, batches } = await prepareRegadRun({ size: 32, batch: 4, shots: 2, steps: 20, lr: 0.01, threads: 1, seed: 2 }, dir);
     const mine = await runRegadSteps(model, batches);
     // runPeer resolves bench/peers from dist/bench; this test runs from the sources.
-    const r = spawnSync(peerPython(), [path.join(__dirname, '..', 'bench', 'peers', 'regad_torch.py'), dir, '1'], { encoding: 'utf8', env: { ...process.env, ...peerLayoutEnv() } });
+    const r = spawnSync(peerPython(), [path.join(__dirname, '..', 'bench', 'peers', 'regad_torch.py'), dir, '1'], { encoding: 'utf8', env: { ...process.env, ...peerLayoutEnv(resnetLayout('regad')) } });
     expect(r.stderr.split('\n').filter((l) => /Error|Traceback/.test(l))).toEqual([]);
     const peer = JSON.parse(r.stdout.trim().split('\n').pop()!) as PeerResult;
     process.stdout.write(`RegAD losses imiad ${mine.losses.map((l) => l.toFixed(6)).join(' ')}\nRegAD losses torch ${peer.losses.map((l) => l.toFixed(6)).join(' ')}\n`);

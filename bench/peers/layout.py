@@ -1,10 +1,12 @@
 """The memory layout of a peer's ResNet-18, from IMIAD_PEER_LAYOUT.
 
 - "nchw" (the default): torchvision's layout, as the official code runs. The speed comparisons use it.
-- "channels-last": the layout imiad's training addon gives its ResNet-18 (native/train/resnet18.h): the weights of
+- "channels-last": the layout imiad's training addon gives the ResNet-18 of CutPaste and RegAD
+  (bindings/train/layout.ts, native/train/resnet18.h): the weights of
   the convolutions of conv1 and layer1 .. layer4 channels-last, and the network's input laid out so at conv1. PyTorch
   then runs the same oneDNN kernels as imiad, so the fidelity checks compare the same arithmetic. (The two layouts
-  sum in different orders: a 20-step loss trajectory moves by about 1e-3 relative between them, in PyTorch alone.)
+  sum in different orders: a 20-step loss trajectory moves between them by 1e-3 to a few 1e-2 relative, in PyTorch
+  alone, as it does between 1 and 2 threads.)
 """
 import os
 

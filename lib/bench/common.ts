@@ -10,6 +10,7 @@ import * as os from 'os';
 import * as path from 'path';
 
 import { packageRoot } from '../../bindings/load';
+import type { TrainLayout } from '../../bindings/train/layout';
 import { hostDescription, type HostDescription } from '../runner/machine';
 
 export interface MachineInfo extends HostDescription {
@@ -230,21 +231,12 @@ export function peerPython(): string {
   return process.env.IMIAD_PEER_PYTHON || '/usr/bin/python3';
 }
 
-export type TrainLayout = 'channels-last' | 'nchw';
-
 /**
- * The memory layout of the training addon's ResNet-18 (native/train/resnet18.h): channels-last unless the environment
- * says IMIAD_TRAIN_LAYOUT=nchw (read where the addon builds the network, by this same rule).
+ * The environment of a ResNet-18 peer (bench/peers/layout.py) in `layout`: imiad's own for the detector
+ * (bindings/train/layout.ts resnetLayout) where a bench or test compares arithmetic (loss trajectories, scores),
+ * torchvision's NCHW, the official code's, where it times.
  */
-export function trainLayout(): TrainLayout {
-  return process.env.IMIAD_TRAIN_LAYOUT === 'nchw' ? 'nchw' : 'channels-last';
-}
-
-/**
- * The environment of a ResNet-18 peer (bench/peers/layout.py) in `layout`: imiad's own (trainLayout()) where a bench or
- * test compares arithmetic (loss trajectories, scores), torchvision's NCHW, the official code's, where it times.
- */
-export function peerLayoutEnv(layout: TrainLayout = trainLayout()): Record<string, string> {
+export function peerLayoutEnv(layout: TrainLayout): Record<string, string> {
   return { IMIAD_PEER_LAYOUT: layout };
 }
 

@@ -24,6 +24,7 @@ import { imiadError, invalidType } from '../../bindings/errors';
 import { defaultMemoryBudget } from '../../bindings/gaussian';
 import * as is from '../../bindings/is';
 import { resolveTrainDevice, trainDeviceParam } from '../../bindings/train/device';
+import { resnetLayoutExtra } from '../../bindings/train/layout';
 import { type Nchw, trainAddon, TrainModel } from '../../bindings/train/train';
 import type { Device } from '../../bindings/validate';
 import { defaultBackboneFile } from '../backbone/builder';
@@ -134,7 +135,7 @@ export class CutPasteDetector implements Detector {
       lr: this.lr,
       weightDecay: this.weightDecay,
       device: this.trainDevice,
-      extra: { headDims: this.headDims, classes: [CUTPASTE_CLASSES.length] },
+      extra: { headDims: this.headDims, classes: [CUTPASTE_CLASSES.length], ...resnetLayoutExtra('cutpaste') },
       ...(weights ? { weights } : {}),
     });
   }

@@ -25,6 +25,7 @@ import { imiadError, invalidType } from '../../bindings/errors';
 import { defaultMemoryBudget } from '../../bindings/gaussian';
 import * as is from '../../bindings/is';
 import { resolveTrainDevice, trainDeviceParam } from '../../bindings/train/device';
+import { resnetLayoutExtra } from '../../bindings/train/layout';
 import { type Nchw, trainAddon, TrainModel } from '../../bindings/train/train';
 import type { Device } from '../../bindings/validate';
 import { defaultBackboneFile } from '../backbone/builder';
@@ -291,7 +292,8 @@ export abstract class DeviationDetector implements Detector {
       lr: this.lr,
       weightDecay: 1e-5,
       device: this.trainDevice,
-      extra,
+      // The ResNet-18's memory layout is a speed choice, not the model's: the current one, whatever a checkpoint says.
+      extra: { ...extra, ...resnetLayoutExtra(this.defaults.kind) },
       ...(weights ? { weights } : {}),
     });
   }

@@ -30,6 +30,7 @@ import { imiadError, invalidType } from '../../bindings/errors';
 import { defaultMemoryBudget } from '../../bindings/gaussian';
 import * as is from '../../bindings/is';
 import { resolveTrainDevice, trainDeviceParam } from '../../bindings/train/device';
+import { resnetLayoutExtra } from '../../bindings/train/layout';
 import { type Nchw, trainAddon, TrainModel } from '../../bindings/train/train';
 import type { Device } from '../../bindings/validate';
 import { defaultBackboneFile } from '../backbone/builder';
@@ -157,7 +158,7 @@ export class Regad implements Detector {
       momentum: 0.9,
       weightDecay: 0,
       device: this.trainDevice,
-      extra: { side: [this.side] },
+      extra: { side: [this.side], ...resnetLayoutExtra('regad') },
       ...(weights ? { weights } : {}),
     });
   }

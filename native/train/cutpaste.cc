@@ -34,8 +34,8 @@ namespace F = torch::nn::functional;
 constexpr int64_t kEmbeddingDims = 512;
 
 struct CutPasteNetImpl : nn::Module {
-  CutPasteNetImpl(const std::vector<int64_t>& headDims, int64_t classes) {
-    backbone = register_module("backbone", ResNet18(4));
+  CutPasteNetImpl(const std::vector<int64_t>& headDims, int64_t classes, bool channelsLast) {
+    backbone = register_module("backbone", ResNet18(4, channelsLast));
     head = register_module("head", nn::Sequential());
     int64_t last = kEmbeddingDims;
     for (auto d : headDims) {
@@ -96,7 +96,7 @@ class CutPaste : public HeadModel {
       if (d < 1) throw InvalidArgument("ERR_IMIAD_RANGE", "Expected CutPaste's head widths to be positive");
     }
     torch::manual_seed(config.seed);  // the head's default init (the caller holds the seed lock)
-    auto net = std::make_shared<CutPasteNetImpl>(headDims, classes_);
+    auto net = std::make_shared<CutPasteNetImpl>(headDims, classes_, ChannelsLast(config));
     if (!config.weights.empty()) net->backbone->loadWeights(WeightTensors(config.weights));
     net_ = net.get();
     auto optimizer = std::make_unique<FusedAdam>(net->parameters(), torch::optim::AdamOptions(config.lr).weight_decay(config.weightDecay));

@@ -75,7 +75,7 @@ LabelledImageModel::LabelledImageModel(const ModelConfig& config) : HeadModel(co
   // subclass adds next draw their default initialisation from the same seeded generator.
   torch::manual_seed(config.seed);
   net_ = std::make_shared<nn::Module>();
-  backbone_ = net_->register_module("backbone", ResNet18(4));
+  backbone_ = net_->register_module("backbone", ResNet18(4, ChannelsLast(config)));
   if (!config.weights.empty()) backbone_->loadWeights(WeightTensors(config.weights));
   steps_ = net_->register_buffer("schedule_steps", torch::zeros({1}));
 }

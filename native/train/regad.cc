@@ -133,8 +133,8 @@ struct RegadNetImpl : nn::Module {
   Stn stn1{nullptr}, stn2{nullptr}, stn3{nullptr};
   Encoder enc{nullptr};
   Predictor pred{nullptr};
-  explicit RegadNetImpl(int64_t side) {
-    resnet = register_module("resnet", ResNet18(3));
+  RegadNetImpl(int64_t side, bool channelsLast) {
+    resnet = register_module("resnet", ResNet18(3, channelsLast));
     const int64_t l1 = Half(Half(side));
     stn1 = register_module("stn1", Stn(64, l1));
     stn2 = register_module("stn2", Stn(128, Half(l1)));
@@ -208,7 +208,7 @@ class Regad : public Model {
     }
     side_ = static_cast<int64_t>(side[0]);
     torch::manual_seed(config.seed);  // the STN and siamese convs' default init (the caller holds the seed lock)
-    net_ = RegadNet(side_);
+    net_ = RegadNet(side_, ChannelsLast(config));
     LoadBackboneWeights(config);
     net_->to(device_);
     optimizer_ = std::make_unique<torch::optim::SGD>(net_->parameters(), torch::optim::SGDOptions(config.lr).momentum(config.momentum));

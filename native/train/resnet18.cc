@@ -1,8 +1,6 @@
 // torchvision's resnet18 (torchvision/models/resnet.py, v0.14) in libtorch; see resnet18.h.
 #include "resnet18.h"
 
-#include <cstdlib>
-#include <cstring>
 #include <mutex>
 #include <sstream>
 
@@ -43,7 +41,7 @@ torch::Tensor ResNetBasicBlockImpl::forward(const torch::Tensor& x) {
   return out.add_(downsample ? downsample->forward(x) : x).relu_();
 }
 
-ResNet18Impl::ResNet18Impl(int upToLayer) : upToLayer_(upToLayer) {
+ResNet18Impl::ResNet18Impl(int upToLayer, bool channelsLast) : upToLayer_(upToLayer), channelsLast_(channelsLast) {
   if (upToLayer < 1 || upToLayer > 4) {
     throw InvalidArgument("ERR_IMIAD_RANGE", "Expected ResNet-18 up to layer 1..4 but received " + std::to_string(upToLayer));
   }
@@ -65,8 +63,6 @@ ResNet18Impl::ResNet18Impl(int upToLayer) : upToLayer_(upToLayer) {
       nn::init::zeros_(bn->bias);
     }
   }
-  const char* layout = std::getenv("IMIAD_TRAIN_LAYOUT");
-  channelsLast_ = layout == nullptr || std::strcmp(layout, "nchw") != 0;
   if (channelsLast_) {
     for (auto& m : modules(/*include_self=*/false)) {
       if (auto* conv = m->as<nn::Conv2d>()) conv->weight.set_data(conv->weight.contiguous(torch::MemoryFormat::ChannelsLast));
@@ -118,6 +114,12 @@ void ResNet18Impl::loadWeights(const std::map<std::string, torch::Tensor>& w) {
   for (auto& c : copies) c.first.copy_(c.second->to(c.first.device(), torch::kFloat32));
 }
 
+bool ChannelsLast(const ModelConfig& config) {
+  const auto v = Extra(config, "channelsLast", {0});
+  if (v.size() != 1 || (v[0] != 0 && v[0] != 1)) throw InvalidArgument("ERR_IMIAD_ARGUMENT", "Expected extra.channelsLast to be [0] or [1]");
+  return v[0] == 1;
+}
+
 std::map<std::string, torch::Tensor> WeightTensors(const std::vector<NamedArray>& weights) {
   std::map<std::string, torch::Tensor> out;
   for (const NamedArray& a : weights) {
@@ -139,7 +141,7 @@ class ResNet18Features : public Model {
   explicit ResNet18Features(const ModelConfig& config) : config_(config), device_(TrainDevice(config.device)) {
     const int upTo = static_cast<int>(Extra(config, "upToLayer", {4})[0]);
     torch::manual_seed(config.seed);  // the caller holds the seed lock
-    net_ = ResNet18(upTo);
+    net_ = ResNet18(upTo, ChannelsLast(config));
     if (!config.weights.empty()) net_->loadWeights(WeightTensors(config.weights));
     net_->to(device_);
   }

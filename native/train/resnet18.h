@@ -40,16 +40,17 @@ struct ResNet18Impl : torch::nn::Module {
   // Builds conv1, bn1 and layer1 .. layer<upToLayer> (1..4), with torchvision's initialisation (kaiming_normal_
   // fan_out for the convs, BN weight 1 and bias 0) drawn from torch's global generator (the caller seeds it).
   //
-  // Memory layout: the convolution weights are stored channels-last (NHWC strides) and forward() lays its input out
-  // so, which makes oneDNN run every convolution, batch norm, ReLU and pooling of the network in its channels-last
-  // kernels, forward and backward: about a fifth less CPU time per training step than torchvision's default NCHW
-  // (docs/training-speed.md). The values are the same tensors' (sizes, names, checkpoints and weight import are
-  // unchanged: every copy goes through copy_ or contiguous()); sums inside the kernels run in another order, so the
-  // results differ from an NCHW run by float rounding. IMIAD_TRAIN_LAYOUT=nchw, read when the network is built,
-  // keeps torchvision's layout (for comparisons).
-  explicit ResNet18Impl(int upToLayer = 4);
-  // The outputs of layer1 .. layer<upToLayer> for an image batch [n, 3, h, w] (channels-last tensors unless
-  // IMIAD_TRAIN_LAYOUT=nchw: use reshape or flatten, not view, to merge their dimensions).
+  //
+  // channelsLast: the convolution weights are stored channels-last (NHWC strides) and stem() lays its input out so,
+  // which makes oneDNN run the network's convolutions, batch norms, ReLUs and pooling in its channels-last kernels,
+  // forward and backward. Whether that is faster depends on the shapes (CutPaste's and RegAD's steps gain, DevNet's
+  // and DRA's do not: docs/training-speed.md), so the caller chooses (ModelConfig extra "channelsLast", which
+  // bindings/train/layout.ts fills per detector). The values are the same tensors' (sizes, names, checkpoints and
+  // weight import are unchanged: every copy goes through copy_ or contiguous()); sums inside the kernels run in
+  // another order, so the results differ from an NCHW run by float rounding.
+  explicit ResNet18Impl(int upToLayer = 4, bool channelsLast = false);
+  // The outputs of layer1 .. layer<upToLayer> for an image batch [n, 3, h, w] (channels-last tensors when the
+  // network is: use reshape or flatten, not view, to merge their dimensions).
   std::vector<torch::Tensor> forward(torch::Tensor x);
   // maxpool(relu(bn1(conv1(x)))), x laid out as the weights are: the input of layer1 (forward starts with it).
   torch::Tensor stem(torch::Tensor x);
@@ -80,6 +81,10 @@ std::unique_ptr<Model> CreateResNet18FeatureModel(const ModelConfig& config);
 
 // ModelConfig::weights as tensors (views of the config's arrays; loadWeights copies them into the parameters).
 std::map<std::string, torch::Tensor> WeightTensors(const std::vector<NamedArray>& weights);
+
+// The model config's extra "channelsLast" ([1]: the ResNet-18 channels-last, [0] or absent: NCHW); anything else is
+// an error naming the key.
+bool ChannelsLast(const ModelConfig& config);
 
 }  // namespace train
 }  // namespace imiad
